@@ -1,0 +1,16 @@
+# rlhf_warnings: the warning set of the library's own tests, benchmarks and examples.
+# Never exported: consumers choose their own warnings.
+add_library(rlhf_warnings INTERFACE)
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  target_compile_options(rlhf_warnings INTERFACE
+    -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wsign-conversion -Wnon-virtual-dtor
+    -Wold-style-cast -Wcast-align -Wdouble-promotion -Wimplicit-fallthrough)
+  if(RLHF_WARNINGS_AS_ERRORS)
+    target_compile_options(rlhf_warnings INTERFACE -Werror)
+  endif()
+elseif(MSVC)
+  target_compile_options(rlhf_warnings INTERFACE /W4 /permissive-)
+  if(RLHF_WARNINGS_AS_ERRORS)
+    target_compile_options(rlhf_warnings INTERFACE /WX)
+  endif()
+endif()

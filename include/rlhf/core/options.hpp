@@ -1,0 +1,226 @@
+#pragma once
+/// @file
+/// Enums for every semantic on which the frameworks disagree, with their names.
+/// `docs/semantics.md` says which framework each value reproduces.
+///
+/// Every enum `E` has `rlhf::to_string(E)` and `rlhf::parse_option<E>(text)`, which accepts the
+/// names below (and the listed aliases the frameworks use) and otherwise throws `rlhf::error`.
+
+#include <array>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "rlhf/core/error.hpp"
+
+namespace rlhf {
+
+/// How GAE treats positions whose mask is 0.
+enum class gae_masking {
+    /// Values and rewards are multiplied by the mask, then the recursion runs over every position
+    /// (TRL, OpenRLHF, ColossalChat v2). Correct for trailing padding only.
+    zero_masked,
+    /// Masked positions are transparent: the recursion carries the next value and advantage
+    /// across them (verl, multi-turn observation tokens).
+    skip_masked,
+    /// The recursion runs over the valid range of each row; everything after it is zeroed
+    /// (DeepSpeed-Chat).
+    valid_range,
+};
+
+/// Variance (and standard deviation) estimator.
+enum class variance_estimator {
+    unbiased,  ///< divides by n - 1 (Bessel): TRL, verl, torch.std
+    biased,    ///< divides by n (population): OpenRLHF, ChatLearn, numpy
+};
+
+/// Over which elements whitening statistics are taken.
+enum class whiten_scope {
+    per_row,    ///< one mean and variance per row
+    per_batch,  ///< one mean and variance over every valid element of the batch
+};
+
+/// What a statistic does when it has too few valid elements (none for a mean; fewer than two
+/// for an unbiased variance).
+enum class small_sample_policy {
+    raise,          ///< throw `rlhf::error` (verl)
+    skip,           ///< leave the input unchanged (return it as is)
+    zero_variance,  ///< treat the variance as 0 (the output becomes (x - mean) * rsqrt(eps))
+};
+
+/// Where a sequence-level score enters the per-token rewards.
+enum class reward_slot {
+    last_valid_token,   ///< the last position with mask 1 (TRL v0.11, OpenRLHF, verl)
+    after_last_valid,   ///< one position after the last valid token (DeepSpeed-Chat's `ends`)
+    every_valid_token,  ///< added to every position before sum(mask) (ColossalChat v2)
+    first_pad_slot,     ///< first position after the last valid one, or the last valid one if the
+                        ///< row has no padding (current TRL PPO)
+};
+
+/// Per-token KL estimator between the policy (`lp`) and the reference (`ref`).
+enum class kl_estimator {
+    k1,   ///< lp - ref (aliases: kl)
+    abs,  ///< |lp - ref|
+    k2,   ///< (lp - ref)^2 / 2 (aliases: mse)
+    k3,   ///< exp(ref - lp) - (ref - lp) - 1 (aliases: low_var_kl)
+};
+
+/// How per-token losses of a batch are reduced to one number.
+enum class loss_aggregation {
+    token_mean,               ///< sum(L*m) / sum(m)
+    seq_mean_token_mean,      ///< mean over rows of sum_t(L*m) / sum_t(m)
+    seq_mean_token_sum,       ///< mean over rows of sum_t(L*m)
+    seq_mean_token_sum_norm,  ///< sum(L*m) / a constant (Dr.GRPO)
+};
+
+/// Critic-free or critic-based advantage estimator.
+enum class advantage_estimator {
+    gae,
+    grpo,
+    dr_grpo,
+    rloo,
+    reinforce_plus_plus,
+    reinforce_plus_plus_baseline,
+    remax,
+    opo,
+};
+
+/// Name table of an option enum: `values` lists {value, canonical name} and `aliases` the
+/// other names a framework uses for the same value.
+template <class E>
+struct option_names;
+
+template <>
+struct option_names<gae_masking> {
+    static constexpr std::string_view type = "gae_masking";
+    static constexpr std::array<std::pair<gae_masking, std::string_view>, 3> values{{
+        {gae_masking::zero_masked, "zero_masked"},
+        {gae_masking::skip_masked, "skip_masked"},
+        {gae_masking::valid_range, "valid_range"},
+    }};
+    static constexpr std::array<std::pair<gae_masking, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<variance_estimator> {
+    static constexpr std::string_view type = "variance_estimator";
+    static constexpr std::array<std::pair<variance_estimator, std::string_view>, 2> values{{
+        {variance_estimator::unbiased, "unbiased"},
+        {variance_estimator::biased, "biased"},
+    }};
+    static constexpr std::array<std::pair<variance_estimator, std::string_view>, 1> aliases{{
+        {variance_estimator::biased, "population"},
+    }};
+};
+
+template <>
+struct option_names<whiten_scope> {
+    static constexpr std::string_view type = "whiten_scope";
+    static constexpr std::array<std::pair<whiten_scope, std::string_view>, 2> values{{
+        {whiten_scope::per_row, "per_row"},
+        {whiten_scope::per_batch, "per_batch"},
+    }};
+    static constexpr std::array<std::pair<whiten_scope, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<small_sample_policy> {
+    static constexpr std::string_view type = "small_sample_policy";
+    static constexpr std::array<std::pair<small_sample_policy, std::string_view>, 3> values{{
+        {small_sample_policy::raise, "raise"},
+        {small_sample_policy::skip, "skip"},
+        {small_sample_policy::zero_variance, "zero_variance"},
+    }};
+    static constexpr std::array<std::pair<small_sample_policy, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<reward_slot> {
+    static constexpr std::string_view type = "reward_slot";
+    static constexpr std::array<std::pair<reward_slot, std::string_view>, 4> values{{
+        {reward_slot::last_valid_token, "last_valid_token"},
+        {reward_slot::after_last_valid, "after_last_valid"},
+        {reward_slot::every_valid_token, "every_valid_token"},
+        {reward_slot::first_pad_slot, "first_pad_slot"},
+    }};
+    static constexpr std::array<std::pair<reward_slot, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<kl_estimator> {
+    static constexpr std::string_view type = "kl_estimator";
+    static constexpr std::array<std::pair<kl_estimator, std::string_view>, 4> values{{
+        {kl_estimator::k1, "k1"},
+        {kl_estimator::abs, "abs"},
+        {kl_estimator::k2, "k2"},
+        {kl_estimator::k3, "k3"},
+    }};
+    static constexpr std::array<std::pair<kl_estimator, std::string_view>, 3> aliases{{
+        {kl_estimator::k1, "kl"},
+        {kl_estimator::k2, "mse"},
+        {kl_estimator::k3, "low_var_kl"},
+    }};
+};
+
+template <>
+struct option_names<loss_aggregation> {
+    static constexpr std::string_view type = "loss_aggregation";
+    static constexpr std::array<std::pair<loss_aggregation, std::string_view>, 4> values{{
+        {loss_aggregation::token_mean, "token-mean"},
+        {loss_aggregation::seq_mean_token_mean, "seq-mean-token-mean"},
+        {loss_aggregation::seq_mean_token_sum, "seq-mean-token-sum"},
+        {loss_aggregation::seq_mean_token_sum_norm, "seq-mean-token-sum-norm"},
+    }};
+    static constexpr std::array<std::pair<loss_aggregation, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<advantage_estimator> {
+    static constexpr std::string_view type = "advantage_estimator";
+    static constexpr std::array<std::pair<advantage_estimator, std::string_view>, 8> values{{
+        {advantage_estimator::gae, "gae"},
+        {advantage_estimator::grpo, "grpo"},
+        {advantage_estimator::dr_grpo, "dr_grpo"},
+        {advantage_estimator::rloo, "rloo"},
+        {advantage_estimator::reinforce_plus_plus, "reinforce_plus_plus"},
+        {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_plus_plus_baseline"},
+        {advantage_estimator::remax, "remax"},
+        {advantage_estimator::opo, "opo"},
+    }};
+    static constexpr std::array<std::pair<advantage_estimator, std::string_view>, 2> aliases{{
+        {advantage_estimator::reinforce_plus_plus, "reinforce"},
+        {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_baseline"},
+    }};
+};
+
+/// An enum with an `option_names` table.
+template <class E>
+concept named_option = std::is_enum_v<E> && requires {
+    option_names<E>::type;
+    option_names<E>::values;
+    option_names<E>::aliases;
+};
+
+/// Canonical name of an option value ("k3", "token-mean", ...).
+template <named_option E>
+[[nodiscard]] constexpr std::string_view to_string(E value) noexcept {
+    for (const auto& [candidate, name] : option_names<E>::values)
+        if (candidate == value) return name;
+    return "unknown";
+}
+
+/// Parses a canonical name or an alias; throws `rlhf::error` (kind `config`) listing the
+/// accepted names otherwise. `argument` names the option in the message.
+template <named_option E>
+[[nodiscard]] E parse_option(std::string_view text, std::string_view argument = option_names<E>::type) {
+    for (const auto& [value, name] : option_names<E>::values)
+        if (name == text) return value;
+    for (const auto& [value, name] : option_names<E>::aliases)
+        if (name == text) return value;
+    std::string accepted = "one of";
+    for (const auto& [value, name] : option_names<E>::values) accepted.append(" '").append(name).append("'");
+    for (const auto& [value, name] : option_names<E>::aliases) accepted.append(" '").append(name).append("'");
+    throw error(error_kind::config, "rlhf::parse_option", argument, accepted, "'" + std::string(text) + "'");
+}
+
+}  // namespace rlhf

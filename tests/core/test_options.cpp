@@ -1,0 +1,46 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "rlhf/core/options.hpp"
+
+namespace {
+template <class E>
+void check_round_trip() {
+    for (const auto& [value, name] : rlhf::option_names<E>::values) {
+        CHECK(rlhf::to_string(value) == name);
+        CHECK(rlhf::parse_option<E>(name) == value);
+    }
+}
+}  // namespace
+
+TEST_CASE("every option name round-trips" * doctest::test_suite("unit")) {
+    check_round_trip<rlhf::gae_masking>();
+    check_round_trip<rlhf::variance_estimator>();
+    check_round_trip<rlhf::whiten_scope>();
+    check_round_trip<rlhf::small_sample_policy>();
+    check_round_trip<rlhf::reward_slot>();
+    check_round_trip<rlhf::kl_estimator>();
+    check_round_trip<rlhf::loss_aggregation>();
+    check_round_trip<rlhf::advantage_estimator>();
+}
+
+TEST_CASE("framework aliases parse to the same option" * doctest::test_suite("unit")) {
+    CHECK(rlhf::parse_option<rlhf::kl_estimator>("low_var_kl") == rlhf::kl_estimator::k3);
+    CHECK(rlhf::parse_option<rlhf::kl_estimator>("mse") == rlhf::kl_estimator::k2);
+    CHECK(rlhf::parse_option<rlhf::kl_estimator>("kl") == rlhf::kl_estimator::k1);
+    CHECK(rlhf::parse_option<rlhf::advantage_estimator>("reinforce") == rlhf::advantage_estimator::reinforce_plus_plus);
+}
+
+TEST_CASE("an unknown option name is a configuration error listing the accepted names" * doctest::test_suite("unit")) {
+    try {
+        (void)rlhf::parse_option<rlhf::kl_estimator>("k4", "kl_penalty");
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.kind() == rlhf::error_kind::config);
+        CHECK(e.argument() == "kl_penalty");
+        CHECK(std::string(e.what()) ==
+              "rlhf::parse_option: argument 'kl_penalty': expected one of 'k1' 'abs' 'k2' 'k3' 'kl' 'mse' "
+              "'low_var_kl', got 'k4'");
+    }
+}

@@ -1,0 +1,55 @@
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "rlhf/libtorch.hpp"
+
+TEST_CASE("libtorch::as_view maps a CPU tensor without copying" * doctest::test_suite("unit")) {
+    const torch::Tensor t = torch::arange(12, torch::kFloat64).reshape({3, 4});
+    const auto v = rlhf::libtorch::as_view<double>(t, "f", "x");
+    CHECK(v.data() == t.data_ptr<double>());
+    CHECK(v.extent(0) == 3);
+    CHECK(v(2, 1) == 9.0);
+    // A column range of a wider tensor keeps its row stride.
+    const torch::Tensor response = t.slice(1, 1, 4);
+    const auto r = rlhf::libtorch::as_view<double>(response, "f", "response");
+    CHECK(r.stride(0) == 4);
+    CHECK(r(1, 0) == 5.0);
+    const torch::Tensor out = torch::zeros({2, 2}, torch::kFloat32);
+    rlhf::libtorch::as_mut_view<float>(out, "f", "out")(1, 1) = 3.0f;
+    CHECK(out[1][1].item<float>() == 3.0f);
+}
+
+TEST_CASE("libtorch::as_view rejects wrong dtype, rank, device, layout" * doctest::test_suite("unit")) {
+    const torch::Tensor t = torch::zeros({2, 3}, torch::kFloat32);
+    try {
+        (void)rlhf::libtorch::as_view<double>(t, "rlhf::g", "values");
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.kind() == rlhf::error_kind::dtype);
+        CHECK(std::string(e.what()) == "rlhf::g: argument 'values': expected dtype float64, got float32");
+    }
+    try {
+        (void)rlhf::libtorch::as_view<float, 3>(t, "rlhf::g", "logits");
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.kind() == rlhf::error_kind::shape);
+        CHECK(e.actual() == "2 dimensions [2, 3]");
+    }
+    try {
+        (void)rlhf::libtorch::as_view<float>(t.t(), "rlhf::g", "mask");
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.argument() == "mask");
+        CHECK(e.expected() == "innermost stride 1 (call .contiguous())");
+    }
+    const torch::Tensor meta = torch::empty({2, 3}, torch::TensorOptions().dtype(torch::kFloat32).device(torch::kMeta));
+    try {
+        (void)rlhf::libtorch::as_view<float>(meta, "rlhf::g", "logp");
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.kind() == rlhf::error_kind::device);
+        CHECK(e.actual() == "meta");
+    }
+    CHECK_THROWS_AS((void)rlhf::libtorch::as_view<float>(torch::Tensor(), "rlhf::g", "x"), rlhf::error);
+}
