@@ -1,0 +1,64 @@
+#pragma once
+/// @file
+/// Runtime dtype dispatch from LibTorch tensors to the templated kernels.
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string_view>
+#include <utility>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/libtorch/view.hpp"
+
+namespace rlhf::libtorch {
+
+/// Calls `body(T{})` with `T` = float or double, the dtype of `tensor`; any other dtype is an
+/// `rlhf::error` naming `argument`.
+template <class Body>
+decltype(auto) dispatch_floating(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
+                                 Body&& body) {
+    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    switch (tensor.scalar_type()) {
+        case torch::kFloat32:
+            return std::forward<Body>(body)(float{});
+        case torch::kFloat64:
+            return std::forward<Body>(body)(double{});
+        default:
+            fail(error_kind::dtype, function, argument, "float32 or float64", dtype_name(tensor.scalar_type()));
+    }
+}
+
+/// Calls `body(M{})` with `M` the element type of a mask: bool, uint8, int32, int64, or the
+/// floating type `T` of the values it masks. Any other dtype is an `rlhf::error`.
+template <class T, class Body>
+decltype(auto) dispatch_mask(const torch::Tensor& mask, std::string_view function, std::string_view argument,
+                             Body&& body) {
+    if (!mask.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    switch (mask.scalar_type()) {
+        case torch::kBool:
+            return std::forward<Body>(body)(bool{});
+        case torch::kUInt8:
+            return std::forward<Body>(body)(std::uint8_t{});
+        case torch::kInt32:
+            return std::forward<Body>(body)(std::int32_t{});
+        case torch::kInt64:
+            return std::forward<Body>(body)(std::int64_t{});
+        default:
+            if (mask.scalar_type() == dtype_of<T>()) return std::forward<Body>(body)(T{});
+            fail(error_kind::dtype, function, argument,
+                 "bool, uint8, int32, int64 or " + dtype_name(dtype_of<T>()) + " (the dtype of the values)",
+                 dtype_name(mask.scalar_type()));
+    }
+}
+
+/// Checks that `tensor` has the dtype of `reference` (named `reference_argument`).
+inline void check_same_dtype(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
+                             const torch::Tensor& reference, std::string_view reference_argument) {
+    if (tensor.scalar_type() != reference.scalar_type())
+        fail(error_kind::dtype, function, argument,
+             dtype_name(reference.scalar_type()) + " (the dtype of '" + std::string(reference_argument) + "')",
+             dtype_name(tensor.scalar_type()));
+}
+
+}  // namespace rlhf::libtorch

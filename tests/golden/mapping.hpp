@@ -1,0 +1,47 @@
+#pragma once
+// How the golden runner maps a case of a golden file to the library call that reproduces it.
+// Each family of peer functions has a `map_<family>.cpp` that registers one mapper per
+// golden_id; the mapper reads the case's params and inputs (any shape, any mask pattern) and
+// returns the library's outputs under the peer's output names.
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "golden_data.hpp"
+
+namespace rlhf_golden {
+
+/// The library's answer to one case.
+struct mapped_outputs {
+    std::map<std::string, tensor> outputs;  // compared with the case's outputs of the same name
+    double relative_tolerance = 1e-9;       // |ours - peer| <= tol * max(1, |peer|)
+};
+
+/// Returns the library's outputs, std::nullopt when the case is not one the library maps
+/// (unknown params or symbol), or throws rlhf::error when the library rejects the input.
+using case_mapper = std::function<std::optional<mapped_outputs>(const golden_file&, const golden_case&)>;
+
+/// golden_id -> mappers, tried in order; the first that maps a case answers it. A file
+/// holding several peer functions (a loss and an estimator, say) gets one mapper per family.
+using mapper_registry = std::map<std::string, std::vector<case_mapper>>;
+
+// One registration function per family; each adds the golden_ids it maps.
+void register_statistics_mappers(mapper_registry& registry);  // masked stats, whitening, running moments
+void register_gae_mappers(mapper_registry& registry);         // GAE and returns
+void register_outcome_mappers(mapper_registry& registry);     // critic-free estimators
+void register_reward_mappers(mapper_registry& registry);      // KL estimators, reward shaping, KL controllers
+
+/// Every mapper the runner knows.
+inline mapper_registry all_mappers() {
+    mapper_registry registry;
+    register_statistics_mappers(registry);
+    register_gae_mappers(registry);
+    register_outcome_mappers(registry);
+    register_reward_mappers(registry);
+    return registry;
+}
+
+}  // namespace rlhf_golden
