@@ -33,6 +33,8 @@ void register_statistics_mappers(mapper_registry& registry);  // masked stats, w
 void register_gae_mappers(mapper_registry& registry);         // GAE and returns
 void register_outcome_mappers(mapper_registry& registry);     // critic-free estimators
 void register_reward_mappers(mapper_registry& registry);      // KL estimators, reward shaping, KL controllers
+void register_loss_mappers(mapper_registry& registry);        // policy, value losses and aggregation
+void register_logits_mappers(mapper_registry& registry);      // log-probs, entropy, KL from logits, LM and RM losses
 
 /// Every mapper the runner knows.
 inline mapper_registry all_mappers() {
@@ -41,6 +43,8 @@ inline mapper_registry all_mappers() {
     register_gae_mappers(registry);
     register_outcome_mappers(registry);
     register_reward_mappers(registry);
+    register_loss_mappers(registry);
+    register_logits_mappers(registry);
     return registry;
 }
 

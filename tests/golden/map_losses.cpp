@@ -1,0 +1,8 @@
+// Golden mappers: see mapping.hpp.
+#include "mapping.hpp"
+
+namespace rlhf_golden {
+
+void register_loss_mappers(mapper_registry& /*registry*/) {}
+
+}  // namespace rlhf_golden
