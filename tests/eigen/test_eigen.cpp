@@ -2,7 +2,7 @@
 
 #include "rlhf/eigen.hpp"
 
-TEST_CASE("eigen::as_view maps row-major matrices, blocks and vectors" * doctest::test_suite("unit")) {
+TEST_CASE("eigen::as_view maps row-major matrices / blocks and vectors" * doctest::test_suite("unit")) {
     rlhf::eigen::row_matrix<double> m(3, 4);
     for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<double>(i);
     const auto v = rlhf::eigen::as_view(m, "f", "x");

@@ -115,6 +115,8 @@ inline void flatten_outputs(const json& value, const std::string& prefix, std::m
             flatten_outputs(item, prefix.empty() ? key : prefix + "." + key, out);
     } else if (is_numeric(value)) {
         out[prefix] = parse_tensor(value);
+    } else if (value.is_array()) {  // a list of records (per-step states): "steps.0.mean", ...
+        for (std::size_t i = 0; i < value.size(); ++i) flatten_outputs(value[i], prefix + "." + std::to_string(i), out);
     }
 }
 

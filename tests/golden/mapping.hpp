@@ -1,6 +1,6 @@
 #pragma once
 // How the golden runner maps a case of a golden file to the library call that reproduces it.
-// Each family of peer functions has a `map_<family>.cpp` that registers one mapper per
+// Each family of peer functions has a `map_<family>.cpp` that registers its mappers per
 // golden_id; the mapper reads the case's params and inputs (any shape, any mask pattern) and
 // returns the library's outputs under the peer's output names.
 
@@ -18,14 +18,18 @@ namespace rlhf_golden {
 struct mapped_outputs {
     std::map<std::string, tensor> outputs;  // compared with the case's outputs of the same name
     double relative_tolerance = 1e-9;       // |ours - peer| <= tol * max(1, |peer|)
+    /// Outputs the library refused to compute (an rlhf::error, by a documented policy) where the
+    /// peer returned only NaN/Inf; the runner counts such a case apart from the matched ones.
+    std::vector<std::string> refused_non_finite;
 };
 
 /// Returns the library's outputs, std::nullopt when the case is not one the library maps
 /// (unknown params or symbol), or throws rlhf::error when the library rejects the input.
 using case_mapper = std::function<std::optional<mapped_outputs>(const golden_file&, const golden_case&)>;
 
-/// golden_id -> mappers, tried in order; the first that maps a case answers it. A file
-/// holding several peer functions (a loss and an estimator, say) gets one mapper per family.
+/// golden_id -> mappers. Every mapper is asked about every case of its golden_id; the outputs
+/// of those that answer are merged (a file can hold several peer functions, and one case can
+/// carry outputs of two families, such as a loss and a normalisation).
 using mapper_registry = std::map<std::string, std::vector<case_mapper>>;
 
 // One registration function per family; each adds the golden_ids it maps.
@@ -33,8 +37,9 @@ void register_statistics_mappers(mapper_registry& registry);  // masked stats, w
 void register_gae_mappers(mapper_registry& registry);         // GAE and returns
 void register_outcome_mappers(mapper_registry& registry);     // critic-free estimators
 void register_reward_mappers(mapper_registry& registry);      // KL estimators, reward shaping, KL controllers
-void register_loss_mappers(mapper_registry& registry);        // policy, value losses and aggregation
+void register_loss_mappers(mapper_registry& registry);        // policy loss and aggregation
 void register_logits_mappers(mapper_registry& registry);      // log-probs, entropy, KL from logits, LM and RM losses
+void register_value_mappers(mapper_registry& registry);       // value losses (map_value_losses.cpp)
 
 /// Every mapper the runner knows.
 inline mapper_registry all_mappers() {
@@ -45,6 +50,7 @@ inline mapper_registry all_mappers() {
     register_reward_mappers(registry);
     register_loss_mappers(registry);
     register_logits_mappers(registry);
+    register_value_mappers(registry);
     return registry;
 }
 

@@ -4,8 +4,9 @@
 //
 // PATH is a golden JSON file or a directory of them (default: $RLHF_GOLDEN_DIR, else the
 // project's tests/data/golden). For each file it reports the cases matched, mismatched (with
-// the largest error), expected-error cases the library rejected with an rlhf::error, and the
-// cases it cannot map. Exit status 1 on any mismatch, on an expected error the library
+// the largest error), expected-error cases the library rejected with an rlhf::error, cases the
+// library refuses by a documented policy where the peer returned NaN, and the cases it cannot
+// map. Exit status 1 on any mismatch, on an expected error the library
 // accepted, or on an unmapped case of a golden_id named in --require-mapped.
 
 #include <algorithm>
@@ -27,7 +28,7 @@ namespace {
 using namespace rlhf_golden;
 
 struct file_report {
-    int matched = 0, mismatched = 0, rejected = 0, accepted_error = 0, unmapped = 0, failed = 0;
+    int matched = 0, mismatched = 0, rejected = 0, refused_non_finite = 0, accepted_error = 0, unmapped = 0, failed = 0;
     double largest_error = 0.0;
     std::string largest_where;
     std::vector<std::string> details;
@@ -73,11 +74,23 @@ file_report run_file(const golden_file& file, const mapper_registry& registry) {
     file_report report;
     const auto found = registry.find(file.golden_id);
     for (const golden_case& c : file.cases) {
-        std::optional<mapped_outputs> result;
+        // Every mapper of the golden_id may answer part of a case (a file can hold a loss and an
+        // estimator); their outputs are merged, each compared at its mapper's tolerance.
+        std::map<std::string, std::pair<tensor, double>> answered;
+        std::vector<std::string> refused;
+        bool any = false;
         try {
-            if (found != registry.end())
-                for (const auto& mapper : found->second)
-                    if ((result = mapper(file, c))) break;
+            if (found != registry.end()) {
+                for (const auto& mapper : found->second) {
+                    if (auto result = mapper(file, c)) {
+                        any = true;
+                        for (auto& [name, value] : result->outputs)
+                            answered.insert_or_assign(name, std::pair{std::move(value), result->relative_tolerance});
+                        refused.insert(refused.end(), result->refused_non_finite.begin(),
+                                       result->refused_non_finite.end());
+                    }
+                }
+            }
         } catch (const rlhf::error& e) {
             if (c.error) {
                 ++report.rejected;
@@ -91,7 +104,7 @@ file_report run_file(const golden_file& file, const mapper_registry& registry) {
             report.details.push_back(c.name + ": mapper failed: " + e.what());
             continue;
         }
-        if (!result) {
+        if (!any) {
             ++report.unmapped;
             continue;
         }
@@ -102,26 +115,31 @@ file_report run_file(const golden_file& file, const mapper_registry& registry) {
         }
         bool ok = true;
         int compared = 0;
-        for (const auto& [name, ours] : result->outputs) {
+        for (const auto& [name, answer] : answered) {
+            const auto& [ours, tolerance] = answer;
             const auto expected = c.outputs.find(name);
             if (expected == c.outputs.end()) continue;
             ++compared;
             std::string why;
-            const double error = compare(ours, expected->second, result->relative_tolerance, why);
+            const double error = compare(ours, expected->second, tolerance, why);
             if (error > report.largest_error || std::isinf(error)) {
                 report.largest_error = std::max(report.largest_error, error);
                 report.largest_where = c.name + " [" + name + "]";
             }
-            if (error > result->relative_tolerance) {
+            if (error > tolerance) {
                 ok = false;
                 report.details.push_back(c.name + " [" + name + "]: " + why);
             }
         }
-        if (compared == 0) {
+        if (!ok) {
+            ++report.mismatched;
+        } else if (!refused.empty()) {
+            ++report.refused_non_finite;
+        } else if (compared == 0) {
             ++report.unmapped;
-            continue;
+        } else {
+            ++report.matched;
         }
-        ok ? ++report.matched : ++report.mismatched;
     }
     return report;
 }
@@ -163,7 +181,8 @@ int main(int argc, char** argv) {
         paths.emplace_back(env != nullptr && *env != '\0' ? env : RLHF_TEST_DATA_DIR "/golden");
     }
     const mapper_registry registry = all_mappers();
-    int total_matched = 0, total_mismatched = 0, total_rejected = 0, total_unmapped = 0, total_failed = 0;
+    int total_matched = 0, total_mismatched = 0, total_rejected = 0, total_refused = 0, total_unmapped = 0,
+        total_failed = 0;
     bool failed = false;
     const auto files = collect(paths);
     if (files.empty()) {
@@ -180,8 +199,8 @@ int main(int argc, char** argv) {
             continue;
         }
         const file_report r = run_file(file, registry);
-        std::printf("%-58s %3d matched, %d mismatched, %d rejected as expected, %d unmapped", path.filename().c_str(),
-                    r.matched, r.mismatched, r.rejected, r.unmapped);
+        std::printf("%-56s %3d matched, %d mismatched, %d rejected as expected, %d refused (peer NaN), %d unmapped",
+                    path.filename().c_str(), r.matched, r.mismatched, r.rejected, r.refused_non_finite, r.unmapped);
         if (r.matched + r.mismatched > 0)
             std::printf(" (largest error %.2e at %s)", r.largest_error, r.largest_where.c_str());
         std::printf("\n");
@@ -189,6 +208,7 @@ int main(int argc, char** argv) {
         total_matched += r.matched;
         total_mismatched += r.mismatched;
         total_rejected += r.rejected;
+        total_refused += r.refused_non_finite;
         total_unmapped += r.unmapped;
         total_failed += r.failed + r.accepted_error;
         if (r.mismatched > 0 || r.failed > 0 || r.accepted_error > 0) failed = true;
@@ -197,7 +217,9 @@ int main(int argc, char** argv) {
             failed = true;
         }
     }
-    std::printf("golden: %d matched, %d mismatched, %d rejected as expected, %d unmapped, %d failed\n", total_matched,
-                total_mismatched, total_rejected, total_unmapped, total_failed);
+    std::printf(
+        "golden: %d matched, %d mismatched, %d rejected as expected, %d refused (peer NaN), %d unmapped, "
+        "%d failed\n",
+        total_matched, total_mismatched, total_rejected, total_refused, total_unmapped, total_failed);
     return failed ? 1 : 0;
 }

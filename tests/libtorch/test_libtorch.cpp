@@ -20,7 +20,7 @@ TEST_CASE("libtorch::as_view maps a CPU tensor without copying" * doctest::test_
     CHECK(out[1][1].item<float>() == 3.0f);
 }
 
-TEST_CASE("libtorch::as_view rejects wrong dtype, rank, device, layout" * doctest::test_suite("unit")) {
+TEST_CASE("libtorch::as_view rejects wrong dtype / rank / device / layout" * doctest::test_suite("unit")) {
     const torch::Tensor t = torch::zeros({2, 3}, torch::kFloat32);
     try {
         (void)rlhf::libtorch::as_view<double>(t, "rlhf::g", "values");

@@ -51,7 +51,8 @@ enum class small_sample_policy {
 /// Where a sequence-level score enters the per-token rewards.
 enum class reward_slot {
     last_valid_token,   ///< the last position with mask 1 (TRL v0.11, OpenRLHF, verl)
-    after_last_valid,   ///< one position after the last valid token (DeepSpeed-Chat's `ends`)
+    after_last_valid,   ///< position min(sum(mask), T - 1): one past the last valid token of a
+                        ///< right-padded row, counted in tokens as DeepSpeed-Chat's `ends` is
     every_valid_token,  ///< added to every position before sum(mask) (ColossalChat v2)
     first_pad_slot,     ///< first position after the last valid one, or the last valid one if the
                         ///< row has no padding (current TRL PPO)

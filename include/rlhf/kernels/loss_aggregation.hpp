@@ -1,0 +1,218 @@
+#pragma once
+/// @file
+/// Loss aggregation: how a `[B, T]` matrix of per-token losses becomes one number.
+///
+/// Every mode of `rlhf::loss_aggregation` is a weighted sum `Σ_bt w_bt · L_bt` with the
+/// per-token weight `w_bt = m_bt · c_b` (one coefficient per row), so a loss kernel computes
+/// the loss and its gradient `w_bt · ∂L_bt/∂x` in the same pass:
+///
+/// | mode                      | c_b                                       |
+/// | ------------------------- | ----------------------------------------- |
+/// | `token_mean`              | dp_size / N_tokens                        |
+/// | `seq_mean_token_sum`      | dp_size / N_rows            (0 if n_b = 0)|
+/// | `seq_mean_token_mean`     | dp_size / ((n_b + ε) · N_rows) (0 if n_b = 0)|
+/// | `seq_mean_token_sum_norm` | 1 / normalizer   (no dp_size, as verl)    |
+///
+/// `n_b = Σ_t m_bt`; `N_tokens = Σ_b n_b` and `N_rows` = the number of rows with `n_b > 0`,
+/// summed over data-parallel ranks by a `Reducer`, or given explicitly (verl
+/// `batch_num_tokens` / `global_batch_size`). `dp_size` compensates for the gradient averaging
+/// of DDP/FSDP across ranks.
+///
+/// @note verl `verl/trainer/ppo/core_algos.py: agg_loss` (all four modes, `dp_size`,
+/// `batch_num_tokens`, `global_batch_size`, `loss_scale_factor`, the 1e-8 of
+/// seq-mean-token-mean, empty rows excluded from the row count).
+/// @note OpenRLHF `openrlhf/models/loss.py: aggregate_loss`: `token_level_loss=True` is
+/// `token_mean`, `False` is `seq_mean_token_mean` (same 1e-8, same empty-row rule).
+/// @note ColossalChat v2 `coati/models/loss.py: PolicyLoss` is `seq_mean_token_mean` with
+/// `global_sequence_count = B` (its batch mean counts empty rows) and `token_count_epsilon = 0`
+/// (v1: 1e-8); its distributed GRPO `sample_level` is the same with ε = 1e-8, its
+/// `token_level` is `token_mean` with `global_token_count = total_effective_tokens + 1e-8`.
+/// TRL and DeepSpeed-Chat use `token_mean` (no ε). Dr.GRPO is `seq_mean_token_sum_norm`.
+
+#include <array>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/options.hpp"
+#include "rlhf/core/reducer.hpp"
+#include "rlhf/core/view.hpp"
+
+namespace rlhf {
+
+/// Options of loss aggregation (designated initialisers:
+/// `rlhf::aggregation_options{.mode = rlhf::loss_aggregation::seq_mean_token_mean}`).
+struct aggregation_options {
+    /// Which reduction (see the table in this file's comment).
+    loss_aggregation mode = loss_aggregation::token_mean;
+    /// Token count of the global batch for `token_mean` (verl/OpenRLHF `batch_num_tokens`).
+    /// Unset: `Σ m` summed by the reducer.
+    std::optional<double> global_token_count{};
+    /// Row count of the global batch for the `seq_mean_*` modes (verl/OpenRLHF
+    /// `global_batch_size`). Unset: the number of rows with a valid token, summed by the reducer.
+    std::optional<double> global_sequence_count{};
+    /// Constant divisor of `seq_mean_token_sum_norm` (verl `loss_scale_factor`). Unset: T, the
+    /// mask's column count (verl's default; it depends on the padding width).
+    std::optional<double> normalizer{};
+    /// Data-parallel world size; multiplies every mode except `seq_mean_token_sum_norm` (verl).
+    double dp_size = 1.0;
+    /// ε added to each row's token count in `seq_mean_token_mean` (verl, OpenRLHF, ColossalChat: 1e-8).
+    double token_count_epsilon = 1e-8;
+};
+
+/// The counts behind a set of row weights.
+struct aggregation_counts {
+    double local_tokens = 0.0;     ///< Σ m over this call's mask
+    double local_sequences = 0.0;  ///< rows of this call's mask with a valid token
+    double divisor = 0.0;          ///< the global divisor used: N_tokens, N_rows or the normalizer
+};
+
+namespace detail {
+
+inline void check_aggregation_options(std::string_view function, const std::string& prefix,
+                                      const aggregation_options& options) {
+    check_positive(function, prefix + "dp_size", options.dp_size);
+    check_non_negative(function, prefix + "token_count_epsilon", options.token_count_epsilon);
+    if (options.global_token_count)
+        check_positive(function, prefix + "global_token_count", *options.global_token_count);
+    if (options.global_sequence_count)
+        check_positive(function, prefix + "global_sequence_count", *options.global_sequence_count);
+    if (options.normalizer) check_positive(function, prefix + "normalizer", *options.normalizer);
+}
+
+/// Sums one double across participants.
+template <class R>
+double reduce_one(R& reducer, double value) {
+    std::array<double, 1> values{value};
+    reducer.sum_all(std::span<double>(values));
+    return values[0];
+}
+
+/// Writes c_b into `weights` (length B). Counts first (a pass over the mask only), then the
+/// global divisor (explicit, or through the reducer: exactly one collective call when the mode
+/// needs a count that was not given), then the coefficients. Options must have been checked.
+template <class M, class R>
+aggregation_counts compute_row_weights(std::string_view function, view<M> mask, const aggregation_options& options,
+                                       mut_view<double, 1> weights, R& reducer) {
+    const index_t rows = mask.extent(0);
+    const index_t cols = mask.extent(1);
+    aggregation_counts counts;
+    for (index_t b = 0; b < rows; ++b) {
+        const auto row = mask.row(b);
+        double n = 0.0;
+        for (const M m : row) n += static_cast<double>(m);
+        weights(b) = n;
+        counts.local_tokens += n;
+        counts.local_sequences += n > 0.0 ? 1.0 : 0.0;
+    }
+    const double dp = options.dp_size;
+    switch (options.mode) {
+        case loss_aggregation::token_mean: {
+            const double n_tokens =
+                options.global_token_count ? *options.global_token_count : reduce_one(reducer, counts.local_tokens);
+            if (!(n_tokens > 0.0))
+                fail(error_kind::value, function, "mask", "at least one valid token (token-mean divides by Σ mask)",
+                     "no valid token");
+            counts.divisor = n_tokens;
+            const double c = dp / n_tokens;
+            for (index_t b = 0; b < rows; ++b) weights(b) = c;
+            break;
+        }
+        case loss_aggregation::seq_mean_token_sum:
+        case loss_aggregation::seq_mean_token_mean: {
+            const double n_rows = options.global_sequence_count ? *options.global_sequence_count
+                                                                : reduce_one(reducer, counts.local_sequences);
+            if (!(n_rows > 0.0))
+                fail(error_kind::value, function, "mask",
+                     "at least one row with a valid token (" + std::string(to_string(options.mode)) +
+                         " divides by the row count)",
+                     "no valid token");
+            counts.divisor = n_rows;
+            const bool token_mean_in_row = options.mode == loss_aggregation::seq_mean_token_mean;
+            for (index_t b = 0; b < rows; ++b) {
+                const double n = weights(b);
+                const double per_row = token_mean_in_row ? (n + options.token_count_epsilon) * n_rows : n_rows;
+                weights(b) = n > 0.0 ? dp / per_row : 0.0;
+            }
+            break;
+        }
+        case loss_aggregation::seq_mean_token_sum_norm: {
+            const double k = options.normalizer ? *options.normalizer : static_cast<double>(cols);
+            if (!(k > 0.0))
+                fail(error_kind::value, function, "mask",
+                     "at least one column (seq-mean-token-sum-norm divides by T when no normalizer is set)",
+                     shape_string(mask.extents()));
+            counts.divisor = k;
+            for (index_t b = 0; b < rows; ++b) weights(b) = 1.0 / k;
+            break;
+        }
+    }
+    return counts;
+}
+
+}  // namespace detail
+
+/// Per-row aggregation coefficients c_b (the token weight is `m_bt · c_b`).
+///
+/// `mask` `[B, T]` ∈ {0,1}; `weights` length B, written. Rows with no valid token get 0 in the
+/// `seq_mean_*` modes (they are excluded from the row count, as in verl and OpenRLHF).
+/// Empty-mask policy: an `rlhf::error` (kind value, argument `mask`) when the mode's divisor is
+/// 0 (no valid token anywhere for `token_mean`, no non-empty row for `seq_mean_*`, T = 0 for
+/// the default sum-norm divisor); when the divisor is positive (explicit or summed over ranks by
+/// `reducer`) an all-zero local mask is fine and every weight of its tokens is 0.
+/// `reducer` is called at most once (a collective: every rank must call with the same options).
+template <class M, Reducer R = local_reducer>
+aggregation_counts row_weights(view<M> mask, const aggregation_options& options, mut_view<double, 1> weights,
+                               R&& reducer = R{}) {
+    constexpr std::string_view function = "rlhf::row_weights";
+    detail::check_aggregation_options(function, "options.", options);
+    check_binary_mask(function, "mask", mask);
+    check_length(function, "weights", weights.extent(0), mask.extent(0), "one per row of 'mask'");
+    return detail::compute_row_weights(function, mask, options, weights, reducer);
+}
+
+/// Aggregates a per-token loss matrix: returns `Σ_bt m_bt · c_b · L_bt` (see this file's table).
+///
+/// `losses` `[B, T]` (finite), `mask` `[B, T]` ∈ {0,1}. If `grad_losses` has data it must be
+/// `[B, T]` and receives `∂ loss / ∂ losses = m_bt · c_b` (the backward of the aggregation).
+/// The sum is accumulated in double. Empty-mask policy: that of `rlhf::row_weights`.
+/// Allocates one scratch vector of B doubles per call.
+/// @note reproduces verl `agg_loss` and OpenRLHF `aggregate_loss` (see this file's comment).
+template <class T, class M, Reducer R = local_reducer>
+double aggregate(view<T> losses, view<M> mask, const aggregation_options& options = {}, mut_view<T> grad_losses = {},
+                 R&& reducer = R{}) {
+    constexpr std::string_view function = "rlhf::aggregate";
+    detail::check_aggregation_options(function, "options.", options);
+    check_same_shape(function, "mask", mask, "losses", losses);
+    if (grad_losses.data() != nullptr) check_same_shape(function, "grad_losses", grad_losses, "losses", losses);
+    check_binary_mask(function, "mask", mask);
+    check_finite(function, "losses", losses);
+
+    const index_t rows = losses.extent(0);
+    std::vector<double> scratch(static_cast<std::size_t>(rows));
+    const mut_view<double, 1> weights(scratch.data(), {rows});
+    detail::compute_row_weights(function, mask, options, weights, reducer);
+
+    double total = 0.0;
+    for (index_t b = 0; b < rows; ++b) {
+        const auto l = losses.row(b);
+        const auto m = mask.row(b);
+        const double c = weights(b);
+        double row_sum = 0.0;
+        for (std::size_t t = 0; t < l.size(); ++t) row_sum += static_cast<double>(m[t]) * static_cast<double>(l[t]);
+        total += c * row_sum;
+        if (grad_losses.data() != nullptr) {
+            const auto g = grad_losses.row(b);
+            const T ct = static_cast<T>(c);
+            for (std::size_t t = 0; t < g.size(); ++t) g[t] = static_cast<T>(m[t]) * ct;
+        }
+    }
+    return total;
+}
+
+}  // namespace rlhf

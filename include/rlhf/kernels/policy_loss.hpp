@@ -1,0 +1,406 @@
+#pragma once
+/// @file
+/// The clipped PPO policy loss with its closed-form gradient w.r.t. the current log-probs, in
+/// one fused pass, with every variant the frameworks use as a named option.
+///
+/// Per token, with `d = lp − old` and `m` the mask:
+///
+/// 1. `d ← d · m` when `mask_log_ratio` (masked tokens get ratio 1);
+/// 2. `d ← clamp(d, log_ratio_min, log_ratio_max)` when set;
+/// 3. `ρ = exp(d)` (GSPO: `ρ_b = exp(clamp(Σ_t m·(lp − old) / max(n_b, 1)))`, one per row);
+/// 4. `ρ ← min(ρ, ratio_cap)` when set;
+/// 5. `L = −min(ρ·A, clip(ρ, 1 − clip_low, 1 + clip_high)·A)`;
+/// 6. dual clip (Ye et al.), only where `A < 0`: `L ← min(L, −dual_clip·A)`;
+/// 7. `L ← min(L, loss_cap)` when set;
+/// 8. `loss = Σ_bt m_bt · c_b · L_bt` (`rlhf::aggregation_options`, see loss_aggregation.hpp).
+///
+/// The gradient is exact wherever the loss is differentiable; at kinks it follows LibTorch's
+/// autograd conventions, so it equals autograd of the composed torch-op form:
+/// `torch.clamp` passes the gradient on its bounds (inclusive), binary `torch.min`/`torch.max`
+/// split it in halves on ties, `torch.where` sends it to the selected branch only.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/error.hpp"
+#include "rlhf/core/options.hpp"
+#include "rlhf/core/reducer.hpp"
+#include "rlhf/core/view.hpp"
+#include "rlhf/kernels/loss_aggregation.hpp"
+
+namespace rlhf {
+
+/// Level at which the importance ratio is taken.
+enum class importance_ratio_level {
+    token,     ///< ρ_bt = exp(lp_bt − old_bt) (PPO)
+    sequence,  ///< ρ_b = exp(mean over the row's valid tokens of lp − old) (GSPO)
+};
+
+template <>
+struct option_names<importance_ratio_level> {
+    static constexpr std::string_view type = "importance_ratio_level";
+    static constexpr std::array<std::pair<importance_ratio_level, std::string_view>, 2> values{{
+        {importance_ratio_level::token, "token"},
+        {importance_ratio_level::sequence, "sequence"},
+    }};
+    static constexpr std::array<std::pair<importance_ratio_level, std::string_view>, 1> aliases{{
+        {importance_ratio_level::sequence, "gspo"},
+    }};
+};
+
+/// Options of `rlhf::policy_loss` (designated initialisers:
+/// `rlhf::policy_loss_options{.clip_high = 0.28, .dual_clip = 3.0}`). Framework presets:
+///
+/// - TRL v0.11 `PPOTrainer.loss`: defaults plus `.ratio_threshold = 10`.
+/// - verl `compute_policy_loss_vanilla`: `.log_ratio_min = -20, .log_ratio_max = 20,
+///   .dual_clip = 3` (clip_ratio_c) and the actor's aggregation mode.
+/// - OpenRLHF `PolicyLoss` (ppo): `.log_ratio_min = -20, .log_ratio_max = 20`, optional
+///   `.dual_clip`; `token_level_loss=False` → `seq_mean_token_mean`; gspo:
+///   `.level = sequence` (no clamp) with `seq_mean_token_mean`.
+/// - DeepSpeed-Chat `actor_loss_fn`: `.mask_log_ratio = true`.
+/// - ColossalChat v1 `coati/models/loss.py: PolicyLoss`: `.mask_log_ratio = true`,
+///   `seq_mean_token_mean` with `global_sequence_count = B`; v2 adds `.ratio_cap = 10,
+///   .skip_threshold = 20` and `token_count_epsilon = 0`. v2 distributed GRPO
+///   (`coati/distributed/loss.py`): `.mask_log_ratio = true` with clip-higher, `sample_level` =
+///   `seq_mean_token_mean` over B rows, `token_level` = `token_mean` with
+///   `global_token_count = total_effective_tokens + 1e-8` (its β·KL term is a separate loss).
+/// - ChatLearn `calculate_grpo_loss`: `.log_ratio_max = 10, .loss_cap = 3`.
+/// - OpenRL `dual_clip_ppo`: `.ratio_cap = dual_clip_coeff`.
+struct policy_loss_options {
+    /// ε_low: the ratio is clipped from below at 1 − clip_low (in [0, 1]).
+    double clip_low = 0.2;
+    /// ε_high: the ratio is clipped from above at 1 + clip_high (DAPO clip-higher: 0.28).
+    double clip_high = 0.2;
+    /// Dual clip c > 1 (Ye et al. 2020): where A < 0, `L ← min(L, −c·A)`.
+    /// @note verl `compute_policy_loss_vanilla` always applies it (clip_ratio_c = 3);
+    /// OpenRLHF `PolicyLoss(dual_clip=c)`; tianshou / PPOxFamily use the same A < 0 form.
+    std::optional<double> dual_clip{};
+    /// `ρ ← min(ρ, ratio_cap)` before the clip, for every A.
+    /// @note OpenRL `openrl/algorithms/ppo.py` (`dual_clip_ppo`, `dual_clip_coeff`);
+    /// ColossalChat `coati/models/loss.py: PolicyLoss` `ratio_.clamp(0, 10)`.
+    std::optional<double> ratio_cap{};
+    /// `L ← min(L, loss_cap)`: a constant cap on the per-token loss.
+    /// @note ChatLearn `chatlearn/algorithm/grpo_utils/loss_gallery.py: calculate_grpo_loss`
+    /// (`final_clip_ratio` = 3).
+    std::optional<double> loss_cap{};
+    /// Lower clamp of the log-ratio before exp (verl, OpenRLHF ppo: −20).
+    std::optional<double> log_ratio_min{};
+    /// Upper clamp of the log-ratio before exp (verl, OpenRLHF ppo: 20; ChatLearn: 10).
+    std::optional<double> log_ratio_max{};
+    /// `ρ = exp((lp − old) · m)`: masked tokens get ratio 1 (DeepSpeed-Chat `actor_loss_fn`,
+    /// ColossalChat `PolicyLoss`). Changes only the statistics over all positions.
+    bool mask_log_ratio = false;
+    /// ColossalChat v2: sets `stats.skip_threshold_exceeded` when the mean of ρ over ALL B·T
+    /// positions (padding included) exceeds it. The loss and gradient are still computed; the
+    /// trainer decides to skip the step.
+    std::optional<double> skip_threshold{};
+    /// TRL: when the masked mean of ρ exceeds it, the loss is 0 and the gradient 0
+    /// (`stats.ratio_threshold_exceeded`).
+    std::optional<double> ratio_threshold{};
+    /// Token ratio (PPO) or sequence ratio (GSPO; OpenRLHF `policy_loss_type='gspo'`).
+    importance_ratio_level level = importance_ratio_level::token;
+    /// How the per-token losses are reduced (see loss_aggregation.hpp).
+    aggregation_options aggregation{};
+};
+
+/// Statistics of one call, over this call's valid tokens (local: not reduced across ranks),
+/// accumulated in double. With no valid token every mean and `ratio_max` are 0.
+struct policy_loss_stats {
+    /// mean_m[clip(ρ)·A < ρ·A]: TRL `clipfrac`, verl `pg_clipfrac`, OpenRLHF `clip_ratio`.
+    double clip_fraction = 0.0;
+    /// mean_m[A < 0 and min(ρA, clip(ρ)A) < dual_clip·A]: verl `pg_clipfrac_lower` (0 without dual clip).
+    double clip_fraction_lower = 0.0;
+    /// ½·mean_m((lp − old)²) of the raw log-ratio: TRL `approxkl`.
+    double approx_kl = 0.0;
+    /// mean_m(old − lp) of the raw log-ratio: TRL `policykl`, OpenRLHF `ppo_kl` (verl's
+    /// `ppo_kl` uses the ±20-clamped log-ratio: equal unless |lp − old| > 20).
+    double policy_kl = 0.0;
+    /// mean_m(ρ), ρ after the log-ratio clamp and before `ratio_cap` (TRL's `avg_ratio`).
+    double ratio_mean = 0.0;
+    /// max_m(ρ), same ρ.
+    double ratio_max = 0.0;
+    /// Mean of ρ over all B·T positions, padding included (ColossalChat v2's skip statistic).
+    double ratio_mean_all_positions = 0.0;
+    /// Σ m of this call.
+    double valid_tokens = 0.0;
+    /// TRL: `ratio_mean > ratio_threshold`; the loss and gradient were set to 0.
+    bool ratio_threshold_exceeded = false;
+    /// ColossalChat v2: `ratio_mean_all_positions > skip_threshold`; loss and gradient kept.
+    bool skip_threshold_exceeded = false;
+};
+
+/// Loss and statistics of `rlhf::policy_loss`.
+struct policy_loss_result {
+    double loss = 0.0;
+    policy_loss_stats stats{};
+};
+
+namespace detail {
+
+/// The per-token constants of the surrogate, in the value type.
+template <class T>
+struct surrogate_params {
+    T log_ratio_min;  // −inf when unset
+    T log_ratio_max;  // +inf when unset
+    T ratio_cap;      // +inf when unset
+    T clip_lower;     // 1 − clip_low
+    T clip_upper;     // 1 + clip_high
+    T dual_clip;      // 0 when unset (then has_dual_clip is false)
+    T loss_cap;       // 0 when unset (then has_loss_cap is false)
+    bool has_dual_clip;
+    bool has_loss_cap;
+};
+
+template <class T>
+surrogate_params<T> make_surrogate_params(const policy_loss_options& o) {
+    constexpr T inf = std::numeric_limits<T>::infinity();
+    return {o.log_ratio_min ? static_cast<T>(*o.log_ratio_min) : -inf,
+            o.log_ratio_max ? static_cast<T>(*o.log_ratio_max) : inf,
+            o.ratio_cap ? static_cast<T>(*o.ratio_cap) : inf,
+            static_cast<T>(1.0 - o.clip_low),
+            static_cast<T>(1.0 + o.clip_high),
+            o.dual_clip ? static_cast<T>(*o.dual_clip) : T{0},
+            o.loss_cap ? static_cast<T>(*o.loss_cap) : T{0},
+            o.dual_clip.has_value(),
+            o.loss_cap.has_value()};
+}
+
+/// `f · v` that is 0 when `f` is 0 even if `v` is infinite (no NaN from an unselected branch).
+template <class T>
+[[nodiscard]] inline T scaled(T f, T v) noexcept {
+    return f == T{0} ? T{0} : f * v;
+}
+
+/// The surrogate at one token, given its log-ratio (after masking) and advantage.
+template <class T>
+struct surrogate_point {
+    T loss;     // L after every variant
+    T grad;     // dL / d(log-ratio), the log-ratio before its clamp
+    T ratio;    // ρ after the log-ratio clamp, before ratio_cap
+    T clipped;  // 1 when clip(ρ)·A < ρ·A
+    T lower;    // 1 when the dual clip is active
+};
+
+/// Branch-free (selects, no data-dependent jumps): every infinite intermediate is selected
+/// away or multiplied through `scaled`, so an overflowed ρ never turns into NaN.
+template <class T>
+[[nodiscard]] inline surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
+    const T dc = std::min(std::max(d, p.log_ratio_min), p.log_ratio_max);
+    const bool d_inside = d >= p.log_ratio_min && d <= p.log_ratio_max;  // torch.clamp: inclusive
+    const T rho = std::exp(dc);
+    const T rc = std::min(rho, p.ratio_cap);
+    const bool rho_inside = rho <= p.ratio_cap;
+    const T drc = d_inside && rho_inside ? rho : T{0};  // d rc / d d
+    const T s1 = a == T{0} ? T{0} : rc * a;             // ρ·A, 0 for A = 0 even when ρ = inf
+    const T s2 = std::min(std::max(rc, p.clip_lower), p.clip_upper) * a;
+    const T m = std::min(s1, s2);
+    // d min(s1, s2) / d rc: A when s1 is selected; on a tie (ρ inside the clip range or A = 0)
+    // torch splits A/2 + A/2·1 = A; when s2 < s1 the ratio is outside the range: 0.
+    const T dm = s1 <= s2 ? a : T{0};
+    T f = T{1};  // product of the selection factors of the outer min/max
+    T loss = -m;
+    T lower = T{0};
+    if (p.has_dual_clip) {
+        const T ca = p.dual_clip * a;
+        const bool negative = a < T{0};
+        lower = negative && m < ca ? T{1} : T{0};
+        const T f_dual = m > ca ? T{1} : (m == ca ? T{0.5} : T{0});
+        f = negative ? f_dual : T{1};
+        loss = negative ? -std::max(m, ca) : loss;
+    }
+    if (p.has_loss_cap) {
+        f *= loss < p.loss_cap ? T{1} : (loss == p.loss_cap ? T{0.5} : T{0});
+        loss = std::min(loss, p.loss_cap);
+    }
+    const T grad = -scaled(f, scaled(dm, drc));
+    return {loss, grad, rho, s2 < s1 ? T{1} : T{0}, lower};
+}
+
+inline void check_policy_options(std::string_view function, const policy_loss_options& o) {
+    check_in_range(function, "options.clip_low", o.clip_low, 0.0, 1.0);
+    check_non_negative(function, "options.clip_high", o.clip_high);
+    if (o.dual_clip) {
+        const double c = *o.dual_clip;
+        if (!(c > 1.0 && std::isfinite(c)))
+            fail(error_kind::config, function, "options.dual_clip", "a finite value > 1", number_string(c));
+    }
+    if (o.ratio_cap) check_positive(function, "options.ratio_cap", *o.ratio_cap);
+    if (o.loss_cap && !std::isfinite(*o.loss_cap))
+        fail(error_kind::config, function, "options.loss_cap", "a finite value", number_string(*o.loss_cap));
+    if (o.log_ratio_min && !std::isfinite(*o.log_ratio_min))
+        fail(error_kind::config, function, "options.log_ratio_min", "a finite value", number_string(*o.log_ratio_min));
+    if (o.log_ratio_max && !std::isfinite(*o.log_ratio_max))
+        fail(error_kind::config, function, "options.log_ratio_max", "a finite value", number_string(*o.log_ratio_max));
+    if (o.log_ratio_min && o.log_ratio_max && *o.log_ratio_min > *o.log_ratio_max)
+        fail(error_kind::config, function, "options.log_ratio_max",
+             "a value >= options.log_ratio_min (" + number_string(*o.log_ratio_min) + ")",
+             number_string(*o.log_ratio_max));
+    if (o.skip_threshold) check_positive(function, "options.skip_threshold", *o.skip_threshold);
+    if (o.ratio_threshold) check_positive(function, "options.ratio_threshold", *o.ratio_threshold);
+    check_aggregation_options(function, "options.aggregation.", o.aggregation);
+}
+
+/// Accumulators of the statistics, in double.
+struct policy_accumulators {
+    double clipped = 0.0, lower = 0.0, sq_log_ratio = 0.0, neg_log_ratio = 0.0, ratio = 0.0, ratio_all = 0.0;
+    double ratio_max = 0.0;
+};
+
+}  // namespace detail
+
+/// Clipped policy loss, its gradient w.r.t. `log_probs`, and statistics (see this file's comment
+/// for the formula and `rlhf::policy_loss_options` for the framework presets).
+///
+/// Shapes: `log_probs`, `old_log_probs`, `advantages`, `mask` all `[B, T]`; `mask` ∈ {0,1}
+/// (bool, integer or floating). Only tokens with m = 1 enter the loss, the gradient and the
+/// statistics (except `ratio_mean_all_positions`).
+/// Outputs (caller-provided, optional: pass a default-constructed view to skip):
+/// `grad_log_probs` `[B, T]` receives d loss / d log_probs (0 on masked tokens); with the
+/// sequence ratio the gradient of a row's ratio reaches each of its valid tokens,
+/// `d ρ_b / d lp_bt = ρ_b · m_bt / max(n_b, 1)`. `token_losses` `[B, T]` receives L_bt at every
+/// position (the un-aggregated, un-skipped loss).
+///
+/// Policies: non-finite inputs (any position, masked ones included) are an `rlhf::error`
+/// (kind value). The empty-mask policy is that of `rlhf::row_weights`: an error naming `mask`
+/// when the aggregation divisor is 0, otherwise loss 0 and gradient 0. Options out of range are
+/// config errors naming `options.<field>`.
+/// Numerics: with a log-ratio clamp the loss and gradient are finite for any finite inputs.
+/// Without one, ρ overflows to +inf once lp − old exceeds log(max of T) (≈ 88.7 in float,
+/// ≈ 709.8 in double); then, with no dual clip, ratio cap or loss cap, a token with A < 0 has
+/// L = +inf and gradient +inf (the loss is +inf), a token with A > 0 takes the clipped branch
+/// (finite L, gradient 0), and A = 0 gives L = 0 (ρ·0 is defined as 0) — never NaN. With
+/// `ratio_threshold` and an infinite mean ratio the step is skipped (loss 0, gradient 0).
+///
+/// One pass over the mask (counts), one fused pass over the data (loss, gradient, statistics),
+/// and a second pass over the gradient only when the TRL ratio threshold zeroes it. The
+/// sequence ratio adds, per row, a pass for its mean log-ratio and one writing its gradient.
+/// Allocates one scratch vector of B doubles. `reducer` sums the aggregation counts across
+/// ranks (one collective call at most; the statistics stay local).
+template <class T, class M, Reducer R = local_reducer>
+policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T> advantages, view<M> mask,
+                               const policy_loss_options& options, mut_view<T> grad_log_probs,
+                               mut_view<T> token_losses = {}, R&& reducer = R{}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::policy_loss: values must be float or double");
+    constexpr std::string_view function = "rlhf::policy_loss";
+    detail::check_policy_options(function, options);
+    check_same_shape(function, "old_log_probs", old_log_probs, "log_probs", log_probs);
+    check_same_shape(function, "advantages", advantages, "log_probs", log_probs);
+    check_same_shape(function, "mask", mask, "log_probs", log_probs);
+    const bool want_grad = grad_log_probs.data() != nullptr;
+    const bool want_tokens = token_losses.data() != nullptr;
+    if (want_grad) check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
+    if (want_tokens) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
+    check_finite(function, "log_probs", log_probs);
+    check_finite(function, "old_log_probs", old_log_probs);
+    check_finite(function, "advantages", advantages);
+    check_binary_mask(function, "mask", mask);
+
+    const index_t rows = log_probs.extent(0);
+    const index_t cols = log_probs.extent(1);
+    std::vector<double> scratch(static_cast<std::size_t>(rows));
+    const mut_view<double, 1> weights(scratch.data(), {rows});
+    const aggregation_counts counts =
+        detail::compute_row_weights(function, mask, options.aggregation, weights, reducer);
+
+    const auto params = detail::make_surrogate_params<T>(options);
+    const bool sequence = options.level == importance_ratio_level::sequence;
+    detail::policy_accumulators acc;
+    double total = 0.0;
+    for (index_t b = 0; b < rows; ++b) {
+        const auto lp = log_probs.row(b);
+        const auto old = old_log_probs.row(b);
+        const auto adv = advantages.row(b);
+        const auto msk = mask.row(b);
+        const double c_row = weights(b);
+        const T c = static_cast<T>(c_row);
+        const auto n = static_cast<std::size_t>(cols);
+
+        // Sequence level: the row's mean log-ratio over its valid tokens (OpenRLHF gspo:
+        // Σ m·(lp − old) / max(n_b, 1)), accumulated in double.
+        T seq_log_ratio = T{0};
+        double n_row = 0.0;
+        if (sequence) {
+            double sum = 0.0;
+            for (std::size_t t = 0; t < n; ++t) {
+                const double m = static_cast<double>(msk[t]);
+                sum += m * (static_cast<double>(lp[t]) - static_cast<double>(old[t]));
+                n_row += m;
+            }
+            seq_log_ratio = static_cast<T>(sum / std::max(n_row, 1.0));
+        }
+
+        double row_loss = 0.0;
+        double row_grad = 0.0;  // sequence level: Σ_t w_bt · dL_bt / d(seq log-ratio)
+        const auto g = want_grad ? grad_log_probs.row(b) : std::span<T>{};
+        const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
+        for (std::size_t t = 0; t < n; ++t) {
+            const T m = static_cast<T>(msk[t]);
+            const T raw = lp[t] - old[t];
+            const T d = sequence ? seq_log_ratio : (options.mask_log_ratio ? raw * m : raw);
+            const detail::surrogate_point<T> s = detail::surrogate(d, adv[t], params);
+            const T w = m * c;
+            const double md = static_cast<double>(m);
+            row_loss += detail::scaled(md * c_row, static_cast<double>(s.loss));
+            if (want_tokens) tl[t] = s.loss;
+            if (want_grad) {
+                if (sequence)
+                    row_grad += static_cast<double>(detail::scaled(w, s.grad));
+                else
+                    g[t] = detail::scaled(w, s.grad);
+            }
+            const double rd = static_cast<double>(s.ratio);
+            acc.clipped += md * static_cast<double>(s.clipped);
+            acc.lower += md * static_cast<double>(s.lower);
+            acc.sq_log_ratio += md * static_cast<double>(raw) * static_cast<double>(raw);
+            acc.neg_log_ratio -= md * static_cast<double>(raw);
+            acc.ratio += m != T{0} ? rd : 0.0;
+            acc.ratio_max = m != T{0} ? std::max(acc.ratio_max, rd) : acc.ratio_max;
+            acc.ratio_all += rd;
+        }
+        total += row_loss;
+        if (want_grad && sequence) {
+            // d ρ_b / d lp_bt flows through the row mean: m_bt / max(n_b, 1).
+            const T per_token = static_cast<T>(row_grad / std::max(n_row, 1.0));
+            for (std::size_t t = 0; t < n; ++t) g[t] = detail::scaled(static_cast<T>(msk[t]), per_token);
+        }
+    }
+
+    policy_loss_result result;
+    policy_loss_stats& st = result.stats;
+    const double valid = counts.local_tokens;
+    st.valid_tokens = valid;
+    if (valid > 0.0) {
+        st.clip_fraction = acc.clipped / valid;
+        st.clip_fraction_lower = acc.lower / valid;
+        st.approx_kl = 0.5 * acc.sq_log_ratio / valid;
+        st.policy_kl = acc.neg_log_ratio / valid;
+        st.ratio_mean = acc.ratio / valid;
+        st.ratio_max = acc.ratio_max;
+    }
+    const double positions = static_cast<double>(rows) * static_cast<double>(cols);
+    if (positions > 0.0) st.ratio_mean_all_positions = acc.ratio_all / positions;
+    st.skip_threshold_exceeded = options.skip_threshold && st.ratio_mean_all_positions > *options.skip_threshold;
+    st.ratio_threshold_exceeded = options.ratio_threshold && st.ratio_mean > *options.ratio_threshold;
+    result.loss = total;
+    if (st.ratio_threshold_exceeded) {
+        // TRL multiplies the loss by 0; we set it (and its gradient) to 0 so that an infinite
+        // loss does not become NaN.
+        result.loss = 0.0;
+        if (want_grad)
+            for (index_t b = 0; b < rows; ++b)
+                for (T& x : grad_log_probs.row(b)) x = T{0};
+    }
+    return result;
+}
+
+}  // namespace rlhf

@@ -1,0 +1,480 @@
+#pragma once
+/// @file
+/// Per-token reward shaping: the KL penalty `-beta * kl` on every token plus a sequence score
+/// placed at a documented slot (`rlhf::reward_slot`), and the sequence-level and verl variants.
+///
+/// Slots, for a row with mask `m` of length T, `n = sum(m)` valid tokens, the last valid at `l`:
+///   last_valid_token   position `l`                                   TRL v0.11, OpenRLHF
+///   after_last_valid   position `min(n, T - 1)`                       DeepSpeed-Chat `ends - 1`
+///   every_valid_token  every position `< n`; positions `>= n` are 0   ColossalChat v2
+///   first_pad_slot     `l + 1`, or `l` when `l = T - 1`               current TRL PPO
+/// `after_last_valid` and `every_valid_token` count tokens, as their peers do: they are "one past
+/// the last valid token" and "the valid tokens" only for right-padded rows. With left padding
+/// `every_valid_token` zeroes valid tokens and scores padding, and `after_last_valid` lands
+/// inside the row, exactly as ColossalChat v2 and DeepSpeed-Chat do.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/options.hpp"
+#include "rlhf/core/view.hpp"
+#include "rlhf/kernels/kl.hpp"
+#include "rlhf/kernels/kl_controller.hpp"
+#include "rlhf/kernels/masked_stats.hpp"
+
+namespace rlhf {
+
+/// What reward shaping does with a row whose mask is all zero.
+enum class empty_row_policy {
+    raise,       ///< throw `rlhf::error` naming `mask` (TRL v0.11 raises IndexError, ColossalChat v2 asserts)
+    drop_score,  ///< the row keeps its KL term and gets no score (no zeroing for every_valid_token)
+    peer_slot,   ///< the slot the peer's index arithmetic gives: last_valid_token -> T - 1 (OpenRLHF),
+                 ///< after_last_valid -> 0 (DeepSpeed-Chat), first_pad_slot -> 0 (TRL),
+                 ///< every_valid_token -> no score, the whole row 0
+};
+
+template <>
+struct option_names<empty_row_policy> {
+    static constexpr std::string_view type = "empty_row_policy";
+    static constexpr std::array<std::pair<empty_row_policy, std::string_view>, 3> values{{
+        {empty_row_policy::raise, "raise"},
+        {empty_row_policy::drop_score, "drop_score"},
+        {empty_row_policy::peer_slot, "peer_slot"},
+    }};
+    static constexpr std::array<std::pair<empty_row_policy, std::string_view>, 0> aliases{};
+};
+
+/// Options of `shape_rewards` / `shape_rewards_from_logprobs`.
+struct reward_shaping_options {
+    /// beta >= 0: the per-token reward is `-kl_coef * kl`.
+    double kl_coef = 0.1;
+    /// Where the sequence score goes.
+    reward_slot slot = reward_slot::last_valid_token;
+    /// Multiply the KL term by the mask (ColossalChat v2, verl, current TRL). TRL v0.11, OpenRLHF
+    /// and DeepSpeed-Chat leave it unmasked (masked later, by GAE).
+    bool mask_kl = false;
+    /// Clip the score to `[-c, c]`, c >= 0 (TRL `score_clip`, DeepSpeed-Chat `clip_reward_value`,
+    /// ColossalChat v2 `reward_eps`, ChatLearn `cliprange_reward`).
+    std::optional<double> score_clip = std::nullopt;
+    /// Clip the score to `[low, high]` (OpenRLHF `reward_clip_range`); not together with `score_clip`.
+    std::optional<std::pair<double, double>> score_clip_range = std::nullopt;
+    /// Divide the KL term of each row by its number of valid tokens (at least 1): ChatLearn's
+    /// older PPO (`examples/megatron/models/reward_inference.py: get_all_rewards`, 302cdc7e).
+    bool divide_kl_by_length = false;
+    /// What a row with no valid token does.
+    empty_row_policy empty_rows = empty_row_policy::raise;
+    /// The per-token KL estimator (only `shape_rewards_from_logprobs` computes the KL).
+    kl_options kl{};
+};
+
+namespace detail {
+
+inline void check_shaping_options(std::string_view function, const reward_shaping_options& options) {
+    check_non_negative(function, "kl_coef", options.kl_coef);
+    if (options.score_clip) check_non_negative(function, "score_clip", *options.score_clip);
+    if (options.score_clip_range) {
+        const auto [low, high] = *options.score_clip_range;
+        if (!(low <= high))  // NaN fails too
+            fail(error_kind::config, function, "score_clip_range", "low <= high",
+                 "[" + number_string(low) + ", " + number_string(high) + "]");
+        if (options.score_clip)
+            fail(error_kind::config, function, "score_clip_range", "not set together with 'score_clip'", "both set");
+    }
+    switch (options.slot) {
+        case reward_slot::last_valid_token:
+        case reward_slot::after_last_valid:
+        case reward_slot::every_valid_token:
+        case reward_slot::first_pad_slot:
+            break;
+        default:
+            fail(error_kind::config, function, "slot", "a reward_slot value", "an unknown value");
+    }
+    switch (options.empty_rows) {
+        case empty_row_policy::raise:
+        case empty_row_policy::drop_score:
+        case empty_row_policy::peer_slot:
+            break;
+        default:
+            fail(error_kind::config, function, "empty_rows", "an empty_row_policy value", "an unknown value");
+    }
+}
+
+/// The clipped score, computed in double.
+inline double clip_score(double score, const reward_shaping_options& options) {
+    if (options.score_clip) return std::clamp(score, -*options.score_clip, *options.score_clip);
+    if (options.score_clip_range)
+        return std::clamp(score, options.score_clip_range->first, options.score_clip_range->second);
+    return score;
+}
+
+/// Where the score of one row goes.
+struct row_slot {
+    index_t position;  ///< the slot, or -1 for no single slot
+    index_t limit;     ///< every_valid_token: positions < limit get the score, the others are 0; else -1
+    bool score;        ///< false: the row gets no score and no zeroing
+};
+
+/// The slot of a row with `count` valid tokens, the last at `last` (-1 if none), of `cols` columns.
+inline row_slot find_row_slot(std::string_view function, reward_slot slot, empty_row_policy empty_rows, index_t count,
+                              index_t last, index_t cols, index_t row) {
+    if (count == 0) {
+        if (empty_rows == empty_row_policy::raise)
+            fail(error_kind::value, function, "mask", "at least one valid token in every row (empty_rows = raise)",
+                 "row " + std::to_string(row) + " is empty");
+        if (empty_rows == empty_row_policy::drop_score) return {-1, -1, false};
+    }
+    switch (slot) {
+        case reward_slot::last_valid_token:
+            return {count > 0 ? last : cols - 1, -1, true};
+        case reward_slot::after_last_valid:
+            return {std::min(count, cols - 1), -1, true};
+        case reward_slot::every_valid_token:
+            return {-1, count, true};
+        case reward_slot::first_pad_slot:
+            return {count > 0 ? (last + 1 < cols ? last + 1 : last) : 0, -1, true};
+    }
+    return {-1, -1, false};
+}
+
+/// The shaping loop shared by both entry points; `kl_row(b)` returns a callable `t -> kl[b, t]`.
+template <class T, class M, class KlRow>
+void shape_rows(std::string_view function, view<M> mask, view<T, 1> scores, mut_view<T> rewards,
+                const reward_shaping_options& options, KlRow&& kl_row) {
+    const index_t cols = mask.extent(1);
+    const T neg_beta = static_cast<T>(-options.kl_coef);
+    for (index_t b = 0; b < mask.extent(0); ++b) {
+        const M* m = mask.row(b).data();
+        index_t count = 0;
+        index_t last = -1;
+        for (index_t t = 0; t < cols; ++t) {
+            const bool valid = m[t] != M{0};
+            count += valid ? 1 : 0;
+            last = valid ? t : last;
+        }
+        const row_slot where = find_row_slot(function, options.slot, options.empty_rows, count, last, cols, b);
+        const T score = where.score ? static_cast<T>(clip_score(static_cast<double>(scores(b)), options)) : T{0};
+        const T length = options.divide_kl_by_length ? static_cast<T>(std::max<index_t>(count, 1)) : T{1};
+        const auto kl_at = kl_row(b);
+        T* out = rewards.row(b).data();
+        if (where.limit >= 0) {
+            for (index_t t = 0; t < cols; ++t) {
+                T k = kl_at(t);
+                if (options.mask_kl) k = m[t] != M{0} ? k : T{0};
+                T r = neg_beta * k;
+                if (options.divide_kl_by_length) r /= length;
+                out[t] = t < where.limit ? r + score : T{0};
+            }
+        } else {
+            for (index_t t = 0; t < cols; ++t) {
+                T k = kl_at(t);
+                if (options.mask_kl) k = m[t] != M{0} ? k : T{0};
+                T r = neg_beta * k;
+                if (options.divide_kl_by_length) r /= length;
+                out[t] = r + (t == where.position ? score : T{0});
+            }
+        }
+    }
+}
+
+template <class T, class M>
+void check_shaping_inputs(std::string_view function, view<T> reference, std::string_view reference_name, view<M> mask,
+                          view<T, 1> scores, mut_view<T> rewards) {
+    check_same_shape(function, "mask", mask, reference_name, reference);
+    check_length(function, "scores", scores.extent(0), reference.extent(0), "one per row of 'mask'");
+    check_same_shape(function, "rewards", rewards, reference_name, reference);
+    check_binary_mask(function, "mask", mask);
+    check_finite(function, "scores", scores);
+    check_disjoint(function, "rewards", rewards, "mask", mask);
+    check_disjoint(function, "rewards", rewards, "scores", scores);
+}
+
+}  // namespace detail
+
+/// Per-token rewards from a given per-token KL: `rewards = -kl_coef * kl (* mask) (/ n)` plus the
+/// clipped sequence score at the slot of `options.slot`.
+///
+/// Shapes: `kl`, `mask`, `rewards` `[B, T]` (any row strides: a column range of a wider
+/// `[B, P + T]` buffer is a view), `mask ∈ {0,1}`, `scores` `[B]`. `kl` and `scores` must be
+/// finite. `rewards` may be exactly `kl` (in place); any other overlap with an input is an
+/// `rlhf::error`. Empty rows follow `options.empty_rows`.
+/// @note TRL `trl/trainer/ppo_trainer.py: PPOTrainer.compute_rewards` (v0.11): last_valid_token,
+///       unmasked; OpenRLHF `openrlhf/models/utils.py: compute_reward`: last_valid_token,
+///       unmasked, `score_clip_range`, empty rows `peer_slot`; DeepSpeed-Chat
+///       `dschat/rlhf/ppo_trainer.py: compute_rewards`: after_last_valid on the response columns,
+///       unmasked, `score_clip = 5`; ColossalChat v2 `coati/models/utils.py: compute_reward`:
+///       every_valid_token, `mask_kl`, `score_clip = 5`; current TRL `trl/experimental/ppo/
+///       ppo_trainer.py`: first_pad_slot, `mask_kl`; ChatLearn: `divide_kl_by_length`.
+template <class T, class M>
+void shape_rewards(view<T> kl, view<M> mask, view<T, 1> scores, mut_view<T> rewards,
+                   const reward_shaping_options& options = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::shape_rewards: T must be float or double");
+    constexpr std::string_view fn = "rlhf::shape_rewards";
+    detail::check_shaping_options(fn, options);
+    detail::check_shaping_inputs(fn, kl, "kl", mask, scores, rewards);
+    check_finite(fn, "kl", kl);
+    check_same_or_disjoint(fn, "rewards", rewards, "kl", kl);
+    detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b) {
+        const T* row = kl.row(b).data();
+        return [row](index_t t) { return row[t]; };
+    });
+}
+
+/// Per-token rewards with the KL computed from the log-probs in the same pass:
+/// `rewards = -kl_coef * token_kl(log_probs, ref_log_probs, options.kl) (* mask) (/ n)` plus the
+/// clipped score at the slot.
+///
+/// Shapes: `log_probs`, `ref_log_probs`, `mask`, `rewards` `[B, T]`, `scores` `[B]`; inputs finite
+/// (masked positions included). `rewards` may be exactly a log-prob input.
+/// @note see `shape_rewards` for the framework of each option, `token_kl` for the estimators.
+template <class T, class M>
+void shape_rewards_from_logprobs(view<T> log_probs, view<T> ref_log_probs, view<M> mask, view<T, 1> scores,
+                                 mut_view<T> rewards, const reward_shaping_options& options = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::shape_rewards_from_logprobs: T must be float or double");
+    constexpr std::string_view fn = "rlhf::shape_rewards_from_logprobs";
+    detail::check_shaping_options(fn, options);
+    detail::check_kl_options(fn, options.kl);
+    check_same_shape(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    detail::check_shaping_inputs(fn, log_probs, "log_probs", mask, scores, rewards);
+    check_finite(fn, "log_probs", log_probs);
+    check_finite(fn, "ref_log_probs", ref_log_probs);
+    check_same_or_disjoint(fn, "rewards", rewards, "log_probs", log_probs);
+    check_same_or_disjoint(fn, "rewards", rewards, "ref_log_probs", ref_log_probs);
+    detail::with_kl_functor<T>(options.kl, [&](const auto estimate) {
+        detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b) {
+            const T* lp = log_probs.row(b).data();
+            const T* ref = ref_log_probs.row(b).data();
+            return [lp, ref, estimate](index_t t) { return estimate(lp[t], ref[t]); };
+        });
+    });
+}
+
+/// The KL part of the reward alone (TRL's `non_score_rewards`): `rewards = -kl_coef * token_kl`.
+///
+/// Shapes: `log_probs`, `ref_log_probs`, `rewards` `[B, T]`; inputs finite; `kl_coef >= 0`.
+/// @note DeepSpeed-Chat `compute_rewards` applies it to the prompt columns too (k1, `kl_ctl`);
+///       TRL v0.11 `compute_rewards` returns it as `non_score_rewards`.
+template <class T>
+void kl_rewards(view<T> log_probs, view<T> ref_log_probs, mut_view<T> rewards, double kl_coef,
+                const kl_options& kl = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::kl_rewards: T must be float or double");
+    constexpr std::string_view fn = "rlhf::kl_rewards";
+    check_non_negative(fn, "kl_coef", kl_coef);
+    detail::check_kl_options(fn, kl);
+    check_same_shape(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    check_same_shape(fn, "rewards", rewards, "log_probs", log_probs);
+    check_finite(fn, "log_probs", log_probs);
+    check_finite(fn, "ref_log_probs", ref_log_probs);
+    check_same_or_disjoint(fn, "rewards", rewards, "log_probs", log_probs);
+    check_same_or_disjoint(fn, "rewards", rewards, "ref_log_probs", ref_log_probs);
+    const T neg_beta = static_cast<T>(-kl_coef);
+    detail::with_kl_functor<T>(kl, [&](const auto estimate) {
+        for (index_t b = 0; b < log_probs.extent(0); ++b) {
+            const T* lp = log_probs.row(b).data();
+            const T* ref = ref_log_probs.row(b).data();
+            T* out = rewards.row(b).data();
+            for (index_t t = 0; t < log_probs.extent(1); ++t) out[t] = neg_beta * estimate(lp[t], ref[t]);
+        }
+    });
+}
+
+/// Options of `sequence_rewards`.
+struct sequence_reward_options {
+    double kl_coef = 0.1;                          ///< beta >= 0
+    kl_options kl{.estimator = kl_estimator::k3};  ///< the per-token estimator (ColossalChat v1: k3)
+    /// The row mean divides by `n + mean_eps` (ColossalChat's `masked_mean` adds 1e-8); >= 0.
+    double mean_eps = 0.0;
+};
+
+/// One reward per sequence: `rewards[b] = scores[b] - kl_coef * mean_t(kl[b, t] over mask)`.
+///
+/// Shapes: `scores`, `rewards` `[B]`; `log_probs`, `ref_log_probs`, `mask` `[B, T]`,
+/// `mask ∈ {0,1}`; inputs finite. The mean is accumulated in double. Masked positions do not
+/// enter the mean (even where their estimate would be +inf). An empty row has mean KL 0, so its
+/// reward is its score. `kl_coef = 0` returns the scores unchanged.
+/// @note ColossalChat v1 `applications/Chat/coati/models/utils.py: compute_reward` (36c4bb28):
+///       k3, `mean_eps = 1e-8`, `kl_coef = 0.1`.
+template <class T, class M>
+void sequence_rewards(view<T, 1> scores, view<T> log_probs, view<T> ref_log_probs, view<M> mask, mut_view<T, 1> rewards,
+                      const sequence_reward_options& options = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::sequence_rewards: T must be float or double");
+    constexpr std::string_view fn = "rlhf::sequence_rewards";
+    check_non_negative(fn, "kl_coef", options.kl_coef);
+    check_non_negative(fn, "mean_eps", options.mean_eps);
+    detail::check_kl_options(fn, options.kl);
+    check_same_shape(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    check_same_shape(fn, "mask", mask, "log_probs", log_probs);
+    check_length(fn, "scores", scores.extent(0), log_probs.extent(0), "one per row of 'log_probs'");
+    check_length(fn, "rewards", rewards.extent(0), log_probs.extent(0), "one per row of 'log_probs'");
+    check_finite(fn, "scores", scores);
+    check_finite(fn, "log_probs", log_probs);
+    check_finite(fn, "ref_log_probs", ref_log_probs);
+    check_binary_mask(fn, "mask", mask);
+    check_same_or_disjoint(fn, "rewards", rewards, "scores", scores);
+    check_disjoint(fn, "rewards", rewards, "log_probs", log_probs);
+    check_disjoint(fn, "rewards", rewards, "ref_log_probs", ref_log_probs);
+    check_disjoint(fn, "rewards", rewards, "mask", mask);
+    detail::with_kl_functor<T>(options.kl, [&](const auto estimate) {
+        for (index_t b = 0; b < log_probs.extent(0); ++b) {
+            const T* lp = log_probs.row(b).data();
+            const T* ref = ref_log_probs.row(b).data();
+            const M* m = mask.row(b).data();
+            double sum = 0.0;
+            double count = 0.0;
+            for (index_t t = 0; t < log_probs.extent(1); ++t) {
+                const bool valid = m[t] != M{0};
+                sum += valid ? static_cast<double>(estimate(lp[t], ref[t])) : 0.0;
+                count += valid ? 1.0 : 0.0;
+            }
+            const double denominator = count + options.mean_eps;
+            const double mean = denominator > 0.0 ? sum / denominator : 0.0;
+            const double score = static_cast<double>(scores(b));
+            rewards(b) = static_cast<T>(options.kl_coef == 0.0 ? score : score - options.kl_coef * mean);
+        }
+    });
+}
+
+namespace detail {
+template <class T, class M, bool Masked>
+measured_kl apply_kl_penalty_impl(std::string_view fn, view<T> token_level_scores, view<T> log_probs,
+                                  view<T> ref_log_probs, view<M> mask, mut_view<T> token_level_rewards, double kl_coef,
+                                  const kl_options& kl) {
+    check_non_negative(fn, "kl_coef", kl_coef);
+    check_kl_options(fn, kl);
+    check_same_shape(fn, "log_probs", log_probs, "token_level_scores", token_level_scores);
+    check_same_shape(fn, "ref_log_probs", ref_log_probs, "token_level_scores", token_level_scores);
+    if constexpr (Masked) check_same_shape(fn, "mask", mask, "token_level_scores", token_level_scores);
+    check_same_shape(fn, "token_level_rewards", token_level_rewards, "token_level_scores", token_level_scores);
+    check_finite(fn, "token_level_scores", token_level_scores);
+    check_finite(fn, "log_probs", log_probs);
+    check_finite(fn, "ref_log_probs", ref_log_probs);
+    if constexpr (Masked) check_binary_mask(fn, "mask", mask);
+    check_same_or_disjoint(fn, "token_level_rewards", token_level_rewards, "token_level_scores", token_level_scores);
+    check_same_or_disjoint(fn, "token_level_rewards", token_level_rewards, "log_probs", log_probs);
+    check_same_or_disjoint(fn, "token_level_rewards", token_level_rewards, "ref_log_probs", ref_log_probs);
+    if constexpr (Masked) check_disjoint(fn, "token_level_rewards", token_level_rewards, "mask", mask);
+    if (token_level_scores.extent(0) == 0)
+        fail(error_kind::shape, fn, "token_level_scores", "at least one row",
+             shape_string(token_level_scores.extents()));
+    const T beta = static_cast<T>(kl_coef);
+    double mean_sum = 0.0;
+    with_kl_functor<T>(kl, [&](const auto estimate) {
+        for (index_t b = 0; b < log_probs.extent(0); ++b) {
+            const T* s = token_level_scores.row(b).data();
+            const T* lp = log_probs.row(b).data();
+            const T* ref = ref_log_probs.row(b).data();
+            T* out = token_level_rewards.row(b).data();
+            double sum = 0.0;
+            double count = 0.0;
+            for (index_t t = 0; t < log_probs.extent(1); ++t) {
+                T k = estimate(lp[t], ref[t]);
+                if constexpr (Masked) {
+                    const bool valid = mask(b, t) != M{0};
+                    k = valid ? k : T{0};
+                    count += valid ? 1.0 : 0.0;
+                } else {
+                    count += 1.0;
+                }
+                sum += static_cast<double>(k);
+                out[t] = s[t] - beta * k;
+            }
+            mean_sum += count > 0.0 ? sum / count : 0.0;
+        }
+    });
+    return {mean_sum / static_cast<double>(log_probs.extent(0)), kl_measure::seq_mean_token_mean};
+}
+}  // namespace detail
+
+/// verl's KL-in-reward: `token_level_rewards = token_level_scores - kl_coef * token_kl(log_probs,
+/// ref_log_probs) * mask`; returns the batch mean of the per-row token-mean KL, the `current_kl`
+/// verl feeds its controller (`kl_measure::seq_mean_token_mean`).
+///
+/// Shapes: all `[B, T]`, `mask ∈ {0,1}`, B >= 1; inputs finite. `token_level_scores` is dense
+/// (the score already placed, verl's reward manager puts it on the last valid token). An empty
+/// row has token-mean KL 0 and still counts as a row (verl: `masked_mean` with `+1e-8`).
+/// `token_level_rewards` may be exactly `token_level_scores` (or a log-prob input).
+/// @note verl `verl/trainer/ppo/ray_trainer.py: apply_kl_penalty` (old log-probs as `log_probs`,
+///       `kl_preset::verl(estimator)`; verl divides the row mean by `n + 1e-8`).
+template <class T, class M>
+measured_kl apply_kl_penalty(view<T> token_level_scores, view<T> log_probs, view<T> ref_log_probs, view<M> mask,
+                             mut_view<T> token_level_rewards, double kl_coef, const kl_options& kl = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::apply_kl_penalty: T must be float or double");
+    return detail::apply_kl_penalty_impl<T, M, true>("rlhf::apply_kl_penalty", token_level_scores, log_probs,
+                                                     ref_log_probs, mask, token_level_rewards, kl_coef, kl);
+}
+
+/// Unmasked form: `token_level_rewards = token_level_scores - kl_coef * token_kl(log_probs,
+/// ref_log_probs)`; the returned mean is over every token of each row.
+/// @note verl `verl/trainer/ppo/core_algos.py: compute_rewards(scores, old, ref, kl_ratio)` (k1).
+template <class T>
+measured_kl apply_kl_penalty(view<T> token_level_scores, view<T> log_probs, view<T> ref_log_probs,
+                             mut_view<T> token_level_rewards, double kl_coef, const kl_options& kl = {}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::apply_kl_penalty: T must be float or double");
+    return detail::apply_kl_penalty_impl<T, bool, false>("rlhf::apply_kl_penalty", token_level_scores, log_probs,
+                                                         ref_log_probs, view<bool>{}, token_level_rewards, kl_coef, kl);
+}
+
+/// Options of `scale_scores`: TRL's score pre-processing in `PPOTrainer.step`.
+struct score_scaling_options {
+    /// `use_score_scaling`: update the running moments with the batch, then divide by
+    /// `running.std + eps`.
+    bool scale = false;
+    /// `use_score_norm`: also subtract the running mean (requires `scale`).
+    bool normalize = false;
+    /// Added to the running std; default: the machine epsilon of `T` (`torch.finfo(dtype).eps`).
+    std::optional<double> eps = std::nullopt;
+    /// `score_clip`: clip the result to `[-c, c]`, c >= 0.
+    std::optional<double> clip = std::nullopt;
+};
+
+/// Scales, normalises and clips sequence scores with running moments, in TRL's order:
+/// `running.update(scores)`, then `out = scores / (running.std + eps)` or, with `normalize`,
+/// `out = (scores - running.mean) / (running.std + eps)`, then `clip(out, -clip, clip)`.
+///
+/// Shapes: `scores`, `out` `[B]` (`out` may alias `scores`); scores finite. The running
+/// statistics are global through `reducer`; their small-sample policy (a batch of one score, an
+/// empty batch) is `running`'s (`running_moments_options`). Returns the batch's own moments
+/// (zeros when `scale` is off). `normalize` without `scale` is an `rlhf::error` (TRL ignores it).
+/// @note TRL `trl/trainer/ppo_trainer.py: PPOTrainer.step` (v0.11.4). TRL clips after a cast to
+///       float32 (`scores.float()`); here the clip runs in `T`.
+template <class T, Reducer R = local_reducer>
+batch_moments scale_scores(view<T, 1> scores, mut_view<T, 1> out, running_moments& running,
+                           const score_scaling_options& options = {}, R&& reducer = R{}) {
+    static_assert(std::is_floating_point_v<T>, "rlhf::scale_scores: T must be float or double");
+    constexpr std::string_view fn = "rlhf::scale_scores";
+    if (options.normalize && !options.scale)
+        fail(error_kind::config, fn, "normalize", "set together with 'scale' (use_score_norm needs use_score_scaling)",
+             "normalize without scale");
+    if (options.eps) check_non_negative(fn, "eps", *options.eps);
+    if (options.clip) check_non_negative(fn, "clip", *options.clip);
+    check_length(fn, "out", out.extent(0), scores.extent(0), "one per score");
+    check_finite(fn, "scores", scores);
+    check_same_or_disjoint(fn, "out", out, "scores", scores);
+    batch_moments batch{};
+    double shift = 0.0;
+    double factor = 1.0;
+    if (options.scale) {
+        batch = running.update(scores, reducer);
+        const double eps = options.eps ? *options.eps : static_cast<double>(std::numeric_limits<T>::epsilon());
+        factor = running.std() + eps;
+        if (options.normalize) shift = running.mean();
+        if (!(factor > 0.0)) fail(error_kind::value, fn, "eps", "a positive running std + eps", number_string(factor));
+    }
+    const double low = options.clip ? -*options.clip : -std::numeric_limits<double>::infinity();
+    const double high = options.clip ? *options.clip : std::numeric_limits<double>::infinity();
+    for (index_t b = 0; b < scores.extent(0); ++b) {
+        T s = scores(b);
+        if (options.scale) s = static_cast<T>((static_cast<double>(s) - shift) / factor);
+        out(b) = static_cast<T>(std::clamp(static_cast<double>(s), low, high));
+    }
+    return batch;
+}
+
+}  // namespace rlhf

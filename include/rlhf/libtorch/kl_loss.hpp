@@ -1,0 +1,190 @@
+#pragma once
+/// @file
+/// KL-in-loss on LibTorch tensors: an autograd Function over the CPU kernel
+/// (`rlhf::libtorch::kl_loss`) and a composition of torch ops that runs on any device
+/// (`rlhf::libtorch::kl_loss_composed`, the GPU fallback). Both return the loss as a 0-dim
+/// tensor differentiable w.r.t. `log_probs`, and the statistics of `rlhf::kl_loss`.
+
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/options.hpp"
+#include "rlhf/core/reducer.hpp"
+#include "rlhf/kernels/kl_loss.hpp"
+#include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/loss_support.hpp"
+#include "rlhf/libtorch/view.hpp"
+
+namespace rlhf::libtorch {
+
+/// Loss and statistics of the LibTorch KL-in-loss.
+struct kl_loss_output {
+    /// 0-dim tensor of `log_probs`' dtype and device; backpropagates into `log_probs`.
+    torch::Tensor loss;
+    kl_loss_stats stats{};
+};
+
+namespace detail {
+
+template <class R>
+kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                              const torch::Tensor* old_log_probs, const torch::Tensor& mask,
+                              const rlhf::kl_loss_options& options, R& reducer) {
+    constexpr std::string_view function = "rlhf::libtorch::kl_loss";
+    kl_loss_output out;
+    out.loss = dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+        using T = decltype(tag);
+        const auto lp = as_view<T>(log_probs, function, "log_probs");
+        const auto ref = as_view<T>(ref_log_probs, function, "ref_log_probs");
+        const auto old = old_log_probs != nullptr ? as_view<T>(*old_log_probs, function, "old_log_probs") : view<T>{};
+        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
+            using M = decltype(mask_tag);
+            const auto m = as_view<M>(mask, function, "mask");
+            return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
+                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
+                const auto result = old_log_probs != nullptr
+                                        ? rlhf::kl_loss(lp, ref, old, m, options, g, mut_view<T>{}, reducer)
+                                        : rlhf::kl_loss(lp, ref, m, options, g, mut_view<T>{}, reducer);
+                out.stats = result.stats;
+                return result.loss;
+            });
+        });
+    });
+    return out;
+}
+
+template <class R>
+kl_loss_output kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                 const torch::Tensor* old_log_probs, const torch::Tensor& mask,
+                                 const rlhf::kl_loss_options& options, R& reducer);
+
+}  // namespace detail
+
+/// KL-in-loss of `rlhf::kl_loss` (see kl_loss.hpp for the formula, the options and the framework
+/// presets) on CPU tensors, with autograd: the backward is the kernel's closed-form gradient
+/// times the incoming gradient.
+///
+/// `log_probs`, `ref_log_probs`: `[B, T]` float32 or float64 CPU tensors of one dtype with a
+/// contiguous innermost dimension; `mask`: `[B, T]` bool, uint8, int32, int64 or the log-probs'
+/// dtype, ∈ {0,1}. Only `log_probs` receives a gradient. Errors: `rlhf::error` naming the argument.
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+    return detail::kl_loss_kernel(log_probs, ref_log_probs, nullptr, mask, options, reducer);
+}
+
+/// Importance-weighted KL-in-loss (TRL `use_bias_correction_kl`): each token's term times
+/// `exp(log_probs − old_log_probs)` (with gradient); `old_log_probs` as `log_probs`.
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                       const torch::Tensor& old_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+    return detail::kl_loss_kernel(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer);
+}
+
+/// KL-in-loss composed of torch ops (any device; autograd differentiates it): the same formula,
+/// options, policies and statistics as `rlhf::libtorch::kl_loss`. The straight-through option
+/// is verl's `k2 − k2.detach() + X.detach()`. Reads the validation results and the statistics
+/// back to the host. (Masked positions must hold moderate values here: an overflowed weight at a
+/// masked token makes autograd's gradient NaN there, unlike the kernel.)
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                const torch::Tensor& mask, const rlhf::kl_loss_options& options = {},
+                                R&& reducer = R{}) {
+    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, nullptr, mask, options, reducer);
+}
+
+/// Importance-weighted form of `kl_loss_composed`: the weight `exp(lp − old)` carries gradient, as TRL.
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                const torch::Tensor& old_log_probs, const torch::Tensor& mask,
+                                const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer);
+}
+
+template <class R>
+kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                         const torch::Tensor* old_log_probs, const torch::Tensor& mask,
+                                         const rlhf::kl_loss_options& options, R& reducer) {
+    constexpr std::string_view function = "rlhf::libtorch::kl_loss_composed";
+    rlhf::detail::check_kl_loss_options(function, options);
+    detail::check_values_tensor(function, "log_probs", log_probs);
+    detail::check_like(function, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    const bool weighted = old_log_probs != nullptr;
+    if (weighted) detail::check_like(function, "old_log_probs", *old_log_probs, "log_probs", log_probs);
+    const torch::Tensor valid = detail::binary_mask(function, mask, log_probs);
+    detail::check_finite_tensor(function, "log_probs", log_probs);
+    detail::check_finite_tensor(function, "ref_log_probs", ref_log_probs);
+    if (weighted) detail::check_finite_tensor(function, "old_log_probs", *old_log_probs);
+    const torch::Tensor w =
+        detail::token_weights(function, valid, options.aggregation, log_probs.scalar_type(), reducer);
+
+    const kl_options& o = options.kl;
+    const torch::Tensor d =
+        o.float32_log_ratio
+            ? (log_probs.to(torch::kFloat32) - ref_log_probs.to(torch::kFloat32)).to(log_probs.scalar_type())
+            : log_probs - ref_log_probs;
+    const torch::Tensor dc = o.log_ratio_clamp ? torch::clamp(d, -*o.log_ratio_clamp, *o.log_ratio_clamp) : d;
+    torch::Tensor k;
+    switch (o.estimator) {
+        case kl_estimator::abs:
+            k = dc.abs();
+            break;
+        case kl_estimator::k2:
+            k = 0.5 * dc * dc;
+            break;
+        case kl_estimator::k3:
+            k = torch::expm1(-dc) + dc;
+            break;
+        case kl_estimator::k1:
+            k = dc;
+            break;
+    }
+    const torch::Tensor x = o.value_clamp ? torch::clamp(k, -*o.value_clamp, *o.value_clamp) : k;
+    torch::Tensor per_token = x;
+    if (options.straight_through) {
+        const torch::Tensor k2 = 0.5 * d * d;
+        per_token = k2 - k2.detach() + x.detach();
+    }
+    torch::Tensor rho;
+    if (weighted) {
+        rho = torch::exp(log_probs - *old_log_probs);
+        per_token = per_token * rho;
+    }
+    const torch::Tensor zero = torch::zeros({}, w.options());
+    const torch::Tensor aggregated = torch::where(valid, per_token * w, zero).sum();
+    kl_loss_output out;
+    out.loss = options.coef * aggregated;
+
+    torch::NoGradGuard no_grad;
+    const torch::Tensor fm = valid.to(torch::kFloat64);
+    const double n = fm.sum().item<double>();
+    kl_loss_stats& st = out.stats;
+    st.valid_tokens = n;
+    st.kl_aggregated = aggregated.item<double>();
+    if (weighted && !torch::where(valid, torch::isfinite(rho), torch::ones_like(valid)).all().item<bool>())
+        fail(error_kind::value, function, "log_probs",
+             "exp(log_probs - old_log_probs) finite at valid tokens (log-ratio below ~88.7 in float, ~709.8 in "
+             "double)",
+             "an overflowed importance weight");
+    if (n > 0.0) {
+        st.kl_mean =
+            torch::where(valid, per_token.to(torch::kFloat64), torch::zeros({}, fm.options())).sum().item<double>() / n;
+        torch::Tensor inside = torch::ones_like(valid);
+        if (o.log_ratio_clamp) inside = inside.logical_and(d.abs() <= *o.log_ratio_clamp);
+        if (o.value_clamp) inside = inside.logical_and(k.abs() <= *o.value_clamp);
+        st.clamp_fraction = inside.logical_not().logical_and(valid).sum().item<double>() / n;
+        st.ratio_mean =
+            weighted
+                ? torch::where(valid, rho.to(torch::kFloat64), torch::zeros({}, fm.options())).sum().item<double>() / n
+                : 1.0;
+    }
+    return out;
+}
+
+}  // namespace rlhf::libtorch

@@ -1,0 +1,121 @@
+#pragma once
+/// @file
+/// Support for the LibTorch losses: an autograd Function for a scalar loss whose kernel
+/// computes the loss and its gradient w.r.t. one input in the same pass (the backward is the
+/// saved gradient times the incoming gradient: no recomputation, no torch ops in the forward),
+/// and the argument checks and aggregation weights of the composed torch-op implementations.
+
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/view.hpp"
+
+namespace rlhf::libtorch {
+
+/// `closed_form_loss::apply(input, run)`: `run(grad)` evaluates the kernel and returns the loss
+/// as a double; `grad` is a contiguous tensor shaped like `input` that `run` fills with
+/// d loss / d input, or an undefined tensor when `input` does not require grad (then `run` must
+/// skip the gradient). The result is a 0-dim tensor of `input`'s dtype and device whose
+/// backward is `grad · grad_output`. Every other tensor `run` reads is treated as a constant.
+/// Double backward is not supported (the saved gradient is a constant).
+struct closed_form_loss : torch::autograd::Function<closed_form_loss> {
+    template <class Run>
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, Run&& run) {
+        torch::Tensor grad;
+        if (input.requires_grad()) grad = torch::empty_like(input, torch::MemoryFormat::Contiguous);
+        const double loss = std::forward<Run>(run)(grad);
+        ctx->save_for_backward({grad});
+        return torch::scalar_tensor(loss, input.options().requires_grad(false));
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_outputs) {
+        const torch::Tensor grad = ctx->get_saved_variables()[0];
+        // One entry per forward argument: the input, then the (non-tensor) kernel call.
+        return {grad * grad_outputs[0], torch::Tensor()};
+    }
+};
+
+namespace detail {
+
+/// Checks that `tensor` is defined, floating, 2-D, and has the shape, dtype and device of
+/// `reference` (named `reference_argument`).
+inline void check_like(std::string_view function, std::string_view argument, const torch::Tensor& tensor,
+                       std::string_view reference_argument, const torch::Tensor& reference, bool check_dtype = true) {
+    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    if (tensor.device() != reference.device())
+        fail(error_kind::device, function, argument,
+             reference.device().str() + " (the device of '" + std::string(reference_argument) + "')",
+             tensor.device().str());
+    if (check_dtype) check_same_dtype(tensor, function, argument, reference, reference_argument);
+    if (tensor.sizes() != reference.sizes())
+        fail(error_kind::shape, function, argument,
+             shape_string(reference) + " (the shape of '" + std::string(reference_argument) + "')",
+             shape_string(tensor));
+}
+
+/// Checks a floating `[B, T]` tensor of float32/float64.
+inline void check_values_tensor(std::string_view function, std::string_view argument, const torch::Tensor& tensor) {
+    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    if (tensor.scalar_type() != torch::kFloat32 && tensor.scalar_type() != torch::kFloat64)
+        fail(error_kind::dtype, function, argument, "float32 or float64", dtype_name(tensor.scalar_type()));
+    if (tensor.dim() != 2)
+        fail(error_kind::shape, function, argument, "2 dimensions",
+             std::to_string(tensor.dim()) + " dimensions " + shape_string(tensor));
+}
+
+/// Rejects NaN/Inf anywhere in `tensor` (one device synchronisation).
+inline void check_finite_tensor(std::string_view function, std::string_view argument, const torch::Tensor& tensor) {
+    if (!torch::isfinite(tensor).all().item<bool>()) {
+        const torch::Tensor at = torch::nonzero(torch::logical_not(torch::isfinite(tensor)))[0].cpu();
+        fail(error_kind::value, function, argument, "finite values",
+             number_string(tensor.index({at[0].item<int64_t>(), at[1].item<int64_t>()}).item<double>()) + " at [" +
+                 std::to_string(at[0].item<int64_t>()) + ", " + std::to_string(at[1].item<int64_t>()) + "]");
+    }
+}
+
+/// The mask as a bool tensor, after checking dtype, shape, device and {0,1} entries.
+inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values) {
+    check_like(function, "mask", mask, "values", values, false);
+    const auto type = mask.scalar_type();
+    if (type != torch::kBool && type != torch::kUInt8 && type != torch::kInt32 && type != torch::kInt64 &&
+        type != values.scalar_type())
+        fail(error_kind::dtype, function, "mask",
+             "bool, uint8, int32, int64 or " + dtype_name(values.scalar_type()) + " (the dtype of the values)",
+             dtype_name(type));
+    if (type == torch::kBool) return mask;
+    if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
+        fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
+    return mask != 0;
+}
+
+/// Per-token aggregation weights `m_bt · c_b` as a tensor of `dtype` on the mask's device:
+/// `rlhf::row_weights` (loss_aggregation.hpp) on a CPU copy of the mask, so the composed path
+/// aggregates exactly like the kernels (and through the same reducer).
+template <class R>
+torch::Tensor token_weights(std::string_view function, const torch::Tensor& mask_bool,
+                            const aggregation_options& options, torch::Dtype dtype, R& reducer) {
+    const torch::Tensor cpu_mask = mask_bool.to(torch::kCPU, torch::kUInt8).contiguous();
+    const auto m = as_view<std::uint8_t>(cpu_mask, function, "mask");
+    std::vector<double> weights(static_cast<std::size_t>(m.extent(0)));
+    rlhf::detail::check_aggregation_options(function, "options.aggregation.", options);
+    rlhf::detail::compute_row_weights(function, m, options, mut_view<double, 1>(weights.data(), {m.extent(0)}),
+                                      reducer);
+    const torch::Tensor c = torch::tensor(weights, torch::TensorOptions().dtype(torch::kFloat64))
+                                .to(mask_bool.device(), dtype)
+                                .unsqueeze(1);
+    return torch::where(mask_bool, c, torch::zeros({}, c.options()));
+}
+
+}  // namespace detail
+
+}  // namespace rlhf::libtorch

@@ -1,0 +1,260 @@
+#pragma once
+/// @file
+/// The clipped policy loss on LibTorch tensors: a fused CPU path (an autograd Function whose
+/// backward is the kernel's closed-form gradient) and a composed torch-op path (any device,
+/// plain autograd: the GPU fallback). Both return the loss and `rlhf::policy_loss_stats`.
+/// Formula, options and presets: rlhf/kernels/policy_loss.hpp.
+
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/view.hpp"
+
+namespace rlhf::libtorch {
+
+/// Loss (a 0-dim tensor of the dtype of `log_probs`, differentiable w.r.t. `log_probs`) and
+/// statistics.
+struct policy_loss_output {
+    torch::Tensor loss;
+    policy_loss_stats stats{};
+};
+
+/// Autograd Function over the fused CPU kernel `rlhf::policy_loss`. The forward computes the
+/// loss and, when `log_probs` requires grad, its gradient in the same pass; the backward
+/// returns that gradient times the incoming scalar gradient. Only `log_probs` receives a
+/// gradient (old log-probs and advantages are constants of the loss); not twice differentiable.
+/// Use through `rlhf::libtorch::policy_loss_fused`.
+struct policy_loss_function : torch::autograd::Function<policy_loss_function> {
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& log_probs,
+                                 const torch::Tensor& old_log_probs, const torch::Tensor& advantages,
+                                 const torch::Tensor& mask, const policy_loss_options& options,
+                                 policy_loss_stats* stats) {
+        constexpr std::string_view function = "rlhf::libtorch::policy_loss";
+        return dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+            using T = decltype(tag);
+            check_same_dtype(old_log_probs, function, "old_log_probs", log_probs, "log_probs");
+            check_same_dtype(advantages, function, "advantages", log_probs, "log_probs");
+            const view<T> lp = as_view<T>(log_probs, function, "log_probs");
+            const view<T> old = as_view<T>(old_log_probs, function, "old_log_probs");
+            const view<T> adv = as_view<T>(advantages, function, "advantages");
+            torch::Tensor grad;
+            mut_view<T> grad_view{};
+            if (log_probs.requires_grad()) {
+                grad = torch::empty(log_probs.sizes(), log_probs.options());
+                grad_view = as_mut_view<T>(grad, function, "grad");
+            }
+            const policy_loss_result result = dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
+                using M = decltype(mask_tag);
+                return ::rlhf::policy_loss(lp, old, adv, as_view<M>(mask, function, "mask"), options, grad_view);
+            });
+            ctx->saved_data["grad"] = grad;
+            if (stats != nullptr) *stats = result.stats;
+            return torch::scalar_tensor(result.loss, torch::TensorOptions().dtype(log_probs.scalar_type()));
+        });
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_outputs) {
+        const torch::Tensor grad = ctx->saved_data["grad"].toTensor();
+        // One gradient per forward argument; the non-tensor ones and the constants get none.
+        return {grad * grad_outputs[0], torch::Tensor(), torch::Tensor(),
+                torch::Tensor(),        torch::Tensor(), torch::Tensor()};
+    }
+};
+
+/// The fused CPU path: `rlhf::policy_loss` under autograd.
+///
+/// `log_probs`, `old_log_probs`, `advantages`: `[B, T]` CPU tensors of one dtype (float32 or
+/// float64; innermost stride 1, outer strides free); `mask` `[B, T]` ∈ {0,1} of dtype bool,
+/// uint8, int32, int64 or that of `log_probs`. Errors (dtype, device, shape, values, options)
+/// name the argument. Global token/row counts for aggregation go in `options.aggregation`.
+inline policy_loss_output policy_loss_fused(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                            const torch::Tensor& advantages, const torch::Tensor& mask,
+                                            const policy_loss_options& options = {}) {
+    policy_loss_output out;
+    out.loss = policy_loss_function::apply(log_probs, old_log_probs, advantages, mask, options, &out.stats);
+    return out;
+}
+
+namespace detail {
+
+inline void check_composed_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
+                                  const torch::Tensor& log_probs) {
+    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    if (tensor.device() != log_probs.device())
+        fail(error_kind::device, function, argument, log_probs.device().str() + " (the device of 'log_probs')",
+             tensor.device().str());
+    if (tensor.dim() != 2 || !tensor.sizes().equals(log_probs.sizes()))
+        fail(error_kind::shape, function, argument, shape_string(log_probs) + " (the shape of 'log_probs')",
+             shape_string(tensor));
+}
+
+inline void check_composed_finite(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
+    const torch::Tensor bad = torch::logical_not(torch::isfinite(tensor)).nonzero();
+    if (bad.size(0) == 0) return;
+    const torch::Tensor at = bad[0].cpu();
+    const int64_t b = at[0].item<int64_t>();
+    const int64_t t = at[1].item<int64_t>();
+    fail(error_kind::value, function, argument, "finite values",
+         number_string(tensor[b][t].item<double>()) + " at [" + std::to_string(b) + ", " + std::to_string(t) + "]");
+}
+
+}  // namespace detail
+
+/// The composed path: the same loss written with torch ops, on any device, differentiated by
+/// autograd (w.r.t. `log_probs` only: `old_log_probs` and `advantages` are detached). The
+/// kink conventions are those the fused kernel reproduces (`torch.clamp` bounds inclusive,
+/// `torch.minimum` on ties, `torch.where` on the dual clip), so both agree to rounding.
+/// Validation costs a few device-to-host syncs; statistics come back in one transfer.
+/// Numerics: values as the kernel's, but autograd's own: without a log-ratio clamp an
+/// overflowed ratio gives NaN gradients (0·inf in exp's backward) where the kernel gives 0 or
+/// inf; set a clamp (the verl/OpenRLHF presets do).
+inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                               const torch::Tensor& advantages, const torch::Tensor& mask,
+                                               const policy_loss_options& options = {}) {
+    constexpr std::string_view function = "rlhf::libtorch::policy_loss_composed";
+    ::rlhf::detail::check_policy_options(function, options);
+    if (!log_probs.defined()) fail(error_kind::value, function, "log_probs", "a defined tensor", "an undefined tensor");
+    const auto dtype = log_probs.scalar_type();
+    if (dtype != torch::kFloat32 && dtype != torch::kFloat64)
+        fail(error_kind::dtype, function, "log_probs", "float32 or float64", dtype_name(dtype));
+    if (log_probs.dim() != 2)
+        fail(error_kind::shape, function, "log_probs", "2 dimensions",
+             std::to_string(log_probs.dim()) + " dimensions " + shape_string(log_probs));
+    detail::check_composed_tensor(old_log_probs, function, "old_log_probs", log_probs);
+    detail::check_composed_tensor(advantages, function, "advantages", log_probs);
+    detail::check_composed_tensor(mask, function, "mask", log_probs);
+    check_same_dtype(old_log_probs, function, "old_log_probs", log_probs, "log_probs");
+    check_same_dtype(advantages, function, "advantages", log_probs, "log_probs");
+    const auto mask_type = mask.scalar_type();
+    if (mask_type != torch::kBool && mask_type != torch::kUInt8 && mask_type != torch::kInt32 &&
+        mask_type != torch::kInt64 && mask_type != dtype)
+        fail(error_kind::dtype, function, "mask",
+             "bool, uint8, int32, int64 or " + dtype_name(dtype) + " (the dtype of the values)", dtype_name(mask_type));
+    detail::check_composed_finite(log_probs, function, "log_probs");
+    detail::check_composed_finite(old_log_probs, function, "old_log_probs");
+    detail::check_composed_finite(advantages, function, "advantages");
+    if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
+        fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
+
+    const torch::Tensor m = mask.to(dtype);
+    const torch::Tensor old = old_log_probs.detach();
+    const torch::Tensor adv = advantages.detach();
+    const torch::Tensor raw = log_probs - old;
+    const bool sequence = options.level == importance_ratio_level::sequence;
+    const torch::Tensor n_row = m.sum(-1, true);  // [B, 1]
+
+    // Aggregation weights w = m · c_b (see loss_aggregation.hpp).
+    const aggregation_options& ag = options.aggregation;
+    torch::Tensor weights;
+    switch (ag.mode) {
+        case loss_aggregation::token_mean: {
+            const double n_tokens = ag.global_token_count ? *ag.global_token_count : m.sum().item<double>();
+            if (!(n_tokens > 0.0))
+                fail(error_kind::value, function, "mask", "at least one valid token (token-mean divides by Σ mask)",
+                     "no valid token");
+            weights = m * (ag.dp_size / n_tokens);
+            break;
+        }
+        case loss_aggregation::seq_mean_token_sum:
+        case loss_aggregation::seq_mean_token_mean: {
+            const torch::Tensor nonempty = (n_row > 0).to(dtype);
+            const double n_rows = ag.global_sequence_count ? *ag.global_sequence_count : nonempty.sum().item<double>();
+            if (!(n_rows > 0.0))
+                fail(error_kind::value, function, "mask",
+                     "at least one row with a valid token (" + std::string(to_string(ag.mode)) +
+                         " divides by the row count)",
+                     "no valid token");
+            const torch::Tensor per_row = ag.mode == loss_aggregation::seq_mean_token_mean
+                                              ? nonempty * ag.dp_size / ((n_row + ag.token_count_epsilon) * n_rows)
+                                              : nonempty * (ag.dp_size / n_rows);
+            weights = m * per_row;
+            break;
+        }
+        case loss_aggregation::seq_mean_token_sum_norm: {
+            const double k = ag.normalizer ? *ag.normalizer : static_cast<double>(log_probs.size(1));
+            if (!(k > 0.0))
+                fail(error_kind::value, function, "mask",
+                     "at least one column (seq-mean-token-sum-norm divides by T when no normalizer is set)",
+                     shape_string(mask));
+            weights = m / k;
+            break;
+        }
+    }
+
+    torch::Tensor d;
+    if (sequence)
+        d = (raw * m).sum(-1, true) / n_row.clamp_min(1.0);  // [B, 1], broadcast below
+    else
+        d = options.mask_log_ratio ? raw * m : raw;
+    if (options.log_ratio_min || options.log_ratio_max) {
+        const c10::optional<torch::Scalar> low =
+            options.log_ratio_min ? c10::optional<torch::Scalar>(*options.log_ratio_min) : c10::nullopt;
+        const c10::optional<torch::Scalar> high =
+            options.log_ratio_max ? c10::optional<torch::Scalar>(*options.log_ratio_max) : c10::nullopt;
+        d = torch::clamp(d, low, high);
+    }
+    const torch::Tensor rho = d.exp();
+    const torch::Tensor capped = options.ratio_cap ? torch::clamp_max(rho, *options.ratio_cap) : rho;
+    const torch::Tensor s1 = capped * adv;
+    const torch::Tensor s2 = torch::clamp(capped, 1.0 - options.clip_low, 1.0 + options.clip_high) * adv;
+    const torch::Tensor smaller = torch::minimum(s1, s2);
+    torch::Tensor loss_mat = -smaller;
+    if (options.dual_clip)
+        loss_mat = torch::where(adv < 0, torch::minimum(loss_mat, -*options.dual_clip * adv), loss_mat);
+    if (options.loss_cap) loss_mat = torch::minimum(loss_mat, torch::full_like(loss_mat, *options.loss_cap));
+    torch::Tensor loss = torch::where(m > 0, loss_mat * weights, torch::zeros_like(loss_mat)).sum();
+
+    policy_loss_output out;
+    {
+        torch::NoGradGuard no_grad;
+        const torch::Tensor rho_full = rho.detach().expand_as(log_probs);
+        const torch::Tensor valid = m.sum();
+        const torch::Tensor denom = valid.clamp_min(1.0);
+        const torch::Tensor ratio_valid = torch::where(m > 0, rho_full, torch::zeros_like(rho_full));
+        const torch::Tensor lower =
+            options.dual_clip ? (torch::logical_and(adv < 0, smaller < *options.dual_clip * adv).to(dtype) * m).sum()
+                              : torch::zeros_like(valid);
+        const torch::Tensor packed = torch::stack({valid, ((s2 < s1).to(dtype) * m).sum() / denom, lower / denom,
+                                                   0.5 * (raw * raw * m).sum() / denom, -(raw * m).sum() / denom,
+                                                   ratio_valid.sum() / denom, ratio_valid.max(), rho_full.mean()})
+                                         .to(torch::kCPU, torch::kFloat64);
+        const double* p = packed.data_ptr<double>();
+        policy_loss_stats& st = out.stats;
+        st.valid_tokens = p[0];
+        st.clip_fraction = p[1];
+        st.clip_fraction_lower = p[2];
+        st.approx_kl = p[3];
+        st.policy_kl = p[4];
+        st.ratio_mean = p[5];
+        st.ratio_max = p[6];
+        st.ratio_mean_all_positions = p[7];
+        st.skip_threshold_exceeded = options.skip_threshold && st.ratio_mean_all_positions > *options.skip_threshold;
+        st.ratio_threshold_exceeded = options.ratio_threshold && st.ratio_mean > *options.ratio_threshold;
+    }
+    // TRL's skip: loss 0 with a zero gradient, without multiplying a possibly infinite loss by 0.
+    if (out.stats.ratio_threshold_exceeded) loss = (log_probs * 0).sum();
+    out.loss = loss;
+    return out;
+}
+
+/// The policy loss on tensors: the fused kernel when `log_probs` is on the CPU
+/// (`policy_loss_fused`; every input must then be on the CPU), the composed torch ops
+/// otherwise (`policy_loss_composed`).
+inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                      const torch::Tensor& advantages, const torch::Tensor& mask,
+                                      const policy_loss_options& options = {}) {
+    if (log_probs.defined() && log_probs.device().is_cpu())
+        return policy_loss_fused(log_probs, old_log_probs, advantages, mask, options);
+    return policy_loss_composed(log_probs, old_log_probs, advantages, mask, options);
+}
+
+}  // namespace rlhf::libtorch

@@ -1,0 +1,132 @@
+#pragma once
+/// @file
+/// The value loss on LibTorch tensors: an autograd Function over the CPU kernel
+/// (`rlhf::libtorch::value_loss`) and a composition of torch ops that runs on any device
+/// (`rlhf::libtorch::value_loss_composed`, the GPU fallback). Both return the loss as a 0-dim
+/// tensor differentiable w.r.t. `values`, and the statistics of `rlhf::value_loss`.
+
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/reducer.hpp"
+#include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/kernels/value_loss.hpp"
+#include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/loss_support.hpp"
+#include "rlhf/libtorch/view.hpp"
+
+namespace rlhf::libtorch {
+
+/// Loss and statistics of the LibTorch value loss.
+struct value_loss_output {
+    /// 0-dim tensor of `values`' dtype and device; backpropagates into `values`.
+    torch::Tensor loss;
+    value_loss_stats stats{};
+};
+
+/// Value loss of `rlhf::value_loss` (see value_loss.hpp for the formula, the options and the
+/// framework presets) on CPU tensors, with autograd: the backward is the kernel's closed-form
+/// gradient times the incoming gradient.
+///
+/// `values`, `old_values`, `returns`: `[B, T]` float32 or float64 CPU tensors of one dtype, with
+/// a contiguous innermost dimension; `mask`: `[B, T]` bool, uint8, int32, int64 or the values'
+/// dtype, ∈ {0,1}. Only `values` receives a gradient. Errors: `rlhf::error` naming the argument
+/// (dtype, device, shape, non-finite values, non-binary or empty mask, options).
+template <Reducer R = local_reducer>
+value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
+                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
+                             R&& reducer = R{}) {
+    constexpr std::string_view function = "rlhf::libtorch::value_loss";
+    value_loss_output out;
+    out.loss = dispatch_floating(values, function, "values", [&](auto tag) {
+        using T = decltype(tag);
+        const auto v = as_view<T>(values, function, "values");
+        const auto old = as_view<T>(old_values, function, "old_values");
+        const auto ret = as_view<T>(returns, function, "returns");
+        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
+            using M = decltype(mask_tag);
+            const auto m = as_view<M>(mask, function, "mask");
+            return closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
+                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
+                const auto result = rlhf::value_loss(v, old, ret, m, options, g, mut_view<T>{}, reducer);
+                out.stats = result.stats;
+                return result.loss;
+            });
+        });
+    });
+    return out;
+}
+
+/// The value loss composed of torch ops (any device; autograd differentiates it): the same
+/// formula, options, policies and statistics as `rlhf::libtorch::value_loss` (the aggregation
+/// weights come from `rlhf::row_weights` on a CPU copy of the mask). Kinks follow autograd's
+/// conventions (`clamp` inclusive, `max` split on ties), which the kernel reproduces.
+/// Reads the validation results and the statistics back to the host (device synchronisations).
+template <Reducer R = local_reducer>
+value_loss_output value_loss_composed(const torch::Tensor& values, const torch::Tensor& old_values,
+                                      const torch::Tensor& returns, const torch::Tensor& mask,
+                                      const rlhf::value_loss_options& options = {}, R&& reducer = R{}) {
+    constexpr std::string_view function = "rlhf::libtorch::value_loss_composed";
+    rlhf::detail::check_value_loss_options(function, options);
+    detail::check_values_tensor(function, "values", values);
+    detail::check_like(function, "old_values", old_values, "values", values);
+    detail::check_like(function, "returns", returns, "values", values);
+    const torch::Tensor valid = detail::binary_mask(function, mask, values);
+    detail::check_finite_tensor(function, "values", values);
+    detail::check_finite_tensor(function, "old_values", old_values);
+    detail::check_finite_tensor(function, "returns", returns);
+    const torch::Tensor w = detail::token_weights(function, valid, options.aggregation, values.scalar_type(), reducer);
+
+    const torch::Tensor target = options.returns_from_advantages ? returns + old_values : returns;
+    const auto psi = [&](const torch::Tensor& e) {
+        if (!options.huber_delta) return e * e;
+        const double delta = *options.huber_delta;
+        const torch::Tensor a = e.abs();
+        return torch::where(a <= delta, e * e, delta * (2.0 * a - delta));
+    };
+    const torch::Tensor p1 = psi(values - target);
+    torch::Tensor per_token = p1;
+    torch::Tensor clipped;
+    if (options.clip_range) {
+        const double c = *options.clip_range;
+        const torch::Tensor clipped_values = torch::clamp(values, old_values - c, old_values + c);
+        const torch::Tensor p2 = psi(clipped_values - target);
+        per_token = torch::max(p1, p2);
+        clipped = (p2 > p1).logical_and(valid);
+    }
+    per_token = options.scale * per_token;
+    value_loss_output out;
+    out.loss = options.coef * torch::where(valid, per_token * w, torch::zeros({}, w.options())).sum();
+
+    torch::NoGradGuard no_grad;
+    const torch::Tensor fm = valid.to(torch::kFloat64);
+    const double n = fm.sum().item<double>();
+    value_loss_stats& st = out.stats;
+    st.valid_tokens = n;
+    if (n > 0.0) {
+        const torch::Tensor v = values.to(torch::kFloat64);
+        const torch::Tensor r = target.to(torch::kFloat64);
+        const torch::Tensor residual = r - v;
+        st.clipped_tokens = clipped.defined() ? clipped.sum().item<double>() : 0.0;
+        st.clip_fraction = st.clipped_tokens / n;
+        st.value_mean = (v * fm).sum().item<double>() / n;
+        st.value_error = (residual * residual * fm).sum().item<double>() / n;
+        st.return_mean = (r * fm).sum().item<double>() / n;
+        const double residual_mean = (residual * fm).sum().item<double>() / n;
+        const double var_target =
+            std::max((r * r * fm).sum().item<double>() / n - st.return_mean * st.return_mean, 0.0);
+        const double var_residual = std::max(st.value_error - residual_mean * residual_mean, 0.0);
+        st.explained_variance = var_target > 0.0 ? 1.0 - var_residual / var_target : 0.0;
+    }
+    return out;
+}
+
+}  // namespace rlhf::libtorch

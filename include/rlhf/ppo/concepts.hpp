@@ -1,0 +1,140 @@
+#pragma once
+/// @file
+/// What the PPO loop asks of user models. Each concept is checked where a model enters the
+/// library (`template <Policy P>`), so a model that misses a member fails with a diagnostic that
+/// names the concept and the missing expression, not a backtrace from deep inside the trainer.
+///
+/// All model calls take a `rollout` (sequences `[B, S]`, attention mask, explicit response
+/// ranges) and return tensors in the response layout `[B, T]`, `T = response_width(rollout)`,
+/// column `t` ↔ token `sequences[b, response_start[b] + t]` (see experience.hpp).
+/// Members may be non-const: models keep state (an RNG, a KV cache, training mode).
+
+#include <torch/types.h>
+
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "rlhf/core/check.hpp"
+#include "rlhf/core/error.hpp"
+#include "rlhf/ppo/experience.hpp"
+
+namespace rlhf::ppo {
+
+/// The policy (actor): generates responses, and scores given tokens.
+/// - `policy.generate(prompts, options)` → `rollout`: sequences `[B, S]` holding each prompt and
+///   its response, attention mask `[B, S]`, and `response_start`/`response_end` int64 `[B]`.
+/// - `policy.log_probs(rollout)` → `[B, T]` log π(token | prefix) of the response tokens
+///   (differentiable when the policy trains); padding columns are ignored by the loop.
+template <class P>
+concept Policy = requires(P& policy, const prompt_batch& prompts, const generation_options& options,
+                          const rollout& sequences) {
+    { policy.generate(prompts, options) } -> std::convertible_to<rollout>;
+    { policy.log_probs(sequences) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A policy that also returns the entropy of its token distributions in the same forward pass
+/// (for the entropy bonus): `policy.log_probs_and_entropy(rollout)` → `policy_output` `[B, T]`.
+template <class P>
+concept EntropyPolicy = Policy<P> && requires(P& policy, const rollout& sequences) {
+    { policy.log_probs_and_entropy(sequences) } -> std::convertible_to<policy_output>;
+};
+
+/// The frozen reference model of the KL penalty: `reference.log_probs(rollout)` → `[B, T]`.
+/// Every `Policy` is also a `ReferenceModel` (a frozen copy of the initial policy).
+template <class R>
+concept ReferenceModel = requires(R& reference, const rollout& sequences) {
+    { reference.log_probs(sequences) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// The value model: `critic.values(rollout)` → `[B, T]` value estimates V(prefix up to and
+/// including response token t).
+template <class C>
+concept Critic = requires(C& critic, const rollout& sequences) {
+    { critic.values(sequences) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A reward model that scores whole sequences: `reward_model.score(rollout)` → `[B]`.
+template <class R>
+concept SequenceRewardModel = requires(R& reward_model, const rollout& sequences) {
+    { reward_model.score(sequences) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A reward model with dense rewards: `reward_model.token_rewards(rollout)` → `[B, T]`.
+template <class R>
+concept TokenRewardModel = requires(R& reward_model, const rollout& sequences) {
+    { reward_model.token_rewards(sequences) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A reward model of either kind. A type that offers both is used as a `TokenRewardModel`.
+template <class R>
+concept RewardModel = SequenceRewardModel<R> || TokenRewardModel<R>;
+
+/// Copies the trained weights of a trainer model `From` into an inference model `To` (an
+/// engine's generation copy, a reference or EMA model): a type with a member
+/// `sync.sync(from, to)`, or any callable `sync(from, to)`. Call it through `sync_parameters`.
+template <class S, class From, class To>
+concept ParameterSync = requires(S& sync, From& from, To& to) {
+    sync.sync(from, to);
+}
+|| std::invocable<S&, From&, To&>;
+
+/// Runs a `ParameterSync` in whichever form it has (the member `sync` is preferred).
+template <class From, class To, ParameterSync<From, To> S>
+void sync_parameters(S& sync, From& from, To& to) {
+    if constexpr (requires { sync.sync(from, to); })
+        sync.sync(from, to);
+    else
+        std::invoke(sync, from, to);
+}
+
+/// A model whose parameters (and, when present, buffers) are listed as tensors, in a
+/// deterministic order: `torch::nn::Module` (pass `*holder` for a `ModuleHolder`).
+template <class M>
+concept HasParameters = requires(M& model) {
+    { model.parameters() } -> std::convertible_to<std::vector<torch::Tensor>>;
+};
+
+/// The default `ParameterSync` for two models of the same architecture: copies every
+/// parameter (then every buffer, when both list them) in order, under no-grad; `copy_` casts
+/// dtype and device, so a float32 trainer can feed a bfloat16 or GPU inference copy.
+/// Errors: a different parameter count or shape → `rlhf::error` (kind shape, argument `to`).
+struct copy_parameters {
+    template <HasParameters From, HasParameters To>
+    void sync(From& from, To& to) const {
+        constexpr std::string_view function = "rlhf::ppo::copy_parameters::sync";
+        copy_all(from.parameters(), to.parameters(), "parameters", function);
+        if constexpr (requires {
+                          { from.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
+                          { to.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
+                      })
+            copy_all(from.buffers(), to.buffers(), "buffers", function);
+    }
+
+private:
+    static void copy_all(const std::vector<torch::Tensor>& source, const std::vector<torch::Tensor>& target,
+                         std::string_view what, std::string_view function) {
+        if (source.size() != target.size())
+            fail(error_kind::shape, function, "to",
+                 std::to_string(source.size()) + " " + std::string(what) + " (as 'from')",
+                 std::to_string(target.size()) + " " + std::string(what));
+        for (std::size_t i = 0; i < source.size(); ++i)
+            if (source[i].sizes() != target[i].sizes())
+                fail(error_kind::shape, function, "to",
+                     libtorch::shape_string(source[i]) + " for " + std::string(what) + "[" + std::to_string(i) +
+                         "] (as 'from')",
+                     libtorch::shape_string(target[i]));
+        const c10::AutoGradMode no_grad(false);
+        for (std::size_t i = 0; i < source.size(); ++i) {
+            torch::Tensor destination = target[i];
+            destination.copy_(source[i]);
+        }
+    }
+};
+
+}  // namespace rlhf::ppo

@@ -1,0 +1,1 @@
+// Compiles the LibTorch tests' precompiled header once (see tests/CMakeLists.txt).
