@@ -17,6 +17,7 @@
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/kernels/presets.hpp"
 #include "rlhf/kernels/reward_model_loss.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
 #include "rlhf/kernels/value_loss.hpp"

@@ -1,0 +1,132 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "rlhf/kernels/presets.hpp"
+
+namespace {
+
+struct batch {
+    static constexpr rlhf::index_t rows = 4, cols = 6;
+    std::vector<double> log_probs, ref_log_probs, values, scores;
+    std::vector<std::uint8_t> mask;
+    explicit batch(unsigned seed) {
+        std::mt19937 gen(seed);
+        std::normal_distribution<double> normal;
+        for (rlhf::index_t b = 0; b < rows; ++b) {
+            for (rlhf::index_t t = 0; t < cols; ++t) {
+                log_probs.push_back(-std::abs(normal(gen)));
+                ref_log_probs.push_back(log_probs.back() + 0.2 * normal(gen));
+                values.push_back(normal(gen));
+                mask.push_back(t < cols - b ? 1 : 0);  // right padding, every row non-empty
+            }
+            scores.push_back(normal(gen));
+        }
+    }
+    [[nodiscard]] auto view_of(const std::vector<double>& x) const { return rlhf::make_view(x.data(), rows, cols); }
+    [[nodiscard]] auto mask_view() const { return rlhf::make_view(mask.data(), rows, cols); }
+    [[nodiscard]] rlhf::view<double, 1> score_view() const { return rlhf::make_view(std::span<const double>(scores)); }
+};
+
+using matrix = std::vector<double>;
+
+// The preset's steps called one by one.
+void by_hand(const rlhf::advantage_preset& preset, double kl_coef, const batch& x, matrix& rewards, matrix& advantages,
+             matrix& returns) {
+    const auto out = [](matrix& m) { return rlhf::make_mut_view(m.data(), batch::rows, batch::cols); };
+    auto shaping = preset.rewards;
+    shaping.kl_coef = kl_coef;
+    rlhf::shape_rewards_from_logprobs(x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(),
+                                      out(rewards), shaping);
+    if (preset.reward_whitening) {
+        const matrix shaped = rewards;
+        rlhf::masked_whiten(x.view_of(shaped), x.mask_view(), out(rewards), *preset.reward_whitening);
+    }
+    rlhf::compute_gae(x.view_of(rewards), x.view_of(x.values), x.mask_view(), out(advantages), out(returns),
+                      preset.gae);
+    if (!preset.advantage_whitening) return;
+    const matrix raw = advantages;
+    if (preset.whiten_unmasked)
+        rlhf::whiten(x.view_of(raw), out(advantages), *preset.advantage_whitening);
+    else
+        rlhf::masked_whiten(x.view_of(raw), x.mask_view(), out(advantages), *preset.advantage_whitening);
+}
+
+}  // namespace
+
+TEST_CASE("compute_advantages runs each preset's steps in order" * doctest::test_suite("unit")) {
+    const batch x(7);
+    auto reward_whitened = rlhf::presets::trl_v0_11();
+    reward_whitened.reward_whitening = rlhf::whiten_options{.shift_mean = false};
+    for (const auto& preset : {rlhf::presets::trl_v0_11(), rlhf::presets::trl(), rlhf::presets::deepspeed_chat(),
+                               rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::verl(),
+                               rlhf::presets::chatlearn(), reward_whitened}) {
+        CAPTURE(preset.framework);
+        const double kl_coef = 0.07;
+        matrix rewards(24), advantages(24), returns(24), want_rewards(24), want_advantages(24), want_returns(24);
+        rlhf::compute_advantages(preset, kl_coef, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
+                                 x.score_view(), x.view_of(x.values), rlhf::make_mut_view(rewards.data(), 4, 6),
+                                 rlhf::make_mut_view(advantages.data(), 4, 6),
+                                 rlhf::make_mut_view(returns.data(), 4, 6));
+        by_hand(preset, kl_coef, x, want_rewards, want_advantages, want_returns);
+        CHECK(rewards == want_rewards);
+        CHECK(advantages == want_advantages);
+        CHECK(returns == want_returns);
+    }
+}
+
+TEST_CASE("the DeepSpeed-Chat preset, hand-computed" * doctest::test_suite("unit")) {
+    // One row, T = 4, two valid tokens: k1 = lp - ref = 0.5 everywhere; the score 7 is clipped to 5
+    // and lands at position min(2, 3) = 2, one past the last valid token; GAE (γ = 1, λ = 0.95)
+    // runs over the valid range [0, 2) only.
+    const std::vector<double> lp{-1.0, -1.0, -1.0, -1.0}, ref{-1.5, -1.5, -1.5, -1.5}, values{0.2, 0.4, 0.0, 0.0};
+    const std::vector<double> scores{7.0};
+    const std::vector<std::uint8_t> mask{1, 1, 0, 0};
+    std::vector<double> rewards(4), advantages(4), returns(4);
+    rlhf::compute_advantages(rlhf::presets::deepspeed_chat(), 0.1, rlhf::make_view(lp.data(), 1, 4),
+                             rlhf::make_view(ref.data(), 1, 4), rlhf::make_view(mask.data(), 1, 4),
+                             rlhf::make_view(std::span<const double>(scores)), rlhf::make_view(values.data(), 1, 4),
+                             rlhf::make_mut_view(rewards.data(), 1, 4), rlhf::make_mut_view(advantages.data(), 1, 4),
+                             rlhf::make_mut_view(returns.data(), 1, 4));
+    CHECK(rewards[0] == doctest::Approx(-0.05));
+    CHECK(rewards[2] == doctest::Approx(-0.05 + 5.0));
+    // t = 1: δ = -0.05 + 0 - 0.4; t = 0: δ = -0.05 + 0.4 - 0.2, A0 = δ0 + 0.95·A1.
+    const double a1 = -0.05 - 0.4;
+    const double a0 = (-0.05 + 0.4 - 0.2) + 0.95 * a1;
+    CHECK(advantages[1] == doctest::Approx(a1));
+    CHECK(advantages[0] == doctest::Approx(a0));
+    CHECK(advantages[2] == 0.0);
+    CHECK(returns[0] == doctest::Approx(a0 + 0.2));
+}
+
+TEST_CASE("make_kl_controller starts each preset's controller" * doctest::test_suite("unit")) {
+    auto trl = rlhf::make_kl_controller(rlhf::presets::trl_v0_11().kl_control);
+    CHECK(trl.value() == 0.2);
+    CHECK(std::holds_alternative<rlhf::adaptive_kl_controller>(trl.get()));
+    // Above target: e = clip(12/6 - 1, ±0.2) = 0.2, β ← 0.2·(1 + 0.2·256/1e4).
+    CHECK(trl.update({.value = 12.0, .measure = rlhf::kl_measure::seq_mean_token_sum}, 256) ==
+          doctest::Approx(0.2 * (1.0 + 0.2 * 256.0 / 10000.0)));
+    // The unit is part of the contract: a token-mean KL is refused by TRL's controller.
+    CHECK_THROWS_AS(trl.update({.value = 12.0, .measure = rlhf::kl_measure::token_mean}, 256), rlhf::error);
+    auto deepspeed = rlhf::make_kl_controller(rlhf::presets::deepspeed_chat().kl_control);
+    CHECK(std::holds_alternative<rlhf::fixed_kl_controller>(deepspeed.get()));
+    CHECK(deepspeed.value() == 0.1);
+}
+
+TEST_CASE("compute_advantages names the failing step's argument" * doctest::test_suite("unit")) {
+    const batch x(3);
+    std::vector<double> short_values(4 * 5), rewards(24), advantages(24), returns(24);
+    try {
+        rlhf::compute_advantages(
+            rlhf::presets::verl(), 0.0, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
+            x.score_view(), rlhf::make_view(short_values.data(), 4, 5), rlhf::make_mut_view(rewards.data(), 4, 6),
+            rlhf::make_mut_view(advantages.data(), 4, 6), rlhf::make_mut_view(returns.data(), 4, 6));
+        FAIL("expected rlhf::error");
+    } catch (const rlhf::error& e) {
+        CHECK(e.kind() == rlhf::error_kind::shape);
+        CHECK(e.argument() == "values");
+    }
+}
