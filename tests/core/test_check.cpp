@@ -6,20 +6,9 @@
 #include <vector>
 
 #include "rlhf/core/check.hpp"
+#include "support/test_helpers.hpp"
 
-namespace {
-// Runs `call`, which must throw rlhf::error, and returns the error.
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-}  // namespace
+using rlhf_test::expect_error;
 
 TEST_CASE("check_same_shape names both arguments and both shapes" * doctest::test_suite("unit")) {
     std::vector<float> a(8), b(6);

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "rlhf/core/options.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 template <class E>
@@ -33,14 +34,9 @@ TEST_CASE("framework aliases parse to the same option" * doctest::test_suite("un
 }
 
 TEST_CASE("an unknown option name is a configuration error listing the accepted names" * doctest::test_suite("unit")) {
-    try {
-        (void)rlhf::parse_option<rlhf::kl_estimator>("k4", "kl_penalty");
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::config);
-        CHECK(e.argument() == "kl_penalty");
-        CHECK(std::string(e.what()) ==
-              "rlhf::parse_option: argument 'kl_penalty': expected one of 'k1' 'abs' 'k2' 'k3' 'kl' 'mse' "
-              "'low_var_kl', got 'k4'");
-    }
+    const auto e = rlhf_test::check_error([] { (void)rlhf::parse_option<rlhf::kl_estimator>("k4", "kl_penalty"); },
+                                          rlhf::error_kind::config, "kl_penalty");
+    CHECK(std::string(e.what()) ==
+          "rlhf::parse_option: argument 'kl_penalty': expected one of 'k1' 'abs' 'k2' 'k3' 'kl' 'mse' "
+          "'low_var_kl', got 'k4'");
 }

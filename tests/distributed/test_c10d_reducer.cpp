@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "rlhf/distributed/c10d_reducer.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 
@@ -76,11 +77,5 @@ TEST_CASE("c10d_reducer rejects a null group and a tensor on another device" * d
     shared_sum shared(1);
     const rlhf::distributed::c10d_reducer reducer(c10::make_intrusive<thread_group>(0, 1, shared));
     torch::Tensor meta = torch::empty({2}, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kMeta));
-    try {
-        reducer.sum_all(meta);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::device);
-        CHECK(e.argument() == "tensor");
-    }
+    rlhf_test::check_error([&] { reducer.sum_all(meta); }, rlhf::error_kind::device, "tensor");
 }

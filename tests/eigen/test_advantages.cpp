@@ -8,48 +8,16 @@
 #include "rlhf/eigen/advantages.hpp"
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
+#include "support/eigen_test_helpers.hpp"
+
+using rlhf_test::kmut;
+using rlhf_test::kview;
 
 namespace {
 
 template <class T>
 rlhf::eigen::row_matrix<T> random_values(std::mt19937& rng, Eigen::Index rows, Eigen::Index cols) {
-    std::normal_distribution<double> normal(-0.2, 1.3);
-    rlhf::eigen::row_matrix<T> m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(normal(rng));
-    return m;
-}
-
-// Holes, left and right padding, row 1 empty.
-rlhf::eigen::row_matrix<std::uint8_t> random_mask(std::mt19937& rng, Eigen::Index rows, Eigen::Index cols) {
-    std::bernoulli_distribution keep(0.7);
-    rlhf::eigen::row_matrix<std::uint8_t> m(rows, cols);
-    for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = keep(rng) ? 1 : 0;
-    for (Eigen::Index r = 0; r < rows; ++r) {
-        m(r, 0) = 0;
-        m(r, 1) = 1;
-        m(r, 2) = 1;
-        m(r, cols - 1) = 0;
-    }
-    if (rows >= 3) m.row(1).setZero();
-    return m;
-}
-
-rlhf::eigen::row_matrix<std::uint8_t> range_mask(Eigen::Index rows, Eigen::Index cols) {
-    rlhf::eigen::row_matrix<std::uint8_t> m = rlhf::eigen::row_matrix<std::uint8_t>::Zero(rows, cols);
-    for (Eigen::Index r = 0; r < rows; ++r)
-        if (r != 1) m.row(r).segment(r % 3, cols - r % 3 - r % 2).setOnes();
-    return m;
-}
-
-template <class M>
-auto kview(const M& m) {
-    using T = typename M::Scalar;
-    return rlhf::view<T>{m.data(), {m.rows(), m.cols()}, {m.cols(), 1}};
-}
-template <class M>
-auto kmut(M& m) {
-    using T = typename M::Scalar;
-    return rlhf::mut_view<T>{m.data(), {m.rows(), m.cols()}, {m.cols(), 1}};
+    return rlhf_test::random_values<T>(rng, rows, cols, -0.2, 1.3);
 }
 
 }  // namespace
@@ -63,8 +31,9 @@ TEST_CASE_TEMPLATE("eigen::compute_gae agrees with the kernel in every mode" * d
     const rlhf::eigen::vector<T> boot = random_values<T>(rng, rows, 1);
     for (const auto masking :
          {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
-        const auto mask =
-            masking == rlhf::gae_masking::valid_range ? range_mask(rows, cols) : random_mask(rng, rows, cols);
+        const auto mask = masking == rlhf::gae_masking::valid_range
+                              ? rlhf_test::range_mask_matrix(rows, cols)
+                              : rlhf_test::random_padded_mask_matrix(rng, rows, cols);
         const rlhf::gae_options options{.gamma = 0.95, .lambda = 0.7, .masking = masking};
         rlhf::eigen::row_matrix<T> a(rows, cols), ret(rows, cols);
         rlhf::compute_gae(kview(rewards), kview(values), kview(mask), kmut(a), kmut(ret), options);
@@ -79,7 +48,7 @@ TEST_CASE_TEMPLATE("eigen::compute_gae agrees with the kernel in every mode" * d
     }
     // A block (column range) and the transpose of a column-major matrix are read without a copy.
     const auto wide = random_values<T>(rng, rows, cols + 3);
-    const auto mask = random_mask(rng, rows, cols);
+    const auto mask = rlhf_test::random_padded_mask_matrix(rng, rows, cols);
     const rlhf::eigen::row_matrix<T> narrow = wide.rightCols(cols);
     CHECK(rlhf::eigen::compute_gae(wide.rightCols(cols), values, mask).advantages ==
           rlhf::eigen::compute_gae(narrow, values, mask).advantages);
@@ -87,13 +56,9 @@ TEST_CASE_TEMPLATE("eigen::compute_gae agrees with the kernel in every mode" * d
     CHECK(rlhf::eigen::compute_gae(rewards, time_major.transpose(), mask).returns ==
           rlhf::eigen::compute_gae(rewards, values, mask).returns);
     // Errors name the argument.
-    try {
-        (void)rlhf::eigen::compute_gae(rewards, values, range_mask(rows, cols + 1));
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.argument() == "mask");
-    }
+    rlhf_test::check_error(
+        [&] { (void)rlhf::eigen::compute_gae(rewards, values, rlhf_test::range_mask_matrix(rows, cols + 1)); },
+        rlhf::error_kind::shape, "mask");
 }
 
 TEST_CASE_TEMPLATE("eigen::compute_gae_time_major agrees with the kernel" * doctest::test_suite("unit"), T, float,
@@ -123,7 +88,7 @@ TEST_CASE_TEMPLATE("eigen statistics and whitening agree with the kernel" * doct
     std::mt19937 rng(13);
     const Eigen::Index rows = 5, cols = 12;
     const auto values = random_values<T>(rng, rows, cols);
-    const auto mask = random_mask(rng, rows, cols);
+    const auto mask = rlhf_test::random_padded_mask_matrix(rng, rows, cols);
     CHECK(rlhf::eigen::masked_mean(values, mask) == rlhf::masked_mean(kview(values), kview(mask)));
     CHECK(rlhf::eigen::masked_variance(values, mask) == rlhf::masked_variance(kview(values), kview(mask)));
     CHECK(rlhf::eigen::compute_masked_moments(values, mask).count ==
@@ -147,11 +112,8 @@ TEST_CASE_TEMPLATE("eigen statistics and whitening agree with the kernel" * doct
         CHECK(row_means(r) == means[static_cast<std::size_t>(r)]);
         CHECK(row_vars(r) == vars[static_cast<std::size_t>(r)]);
     }
-    try {
-        (void)rlhf::eigen::masked_whiten(values, mask, {.scope = rlhf::whiten_scope::per_row});
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.argument() == "mask");
-        CHECK(e.actual() == "0 valid elements in row 1");
-    }
+    const auto e = rlhf_test::expect_error(
+        [&] { (void)rlhf::eigen::masked_whiten(values, mask, {.scope = rlhf::whiten_scope::per_row}); });
+    CHECK(e.argument() == "mask");
+    CHECK(e.actual() == "0 valid elements in row 1");
 }

@@ -7,56 +7,31 @@
 #include <vector>
 
 #include "rlhf/eigen/logits.hpp"
+#include "support/eigen_test_helpers.hpp"
+#include "support/fixtures.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::matrix_of;
+using rlhf_test::same_values;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
 using tokens_matrix = Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-template <class T>
-bool same(const rlhf::eigen::row_matrix<T>& a, const std::vector<T>& b) {
-    if (static_cast<std::size_t>(a.size()) != b.size()) return false;
-    for (std::size_t i = 0; i < b.size(); ++i)
-        if (a.data()[i] != b[i]) return false;
-    return true;
-}
 
 }  // namespace
 
 TEST_CASE_TEMPLATE("eigen logits entry points equal the kernels" * doctest::test_suite("unit"), T, float, double) {
-    std::mt19937 gen(41);
-    std::normal_distribution<double> normal(0.0, 2.0);
-    const rlhf::index_t b = 2, t = 3, v = 9;
-    rlhf::eigen::row_matrix<T> logits(b * t, v), reference(b * t, v);  // [B·T, V]
-    for (Eigen::Index i = 0; i < logits.size(); ++i) {
-        logits.data()[i] = static_cast<T>(normal(gen));
-        reference.data()[i] = static_cast<T>(normal(gen));
-    }
-    tokens_matrix tokens(b, t);
-    std::uniform_int_distribution<std::int64_t> pick(0, v - 1);
-    for (Eigen::Index i = 0; i < tokens.size(); ++i) tokens.data()[i] = pick(gen);
+    const rlhf_test::logits_batch<T> in(41, 2, 3, 9);
+    const rlhf::index_t b = in.b, t = in.t, v = in.v;
+    const auto logits = matrix_of(in.logits, b * t, v), reference = matrix_of(in.reference, b * t, v);  // [B·T, V]
+    const tokens_matrix tokens = matrix_of(in.tokens, b, t);
     Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> mask(b, t);
     mask << 1, 1, 0, 1, 1, 1;
-    rlhf::eigen::row_matrix<T> g_lp(b, t), g_h(b, t);
-    for (Eigen::Index i = 0; i < g_lp.size(); ++i) {
-        g_lp.data()[i] = static_cast<T>(normal(gen));
-        g_h.data()[i] = static_cast<T>(normal(gen));
-    }
+    const auto g_lp = matrix_of(in.g_lp, b, t), g_h = matrix_of(in.g_h, b, t);
     const rlhf::logits_options options{.temperature = 0.8};
 
-    const rlhf::view<T, 3> z(logits.data(), {b, t, v});
-    const rlhf::view<T, 3> q(reference.data(), {b, t, v});
-    const rlhf::view<std::int64_t> y(tokens.data(), {b, t});
+    const auto z = in.z(), q = in.q();
+    const auto y = in.y();
     const rlhf::view<std::uint8_t> m(mask.data(), {b, t});
     const std::size_t bt = static_cast<std::size_t>(b * t), btv = bt * static_cast<std::size_t>(v);
 
@@ -65,39 +40,38 @@ TEST_CASE_TEMPLATE("eigen logits entry points equal the kernels" * doctest::test
     rlhf::logprobs_from_logits(z, y, m, rlhf::mut_view<T>(lp.data(), {b, t}), rlhf::mut_view<T>(h.data(), {b, t}), {},
                                options);
     const auto r = rlhf::eigen::logprobs_from_logits(logits, tokens, mask, options);
-    CHECK(same(r.logprobs, lp));
-    CHECK(same(r.entropy, h));
+    CHECK(same_values(r.logprobs, lp));
+    CHECK(same_values(r.entropy, h));
     rlhf::logprobs_from_logits(z, y, rlhf::mut_view<T>(lp.data(), {b, t}), rlhf::mut_view<T>(h.data(), {b, t}), {},
                                options);
     const auto r2 = rlhf::eigen::logprobs_from_logits(logits, tokens, options);
-    CHECK(same(r2.logprobs, lp));
-    CHECK(same(r2.entropy, h));
+    CHECK(same_values(r2.logprobs, lp));
+    CHECK(same_values(r2.entropy, h));
 
     std::vector<T> grad(btv);
-    rlhf::logprobs_from_logits_backward(z, y, m, rlhf::view<T>(g_lp.data(), {b, t}), rlhf::view<T>(g_h.data(), {b, t}),
+    rlhf::logprobs_from_logits_backward(z, y, m, in.lp_grad(), in.h_grad(),
                                         rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), {}, {}, options);
-    CHECK(same(rlhf::eigen::logprobs_from_logits_backward(logits, tokens, mask, g_lp, g_h, options), grad));
+    CHECK(same_values(rlhf::eigen::logprobs_from_logits_backward(logits, tokens, mask, g_lp, g_h, options), grad));
     // An empty upstream gradient: no gradient through that output.
-    rlhf::logprobs_from_logits_backward(z, y, m, rlhf::view<T>(g_lp.data(), {b, t}), rlhf::view<T>{},
+    rlhf::logprobs_from_logits_backward(z, y, m, in.lp_grad(), rlhf::view<T>{},
                                         rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), {}, {}, options);
-    CHECK(same(
+    CHECK(same_values(
         rlhf::eigen::logprobs_from_logits_backward(logits, tokens, mask, g_lp, rlhf::eigen::row_matrix<T>(), options),
         grad));
 
     // entropy
     rlhf::entropy_from_logits(z, m, rlhf::mut_view<T>(h.data(), {b, t}), {}, options);
-    CHECK(same(rlhf::eigen::entropy_from_logits(logits, mask, options), h));
-    rlhf::entropy_from_logits_backward(z, m, rlhf::view<T>(g_h.data(), {b, t}),
-                                       rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), {}, {}, options);
-    CHECK(same(rlhf::eigen::entropy_from_logits_backward(logits, mask, g_h, options), grad));
+    CHECK(same_values(rlhf::eigen::entropy_from_logits(logits, mask, options), h));
+    rlhf::entropy_from_logits_backward(z, m, in.h_grad(), rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), {}, {},
+                                       options);
+    CHECK(same_values(rlhf::eigen::entropy_from_logits_backward(logits, mask, g_h, options), grad));
 
     // full KL
     std::vector<T> kl(bt);
     rlhf::full_kl_from_logits(z, q, m, rlhf::mut_view<T>(kl.data(), {b, t}), options);
-    CHECK(same(rlhf::eigen::full_kl_from_logits(logits, reference, mask, options), kl));
-    rlhf::full_kl_from_logits_backward(z, q, m, rlhf::view<T>(g_lp.data(), {b, t}),
-                                       rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), options);
-    CHECK(same(rlhf::eigen::full_kl_from_logits_backward(logits, reference, mask, g_lp, options), grad));
+    CHECK(same_values(rlhf::eigen::full_kl_from_logits(logits, reference, mask, options), kl));
+    rlhf::full_kl_from_logits_backward(z, q, m, in.lp_grad(), rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), options);
+    CHECK(same_values(rlhf::eigen::full_kl_from_logits_backward(logits, reference, mask, g_lp, options), grad));
 
     // LM loss
     const rlhf::lm_loss_options lm{.temperature = 1.2};
@@ -105,11 +79,11 @@ TEST_CASE_TEMPLATE("eigen logits entry points equal the kernels" * doctest::test
     const auto e = rlhf::eigen::lm_loss(logits, tokens, mask, lm);
     CHECK(e.loss == k.loss);
     CHECK(e.num_tokens == 5);
-    CHECK(same(e.grad_logits, grad));
+    CHECK(same_values(e.grad_logits, grad));
     const auto k2 = rlhf::lm_loss(z, y, rlhf::mut_view<T, 3>(grad.data(), {b, t, v}), lm);
     const auto e2 = rlhf::eigen::lm_loss(logits, tokens, lm);
     CHECK(e2.loss == k2.loss);
-    CHECK(same(e2.grad_logits, grad));
+    CHECK(same_values(e2.grad_logits, grad));
 
     // reward-model losses
     rlhf::eigen::vector<T> c(4), rj(4), margin(4);

@@ -6,25 +6,13 @@
 #include <vector>
 
 #include "rlhf/eigen/policy_loss.hpp"
-
-namespace {
-
-template <class T>
-rlhf::eigen::row_matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::mt19937& gen, double scale,
-                                         double shift = 0.0) {
-    std::normal_distribution<double> normal(0.0, 1.0);
-    rlhf::eigen::row_matrix<T> x(rows, cols);
-    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<T>(shift + scale * normal(gen));
-    return x;
-}
-
-}  // namespace
+#include "support/eigen_test_helpers.hpp"
 
 TEST_CASE_TEMPLATE("eigen::policy_loss equals the kernel" * doctest::test_suite("unit"), T, float, double) {
     std::mt19937 gen(11);
-    const auto lp = random_matrix<T>(3, 6, gen, 1.0, -1.5);
-    const rlhf::eigen::row_matrix<T> old = lp + random_matrix<T>(3, 6, gen, 0.5);
-    const auto adv = random_matrix<T>(3, 6, gen, 1.5);
+    const auto lp = rlhf_test::random_values<T>(gen, 3, 6, -1.5, 1.0);
+    const rlhf::eigen::row_matrix<T> old = lp + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 0.5);
+    const auto adv = rlhf_test::random_values<T>(gen, 3, 6, 0.0, 1.5);
     Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> mask(3, 6);
     mask.setConstant(true);
     mask(0, 5) = false;
@@ -65,18 +53,8 @@ TEST_CASE("eigen::policy_loss names the bad argument" * doctest::test_suite("uni
     const rlhf::eigen::row_matrix<double> adv = rlhf::eigen::row_matrix<double>::Ones(2, 4);
     const Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> mask =
         Eigen::Matrix<std::uint8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>::Ones(2, 3);
-    try {
-        (void)rlhf::eigen::policy_loss(lp, lp, adv, mask);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.argument() == "advantages");
-    }
-    try {
-        (void)rlhf::eigen::policy_loss(lp, lp, lp, mask, {.dual_clip = 0.9});
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::config);
-        CHECK(e.argument() == "options.dual_clip");
-    }
+    rlhf_test::check_error([&] { (void)rlhf::eigen::policy_loss(lp, lp, adv, mask); }, rlhf::error_kind::shape,
+                           "advantages");
+    rlhf_test::check_error([&] { (void)rlhf::eigen::policy_loss(lp, lp, lp, mask, {.dual_clip = 0.9}); },
+                           rlhf::error_kind::config, "options.dual_clip");
 }

@@ -8,25 +8,9 @@
 
 #include "rlhf/eigen/kl_loss.hpp"
 #include "rlhf/eigen/value_loss.hpp"
+#include "support/eigen_test_helpers.hpp"
 
 namespace {
-
-template <class T>
-rlhf::eigen::row_matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::mt19937& gen, double scale,
-                                         double shift = 0.0) {
-    std::normal_distribution<double> normal(0.0, 1.0);
-    rlhf::eigen::row_matrix<T> m(rows, cols);
-    for (Eigen::Index i = 0; i < rows; ++i)
-        for (Eigen::Index j = 0; j < cols; ++j) m(i, j) = static_cast<T>(shift + scale * normal(gen));
-    return m;
-}
-
-rlhf::eigen::row_matrix<std::uint8_t> test_mask(Eigen::Index rows, Eigen::Index cols) {
-    rlhf::eigen::row_matrix<std::uint8_t> m = rlhf::eigen::row_matrix<std::uint8_t>::Ones(rows, cols);
-    m(0, 2) = 0;
-    m.row(1).setZero();
-    return m;
-}
 
 template <class T, class Derived>
 rlhf::view<T> view_of(const Eigen::DenseBase<Derived>& m) {
@@ -38,10 +22,12 @@ rlhf::view<T> view_of(const Eigen::DenseBase<Derived>& m) {
 TEST_CASE_TEMPLATE("eigen::value_loss and eigen::kl_loss equal the kernels" * doctest::test_suite("unit"), T, float,
                    double) {
     std::mt19937 gen(17);
-    const auto old = random_matrix<T>(3, 6, gen, 1.0);
-    const rlhf::eigen::row_matrix<T> values = old + random_matrix<T>(3, 6, gen, 0.4);
-    const rlhf::eigen::row_matrix<T> returns = old + random_matrix<T>(3, 6, gen, 3.0);
-    const auto mask = test_mask(3, 6);
+    const auto old = rlhf_test::random_values<T>(gen, 3, 6, 0.0, 1.0);
+    const rlhf::eigen::row_matrix<T> values = old + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 0.4);
+    const rlhf::eigen::row_matrix<T> returns = old + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 3.0);
+    // An interior hole and an empty row.
+    const auto mask =
+        rlhf_test::matrix_of(rlhf_test::mask_pattern(3, 6).hole(0, 2, 3).empty_row(1).values<std::uint8_t>(), 3, 6);
     const rlhf::value_loss_options options{.clip_range = 0.2,
                                            .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_mean}};
     const auto out = rlhf::eigen::value_loss(values, old, returns, mask, options);
@@ -59,9 +45,9 @@ TEST_CASE_TEMPLATE("eigen::value_loss and eigen::kl_loss equal the kernels" * do
     const auto block = rlhf::eigen::value_loss(wide.rightCols(6), old, returns, mask, options);
     CHECK(block.loss == direct.loss);
 
-    const rlhf::eigen::row_matrix<T> lp = random_matrix<T>(3, 6, gen, 1.0, -2.0);
-    const rlhf::eigen::row_matrix<T> ref = lp + random_matrix<T>(3, 6, gen, 1.0);
-    const rlhf::eigen::row_matrix<T> old_lp = lp + random_matrix<T>(3, 6, gen, 0.3);
+    const rlhf::eigen::row_matrix<T> lp = rlhf_test::random_values<T>(gen, 3, 6, -2.0, 1.0);
+    const rlhf::eigen::row_matrix<T> ref = lp + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 1.0);
+    const rlhf::eigen::row_matrix<T> old_lp = lp + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 0.3);
     const rlhf::kl_loss_options kl{.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3), .coef = 0.1};
     for (const bool weighted : {false, true}) {
         const auto k =
@@ -80,24 +66,12 @@ TEST_CASE("eigen value and KL losses: errors name the argument" * doctest::test_
     const rlhf::eigen::row_matrix<double> a = rlhf::eigen::row_matrix<double>::Zero(2, 3);
     const rlhf::eigen::row_matrix<double> b = rlhf::eigen::row_matrix<double>::Zero(2, 4);
     const rlhf::eigen::row_matrix<double> m = rlhf::eigen::row_matrix<double>::Ones(2, 3);
-    try {
-        (void)rlhf::eigen::value_loss(a, a, b, m);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.argument() == "returns");
-    }
-    try {
-        (void)rlhf::eigen::kl_loss(a, a, b, m);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.argument() == "old_log_probs");
-    }
-    try {
+    rlhf_test::check_error([&] { (void)rlhf::eigen::value_loss(a, a, b, m); }, rlhf::error_kind::shape, "returns");
+    auto e = rlhf_test::expect_error([&] { (void)rlhf::eigen::kl_loss(a, a, b, m); });
+    CHECK(e.argument() == "old_log_probs");
+    e = rlhf_test::expect_error([&] {
         const rlhf::eigen::row_matrix<double> zero_mask = rlhf::eigen::row_matrix<double>::Zero(2, 3);
         (void)rlhf::eigen::kl_loss(a, a, zero_mask);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.argument() == "mask");
-    }
+    });
+    CHECK(e.argument() == "mask");
 }

@@ -11,30 +11,16 @@
 #include <vector>
 
 #include "rlhf/kernels/gae.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::as;
+using rlhf_test::expect_error;
+using rlhf_test::mut_view_of;
+using rlhf_test::view_of;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
 using rlhf::index_t;
-
-template <class T>
-rlhf::view<T> view_of(const std::vector<T>& data, index_t rows, index_t cols) {
-    return rlhf::make_view(data.data(), rows, cols);
-}
-template <class T>
-rlhf::mut_view<T> mut_view_of(std::vector<T>& data, index_t rows, index_t cols) {
-    return rlhf::make_mut_view(data.data(), rows, cols);
-}
 
 struct result {
     std::vector<double> advantages, returns;
@@ -141,18 +127,6 @@ rollout random_rollout(std::mt19937& rng, std::size_t rows, std::size_t cols, bo
     return x;
 }
 
-template <class T>
-std::vector<T> as(const std::vector<double>& x) {
-    std::vector<T> out(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) out[i] = static_cast<T>(x[i]);
-    return out;
-}
-
-template <class T>
-double tolerance() {
-    return std::is_same_v<T, float> ? 1e-5 : 1e-12;
-}
-
 }  // namespace
 
 TEST_CASE("compute_gae: hand-computed rows with a hole / gamma = lambda = 1" * doctest::test_suite("unit")) {
@@ -213,7 +187,7 @@ TEST_CASE_TEMPLATE("compute_gae matches the naive reference in every mode" * doc
             const rollout x = random_rollout(rng, rows, cols, masking == rlhf::gae_masking::valid_range);
             const auto r = as<T>(x.r), v = as<T>(x.v), boot = as<T>(x.boot);
             const std::vector<double> rd(r.begin(), r.end()), vd(v.begin(), v.end()), bd(boot.begin(), boot.end());
-            const auto m = as<std::int32_t>(std::vector<double>(x.m.begin(), x.m.end()));
+            const auto m = as<std::int32_t>(x.m);
             const auto R = static_cast<index_t>(rows), C = static_cast<index_t>(cols);
             const rlhf::gae_options options{.gamma = gamma, .lambda = lambda, .masking = masking};
             for (const bool with_bootstrap : {false, true}) {
@@ -229,16 +203,17 @@ TEST_CASE_TEMPLATE("compute_gae matches the naive reference in every mode" * doc
                                              with_bootstrap ? bd : std::vector<double>{});
                 for (std::size_t i = 0; i < a.size(); ++i) {
                     CHECK(static_cast<double>(a[i]) ==
-                          doctest::Approx(ref.advantages[i]).epsilon(tolerance<T>()).scale(1.0));
+                          doctest::Approx(ref.advantages[i]).epsilon(rlhf_test::tolerance<T>(1e-5)).scale(1.0));
                     CHECK(static_cast<double>(ret[i]) ==
-                          doctest::Approx(ref.returns[i]).epsilon(tolerance<T>()).scale(1.0));
+                          doctest::Approx(ref.returns[i]).epsilon(rlhf_test::tolerance<T>(1e-5)).scale(1.0));
                 }
             }
         }
     }
 }
 
-TEST_CASE("compute_gae edge cases: empty rows / one valid token / left and right padding" * doctest::test_suite("unit")) {
+TEST_CASE("compute_gae edge cases: empty rows / one valid token / left and right padding" *
+          doctest::test_suite("unit")) {
     const std::vector<double> r{1, 2, 3, 4, 5, 6}, v{0.5, 1.5, 2.5, 3.5, 4.5, 5.5};
     std::vector<double> a(6), ret(6);
     const rlhf::gae_options g{.gamma = 0.9, .lambda = 0.8};
@@ -538,8 +513,10 @@ TEST_CASE_TEMPLATE("compute_gae_time_major matches a per-environment reference" 
                                  view_of(ft, S, N), rlhf::view<T, 1>{nt.data(), {N}}, mut_view_of(a, S, N),
                                  mut_view_of(ret, S, N), {.gamma = gamma, .lambda = lambda});
     for (std::size_t i = 0; i < a.size(); ++i) {
-        CHECK(static_cast<double>(a[i]) == doctest::Approx(expected[i]).epsilon(tolerance<T>()).scale(1.0));
-        CHECK(static_cast<double>(ret[i]) == doctest::Approx(expected[i] + v[i]).epsilon(tolerance<T>()).scale(1.0));
+        CHECK(static_cast<double>(a[i]) ==
+              doctest::Approx(expected[i]).epsilon(rlhf_test::tolerance<T>(1e-5)).scale(1.0));
+        CHECK(static_cast<double>(ret[i]) ==
+              doctest::Approx(expected[i] + v[i]).epsilon(rlhf_test::tolerance<T>(1e-5)).scale(1.0));
     }
     // In place over the rewards.
     std::vector<T> in_place = rt;

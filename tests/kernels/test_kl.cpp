@@ -8,19 +8,11 @@
 #include <vector>
 
 #include "rlhf/kernels/kl.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // Straightforward reference: the formulas as the peers write them (no expm1, explicit branches).
 double naive_kl(double lp, double ref, const rlhf::kl_options& o) {
@@ -124,7 +116,8 @@ TEST_CASE("token_kl: OpenRLHF's float32 log-ratio" * doctest::test_suite("unit")
     CHECK(std::abs(out[0] - 0.005174) < 1e-7);
 }
 
-TEST_CASE("token_kl: masked positions are exactly 0 / even where the estimate overflows" * doctest::test_suite("unit")) {
+TEST_CASE("token_kl: masked positions are exactly 0 / even where the estimate overflows" *
+          doctest::test_suite("unit")) {
     // Row 0: a hole; row 1: empty; row 2: left padding. d = -1000 at masked positions.
     const std::vector<double> lp{-1, -1001, -2, -1001, -1001, -1001, -1001, -3, -1};
     const std::vector<double> ref{-2, -1, -1, -1, -1, -1, -1, -1, -2};

@@ -8,19 +8,11 @@
 #include <vector>
 
 #include "rlhf/kernels/kl_controller.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 constexpr auto sums = rlhf::kl_measure::seq_mean_token_sum;
 constexpr auto token_means = rlhf::kl_measure::seq_mean_token_mean;

@@ -10,19 +10,12 @@
 #include <vector>
 
 #include "rlhf/kernels/kl_loss.hpp"
+#include "support/loss_option_sets.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // A [B, T] batch of KL-loss inputs with log-ratios lp - ref spread over [-4, 4] (so the ±10
 // value clamp of k3 is active on some tokens) and a mask with an empty row.
@@ -44,16 +37,12 @@ batch<T> random_batch(rlhf::index_t rows, rlhf::index_t cols, unsigned seed) {
     batch<T> x;
     x.rows = rows;
     x.cols = cols;
-    for (rlhf::index_t i = 0; i < rows * cols; ++i) {
+    x.mask = rlhf_test::random_token_mask<T>(gen, rows, cols, 0.8, [&] {
         const double lp = -1.5 * std::abs(normal(gen));
         x.lp.push_back(static_cast<T>(lp));
         x.ref.push_back(static_cast<T>(lp + 8.0 * (uniform(gen) - 0.5)));
         x.old.push_back(static_cast<T>(lp + 0.3 * normal(gen)));
-        x.mask.push_back(uniform(gen) < 0.8 ? T{1} : T{0});
-    }
-    if (rows > 1)
-        for (rlhf::index_t t = 0; t < cols; ++t) x.mask[static_cast<std::size_t>(cols + t)] = T{0};
-    x.mask[0] = T{1};
+    });
     return x;
 }
 
@@ -103,21 +92,7 @@ reference_token reference_token_loss(double lp, double ref, std::optional<double
 }
 
 std::vector<rlhf::kl_loss_options> every_option_set() {
-    std::vector<rlhf::kl_loss_options> sets;
-    for (const auto e :
-         {rlhf::kl_estimator::k1, rlhf::kl_estimator::abs, rlhf::kl_estimator::k2, rlhf::kl_estimator::k3}) {
-        sets.push_back({.kl = rlhf::kl_preset::trl(e)});
-        sets.push_back({.kl = rlhf::kl_preset::verl(e), .coef = 0.001});
-        sets.push_back(
-            {.kl = rlhf::kl_preset::openrlhf(e), .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_mean}});
-        sets.push_back({.kl = {.estimator = e, .log_ratio_clamp = 3.0, .value_clamp = 2.0},
-                        .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum}});
-        sets.push_back({.kl = rlhf::kl_preset::verl(e),
-                        .straight_through = true,
-                        .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum_norm}});
-    }
-    sets.push_back({.kl = rlhf::kl_preset::chatlearn(), .coef = 0.5});
-    return sets;
+    return rlhf_test::kl_option_sets(0.001);
 }
 
 double weight(const std::vector<double>& mask, rlhf::index_t rows, rlhf::index_t cols, std::size_t i,
@@ -283,13 +258,8 @@ TEST_CASE("kl_loss: gradient matches central finite differences (double / away f
                 // OpenRLHF's float32 log-ratio is piecewise constant at the float32 resolution:
                 // use a step far above it.
                 const double h = options.kl.float32_log_ratio ? 1e-3 : 1e-6;
-                const auto at = [&](double value) {
-                    x.lp[i] = value;
-                    const double l = loss_of(rlhf::mut_view<double>{});
-                    x.lp[i] = lp;
-                    return l;
-                };
-                const double fd = (at(lp + h) - at(lp - h)) / (2.0 * h);
+                const double fd =
+                    rlhf_test::central_difference([&] { return loss_of(rlhf::mut_view<double>{}); }, x.lp, i, h);
                 const double tol = options.kl.float32_log_ratio ? 1e-3 : 1e-6;
                 CHECK(grad[i] == doctest::Approx(fd).epsilon(tol));
                 ++checked;

@@ -11,51 +11,17 @@
 #include <vector>
 
 #include "rlhf/kernels/logits.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::cube;
+using rlhf_test::expect_error;
+using rlhf_test::matrix;
+using rlhf_test::tolerance;
 
 namespace {
 
 constexpr double inf = std::numeric_limits<double>::infinity();
 constexpr double not_a_number = std::numeric_limits<double>::quiet_NaN();
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-// A dense [B, T, V] tensor with its views.
-template <class T>
-struct cube {
-    rlhf::index_t b, t, v;
-    std::vector<T> data;
-    cube(rlhf::index_t batch, rlhf::index_t steps, rlhf::index_t vocab, T fill = T{0})
-        : b(batch), t(steps), v(vocab), data(static_cast<std::size_t>(batch * steps * vocab), fill) {}
-    T& operator()(rlhf::index_t i, rlhf::index_t j, rlhf::index_t k) {
-        return data[static_cast<std::size_t>((i * t + j) * v + k)];
-    }
-    T operator()(rlhf::index_t i, rlhf::index_t j, rlhf::index_t k) const {
-        return data[static_cast<std::size_t>((i * t + j) * v + k)];
-    }
-    [[nodiscard]] rlhf::view<T, 3> view() const { return {data.data(), {b, t, v}}; }
-    [[nodiscard]] rlhf::mut_view<T, 3> mut() { return {data.data(), {b, t, v}}; }
-};
-
-template <class T>
-struct matrix {
-    rlhf::index_t rows, cols;
-    std::vector<T> data;
-    matrix(rlhf::index_t r, rlhf::index_t c, T fill = T{0})
-        : rows(r), cols(c), data(static_cast<std::size_t>(r * c), fill) {}
-    T& operator()(rlhf::index_t i, rlhf::index_t j) { return data[static_cast<std::size_t>(i * cols + j)]; }
-    T operator()(rlhf::index_t i, rlhf::index_t j) const { return data[static_cast<std::size_t>(i * cols + j)]; }
-    [[nodiscard]] rlhf::view<T> view() const { return rlhf::make_view(data.data(), rows, cols); }
-    [[nodiscard]] rlhf::mut_view<T> mut() { return rlhf::make_mut_view(data.data(), rows, cols); }
-};
 
 // Materialised log-softmax of x = z / tau (long double), -inf entries kept.
 template <class T>
@@ -99,9 +65,18 @@ matrix<std::int64_t> random_tokens(std::mt19937& gen, rlhf::index_t b, rlhf::ind
     return tokens;
 }
 
-template <class T>
-double tolerance() {
-    return std::is_same_v<T, float> ? 2e-5 : 1e-12;
+// Checks `grad` against central differences (step 1e-6) of `objective()` at every finite entry of
+// `x`; at a -inf entry (a masked vocabulary entry) the gradient must be exactly 0.
+template <class F>
+void check_gradient(const cube<double>& grad, cube<double>& x, F&& objective) {
+    for (std::size_t i = 0; i < x.data.size(); ++i) {
+        if (std::isinf(x.data[i])) {
+            CHECK(grad.data[i] == 0.0);
+            continue;
+        }
+        const double fd = rlhf_test::central_difference(objective, x.data, i, 1e-6);
+        CHECK(grad.data[i] == doctest::Approx(fd).epsilon(1e-7).scale(1.0));
+    }
 }
 
 }  // namespace
@@ -382,19 +357,10 @@ TEST_CASE("logprobs_from_logits_backward: central finite differences" * doctest:
         rlhf::logprobs_from_logits(z.view(), tokens.view(), mask.view(), lp.mut(), h.mut(), lse.mut(), options);
         rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), g_h.view(),
                                             grad_saved.mut(), lse.view(), h.view(), options);
-        const double step = 1e-6;
-        for (std::size_t i = 0; i < z.data.size(); ++i) {
-            if (std::isinf(z.data[i])) {
-                CHECK(grad.data[i] == 0.0);
-                continue;
-            }
-            cube<double> plus = z, minus = z;
-            plus.data[i] += step;
-            minus.data[i] -= step;
-            const double fd = (objective(plus) - objective(minus)) / (2 * step);
-            CHECK(grad.data[i] == doctest::Approx(fd).epsilon(1e-7).scale(1.0));
-            CHECK(grad_saved.data[i] == doctest::Approx(grad.data[i]).epsilon(1e-13).scale(1.0));
-        }
+        check_gradient(grad, z, [&] { return objective(z); });
+        for (std::size_t i = 0; i < z.data.size(); ++i)
+            if (!std::isinf(z.data[i]))
+                CHECK(grad_saved.data[i] == doctest::Approx(grad.data[i]).epsilon(1e-13).scale(1.0));
         // Entropy only, through entropy_from_logits_backward.
         cube<double> grad_h(b, t, v);
         rlhf::entropy_from_logits_backward(z.view(), mask.view(), g_h.view(), grad_h.mut(), {}, {}, options);
@@ -407,10 +373,7 @@ TEST_CASE("logprobs_from_logits_backward: central finite differences" * doctest:
         };
         for (std::size_t i = 0; i < z.data.size(); ++i) {
             if (std::isinf(z.data[i])) continue;
-            cube<double> plus = z, minus = z;
-            plus.data[i] += step;
-            minus.data[i] -= step;
-            const double fd = (entropy_objective(plus) - entropy_objective(minus)) / (2 * step);
+            const double fd = rlhf_test::central_difference([&] { return entropy_objective(z); }, z.data, i, 1e-6);
             CHECK(grad_h.data[i] == doctest::Approx(fd).epsilon(1e-7).scale(1.0));
         }
     }
@@ -580,18 +543,7 @@ TEST_CASE("full_kl_from_logits_backward: central finite differences" * doctest::
             for (std::size_t i = 0; i < kl.data.size(); ++i) f += g.data[i] * kl.data[i];
             return f;
         };
-        const double step = 1e-6;
-        for (std::size_t i = 0; i < p.data.size(); ++i) {
-            if (std::isinf(p.data[i])) {
-                CHECK(grad.data[i] == 0.0);
-                continue;
-            }
-            cube<double> plus = p, minus = p;
-            plus.data[i] += step;
-            minus.data[i] -= step;
-            const double fd = (objective(plus) - objective(minus)) / (2 * step);
-            CHECK(grad.data[i] == doctest::Approx(fd).epsilon(1e-7).scale(1.0));
-        }
+        check_gradient(grad, p, [&] { return objective(p); });
         for (rlhf::index_t k = 0; k < v; ++k) CHECK(grad(1, 1, k) == 0.0);
     }
 }
@@ -641,7 +593,7 @@ TEST_CASE("lm_loss: gradient by finite differences and via logprobs_from_logits_
           doctest::test_suite("gradient")) {
     std::mt19937 gen(29);
     const rlhf::index_t b = 2, t = 4, v = 7;
-    const cube<double> z = random_logits<double>(gen, b, t, v, 2.0);
+    cube<double> z = random_logits<double>(gen, b, t, v, 2.0);
     auto tokens = random_tokens(gen, b, t, v);
     tokens(0, 3) = -100;
     matrix<std::int64_t> mask(b, t, 1);
@@ -650,16 +602,7 @@ TEST_CASE("lm_loss: gradient by finite differences and via logprobs_from_logits_
     cube<double> grad(b, t, v);
     const auto r = rlhf::lm_loss(z.view(), tokens.view(), mask.view(), grad.mut(), options);
     CHECK(r.num_tokens == 6);
-    const double step = 1e-6;
-    for (std::size_t i = 0; i < z.data.size(); ++i) {
-        cube<double> plus = z, minus = z;
-        plus.data[i] += step;
-        minus.data[i] -= step;
-        const double fd = (rlhf::lm_loss(plus.view(), tokens.view(), mask.view(), {}, options).loss -
-                           rlhf::lm_loss(minus.view(), tokens.view(), mask.view(), {}, options).loss) /
-                          (2 * step);
-        CHECK(grad.data[i] == doctest::Approx(fd).epsilon(1e-7).scale(1.0));
-    }
+    check_gradient(grad, z, [&] { return rlhf::lm_loss(z.view(), tokens.view(), mask.view(), {}, options).loss; });
     // lm_loss_backward scales by the upstream gradient.
     cube<double> scaled(b, t, v);
     rlhf::lm_loss_backward(z.view(), tokens.view(), mask.view(), 2.5, scaled.mut(), options);

@@ -3,25 +3,16 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "rlhf/kernels/loss_aggregation.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // L = [[1,2,3],[4,5,6],[7,8,9]], mask = [[1,1,0],[0,0,0],[1,0,1]]: row sums 3, 0, 16.
 const std::vector<double> losses{1, 2, 3, 4, 5, 6, 7, 8, 9};
@@ -80,16 +71,9 @@ TEST_CASE("aggregate: the gradient is m * c_b" * doctest::test_suite("gradient")
         const rlhf::aggregation_options options{.mode = mode};
         (void)rlhf::aggregate(l, m, options, gv);
         std::vector<double> x = losses;
-        for (std::size_t i = 0; i < 9; ++i) {
-            const double h = 1e-4;
-            const double keep = x[i];
-            x[i] = keep + h;
-            const double up = rlhf::aggregate(rlhf::make_view(x.data(), 3, 3), m, options);
-            x[i] = keep - h;
-            const double down = rlhf::aggregate(rlhf::make_view(x.data(), 3, 3), m, options);
-            x[i] = keep;
-            CHECK((up - down) / (2 * h) == doctest::Approx(g[i]).epsilon(1e-9));
-        }
+        const auto loss = [&] { return rlhf::aggregate(rlhf::make_view(x.data(), 3, 3), m, options); };
+        for (std::size_t i = 0; i < 9; ++i)
+            CHECK(rlhf_test::central_difference(loss, x, i, 1e-4) == doctest::Approx(g[i]).epsilon(1e-9));
     }
 }
 
@@ -127,10 +111,9 @@ TEST_CASE("aggregate: a reducer makes the counts global (one collective call)" *
 TEST_CASE_TEMPLATE("aggregate: every mask type / float values" * doctest::test_suite("unit"), M, bool, std::uint8_t,
                    std::int32_t, std::int64_t, float, double) {
     std::vector<float> lf(losses.begin(), losses.end());
-    const auto mm = std::make_unique<M[]>(9);  // not std::vector: vector<bool> has no data()
-    for (std::size_t i = 0; i < 9; ++i) mm[i] = static_cast<M>(mask_values[i]);
+    const rlhf_test::mask_buffer<M> mm(mask_values);
     const auto l = rlhf::make_view(lf.data(), 3, 3);
-    const auto m = rlhf::make_view(static_cast<const M*>(mm.get()), 3, 3);
+    const auto m = mm.view(3, 3);
     CHECK(rlhf::aggregate(l, m) == doctest::Approx(19.0 / 4.0).epsilon(1e-7));
     std::vector<float> g(9);
     (void)rlhf::aggregate(l, m, {.mode = rlhf::loss_aggregation::seq_mean_token_sum},

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <random>
 #include <span>
 #include <string>
@@ -12,19 +11,16 @@
 #include <vector>
 
 #include "rlhf/kernels/masked_stats.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::as;
+using rlhf_test::expect_error;
+using rlhf_test::mask_buffer;
+using rlhf_test::mut_view_of;
+using rlhf_test::tolerance;
+using rlhf_test::view_of;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // Naive references: straightforward loops over a flat buffer, no shared code with the kernels.
 struct naive_moments {
@@ -71,47 +67,6 @@ batch random_batch(std::mt19937& rng, std::size_t rows, std::size_t cols, bool e
     if (empty_row && rows >= 3)
         for (std::size_t c = 0; c < cols; ++c) b.m[cols + c] = 0;
     return b;
-}
-
-template <class T>
-std::vector<T> as(const std::vector<double>& x) {
-    std::vector<T> out(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) out[i] = static_cast<T>(x[i]);
-    return out;
-}
-
-template <class M>
-std::vector<M> mask_as(const std::vector<int>& m) {
-    std::vector<M> out(m.size());
-    for (std::size_t i = 0; i < m.size(); ++i) out[i] = static_cast<M>(m[i]);
-    return out;
-}
-
-template <class T>
-rlhf::view<T> view_of(const std::vector<T>& data, std::size_t rows, std::size_t cols) {
-    return rlhf::make_view(data.data(), static_cast<rlhf::index_t>(rows), static_cast<rlhf::index_t>(cols));
-}
-template <class T>
-rlhf::mut_view<T> mut_view_of(std::vector<T>& data, std::size_t rows, std::size_t cols) {
-    return rlhf::make_mut_view(data.data(), static_cast<rlhf::index_t>(rows), static_cast<rlhf::index_t>(cols));
-}
-// std::vector<bool> has no data(): masks of bool live in a plain array.
-struct bool_mask {
-    std::unique_ptr<bool[]> data;
-    std::size_t rows, cols;
-    explicit bool_mask(const std::vector<int>& m, std::size_t r, std::size_t c)
-        : data(new bool[m.size()]), rows(r), cols(c) {
-        for (std::size_t i = 0; i < m.size(); ++i) data[i] = m[i] != 0;
-    }
-    rlhf::view<bool> view() const {
-        return rlhf::make_view(static_cast<const bool*>(data.get()), static_cast<rlhf::index_t>(rows),
-                               static_cast<rlhf::index_t>(cols));
-    }
-};
-
-template <class T>
-double tolerance() {
-    return std::is_same_v<T, float> ? 2e-5 : 1e-12;
 }
 
 /// A reducer that plays a second rank holding `other`: it adds that rank's {count, sum}, then its
@@ -194,7 +149,7 @@ TEST_CASE_TEMPLATE("masked_whiten matches a naive reference (per batch / per row
                           cols = 1 + static_cast<std::size_t>(trial * 7 % 23) + 2;
         const batch b = random_batch(rng, rows, cols, false);
         const auto x = as<T>(b.x);
-        const auto m = mask_as<std::int64_t>(b.m);
+        const auto m = as<std::int64_t>(b.m);
         std::vector<double> xd(x.begin(), x.end());  // the reference sees the rounded inputs
         for (const auto scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row})
             for (const auto estimator : {rlhf::variance_estimator::unbiased, rlhf::variance_estimator::biased})
@@ -237,13 +192,13 @@ TEST_CASE("masked_whiten accepts every mask type and works in place" * doctest::
     const rlhf::whiten_options options{.scope = rlhf::whiten_scope::per_row,
                                        .small_sample = rlhf::small_sample_policy::zero_variance};
     std::vector<double> reference(b.x.size());
-    const auto m8 = mask_as<std::uint8_t>(b.m);
+    const auto m8 = as<std::uint8_t>(b.m);
     rlhf::masked_whiten(view_of(b.x, 4, 9), view_of(m8, 4, 9), mut_view_of(reference, 4, 9), options);
-    const bool_mask mb(b.m, 4, 9);
-    const auto m32 = mask_as<std::int32_t>(b.m);
-    const auto mf = mask_as<double>(b.m);
+    const mask_buffer<bool> mb(b.m);
+    const auto m32 = as<std::int32_t>(b.m);
+    const auto mf = as<double>(b.m);
     std::vector<double> out(b.x.size());
-    rlhf::masked_whiten(view_of(b.x, 4, 9), mb.view(), mut_view_of(out, 4, 9), options);
+    rlhf::masked_whiten(view_of(b.x, 4, 9), mb.view(4, 9), mut_view_of(out, 4, 9), options);
     CHECK(out == reference);
     rlhf::masked_whiten(view_of(b.x, 4, 9), view_of(m32, 4, 9), mut_view_of(out, 4, 9), options);
     CHECK(out == reference);
@@ -437,9 +392,7 @@ TEST_CASE("masked statistics reject bad input with the argument's name" * doctes
 
 TEST_CASE("whiten: the unmasked form equals masked_whiten with an all-ones mask" * doctest::test_suite("unit")) {
     std::mt19937 rng(3);
-    std::normal_distribution<double> normal;
-    std::vector<double> x(24);
-    for (double& v : x) v = normal(rng);
+    const std::vector<double> x = rlhf_test::random_normal(rng, 24);
     const std::vector<int> ones(24, 1);
     std::vector<double> a(24), b(24);
     for (const auto scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row}) {

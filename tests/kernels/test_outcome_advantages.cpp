@@ -3,51 +3,22 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "rlhf/kernels/outcome_advantages.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::matrix;
+using rlhf_test::mut_vec;
+using rlhf_test::vec;
 
 namespace {
 
 using rlhf::index_t;
-
-// Runs `call`, which must throw rlhf::error, and returns the error.
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-template <class T>
-struct matrix {
-    index_t rows = 0, cols = 0;
-    std::vector<T> data;
-    matrix(index_t r, index_t c, std::vector<T> values = {}) : rows(r), cols(c), data(std::move(values)) {
-        data.resize(static_cast<std::size_t>(r * c));
-    }
-    T& operator()(index_t i, index_t t) { return data[static_cast<std::size_t>(i * cols + t)]; }
-    T operator()(index_t i, index_t t) const { return data[static_cast<std::size_t>(i * cols + t)]; }
-    [[nodiscard]] rlhf::view<T> view() const { return rlhf::make_view(data.data(), rows, cols); }
-    [[nodiscard]] rlhf::mut_view<T> mut() { return rlhf::make_mut_view(data.data(), rows, cols); }
-};
-
-template <class T>
-rlhf::view<T, 1> vec(const std::vector<T>& v) {
-    return {v.data(), {static_cast<index_t>(v.size())}};
-}
-template <class T>
-rlhf::mut_view<T, 1> mut_vec(std::vector<T>& v) {
-    return {v.data(), {static_cast<index_t>(v.size())}};
-}
 
 // B = 5, T = 3; groups {7: rows 0, 2, 4} and {-3: rows 1, 3}; scores 1, 0.5, 2, -0.5, 6 placed on the
 // last valid token; valid lengths 3, 2, 1, 3, 2 (right padding).
@@ -163,9 +134,7 @@ matrix<double> naive_returns(const matrix<double>& r, const matrix<double>& m, d
 
 template <class T>
 matrix<T> cast(const matrix<double>& x) {
-    matrix<T> out(x.rows, x.cols);
-    for (std::size_t k = 0; k < x.data.size(); ++k) out.data[k] = static_cast<T>(x.data[k]);
-    return out;
+    return {x.rows, x.cols, rlhf_test::as<T>(x.data)};
 }
 
 struct random_batch {
@@ -530,18 +499,13 @@ TEST_CASE("mask element types give the same advantages" * doctest::test_suite("u
     const auto b = make_random(6, 5, 9u);
     matrix<double> expected(6, 5), out(6, 5);
     rlhf::compute_grpo_advantages(b.rewards.view(), b.mask.view(), vec(b.ids), expected.mut());
-    std::vector<std::uint8_t> bytes;
-    std::vector<std::int64_t> longs;
-    std::unique_ptr<bool[]> bools(new bool[30]);
-    for (std::size_t k = 0; k < 30; ++k) {
-        bytes.push_back(static_cast<std::uint8_t>(b.mask.data[k]));
-        longs.push_back(static_cast<std::int64_t>(b.mask.data[k]));
-        bools[k] = b.mask.data[k] != 0;
-    }
+    const auto bytes = rlhf_test::as<std::uint8_t>(b.mask.data);
+    const auto longs = rlhf_test::as<std::int64_t>(b.mask.data);
+    const rlhf_test::mask_buffer<bool> bools(b.mask.data);
     rlhf::compute_grpo_advantages(b.rewards.view(), rlhf::make_view(bytes.data(), 6, 5), vec(b.ids), out.mut());
     CHECK(out.data == expected.data);
     rlhf::compute_grpo_advantages(b.rewards.view(), rlhf::make_view(longs.data(), 6, 5), vec(b.ids), out.mut());
     CHECK(out.data == expected.data);
-    rlhf::compute_grpo_advantages(b.rewards.view(), rlhf::make_view<bool>(bools.get(), 6, 5), vec(b.ids), out.mut());
+    rlhf::compute_grpo_advantages(b.rewards.view(), bools.view(6, 5), vec(b.ids), out.mut());
     CHECK(out.data == expected.data);
 }

@@ -4,25 +4,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rlhf/kernels/policy_loss.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // A [B, T] problem in double, row-major.
 struct problem {
@@ -170,10 +162,12 @@ problem random_problem(const rlhf::policy_loss_options& o, unsigned seed, double
     problem p;
     p.rows = 4;
     p.cols = 7;
-    const std::vector<double> mask{1, 1, 1, 1, 1, 1, 1,  //
-                                   1, 1, 1, 1, 0, 0, 0,  //
-                                   0, 0, 1, 1, 0, 1, 1,  //
-                                   0, 0, 0, 0, 0, 0, 0};
+    const std::vector<double> mask = rlhf_test::mask_pattern(4, 7)
+                                         .right_padding(1, 4)
+                                         .left_padding(2, 2)
+                                         .hole(2, 4, 5)
+                                         .empty_row(3)
+                                         .values<double>();
     p.mask = mask;
     std::mt19937 gen(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
@@ -252,6 +246,18 @@ std::vector<std::pair<const char*, rlhf::aggregation_options>> aggregation_varia
         {"seq-mean-token-sum-norm", {.mode = loss_aggregation::seq_mean_token_sum_norm}},
         {"seq-mean-token-sum-norm 100", {.mode = loss_aggregation::seq_mean_token_sum_norm, .normalizer = 100.0}},
     };
+}
+
+// Every policy variant under every aggregation, named "<variant> / <aggregation>".
+std::vector<std::pair<std::string, rlhf::policy_loss_options>> variant_grid() {
+    std::vector<std::pair<std::string, rlhf::policy_loss_options>> grid;
+    for (const auto& [name, base] : policy_variants())
+        for (const auto& [agg_name, agg] : aggregation_variants()) {
+            rlhf::policy_loss_options o = base;
+            o.aggregation = agg;
+            grid.emplace_back(std::string(name) + " / " + agg_name, o);
+        }
+    return grid;
 }
 
 }  // namespace
@@ -357,51 +363,36 @@ TEST_CASE("policy_loss: TRL ratio threshold zeroes loss and gradient" * doctest:
 
 TEST_CASE("policy_loss: agrees with a naive reference for every option and aggregation" * doctest::test_suite("unit")) {
     unsigned seed = 1;
-    for (const auto& [name, base] : policy_variants()) {
-        for (const auto& [agg_name, agg] : aggregation_variants()) {
-            const std::string variant = std::string(name) + " / " + agg_name;
-            CAPTURE(variant);
-            rlhf::policy_loss_options o = base;
-            o.aggregation = agg;
-            const problem p = random_problem(o, seed++);
-            const auto r = run(p, o);
-            const auto ref = reference(p, o);
-            CHECK(r.loss == doctest::Approx(ref.loss).epsilon(1e-12));
-            CHECK(r.stats.clip_fraction == doctest::Approx(ref.clip_fraction).epsilon(1e-12));
-            CHECK(r.stats.clip_fraction_lower == doctest::Approx(ref.clip_fraction_lower).epsilon(1e-12));
-            CHECK(r.stats.approx_kl == doctest::Approx(ref.approx_kl).epsilon(1e-12));
-            CHECK(r.stats.policy_kl == doctest::Approx(ref.policy_kl).epsilon(1e-12));
-            CHECK(r.stats.ratio_mean == doctest::Approx(ref.ratio_mean).epsilon(1e-12));
-            CHECK(r.stats.ratio_max == doctest::Approx(ref.ratio_max).epsilon(1e-12));
-        }
+    for (const auto& [variant, o] : variant_grid()) {
+        CAPTURE(variant);
+        const problem p = random_problem(o, seed++);
+        const auto r = run(p, o);
+        const auto ref = reference(p, o);
+        CHECK(r.loss == doctest::Approx(ref.loss).epsilon(1e-12));
+        CHECK(r.stats.clip_fraction == doctest::Approx(ref.clip_fraction).epsilon(1e-12));
+        CHECK(r.stats.clip_fraction_lower == doctest::Approx(ref.clip_fraction_lower).epsilon(1e-12));
+        CHECK(r.stats.approx_kl == doctest::Approx(ref.approx_kl).epsilon(1e-12));
+        CHECK(r.stats.policy_kl == doctest::Approx(ref.policy_kl).epsilon(1e-12));
+        CHECK(r.stats.ratio_mean == doctest::Approx(ref.ratio_mean).epsilon(1e-12));
+        CHECK(r.stats.ratio_max == doctest::Approx(ref.ratio_max).epsilon(1e-12));
     }
 }
 
 TEST_CASE("policy_loss: every gradient matches central finite differences" * doctest::test_suite("gradient")) {
     unsigned seed = 100;
     int lower_hits = 0, clip_hits = 0;
-    for (const auto& [name, base] : policy_variants()) {
-        for (const auto& [agg_name, agg] : aggregation_variants()) {
-            const std::string variant = std::string(name) + " / " + agg_name;
-            CAPTURE(variant);
-            rlhf::policy_loss_options o = base;
-            o.aggregation = agg;
-            problem p = random_problem(o, seed++);
-            std::vector<double> g;
-            const auto r = run(p, o, &g);
-            if (r.stats.clip_fraction_lower > 0) ++lower_hits;
-            if (r.stats.clip_fraction > 0) ++clip_hits;
-            const double h = 1e-6;
-            for (std::size_t i = 0; i < p.lp.size(); ++i) {
-                const double keep = p.lp[i];
-                p.lp[i] = keep + h;
-                const double up = run(p, o).loss;
-                p.lp[i] = keep - h;
-                const double down = run(p, o).loss;
-                p.lp[i] = keep;
-                CAPTURE(i);
-                CHECK(std::abs((up - down) / (2 * h) - g[i]) <= 1e-7 * std::max(1.0, std::abs(g[i])));
-            }
+    for (const auto& [variant, o] : variant_grid()) {
+        CAPTURE(variant);
+        problem p = random_problem(o, seed++);
+        std::vector<double> g;
+        const auto r = run(p, o, &g);
+        if (r.stats.clip_fraction_lower > 0) ++lower_hits;
+        if (r.stats.clip_fraction > 0) ++clip_hits;
+        const auto loss = [&] { return run(p, o).loss; };
+        for (std::size_t i = 0; i < p.lp.size(); ++i) {
+            CAPTURE(i);
+            const double fd = rlhf_test::central_difference(loss, p.lp, i, 1e-6);
+            CHECK(std::abs(fd - g[i]) <= 1e-7 * std::max(1.0, std::abs(g[i])));
         }
     }
     CHECK(lower_hits > 0);  // the dual clip branch was exercised
@@ -416,12 +407,11 @@ TEST_CASE_TEMPLATE("policy_loss: float values and every mask type agree with dou
     const auto rd = run(p, o, &gd);
     const std::vector<float> lp(p.lp.begin(), p.lp.end()), old(p.old.begin(), p.old.end()),
         adv(p.adv.begin(), p.adv.end());
-    const auto mask = std::make_unique<M[]>(p.mask.size());  // not std::vector: vector<bool> has no data()
-    for (std::size_t i = 0; i < p.mask.size(); ++i) mask[i] = static_cast<M>(p.mask[i]);
+    const rlhf_test::mask_buffer<M> mask(p.mask);
     std::vector<float> gf(lp.size());
-    const auto rf = rlhf::policy_loss(
-        rlhf::make_view(lp.data(), 4, 7), rlhf::make_view(old.data(), 4, 7), rlhf::make_view(adv.data(), 4, 7),
-        rlhf::make_view(static_cast<const M*>(mask.get()), 4, 7), o, rlhf::make_mut_view(gf.data(), 4, 7));
+    const auto rf =
+        rlhf::policy_loss(rlhf::make_view(lp.data(), 4, 7), rlhf::make_view(old.data(), 4, 7),
+                          rlhf::make_view(adv.data(), 4, 7), mask.view(4, 7), o, rlhf::make_mut_view(gf.data(), 4, 7));
     CHECK(rf.loss == doctest::Approx(rd.loss).epsilon(1e-5));
     CHECK(rf.stats.clip_fraction == rd.stats.clip_fraction);
     for (std::size_t i = 0; i < gf.size(); ++i) CHECK(gf[i] == doctest::Approx(gd[i]).epsilon(1e-5));
@@ -489,21 +479,19 @@ TEST_CASE_TEMPLATE("policy_loss: extreme log-ratios never give NaN" * doctest::t
 
 TEST_CASE("policy_loss: bad inputs and options name the argument" * doctest::test_suite("unit")) {
     problem p{2, 3, {-1, -1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}};
-    const auto v = [&](const std::vector<double>& x, int rows, int cols) {
-        return rlhf::make_view(x.data(), rows, cols);
-    };
+    using rlhf_test::view_of;
     auto e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), v(p.old, 3, 2), p.v(p.adv), p.v(p.mask), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), view_of(p.old, 3, 2), p.v(p.adv), p.v(p.mask), {}, rlhf::mut_view<double>{});
     });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "old_log_probs");
     CHECK(e.function() == "rlhf::policy_loss");
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), v(p.adv, 1, 6), p.v(p.mask), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), view_of(p.adv, 1, 6), p.v(p.mask), {}, rlhf::mut_view<double>{});
     });
     CHECK(e.argument() == "advantages");
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), v(p.mask, 3, 2), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), view_of(p.mask, 3, 2), {}, rlhf::mut_view<double>{});
     });
     CHECK(e.argument() == "mask");
     std::vector<double> small(4);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "rlhf/kernels/presets.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 
@@ -78,7 +79,7 @@ TEST_CASE("compute_advantages runs each preset's steps in order" * doctest::test
     }
 }
 
-TEST_CASE("the DeepSpeed-Chat preset, hand-computed" * doctest::test_suite("unit")) {
+TEST_CASE("the DeepSpeed-Chat preset by hand" * doctest::test_suite("unit")) {
     // One row, T = 4, two valid tokens: k1 = lp - ref = 0.5 everywhere; the score 7 is clipped to 5
     // and lands at position min(2, 3) = 2, one past the last valid token; GAE (γ = 1, λ = 0.95)
     // runs over the valid range [0, 2) only.
@@ -119,14 +120,12 @@ TEST_CASE("make_kl_controller starts each preset's controller" * doctest::test_s
 TEST_CASE("compute_advantages names the failing step's argument" * doctest::test_suite("unit")) {
     const batch x(3);
     std::vector<double> short_values(4 * 5), rewards(24), advantages(24), returns(24);
-    try {
-        rlhf::compute_advantages(
-            rlhf::presets::verl(), 0.0, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
-            x.score_view(), rlhf::make_view(short_values.data(), 4, 5), rlhf::make_mut_view(rewards.data(), 4, 6),
-            rlhf::make_mut_view(advantages.data(), 4, 6), rlhf::make_mut_view(returns.data(), 4, 6));
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.argument() == "values");
-    }
+    rlhf_test::check_error(
+        [&] {
+            rlhf::compute_advantages(
+                rlhf::presets::verl(), 0.0, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
+                x.score_view(), rlhf::make_view(short_values.data(), 4, 5), rlhf::make_mut_view(rewards.data(), 4, 6),
+                rlhf::make_mut_view(advantages.data(), 4, 6), rlhf::make_mut_view(returns.data(), 4, 6));
+        },
+        rlhf::error_kind::shape, "values");
 }

@@ -7,28 +7,13 @@
 #include <vector>
 
 #include "rlhf/kernels/reward_model_loss.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::mut_vec;
+using rlhf_test::vec;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-template <class T>
-rlhf::view<T, 1> vec(const std::vector<T>& v) {
-    return {v.data(), {static_cast<rlhf::index_t>(v.size())}};
-}
-template <class T>
-rlhf::mut_view<T, 1> mut(std::vector<T>& v) {
-    return {v.data(), {static_cast<rlhf::index_t>(v.size())}};
-}
 
 // −log σ(d) the textbook way (fine for moderate d).
 double neg_log_sigmoid(double d) {
@@ -52,7 +37,7 @@ TEST_CASE("pairwise reward-model losses: hand-computed values" * doctest::test_s
     // Per-pair margins, added to the scalar one.
     const std::vector<double> m{0.0, 1.0, -1.0};
     std::vector<double> gc(3), gr(3);
-    res = rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), vec(m), mut(gc), mut(gr), {.margin = 0.25});
+    res = rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), vec(m), mut_vec(gc), mut_vec(gr), {.margin = 0.25});
     CHECK(
         res.loss ==
         doctest::Approx((neg_log_sigmoid(-0.25) + neg_log_sigmoid(-2.25) + neg_log_sigmoid(1.75)) / 3).epsilon(1e-14));
@@ -66,14 +51,14 @@ TEST_CASE_TEMPLATE("pairwise reward-model losses stay finite for large gaps" * d
     // ColossalChat v1's −log(σ(c − r)) is +inf here; the softplus form is exact.
     const std::vector<T> c{T(0), T(1000)}, r{T(1000), T(0)};
     std::vector<T> gc(2), gr(2);
-    const auto res = rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), mut(gc), mut(gr));
+    const auto res = rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), mut_vec(gc), mut_vec(gr));
     CHECK(std::isfinite(res.loss));
     CHECK(res.loss == doctest::Approx(500.0).epsilon(1e-12));
     CHECK(static_cast<double>(gc[0]) == doctest::Approx(-0.5));
     CHECK(static_cast<double>(gr[0]) == doctest::Approx(0.5));
     CHECK(gc[1] == T(0));
     CHECK(gr[1] == T(0));
-    const auto le = rlhf::log_exp_loss(vec(c), vec(r), mut(gc), mut(gr));
+    const auto le = rlhf::log_exp_loss(vec(c), vec(r), mut_vec(gc), mut_vec(gr));
     CHECK(le.loss == doctest::Approx(500.0).epsilon(1e-12));
 }
 
@@ -90,28 +75,17 @@ TEST_CASE_TEMPLATE("pairwise reward-model losses: gradients by central finite di
         m[i] = 0.3 * normal(gen);
     }
     const rlhf::pairwise_loss_options options{.margin = 0.2, .center_rewards_coefficient = 0.05};
-    const auto loss = [&](const std::vector<double>& cc, const std::vector<double>& rr) {
-        return rlhf::pairwise_logsigmoid_loss(vec(cc), vec(rr), vec(m), {}, {}, options).loss;
-    };
+    const auto loss = [&] { return rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), vec(m), {}, {}, options).loss; };
     std::vector<double> gc(n), gr(n);
-    (void)rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), vec(m), mut(gc), mut(gr), options);
-    const double step = 1e-6;
+    (void)rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), vec(m), mut_vec(gc), mut_vec(gr), options);
     for (std::size_t i = 0; i < n; ++i) {
-        auto cp = c, cm = c, rp = r, rm = r;
-        cp[i] += step;
-        cm[i] -= step;
-        rp[i] += step;
-        rm[i] -= step;
-        CHECK(gc[i] == doctest::Approx((loss(cp, r) - loss(cm, r)) / (2 * step)).epsilon(1e-7).scale(1.0));
-        CHECK(gr[i] == doctest::Approx((loss(c, rp) - loss(c, rm)) / (2 * step)).epsilon(1e-7).scale(1.0));
+        CHECK(gc[i] == doctest::Approx(rlhf_test::central_difference(loss, c, i, 1e-6)).epsilon(1e-7).scale(1.0));
+        CHECK(gr[i] == doctest::Approx(rlhf_test::central_difference(loss, r, i, 1e-6)).epsilon(1e-7).scale(1.0));
     }
     // log-exp: gradients ∓σ(r − c)/N; in T, equal to the double ones within T's precision.
-    std::vector<T> ct(n), rt(n), gct(n), grt(n);
-    for (std::size_t i = 0; i < n; ++i) {
-        ct[i] = static_cast<T>(c[i]);
-        rt[i] = static_cast<T>(r[i]);
-    }
-    (void)rlhf::log_exp_loss(vec(ct), vec(rt), mut(gct), mut(grt));
+    const auto ct = rlhf_test::as<T>(c), rt = rlhf_test::as<T>(r);
+    std::vector<T> gct(n), grt(n);
+    (void)rlhf::log_exp_loss(vec(ct), vec(rt), mut_vec(gct), mut_vec(grt));
     for (std::size_t i = 0; i < n; ++i) {
         const double d = static_cast<double>(rt[i]) - static_cast<double>(ct[i]);
         const double s = 1.0 / (1.0 + std::exp(-d));
@@ -149,8 +123,8 @@ TEST_CASE("pairwise reward-model losses: errors" * doctest::test_suite("unit")) 
               (void)rlhf::pairwise_logsigmoid_loss(vec(c), vec(r), {}, {}, {.center_rewards_coefficient = -1.0});
           }).argument() == "center_rewards_coefficient");
     std::vector<double> g3(3), g2(2);
-    CHECK(expect_error([&] { (void)rlhf::log_exp_loss(vec(c), vec(r), mut(g3), mut(g2)); }).argument() ==
+    CHECK(expect_error([&] { (void)rlhf::log_exp_loss(vec(c), vec(r), mut_vec(g3), mut_vec(g2)); }).argument() ==
           "grad_chosen");
-    CHECK(expect_error([&] { (void)rlhf::log_exp_loss(vec(c), vec(r), mut(g2), mut(g3)); }).argument() ==
+    CHECK(expect_error([&] { (void)rlhf::log_exp_loss(vec(c), vec(r), mut_vec(g2), mut_vec(g3)); }).argument() ==
           "grad_rejected");
 }

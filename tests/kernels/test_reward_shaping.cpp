@@ -10,19 +10,12 @@
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::check_close;
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 using rlhf::reward_slot;
 
@@ -41,14 +34,6 @@ std::vector<double> shape_four(const rlhf::reward_shaping_options& options) {
     rlhf::shape_rewards(rlhf::make_view(four_kl.data(), 4, 5), rlhf::make_view(four_masks.data(), 4, 5),
                         rlhf::view<double, 1>{four_scores.data(), {4}}, rlhf::make_mut_view(out.data(), 4, 5), options);
     return out;
-}
-
-void check_close(const std::vector<double>& actual, const std::vector<double>& expected) {
-    REQUIRE(actual.size() == expected.size());
-    for (std::size_t i = 0; i < actual.size(); ++i) {
-        CAPTURE(i);
-        CHECK(actual[i] == doctest::Approx(expected[i]).epsilon(1e-14));
-    }
 }
 
 // Naive reference: slot found by explicit searches, rewards written in separate passes.

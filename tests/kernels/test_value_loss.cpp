@@ -11,19 +11,12 @@
 #include <vector>
 
 #include "rlhf/kernels/value_loss.hpp"
+#include "support/loss_option_sets.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
 
 // A [B, T] batch of value-loss inputs.
 template <class T>
@@ -43,21 +36,15 @@ template <class T>
 batch<T> random_batch(rlhf::index_t rows, rlhf::index_t cols, unsigned seed) {
     std::mt19937 gen(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
-    std::uniform_real_distribution<double> uniform(0.0, 1.0);
     batch<T> x;
     x.rows = rows;
     x.cols = cols;
-    const auto n = static_cast<std::size_t>(rows * cols);
-    for (std::size_t i = 0; i < n; ++i) {
+    x.mask = rlhf_test::random_token_mask<T>(gen, rows, cols, 0.8, [&] {
         const double old = normal(gen);
         x.old_values.push_back(static_cast<T>(old));
         x.values.push_back(static_cast<T>(old + 0.4 * normal(gen)));
         x.returns.push_back(static_cast<T>(old + 3.0 * normal(gen)));
-        x.mask.push_back(uniform(gen) < 0.8 ? T{1} : T{0});
-    }
-    if (rows > 1)
-        for (rlhf::index_t t = 0; t < cols; ++t) x.mask[static_cast<std::size_t>(cols + t)] = T{0};  // empty row 1
-    x.mask[0] = T{1};
+    });
     return x;
 }
 
@@ -132,18 +119,8 @@ std::vector<double> reference_weights(const std::vector<double>& mask, rlhf::ind
 }
 
 std::vector<rlhf::value_loss_options> every_option_set() {
-    std::vector<rlhf::value_loss_options> sets;
-    for (const auto mode :
-         {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_mean,
-          rlhf::loss_aggregation::seq_mean_token_sum, rlhf::loss_aggregation::seq_mean_token_sum_norm}) {
-        sets.push_back({.clip_range = 0.2, .aggregation = {.mode = mode}});
-        sets.push_back({.clip_range = std::nullopt, .aggregation = {.mode = mode}});
-    }
-    sets.push_back({.clip_range = 0.3, .huber_delta = 1.5, .coef = 0.5});  // OpenRL
-    sets.push_back({.clip_range = std::nullopt, .huber_delta = 0.7});      // Huber, unclipped
-    sets.push_back({.clip_range = 0.2, .returns_from_advantages = true});  // ColossalChat v2
-    sets.push_back({.clip_range = 0.5, .scale = 1.0, .coef = 0.1});        // chatllama, TRL coef
-    sets.push_back({.clip_range = 0.0});                                   // V_clip = V_old
+    std::vector<rlhf::value_loss_options> sets = rlhf_test::value_option_sets();
+    sets.push_back({.clip_range = 0.0});  // V_clip = V_old
     return sets;
 }
 
@@ -241,7 +218,6 @@ TEST_CASE("value_loss: gradient matches central finite differences (double / awa
     for (const auto& options : every_option_set()) {
         std::vector<double> grad(x.values.size());
         rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::make_mut_view(grad.data(), rows, cols));
-        const double h = 1e-6;
         int checked = 0;
         for (std::size_t i = 0; i < x.values.size(); ++i) {
             const double v = x.values[i], old = x.old_values[i];
@@ -255,14 +231,10 @@ TEST_CASE("value_loss: gradient matches central finite differences (double / awa
                 if (options.huber_delta && std::abs(std::abs(vc - r) - *options.huber_delta) < 1e-4) continue;
             }
             if (options.huber_delta && std::abs(std::abs(v - r) - *options.huber_delta) < 1e-4) continue;
-            const auto loss_at = [&](double value) {
-                x.values[i] = value;
-                const double l =
-                    rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::mut_view<double>{}).loss;
-                x.values[i] = v;
-                return l;
+            const auto loss = [&] {
+                return rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::mut_view<double>{}).loss;
             };
-            const double fd = (loss_at(v + h) - loss_at(v - h)) / (2.0 * h);
+            const double fd = rlhf_test::central_difference(loss, x.values, i, 1e-6);
             CHECK(grad[i] == doctest::Approx(fd).epsilon(1e-6).scale(1.0));
             ++checked;
         }

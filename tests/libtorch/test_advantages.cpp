@@ -12,63 +12,17 @@
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/libtorch/advantages.hpp"
+#include "support/torch_test_helpers.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::kmut;
+using rlhf_test::kview;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
 template <class T>
 torch::Tensor random_values(std::mt19937& rng, int64_t rows, int64_t cols) {
-    std::normal_distribution<double> normal(0.3, 1.7);
-    torch::Tensor t = torch::empty({rows, cols}, torch::dtype(rlhf::libtorch::dtype_of<T>()));
-    T* data = t.data_ptr<T>();
-    for (int64_t i = 0; i < rows * cols; ++i) data[i] = static_cast<T>(normal(rng));
-    return t;
-}
-
-// A mask with interior holes, left and right padding, and an empty row 1 (bool).
-torch::Tensor random_mask(std::mt19937& rng, int64_t rows, int64_t cols) {
-    std::bernoulli_distribution keep(0.7);
-    torch::Tensor m = torch::empty({rows, cols}, torch::kBool);
-    bool* data = m.data_ptr<bool>();
-    for (int64_t i = 0; i < rows * cols; ++i) data[i] = keep(rng);
-    for (int64_t r = 0; r < rows; ++r) {
-        data[r * cols] = false;  // left padding
-        data[r * cols + 1] = true;
-        data[r * cols + 2] = true;
-        data[r * cols + cols - 1] = false;  // right padding
-    }
-    if (rows >= 3)
-        for (int64_t c = 0; c < cols; ++c) data[cols + c] = false;
-    return m;
-}
-
-// The contiguous-run mask valid_range needs: [lo_r, hi_r) per row, row 1 empty.
-torch::Tensor range_mask(int64_t rows, int64_t cols) {
-    torch::Tensor m = torch::zeros({rows, cols}, torch::kUInt8);
-    for (int64_t r = 0; r < rows; ++r) {
-        if (r == 1) continue;
-        m.index_put_({r, torch::indexing::Slice(r % 3, cols - r % 2)}, 1);
-    }
-    return m;
-}
-
-template <class T>
-rlhf::view<T> kview(const torch::Tensor& t) {
-    return {t.data_ptr<T>(), {t.size(0), t.size(1)}, {t.stride(0), 1}};
-}
-template <class T>
-rlhf::mut_view<T> kmut(torch::Tensor& t) {
-    return {t.data_ptr<T>(), {t.size(0), t.size(1)}, {t.stride(0), 1}};
+    return rlhf_test::random_values<T>(rng, rows, cols, 0.3, 1.7);
 }
 
 }  // namespace
@@ -83,8 +37,9 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae agrees with the kernel in every mode /
     const torch::Tensor boot = random_values<T>(rng, 1, rows).reshape({rows});
     for (const auto masking :
          {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
-        const torch::Tensor mask =
-            masking == rlhf::gae_masking::valid_range ? range_mask(rows, cols) : random_mask(rng, rows, cols);
+        const torch::Tensor mask = masking == rlhf::gae_masking::valid_range
+                                       ? rlhf_test::range_mask_tensor(rows, cols)
+                                       : rlhf_test::random_padded_mask_tensor(rng, rows, cols);
         const rlhf::gae_options options{.gamma = 0.97, .lambda = 0.9, .masking = masking};
         for (const bool with_bootstrap : {false, true}) {
             const auto result = with_bootstrap ? rlhf::libtorch::compute_gae(rewards, values, mask, options, boot)
@@ -104,7 +59,7 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae agrees with the kernel in every mode /
         }
     }
     // Masks of every accepted dtype give the same answer.
-    const torch::Tensor mask = random_mask(rng, rows, cols);
+    const torch::Tensor mask = rlhf_test::random_padded_mask_tensor(rng, rows, cols);
     const auto reference = rlhf::libtorch::compute_gae(rewards, values, mask);
     for (const auto dtype : {torch::kUInt8, torch::kInt32, torch::kInt64, rlhf::libtorch::dtype_of<T>()}) {
         const auto other = rlhf::libtorch::compute_gae(rewards, values, mask.to(dtype));
@@ -120,7 +75,7 @@ TEST_CASE("libtorch::compute_gae matches a torch-composed TRL recursion and read
     // The response is columns [4, 12) of [B, P + T] sequences: strided views, no copy.
     const torch::Tensor rewards = full_rewards.slice(1, 4, 12);
     const torch::Tensor values = full_values.slice(1, 4, 12);
-    const torch::Tensor mask = random_mask(rng, 3, 8).to(torch::kFloat64);
+    const torch::Tensor mask = rlhf_test::random_padded_mask_tensor(rng, 3, 8).to(torch::kFloat64);
     const auto result = rlhf::libtorch::compute_gae(rewards, values, mask, {.gamma = 0.9, .lambda = 0.8});
     // TRL v0.11 compute_advantages, composed from torch ops.
     const torch::Tensor vm = values * mask, rm = rewards * mask;
@@ -200,9 +155,9 @@ TEST_CASE_TEMPLATE("libtorch statistics and whitening agree with the kernel and 
     std::mt19937 rng(41);
     const int64_t rows = 5, cols = 13;
     const torch::Tensor values = random_values<T>(rng, rows, cols);
-    const torch::Tensor mask = random_mask(rng, rows, cols);  // row 1 empty
+    const torch::Tensor mask = rlhf_test::random_padded_mask_tensor(rng, rows, cols);  // row 1 empty
     const torch::Tensor mask8 = mask.to(torch::kUInt8);
-    const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+    const double tol = rlhf_test::tolerance<T>(1e-5);
 
     // Batch statistics versus torch ops in double.
     const torch::Tensor vd = values.to(torch::kFloat64), md = mask.to(torch::kFloat64);

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "rlhf/libtorch.hpp"
+#include "support/test_helpers.hpp"
 
 TEST_CASE("libtorch::as_view maps a CPU tensor without copying" * doctest::test_suite("unit")) {
     const torch::Tensor t = torch::arange(12, torch::kFloat64).reshape({3, 4});
@@ -22,34 +23,18 @@ TEST_CASE("libtorch::as_view maps a CPU tensor without copying" * doctest::test_
 
 TEST_CASE("libtorch::as_view rejects wrong dtype / rank / device / layout" * doctest::test_suite("unit")) {
     const torch::Tensor t = torch::zeros({2, 3}, torch::kFloat32);
-    try {
-        (void)rlhf::libtorch::as_view<double>(t, "rlhf::g", "values");
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::dtype);
-        CHECK(std::string(e.what()) == "rlhf::g: argument 'values': expected dtype float64, got float32");
-    }
-    try {
-        (void)rlhf::libtorch::as_view<float, 3>(t, "rlhf::g", "logits");
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.actual() == "2 dimensions [2, 3]");
-    }
-    try {
-        (void)rlhf::libtorch::as_view<float>(t.t(), "rlhf::g", "mask");
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.argument() == "mask");
-        CHECK(e.expected() == "innermost stride 1 (call .contiguous())");
-    }
+    auto e = rlhf_test::expect_error([&] { (void)rlhf::libtorch::as_view<double>(t, "rlhf::g", "values"); });
+    CHECK(e.kind() == rlhf::error_kind::dtype);
+    CHECK(std::string(e.what()) == "rlhf::g: argument 'values': expected dtype float64, got float32");
+    e = rlhf_test::expect_error([&] { (void)rlhf::libtorch::as_view<float, 3>(t, "rlhf::g", "logits"); });
+    CHECK(e.kind() == rlhf::error_kind::shape);
+    CHECK(e.actual() == "2 dimensions [2, 3]");
+    e = rlhf_test::expect_error([&] { (void)rlhf::libtorch::as_view<float>(t.t(), "rlhf::g", "mask"); });
+    CHECK(e.argument() == "mask");
+    CHECK(e.expected() == "innermost stride 1 (call .contiguous())");
     const torch::Tensor meta = torch::empty({2, 3}, torch::TensorOptions().dtype(torch::kFloat32).device(torch::kMeta));
-    try {
-        (void)rlhf::libtorch::as_view<float>(meta, "rlhf::g", "logp");
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::device);
-        CHECK(e.actual() == "meta");
-    }
+    e = rlhf_test::expect_error([&] { (void)rlhf::libtorch::as_view<float>(meta, "rlhf::g", "logp"); });
+    CHECK(e.kind() == rlhf::error_kind::device);
+    CHECK(e.actual() == "meta");
     CHECK_THROWS_AS((void)rlhf::libtorch::as_view<float>(torch::Tensor(), "rlhf::g", "x"), rlhf::error);
 }

@@ -8,28 +8,16 @@
 #include <string>
 
 #include "rlhf/libtorch/logits.hpp"
+#include "support/test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
+// The relative tolerance of a comparison in T.
 template <class T>
-torch::Dtype dtype() {
-    return std::is_same_v<T, float> ? torch::kFloat32 : torch::kFloat64;
-}
-
-template <class T>
-double tol() {
-    return std::is_same_v<T, float> ? 1e-5 : 1e-11;
+constexpr double tol() {
+    return rlhf_test::tolerance<T>(1e-5, 1e-11);
 }
 
 bool close(const torch::Tensor& a, const torch::Tensor& b, double tolerance) {
@@ -48,13 +36,14 @@ TEST_CASE_TEMPLATE("libtorch logprobs/entropy: kernel Function equals composed /
                    T, float, double) {
     torch::manual_seed(3);
     const int64_t b = 3, t = 4, v = 700;  // v spans two chunks of the online log-sum-exp
-    torch::Tensor base = torch::randn({b, t, v}, dtype<T>()) * 3;
+    torch::Tensor base = torch::randn({b, t, v}, rlhf::libtorch::dtype_of<T>()) * 3;
     base.index_put_({1, 2, 5}, -std::numeric_limits<double>::infinity());
     base.index_put_({0, 0, 0}, 1e4);
     torch::Tensor tokens = torch::randint(0, v, {b, t}, torch::kInt64);
     tokens.index_put_({1, 2}, 6);
     const torch::Tensor mask = torch::tensor({1, 1, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0}, torch::kUInt8).reshape({b, t});
-    const torch::Tensor w_lp = torch::randn({b, t}, dtype<T>()), w_h = torch::randn({b, t}, dtype<T>());
+    const torch::Tensor w_lp = torch::randn({b, t}, rlhf::libtorch::dtype_of<T>()),
+                        w_h = torch::randn({b, t}, rlhf::libtorch::dtype_of<T>());
     for (const double tau : {1.0, 0.7}) {
         for (const bool masked : {false, true}) {
             const torch::Tensor m = masked ? mask : torch::Tensor();
@@ -101,10 +90,11 @@ TEST_CASE_TEMPLATE("libtorch full KL: kernel Function equals composed" * doctest
                    double) {
     torch::manual_seed(5);
     const int64_t b = 2, t = 3, v = 600;
-    torch::Tensor p = torch::randn({b, t, v}, dtype<T>()) * 2, q = torch::randn({b, t, v}, dtype<T>()) * 2;
+    torch::Tensor p = torch::randn({b, t, v}, rlhf::libtorch::dtype_of<T>()) * 2,
+                  q = torch::randn({b, t, v}, rlhf::libtorch::dtype_of<T>()) * 2;
     p.index_put_({0, 1, 3}, -std::numeric_limits<double>::infinity());
     const torch::Tensor mask = torch::tensor({true, true, false, true, true, true}).reshape({b, t});
-    const torch::Tensor w = torch::randn({b, t}, dtype<T>());
+    const torch::Tensor w = torch::randn({b, t}, rlhf::libtorch::dtype_of<T>());
     for (const double tau : {1.0, 1.5}) {
         for (const bool masked : {false, true}) {
             const torch::Tensor m = masked ? mask : torch::Tensor();
@@ -125,7 +115,7 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
                    T, float, double) {
     torch::manual_seed(7);
     const int64_t b = 2, t = 5, v = 11;
-    const torch::Tensor logits = torch::randn({b, t, v}, dtype<T>());
+    const torch::Tensor logits = torch::randn({b, t, v}, rlhf::libtorch::dtype_of<T>());
     torch::Tensor tokens = torch::randint(0, v, {b, t}, torch::kInt64);
     tokens.index_put_({1, 4}, -100);
     const torch::Tensor mask = torch::tensor({1, 1, 1, 1, 0, 1, 1, 0, 1, 1}, torch::kInt32).reshape({b, t});
@@ -152,8 +142,9 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
     CHECK(x1.grad().abs().max().item<double>() == 0.0);
     CHECK(x2.grad().abs().max().item<double>() == 0.0);
 
-    const torch::Tensor chosen = torch::randn({6}, dtype<T>()), rejected = torch::randn({6}, dtype<T>());
-    const torch::Tensor margin = torch::rand({6}, dtype<T>());
+    const torch::Tensor chosen = torch::randn({6}, rlhf::libtorch::dtype_of<T>()),
+                        rejected = torch::randn({6}, rlhf::libtorch::dtype_of<T>());
+    const torch::Tensor margin = torch::rand({6}, rlhf::libtorch::dtype_of<T>());
     const rlhf::pairwise_loss_options options{.margin = 0.3, .center_rewards_coefficient = 0.01};
     for (const bool with_margin : {false, true}) {
         torch::Tensor c1 = chosen.clone().requires_grad_(true), r1 = rejected.clone().requires_grad_(true);

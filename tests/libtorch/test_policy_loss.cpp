@@ -12,23 +12,11 @@
 #include <vector>
 
 #include "rlhf/libtorch/policy_loss.hpp"
+#include "support/torch_test_helpers.hpp"
+
+using rlhf_test::expect_error;
 
 namespace {
-
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-torch::Tensor tensor_of(const std::vector<double>& values, int64_t rows, int64_t cols, torch::Dtype dtype) {
-    return torch::tensor(values, torch::kFloat64).reshape({rows, cols}).to(dtype);
-}
 
 // Inputs [4, 9]: full row, right padding, left padding with a hole, an empty row; log-ratios
 // spread wide enough to hit every branch; a few exact ties (log-ratio 0).
@@ -46,12 +34,16 @@ inputs random_inputs(unsigned seed, torch::Dtype dtype) {
         old.push_back(i % 7 == 3 ? lp.back() : lp.back() - 0.8 * normal(gen));
         adv.push_back(1.5 * normal(gen));
     }
-    const std::vector<double> mask{1, 1, 1, 1, 1, 1, 1, 1, 1,  //
-                                   1, 1, 1, 1, 1, 0, 0, 0, 0,  //
-                                   0, 0, 1, 1, 0, 1, 1, 1, 1,  //
-                                   0, 0, 0, 0, 0, 0, 0, 0, 0};
-    return {tensor_of(lp, rows, cols, dtype), tensor_of(old, rows, cols, dtype), tensor_of(adv, rows, cols, dtype),
-            tensor_of(mask, rows, cols, torch::kBool)};
+    const std::vector<double> mask = rlhf_test::mask_pattern(rows, cols)
+                                         .right_padding(1, 5)
+                                         .left_padding(2, 2)
+                                         .hole(2, 4, 5)
+                                         .empty_row(3)
+                                         .values<double>();
+    const auto tensor = [&](const std::vector<double>& x, torch::Dtype d) {
+        return rlhf_test::tensor_of(x, {rows, cols}).to(d);
+    };
+    return {tensor(lp, dtype), tensor(old, dtype), tensor(adv, dtype), tensor(mask, torch::kBool)};
 }
 
 struct named_options {
@@ -118,7 +110,7 @@ TEST_CASE_TEMPLATE("libtorch: fused kernel and composed torch ops agree in loss 
                        doctest::test_suite("gradient"),
                    T, float, double) {
     const torch::Dtype dtype = rlhf::libtorch::dtype_of<T>();
-    const double tolerance = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+    const double tolerance = rlhf_test::tolerance<T>();
     unsigned seed = 5;
     for (const auto& [name, options] : variants()) {
         const std::string variant = name;

@@ -8,91 +8,30 @@
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
 #include "rlhf/libtorch/rewards.hpp"
+#include "support/backend_agreement.hpp"
+#include "support/fixtures.hpp"
+#include "support/torch_test_helpers.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::tensor_of;
+using rlhf_test::to_vector;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-// Random log-probs and a mask with holes, an empty row and left padding: [B, C] = [5, 7].
-template <class T>
-struct batch {
-    static constexpr rlhf::index_t B = 5, C = 7;
-    std::vector<T> lp, ref, scores;
-    std::vector<std::uint8_t> mask;
-    batch() {
-        std::mt19937 rng(3);
-        std::normal_distribution<double> normal(0.0, 1.0);
-        for (rlhf::index_t i = 0; i < B * C; ++i) {
-            lp.push_back(static_cast<T>(-std::abs(normal(rng)) * 1.5));
-            ref.push_back(static_cast<T>(static_cast<double>(lp.back()) + 0.3 * normal(rng)));
-        }
-        for (rlhf::index_t b = 0; b < B; ++b) scores.push_back(static_cast<T>(2.0 * normal(rng)));
-        mask = {1, 1, 1, 1, 0, 0, 0,   // right padding
-                1, 0, 1, 1, 0, 1, 0,   // holes
-                0, 0, 0, 0, 0, 0, 0,   // empty
-                0, 0, 0, 1, 1, 1, 1,   // left padding
-                1, 1, 1, 1, 1, 1, 1};  // full
-    }
-    torch::Tensor tensor(std::vector<T>& v, rlhf::index_t rows, rlhf::index_t cols) const {
-        return torch::from_blob(v.data(), {rows, cols}, rlhf::libtorch::dtype_of<T>()).clone();
-    }
-};
-
-template <class T>
-std::vector<T> to_vector(const torch::Tensor& t) {
-    const torch::Tensor c = t.contiguous();
-    return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
-}
+RLHF_TEST_REWARD_BACKEND(libtorch_backend, rlhf::libtorch);
 
 }  // namespace
 
 TEST_CASE_TEMPLATE("libtorch token_kl and shape_rewards agree with the kernels" * doctest::test_suite("unit"), T, float,
                    double) {
-    batch<T> d;
-    const auto B = d.B, C = d.C;
-    const torch::Tensor lp = d.tensor(d.lp, B, C), ref = d.tensor(d.ref, B, C);
-    const torch::Tensor mask_u8 = torch::from_blob(d.mask.data(), {B, C}, torch::kUInt8).clone();
-    const torch::Tensor scores = torch::from_blob(d.scores.data(), {B}, rlhf::libtorch::dtype_of<T>()).clone();
-    const auto lp_v = rlhf::make_view(d.lp.data(), B, C);
-    const auto ref_v = rlhf::make_view(d.ref.data(), B, C);
-    const auto mask_v = rlhf::make_view(d.mask.data(), B, C);
-    const rlhf::view<T, 1> scores_v{d.scores.data(), {B}};
-    std::vector<T> expected(static_cast<std::size_t>(B * C));
-    const auto out = rlhf::make_mut_view(expected.data(), B, C);
-
-    for (const auto& kl_opts :
-         {rlhf::kl_preset::trl(rlhf::kl_estimator::k1), rlhf::kl_preset::verl(rlhf::kl_estimator::k3),
-          rlhf::kl_preset::openrlhf(rlhf::kl_estimator::k2)}) {
-        rlhf::token_kl(lp_v, ref_v, out, kl_opts);
-        CHECK(to_vector<T>(rlhf::libtorch::token_kl(lp, ref, kl_opts)) == expected);
-        rlhf::token_kl(lp_v, ref_v, mask_v, out, kl_opts);
-        CHECK(to_vector<T>(rlhf::libtorch::token_kl(lp, ref, mask_u8, kl_opts)) == expected);
-        CHECK(to_vector<T>(rlhf::libtorch::token_kl(lp, ref, mask_u8.to(torch::kBool), kl_opts)) == expected);
-        CHECK(to_vector<T>(rlhf::libtorch::token_kl(lp, ref, mask_u8.to(lp.scalar_type()), kl_opts)) == expected);
-    }
-    for (const auto slot : {rlhf::reward_slot::last_valid_token, rlhf::reward_slot::after_last_valid,
-                            rlhf::reward_slot::every_valid_token, rlhf::reward_slot::first_pad_slot}) {
-        const rlhf::reward_shaping_options o{.kl_coef = 0.1,
-                                             .slot = slot,
-                                             .mask_kl = true,
-                                             .score_clip = 1.5,
-                                             .empty_rows = rlhf::empty_row_policy::peer_slot,
-                                             .kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3)};
-        rlhf::shape_rewards_from_logprobs(lp_v, ref_v, mask_v, scores_v, out, o);
-        CHECK(to_vector<T>(rlhf::libtorch::shape_rewards_from_logprobs(lp, ref, mask_u8.to(torch::kInt64), scores,
-                                                                       o)) == expected);
-        rlhf::shape_rewards(lp_v, mask_v, scores_v, out, o);  // the log-probs standing in for a KL
-        CHECK(to_vector<T>(rlhf::libtorch::shape_rewards(lp, mask_u8.to(torch::kInt32), scores, o)) == expected);
-    }
+    const rlhf_test::reward_batch<T> d(3);
+    const auto B = d.rows, C = d.cols;
+    const torch::Tensor lp = tensor_of(d.lp, {B, C}), ref = tensor_of(d.ref, {B, C});
+    const torch::Tensor mask_u8 = tensor_of(d.mask, {B, C});
+    rlhf_test::check_reward_agreement<libtorch_backend>(
+        d, lp, ref, tensor_of(d.scores, {B}), mask_u8.to(torch::kInt64), mask_u8.to(torch::kInt32),
+        [](const torch::Tensor& x, const std::vector<T>& e) { return to_vector<T>(x) == e; }, mask_u8,
+        mask_u8.to(torch::kBool), mask_u8.to(lp.scalar_type()));
 }
 
 TEST_CASE("libtorch rewards: column ranges of a wider tensor / and errors" * doctest::test_suite("unit")) {

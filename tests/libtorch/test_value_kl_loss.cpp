@@ -13,27 +13,20 @@
 #include "rlhf/kernels/value_loss.hpp"
 #include "rlhf/libtorch/kl_loss.hpp"
 #include "rlhf/libtorch/value_loss.hpp"
+#include "support/loss_option_sets.hpp"
+#include "support/torch_test_helpers.hpp"
+
+using rlhf_test::expect_error;
+using rlhf_test::kl_option_sets;
+using rlhf_test::tolerance;
+using rlhf_test::value_option_sets;
 
 namespace {
 
-template <class Call>
-rlhf::error expect_error(Call&& call) {
-    try {
-        call();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    throw;  // unreachable
-}
-
-// Mask with an interior hole, an empty row and left padding.
-torch::Tensor test_mask(int64_t rows, int64_t cols) {
-    torch::Tensor m = torch::ones({rows, cols}, torch::kBool);
-    m.index_put_({0, 2}, false);
-    if (rows > 1) m.index_put_({1}, false);
-    if (rows > 2) m.index_put_({2, 0}, false);
-    return m;
+// [4, 9]: a mask with an interior hole, an empty row and left padding.
+torch::Tensor test_mask() {
+    const auto m = rlhf_test::mask_pattern(4, 9).hole(0, 2, 3).empty_row(1).left_padding(2, 1).values<std::uint8_t>();
+    return rlhf_test::tensor_of(m, {4, 9}).to(torch::kBool);
 }
 
 struct value_inputs {
@@ -44,50 +37,7 @@ value_inputs random_value_inputs(torch::Dtype dtype, uint64_t seed) {
     torch::manual_seed(seed);
     const auto opts = torch::TensorOptions().dtype(dtype);
     const torch::Tensor old = torch::randn({4, 9}, opts);
-    return {old + 0.4 * torch::randn({4, 9}, opts), old, old + 3.0 * torch::randn({4, 9}, opts), test_mask(4, 9)};
-}
-
-std::vector<rlhf::value_loss_options> value_option_sets() {
-    std::vector<rlhf::value_loss_options> sets;
-    for (const auto mode :
-         {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_mean,
-          rlhf::loss_aggregation::seq_mean_token_sum, rlhf::loss_aggregation::seq_mean_token_sum_norm}) {
-        sets.push_back({.clip_range = 0.2, .aggregation = {.mode = mode}});
-        sets.push_back({.clip_range = std::nullopt, .aggregation = {.mode = mode}});
-    }
-    sets.push_back({.clip_range = 0.3, .huber_delta = 1.5, .coef = 0.5});
-    sets.push_back({.clip_range = std::nullopt, .huber_delta = 0.7});
-    sets.push_back({.clip_range = 0.2, .returns_from_advantages = true});
-    sets.push_back({.clip_range = 0.5, .scale = 1.0, .coef = 0.1});
-    return sets;
-}
-
-std::vector<rlhf::kl_loss_options> kl_option_sets() {
-    std::vector<rlhf::kl_loss_options> sets;
-    for (const auto e :
-         {rlhf::kl_estimator::k1, rlhf::kl_estimator::abs, rlhf::kl_estimator::k2, rlhf::kl_estimator::k3}) {
-        sets.push_back({.kl = rlhf::kl_preset::trl(e)});
-        sets.push_back({.kl = rlhf::kl_preset::verl(e), .coef = 0.01});
-        sets.push_back(
-            {.kl = rlhf::kl_preset::openrlhf(e), .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_mean}});
-        sets.push_back({.kl = {.estimator = e, .log_ratio_clamp = 3.0, .value_clamp = 2.0},
-                        .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum}});
-        sets.push_back({.kl = rlhf::kl_preset::verl(e),
-                        .straight_through = true,
-                        .aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum_norm}});
-    }
-    sets.push_back({.kl = rlhf::kl_preset::chatlearn(), .coef = 0.5});
-    return sets;
-}
-
-template <class T>
-constexpr double tolerance() {
-    return std::is_same_v<T, float> ? 2e-5 : 1e-12;
-}
-
-template <class T>
-constexpr torch::Dtype dtype() {
-    return std::is_same_v<T, float> ? torch::kFloat32 : torch::kFloat64;
+    return {old + 0.4 * torch::randn({4, 9}, opts), old, old + 3.0 * torch::randn({4, 9}, opts), test_mask()};
 }
 
 void check_close(const torch::Tensor& a, const torch::Tensor& b, double tol) {
@@ -128,7 +78,7 @@ TEST_CASE("LibTorch autograd conventions the kernels reproduce" * doctest::test_
 TEST_CASE_TEMPLATE("libtorch::value_loss: kernel Function == kernel == composed (loss / gradient / stats)" *
                        doctest::test_suite("gradient"),
                    T, float, double) {
-    const auto in = random_value_inputs(dtype<T>(), 7);
+    const auto in = random_value_inputs(rlhf::libtorch::dtype_of<T>(), 7);
     for (const auto& options : value_option_sets()) {
         const torch::Tensor v1 = in.values.clone().requires_grad_(true);
         const auto kernel = rlhf::libtorch::value_loss(v1, in.old_values, in.returns, in.mask, options);
@@ -136,8 +86,8 @@ TEST_CASE_TEMPLATE("libtorch::value_loss: kernel Function == kernel == composed 
         const torch::Tensor v2 = in.values.clone().requires_grad_(true);
         const auto composed = rlhf::libtorch::value_loss_composed(v2, in.old_values, in.returns, in.mask, options);
         (2.0 * composed.loss).backward();
-        CHECK((kernel.loss.scalar_type() == dtype<T>()));
-        CHECK((composed.loss.scalar_type() == dtype<T>()));
+        CHECK((kernel.loss.scalar_type() == rlhf::libtorch::dtype_of<T>()));
+        CHECK((composed.loss.scalar_type() == rlhf::libtorch::dtype_of<T>()));
         CHECK(kernel.loss.item().toDouble() ==
               doctest::Approx(composed.loss.item().toDouble()).epsilon(tolerance<T>()));
         check_close(v1.grad(), v2.grad(), tolerance<T>());
@@ -154,7 +104,7 @@ TEST_CASE_TEMPLATE("libtorch::value_loss: kernel Function == kernel == composed 
             rlhf::libtorch::as_view<T>(in.returns, "t", "r"), rlhf::libtorch::as_view<std::uint8_t>(mask_u8, "t", "m"),
             options, rlhf::make_mut_view(grad.data(), 4, 9));
         CHECK(kernel.loss.item().toDouble() == static_cast<double>(static_cast<T>(direct.loss)));
-        const torch::Tensor expected = 2.0 * torch::from_blob(grad.data(), {4, 9}, dtype<T>());
+        const torch::Tensor expected = 2.0 * torch::from_blob(grad.data(), {4, 9}, rlhf::libtorch::dtype_of<T>());
         CHECK(torch::equal(v1.grad(), expected));
     }
 }
@@ -163,13 +113,13 @@ TEST_CASE_TEMPLATE("libtorch::kl_loss: kernel Function == composed / with and wi
                        doctest::test_suite("gradient"),
                    T, float, double) {
     torch::manual_seed(3);
-    const auto opts = torch::TensorOptions().dtype(dtype<T>());
+    const auto opts = torch::TensorOptions().dtype(rlhf::libtorch::dtype_of<T>());
     const torch::Tensor lp = -1.5 * torch::randn({4, 9}, opts).abs();
     const torch::Tensor ref = lp + 8.0 * (torch::rand({4, 9}, opts) - 0.5);
     const torch::Tensor old = lp + 0.3 * torch::randn({4, 9}, opts);
-    const torch::Tensor mask = test_mask(4, 9).to(torch::kInt64);
+    const torch::Tensor mask = test_mask().to(torch::kInt64);
     for (const bool weighted : {false, true}) {
-        for (const auto& options : kl_option_sets()) {
+        for (const auto& options : kl_option_sets(0.01)) {
             const torch::Tensor l1 = lp.clone().requires_grad_(true);
             const auto kernel = weighted ? rlhf::libtorch::kl_loss(l1, ref, old, mask, options)
                                          : rlhf::libtorch::kl_loss(l1, ref, mask, options);

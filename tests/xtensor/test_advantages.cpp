@@ -9,57 +9,17 @@
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/xtensor/advantages.hpp"
+#include "support/xtensor_test_helpers.hpp"
+
+using rlhf_test::kmut;
+using rlhf_test::kview;
+using rlhf_test::same;
 
 namespace {
 
 template <class T>
 xt::xtensor<T, 2> random_values(std::mt19937& rng, std::size_t rows, std::size_t cols) {
-    std::normal_distribution<double> normal(0.1, 0.9);
-    auto m = xt::xtensor<T, 2>::from_shape({rows, cols});
-    for (std::size_t i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(normal(rng));
-    return m;
-}
-
-// Holes, left and right padding, row 1 empty.
-xt::xtensor<std::int64_t, 2> random_mask(std::mt19937& rng, std::size_t rows, std::size_t cols) {
-    std::bernoulli_distribution keep(0.7);
-    auto m = xt::xtensor<std::int64_t, 2>::from_shape({rows, cols});
-    for (std::size_t i = 0; i < m.size(); ++i) m.data()[i] = keep(rng) ? 1 : 0;
-    for (std::size_t r = 0; r < rows; ++r) {
-        m(r, 0) = 0;
-        m(r, 1) = 1;
-        m(r, 2) = 1;
-        m(r, cols - 1) = 0;
-    }
-    if (rows >= 3)
-        for (std::size_t c = 0; c < cols; ++c) m(1, c) = 0;
-    return m;
-}
-
-xt::xtensor<std::int64_t, 2> range_mask(std::size_t rows, std::size_t cols) {
-    auto m = xt::xtensor<std::int64_t, 2>::from_shape({rows, cols});
-    for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t c = 0; c < cols; ++c) m(r, c) = r != 1 && c >= r % 3 && c + r % 2 < cols ? 1 : 0;
-    return m;
-}
-
-template <class E>
-auto kview(const E& e) {
-    return rlhf::make_view(e.data(), static_cast<rlhf::index_t>(e.shape()[0]),
-                           static_cast<rlhf::index_t>(e.shape()[1]));
-}
-template <class E>
-auto kmut(E& e) {
-    return rlhf::make_mut_view(e.data(), static_cast<rlhf::index_t>(e.shape()[0]),
-                               static_cast<rlhf::index_t>(e.shape()[1]));
-}
-
-template <class T>
-bool same(const xt::xtensor<T, 2>& a, const xt::xtensor<T, 2>& b) {
-    if (a.shape() != b.shape()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (a.data()[i] != b.data()[i]) return false;
-    return true;
+    return rlhf_test::random_values<T>(rng, rows, cols, 0.1, 0.9);
 }
 
 }  // namespace
@@ -74,8 +34,9 @@ TEST_CASE_TEMPLATE("xtensor::compute_gae agrees with the kernel in every mode" *
     for (std::size_t i = 0; i < rows; ++i) boot(i) = static_cast<T>(0.5 * static_cast<double>(i) - 1.0);
     for (const auto masking :
          {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
-        const auto mask =
-            masking == rlhf::gae_masking::valid_range ? range_mask(rows, cols) : random_mask(rng, rows, cols);
+        const auto mask = masking == rlhf::gae_masking::valid_range
+                              ? rlhf_test::range_mask_xtensor(rows, cols)
+                              : rlhf_test::random_padded_mask_xtensor(rng, rows, cols);
         const rlhf::gae_options options{.gamma = 0.9, .lambda = 0.95, .masking = masking};
         auto a = xt::xtensor<T, 2>::from_shape({rows, cols});
         auto ret = xt::xtensor<T, 2>::from_shape({rows, cols});
@@ -90,13 +51,12 @@ TEST_CASE_TEMPLATE("xtensor::compute_gae agrees with the kernel in every mode" *
         CHECK(same(booted.advantages, a));
         CHECK(same(booted.returns, ret));
     }
-    try {
-        (void)rlhf::xtensor::compute_gae(rewards, values, random_mask(rng, rows + 1, cols));
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::shape);
-        CHECK(e.argument() == "mask");
-    }
+    rlhf_test::check_error(
+        [&] {
+            (void)rlhf::xtensor::compute_gae(rewards, values,
+                                             rlhf_test::random_padded_mask_xtensor(rng, rows + 1, cols));
+        },
+        rlhf::error_kind::shape, "mask");
 }
 
 TEST_CASE_TEMPLATE("xtensor::compute_gae_time_major agrees with the kernel" * doctest::test_suite("unit"), T, float,
@@ -129,7 +89,7 @@ TEST_CASE_TEMPLATE("xtensor statistics and whitening agree with the kernel" * do
     std::mt19937 rng(21);
     const std::size_t rows = 5, cols = 11;
     const auto values = random_values<T>(rng, rows, cols);
-    const auto mask = random_mask(rng, rows, cols);
+    const auto mask = rlhf_test::random_padded_mask_xtensor(rng, rows, cols);
     CHECK(rlhf::xtensor::masked_mean(values, mask) == rlhf::masked_mean(kview(values), kview(mask)));
     CHECK(rlhf::xtensor::masked_variance(values, mask) == rlhf::masked_variance(kview(values), kview(mask)));
     CHECK(rlhf::xtensor::compute_masked_moments(values, mask).sum ==

@@ -6,25 +6,13 @@
 #include <vector>
 
 #include "rlhf/xtensor/policy_loss.hpp"
-
-namespace {
-
-template <class T>
-xt::xtensor<T, 2> random_tensor(std::size_t rows, std::size_t cols, std::mt19937& gen, double scale,
-                                double shift = 0.0) {
-    std::normal_distribution<double> normal(0.0, 1.0);
-    auto x = xt::xtensor<T, 2>::from_shape({rows, cols});
-    for (auto& e : x) e = static_cast<T>(shift + scale * normal(gen));
-    return x;
-}
-
-}  // namespace
+#include "support/xtensor_test_helpers.hpp"
 
 TEST_CASE_TEMPLATE("xtensor::policy_loss equals the kernel" * doctest::test_suite("unit"), T, float, double) {
     std::mt19937 gen(29);
-    const auto lp = random_tensor<T>(3, 6, gen, 1.0, -1.5);
-    const xt::xtensor<T, 2> old = lp + random_tensor<T>(3, 6, gen, 0.5);
-    const auto adv = random_tensor<T>(3, 6, gen, 1.5);
+    const auto lp = rlhf_test::random_values<T>(gen, 3, 6, -1.5, 1.0);
+    const xt::xtensor<T, 2> old = lp + rlhf_test::random_values<T>(gen, 3, 6, 0.0, 0.5);
+    const auto adv = rlhf_test::random_values<T>(gen, 3, 6, 0.0, 1.5);
     auto mask = xt::xtensor<std::uint8_t, 2>::from_shape({3, 6});
     mask.fill(1);
     mask(1, 4) = 0;
@@ -53,18 +41,9 @@ TEST_CASE("xtensor::policy_loss names the bad argument" * doctest::test_suite("u
     old(1, 1) = std::numeric_limits<double>::quiet_NaN();
     auto mask = xt::xtensor<bool, 2>::from_shape({2, 3});
     mask.fill(true);
-    try {
-        (void)rlhf::xtensor::policy_loss(lp, old, lp, mask);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.kind() == rlhf::error_kind::value);
-        CHECK(e.argument() == "old_log_probs");
-    }
+    rlhf_test::check_error([&] { (void)rlhf::xtensor::policy_loss(lp, old, lp, mask); }, rlhf::error_kind::value,
+                           "old_log_probs");
     mask.fill(false);
-    try {
-        (void)rlhf::xtensor::policy_loss(lp, lp, lp, mask);
-        FAIL("expected rlhf::error");
-    } catch (const rlhf::error& e) {
-        CHECK(e.argument() == "mask");
-    }
+    auto e = rlhf_test::expect_error([&] { (void)rlhf::xtensor::policy_loss(lp, lp, lp, mask); });
+    CHECK(e.argument() == "mask");
 }

@@ -8,9 +8,10 @@
 /// (`gae_masking`). Whitening is not part of GAE: TRL and verl whiten the advantages afterwards
 /// (`rlhf::masked_whiten`), TRL optionally whitens the rewards before (`.shift_mean = false`).
 ///
-/// Numerics: one backward pass per row with no allocation; the recursion state (next value,
-/// running advantage) is kept in double for float and double inputs, so long float rows do not
-/// accumulate float rounding (the dependency chain costs the same in either precision).
+/// Numerics: one backward pass per row with no allocation, in blocks of 256 positions (8 KiB of
+/// buffers on the stack): elementwise SIMD loops around a two-step recurrence (see
+/// `detail::gae::row_backward`); the recursion state (next value, running advantage) is kept in
+/// double for float and double inputs, so long float rows do not accumulate float rounding.
 /// `compute_gae` outputs may be exactly `rewards` or `values` (in place); the time-major outputs
 /// may be exactly `rewards`. Any other overlap, and `advantages` overlapping `returns`, is an
 /// error (kind `value`). Non-finite rewards or values (masked positions included) are rejected
@@ -78,53 +79,155 @@ struct row_state {
     index_t last = -1;        ///< last valid position, -1 for an empty row
 };
 
-/// One row's positions `first` and `last`; under valid_range, a hole between them is an error.
+/// One row's positions `first` and `last`; under valid_range, a hole between them is an error
+/// (looked for with a vectorised OR over the range, located only when there is one).
 template <class M>
 inline void find_range(std::string_view function, index_t row, const M* m, index_t n, bool forbid_holes,
                        row_state& state) {
     index_t first = 0, end = n;
     while (first < n && m[first] == M{0}) ++first;
     while (end > first && m[end - 1] == M{0}) --end;
-    if (forbid_holes)
-        for (index_t t = first; t < end; ++t)
-            if (m[t] == M{0})
-                fail(error_kind::value, function, "mask",
-                     "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)",
-                     "a hole at [" + std::to_string(row) + ", " + std::to_string(t) + "]");
+    if (forbid_holes) {
+        unsigned hole = 0;
+        for (index_t t = first; t < end; ++t) hole |= static_cast<unsigned>(m[t] == M{0});
+        if (hole != 0)
+            for (index_t t = first; t < end; ++t)
+                if (m[t] == M{0})
+                    fail(error_kind::value, function, "mask",
+                         "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)",
+                         "a hole at [" + std::to_string(row) + ", " + std::to_string(t) + "]");
+    }
     state.first = first;
     state.last = first < n ? end - 1 : -1;  // an empty row has no position to bootstrap
 }
 
-/// The backward recursion over one row, branch-free per element (the mask selects, it never
-/// jumps). Measured: interleaving several rows does not help (the loop runs at memory bandwidth)
-/// and suffers 4K aliasing at power-of-two row lengths.
+/// Positions per block of the backward pass.
+inline constexpr index_t block = 256;
+
+/// Per-block buffers of the backward pass (8 KiB: they stay in L1).
+struct block_buffers {
+    double a[block], b[block], w[block], u[block + 1];
+};
+
+/// Solves `out[t] = a[t] + b[t]·out[t+1]` for t = n−1 … 0 from `out[n] = carry`, and returns
+/// out[0]. Two positions per step, `A_{t-1} = (a_{t-1} + b_{t-1}·a_t) + (b_{t-1}·b_t)·A_{t+1}`:
+/// the dependency chain advances by one multiply-add every two positions. `out` may be `a`.
+inline double backward_recurrence(const double* a, const double* b, double* out, index_t n, double carry) noexcept {
+    index_t t = n;
+    if (t % 2 == 1) {
+        --t;
+        carry = a[t] + b[t] * carry;
+        out[t] = carry;
+    }
+    for (; t >= 2; t -= 2) {
+        const index_t hi = t - 1, lo = t - 2;
+        const double a2 = a[lo] + b[lo] * a[hi];
+        const double b2 = b[lo] * b[hi];
+        out[hi] = a[hi] + b[hi] * carry;
+        carry = a2 + b2 * carry;
+        out[lo] = carry;
+    }
+    return carry;
+}
+
+/// `backward_recurrence` with a constant coefficient `c`, four positions per step:
+/// `A_{t-j} = S_j + c^{j+1}·A_{t+1}` with `S_j = a_{t-j} + c·S_{j-1}` computed off the chain.
+inline double backward_recurrence(const double* a, double c, double* out, index_t n, double carry) noexcept {
+    const double c2 = c * c, c3 = c2 * c, c4 = c3 * c;
+    index_t t = n;
+    for (; t % 4 != 0; --t) {
+        carry = a[t - 1] + c * carry;
+        out[t - 1] = carry;
+    }
+    for (; t >= 4; t -= 4) {
+        const double s1 = a[t - 1];
+        const double s2 = a[t - 2] + c * s1;
+        const double s3 = a[t - 3] + c * s2;
+        const double s4 = a[t - 4] + c * s3;
+        out[t - 1] = s1 + c * carry;
+        out[t - 2] = s2 + c2 * carry;
+        out[t - 3] = s3 + c3 * carry;
+        carry = s4 + c4 * carry;
+        out[t - 4] = carry;
+    }
+    return carry;
+}
+
+/// The backward recursion over one row, in blocks of `block` positions from the end. Each of
+/// the three masking modes is the linear recurrence `A_t = a_t + b_t·A_{t+1}` (with the mask
+/// entry `m_t ∈ {0,1}` as a factor, never a jump):
+///   zero_masked  a_t = δ_t,       b_t = γλ        (δ over the masked values, V' = V·m)
+///   valid_range  a_t = m_t·δ_t,   b_t = m_t·γλ    (the valid range is the mask: holes are refused)
+///   skip_masked  a_t = m_t·δ_t,   b_t = m_t·γλ + (1 − m_t), δ with the carried next value, itself
+///                the recurrence `u_t = m_t·V_t + (1 − m_t)·u_{t+1}`
+/// so that per block the coefficients, the outputs (and the next values) are elementwise SIMD
+/// loops, and only `backward_recurrence` is sequential. The mask, checked binary, is used as the
+/// number 0 or 1 (a comparison here would become a branch that keeps the loops scalar); a factor
+/// 0 or 1 is exact: these are the selects of the peers' loops. Inputs of a block are read before its outputs are written, so
+/// outputs may be inputs (in place).
 template <gae_masking Masking, class T, class M>
 inline void row_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
-                         double gamma_lambda, row_state s) noexcept {
-    double next_value = s.next_value, gae = 0.0;
-    for (index_t t = n; t-- > 0;) {
-        const double value = static_cast<double>(v[t]);
-        const double reward = static_cast<double>(r[t]);
+                         double gamma_lambda, row_state s, block_buffers& buf) noexcept {
+    double carry = 0.0;                // A at the first position after the block
+    double next_value = s.next_value;  // skip_masked: u after the block (the bootstrap at the end)
+    double next_counted = 0.0;         // zero_masked, valid_range: V·m at the first position after the block
+    for (index_t end = n; end > 0;) {
+        const index_t start = end > block ? end - block : 0;
+        const index_t len = end - start;
+        const T* rb = r + start;
+        const T* vb = v + start;
+        const M* mb = m + start;
+        const index_t last = len - 1;
         if constexpr (Masking == gae_masking::skip_masked) {
-            const bool valid = m[t] != M{0};
-            const double delta = reward + gamma * next_value - value;
-            const double candidate = delta + gamma_lambda * gae;
-            gae = valid ? candidate : gae;
-            next_value = valid ? value : next_value;
-            adv[t] = static_cast<T>(gae);
-            ret[t] = static_cast<T>(gae + value);
+            for (index_t k = 0; k < len; ++k) {
+                const double valid = static_cast<double>(mb[k]);
+                buf.a[k] = valid * static_cast<double>(vb[k]);
+                buf.b[k] = 1.0 - valid;
+            }
+            const double block_next = next_value;
+            next_value = backward_recurrence(buf.a, buf.b, buf.u, len, next_value);
+            buf.u[len] = block_next;  // the next value of the block's last position
+            for (index_t k = 0; k < len; ++k) {
+                const double valid = static_cast<double>(mb[k]);
+                const double value = static_cast<double>(vb[k]);
+                const double delta = static_cast<double>(rb[k]) + gamma * buf.u[k + 1] - value;
+                buf.a[k] = valid * delta;
+                buf.b[k] = valid * gamma_lambda + (1.0 - valid);
+                buf.w[k] = value;
+            }
+            carry = backward_recurrence(buf.a, buf.b, buf.a, len, carry);
         } else {
-            const bool valid = Masking == gae_masking::zero_masked ? m[t] != M{0} : (t >= s.first) & (t <= s.last);
-            const double counted_value = valid ? value : 0.0;
-            const double counted_reward = valid ? reward : 0.0;
-            const double next = next_value + (t == s.last ? s.bootstrap : 0.0);
-            const double delta = counted_reward + gamma * next - counted_value;
-            gae = delta + gamma_lambda * gae;
-            if constexpr (Masking == gae_masking::valid_range) gae = valid ? gae : 0.0;
-            next_value = counted_value;
-            adv[t] = static_cast<T>(gae);
-            ret[t] = static_cast<T>(gae + counted_value);
+            // δ_k = r_k·m_k + γ·V'_{k+1} − V'_k with V' = V·m; the block's last position takes
+            // the next block's first V'.
+            for (index_t k = 0; k < last; ++k) {
+                const double valid = static_cast<double>(mb[k]);
+                const double valid_next = static_cast<double>(mb[k + 1]);
+                const double counted = valid * static_cast<double>(vb[k]);
+                const double counted_next = valid_next * static_cast<double>(vb[k + 1]);
+                buf.w[k] = counted;
+                buf.a[k] = valid * static_cast<double>(rb[k]) + gamma * counted_next - counted;
+            }
+            const double valid_last = static_cast<double>(mb[last]);
+            buf.w[last] = valid_last * static_cast<double>(vb[last]);
+            buf.a[last] = valid_last * static_cast<double>(rb[last]) + gamma * next_counted - buf.w[last];
+            if (s.last >= start && s.last < end) buf.a[s.last - start] += gamma * s.bootstrap;
+            next_counted = buf.w[0];
+            if constexpr (Masking == gae_masking::valid_range) {
+                for (index_t k = 0; k < len; ++k) {
+                    const double valid = static_cast<double>(mb[k]);
+                    buf.a[k] *= valid;
+                    buf.b[k] = valid * gamma_lambda;
+                }
+                carry = backward_recurrence(buf.a, buf.b, buf.a, len, carry);
+            } else {
+                carry = backward_recurrence(buf.a, gamma_lambda, buf.a, len, carry);
+            }
         }
+        for (index_t k = 0; k < len; ++k) {
+            adv[start + k] = static_cast<T>(buf.a[k]);
+            ret[start + k] = static_cast<T>(buf.a[k] + buf.w[k]);
+        }
+        end = start;
     }
 }
 
@@ -133,6 +236,7 @@ inline void all_rows(std::string_view function, view<T> rewards, view<T> values,
                      const view<T, 1>* bootstrap, mut_view<T> advantages, mut_view<T> returns, double gamma,
                      double lambda) {
     const index_t n = rewards.extent(1);
+    block_buffers buffers;
     for (index_t b = 0; b < rewards.extent(0); ++b) {
         const M* m = mask.row(b).data();
         row_state state;
@@ -144,7 +248,7 @@ inline void all_rows(std::string_view function, view<T> rewards, view<T> values,
             state.bootstrap = boot;
         }
         row_backward<Masking>(rewards.row(b).data(), values.row(b).data(), m, advantages.row(b).data(),
-                              returns.row(b).data(), n, gamma, gamma * lambda, state);
+                              returns.row(b).data(), n, gamma, gamma * lambda, state, buffers);
     }
 }
 

@@ -110,17 +110,10 @@ struct kl_functor {
     }
 };
 
-/// Calls `body(functor)` with the `kl_functor` that `options` select, for values of type `T`.
-template <class T, class Body>
-decltype(auto) with_kl_functor(const kl_options& options, Body&& body) {
-    constexpr T inf = std::numeric_limits<T>::infinity();
-    const T ratio = options.log_ratio_clamp ? static_cast<T>(*options.log_ratio_clamp) : inf;
-    const T value = options.value_clamp ? static_cast<T>(*options.value_clamp) : inf;
-    const auto run = [&]<kl_estimator E>() -> decltype(auto) {
-        if (options.float32_log_ratio) return body(kl_functor<T, E, true>{-ratio, ratio, -value, value});
-        return body(kl_functor<T, E, false>{-ratio, ratio, -value, value});
-    };
-    switch (options.estimator) {
+/// Calls `run.template operator()<E>()` with the run-time estimator as the constant `E`.
+template <class Run>
+decltype(auto) dispatch_kl_estimator(kl_estimator estimator, Run&& run) {
+    switch (estimator) {
         case kl_estimator::abs:
             return run.template operator()<kl_estimator::abs>();
         case kl_estimator::k2:
@@ -131,6 +124,19 @@ decltype(auto) with_kl_functor(const kl_options& options, Body&& body) {
             break;
     }
     return run.template operator()<kl_estimator::k1>();
+}
+
+/// Calls `body(functor)` with the `kl_functor` that `options` select, for values of type `T`.
+template <class T, class Body>
+decltype(auto) with_kl_functor(const kl_options& options, Body&& body) {
+    constexpr T inf = std::numeric_limits<T>::infinity();
+    const T ratio = options.log_ratio_clamp ? static_cast<T>(*options.log_ratio_clamp) : inf;
+    const T value = options.value_clamp ? static_cast<T>(*options.value_clamp) : inf;
+    const auto run = [&]<kl_estimator E>() -> decltype(auto) {
+        if (options.float32_log_ratio) return body(kl_functor<T, E, true>{-ratio, ratio, -value, value});
+        return body(kl_functor<T, E, false>{-ratio, ratio, -value, value});
+    };
+    return dispatch_kl_estimator(options.estimator, run);
 }
 
 }  // namespace detail

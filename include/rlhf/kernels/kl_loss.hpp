@@ -158,17 +158,7 @@ decltype(auto) with_kl_grad_functor(const kl_loss_options& options, Body&& body)
         if (o.float32_log_ratio) return with_st.template operator()<true>();
         return with_st.template operator()<false>();
     };
-    switch (o.estimator) {
-        case kl_estimator::abs:
-            return run.template operator()<kl_estimator::abs>();
-        case kl_estimator::k2:
-            return run.template operator()<kl_estimator::k2>();
-        case kl_estimator::k3:
-            return run.template operator()<kl_estimator::k3>();
-        case kl_estimator::k1:
-            break;
-    }
-    return run.template operator()<kl_estimator::k1>();
+    return dispatch_kl_estimator(o.estimator, run);
 }
 
 inline void check_kl_loss_options(std::string_view function, const kl_loss_options& o) {

@@ -7,7 +7,9 @@
 /// Every kernel streams each position's vocabulary row once with an online (chunked) log-sum-exp:
 /// a running maximum, `Σ exp(x - max)` and `Σ exp(x - max)·(x - max)`, rescaled when the maximum
 /// grows. Nothing `[B, T, V]`-sized is materialised; the one V-sized output is the gradient the
-/// caller provides. Statistics are accumulated in double for float logits as well.
+/// caller provides. Statistics are accumulated in double for float logits as well, in 8 partial
+/// sums per row, and the exponentials of the log-prob/entropy kernels use `detail::vexp`
+/// (vector_math.hpp), so that their inner loops are SIMD code.
 ///
 /// Values of logits:
 /// - `-inf` is a legal logit (a vocabulary entry masked out by the sampler): probability 0;
@@ -27,6 +29,7 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -76,20 +79,23 @@ struct row_stats {
     [[nodiscard]] double entropy() const { return std::log(sum) - moment / sum; }
 };
 
-/// Adds `n` entries of a row to `stats` (one chunk).
+/// Adds `n` (at most `chunk`) entries of a row to `stats`: `x = z·scale` and its validity, the
+/// maximum, then `e^(x-max)` and `e^(x-max)·(x-max)` of each, all in buffers in L1 (each loop is
+/// SIMD code), and the two sums in partial lanes (`detail::lane_sum`).
 template <class T>
 inline void accumulate(row_stats& stats, const T* z, index_t n, double scale) {
-    double chunk_max = neg_inf;
+    double x[chunk];
     int bad = 0;
-    for (index_t i = 0; i < n; ++i) {
-        const double x = static_cast<double>(z[i]) * scale;
-        chunk_max = x > chunk_max ? x : chunk_max;
-        bad |= static_cast<int>(!(x < pos_inf));  // NaN or +inf
+    for (index_t k = 0; k < n; ++k) {
+        x[k] = static_cast<double>(z[k]) * scale;
+        bad |= static_cast<int>(!(x[k] < pos_inf));  // NaN or +inf
     }
     if (bad != 0) {
         stats.invalid = true;
         return;
     }
+    const auto count = static_cast<std::size_t>(n);
+    const double chunk_max = detail::lane_max(x, count, neg_inf);
     if (chunk_max == neg_inf) return;  // all -inf: no probability mass
     if (chunk_max > stats.max) {
         if (stats.max != neg_inf) {
@@ -101,16 +107,16 @@ inline void accumulate(row_stats& stats, const T* z, index_t n, double scale) {
         stats.max = chunk_max;
     }
     const double max = stats.max;
-    double sum = 0.0;
-    double moment = 0.0;
-    for (index_t i = 0; i < n; ++i) {
-        const double d = static_cast<double>(z[i]) * scale - max;
-        const double e = std::exp(d);
-        sum += e;
-        moment += e > 0.0 ? e * d : 0.0;  // a -inf entry has e = 0 and d = -inf
+    double e[chunk];
+    double moment[chunk];
+    for (index_t k = 0; k < n; ++k) {
+        const double d = x[k] - max;
+        const double p = detail::vexp(d);
+        e[k] = p;
+        moment[k] = detail::bit_select(p > 0.0, p * d, 0.0);  // a -inf entry has p = 0 and d = -inf
     }
-    stats.sum += sum;
-    stats.moment += moment;
+    stats.sum += detail::lane_sum(e, count);
+    stats.moment += detail::lane_sum(moment, count);
 }
 
 /// Softmax statistics of a row of `v` logits.
@@ -247,8 +253,8 @@ inline bool gradient_row(const T* z, T* out, index_t v, double scale, double shi
     for (index_t j = 0; j < v; ++j) {
         const double d = static_cast<double>(z[j]) * scale - shift;
         bad |= static_cast<int>(!(d < pos_inf));
-        const double p = std::exp(d - log_sum);
-        const double g = p > 0.0 ? -p * (g_lp + g_h * (d - centre)) : 0.0;
+        const double p = detail::vexp(d - log_sum);
+        const double g = detail::bit_select(p > 0.0, -p * (g_lp + g_h * (d - centre)), 0.0);
         out[j] = static_cast<T>(g * scale);
     }
     if (has_token) out[y] = static_cast<T>(static_cast<double>(out[y]) + g_lp * scale);

@@ -42,6 +42,7 @@
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -104,8 +105,7 @@ aggregation_counts compute_row_weights(std::string_view function, view<M> mask, 
     aggregation_counts counts;
     for (index_t b = 0; b < rows; ++b) {
         const auto row = mask.row(b);
-        double n = 0.0;
-        for (const M m : row) n += static_cast<double>(m);
+        const double n = lane_sum(row.data(), row.size());  // exact: a count
         weights(b) = n;
         counts.local_tokens += n;
         counts.local_sequences += n > 0.0 ? 1.0 : 0.0;

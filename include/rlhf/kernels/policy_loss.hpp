@@ -37,6 +37,7 @@
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -178,7 +179,7 @@ surrogate_params<T> make_surrogate_params(const policy_loss_options& o) {
 /// `f · v` that is 0 when `f` is 0 even if `v` is infinite (no NaN from an unselected branch).
 template <class T>
 [[nodiscard]] inline T scaled(T f, T v) noexcept {
-    return f == T{0} ? T{0} : f * v;
+    return bit_select(f == T{0}, T{0}, f * v);
 }
 
 /// The surrogate at one token, given its log-ratio (after masking) and advantage.
@@ -191,39 +192,40 @@ struct surrogate_point {
     T lower;    // 1 when the dual clip is active
 };
 
-/// Branch-free (selects, no data-dependent jumps): every infinite intermediate is selected
-/// away or multiplied through `scaled`, so an overflowed ρ never turns into NaN.
+/// Branch-free: every variant is computed and selected (`bit_select`), so that a loop over tokens
+/// is SIMD code; every infinite intermediate is selected away or multiplied through `scaled`, so
+/// an overflowed ρ never turns into NaN. ρ = `vexpf` / `vexp` (vector_math.hpp).
 template <class T>
 [[nodiscard]] inline surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
-    const T dc = std::min(std::max(d, p.log_ratio_min), p.log_ratio_max);
-    const bool d_inside = d >= p.log_ratio_min && d <= p.log_ratio_max;  // torch.clamp: inclusive
-    const T rho = std::exp(dc);
-    const T rc = std::min(rho, p.ratio_cap);
+    const T dc = bit_min(bit_max(d, p.log_ratio_min), p.log_ratio_max);
+    const bool d_inside = (d >= p.log_ratio_min) & (d <= p.log_ratio_max);  // torch.clamp: inclusive
+    T rho;
+    if constexpr (std::is_same_v<T, float>)
+        rho = vexpf(dc);
+    else
+        rho = static_cast<T>(vexp(static_cast<double>(dc)));
+    const T rc = bit_min(rho, p.ratio_cap);
     const bool rho_inside = rho <= p.ratio_cap;
-    const T drc = d_inside && rho_inside ? rho : T{0};  // d rc / d d
-    const T s1 = a == T{0} ? T{0} : rc * a;             // ρ·A, 0 for A = 0 even when ρ = inf
-    const T s2 = std::min(std::max(rc, p.clip_lower), p.clip_upper) * a;
-    const T m = std::min(s1, s2);
+    const T drc = bit_select(d_inside & rho_inside, rho, T{0});  // d rc / d d
+    const T s1 = bit_select(a == T{0}, T{0}, rc * a);            // ρ·A, 0 for A = 0 even when ρ = inf
+    const T s2 = bit_min(bit_max(rc, p.clip_lower), p.clip_upper) * a;
+    const T m = bit_min(s1, s2);
     // d min(s1, s2) / d rc: A when s1 is selected; on a tie (ρ inside the clip range or A = 0)
     // torch splits A/2 + A/2·1 = A; when s2 < s1 the ratio is outside the range: 0.
-    const T dm = s1 <= s2 ? a : T{0};
-    T f = T{1};  // product of the selection factors of the outer min/max
-    T loss = -m;
-    T lower = T{0};
-    if (p.has_dual_clip) {
-        const T ca = p.dual_clip * a;
-        const bool negative = a < T{0};
-        lower = negative && m < ca ? T{1} : T{0};
-        const T f_dual = m > ca ? T{1} : (m == ca ? T{0.5} : T{0});
-        f = negative ? f_dual : T{1};
-        loss = negative ? -std::max(m, ca) : loss;
-    }
-    if (p.has_loss_cap) {
-        f *= loss < p.loss_cap ? T{1} : (loss == p.loss_cap ? T{0.5} : T{0});
-        loss = std::min(loss, p.loss_cap);
-    }
+    const T dm = bit_select(s1 <= s2, a, T{0});
+    // Dual clip, where A < 0 (dual_clip is 0 when unset: ca is then finite and unused).
+    const T ca = p.dual_clip * a;
+    const bool dual = p.has_dual_clip & (a < T{0});  // `&`, not `&&`: no branch
+    const T lower = bit_select(dual & (m < ca), T{1}, T{0});
+    const T f_dual = bit_select(m > ca, T{1}, bit_select(m == ca, T{0.5}, T{0}));
+    T f = bit_select(dual, f_dual, T{1});  // product of the selection factors of the outer min/max
+    T loss = bit_select(dual, -bit_max(m, ca), -m);
+    // Loss cap.
+    const T f_cap = bit_select(loss < p.loss_cap, T{1}, bit_select(loss == p.loss_cap, T{0.5}, T{0}));
+    f = bit_select(p.has_loss_cap, f * f_cap, f);
+    loss = bit_select(p.has_loss_cap, bit_min(loss, p.loss_cap), loss);
     const T grad = -scaled(f, scaled(dm, drc));
-    return {loss, grad, rho, s2 < s1 ? T{1} : T{0}, lower};
+    return {loss, grad, rho, bit_select(s2 < s1, T{1}, T{0}), lower};
 }
 
 inline void check_policy_options(std::string_view function, const policy_loss_options& o) {
@@ -256,6 +258,17 @@ struct policy_accumulators {
     double ratio_max = 0.0;
 };
 
+/// Tokens per block of the fused pass.
+inline constexpr std::size_t policy_block = 256;
+
+/// Per-token terms of one block (about 16 KiB: they stay in L1).
+template <class T>
+struct policy_buffers {
+    T loss[policy_block], grad[policy_block];
+    double weighted[policy_block], clipped[policy_block], lower[policy_block], sq_log_ratio[policy_block],
+        log_ratio[policy_block], ratio[policy_block], ratio_all[policy_block];
+};
+
 }  // namespace detail
 
 /// Clipped policy loss, its gradient w.r.t. `log_probs`, and statistics (see this file's comment
@@ -281,7 +294,8 @@ struct policy_accumulators {
 /// (finite L, gradient 0), and A = 0 gives L = 0 (ρ·0 is defined as 0) — never NaN. With
 /// `ratio_threshold` and an infinite mean ratio the step is skipped (loss 0, gradient 0).
 ///
-/// One pass over the mask (counts), one fused pass over the data (loss, gradient, statistics),
+/// One pass over the mask (counts), one fused pass over the data (loss, gradient, statistics: per
+/// block of 256 tokens, a branch-free SIMD pass into buffers in L1, then the sums in partial lanes),
 /// and a second pass over the gradient only when the TRL ratio threshold zeroes it. The
 /// sequence ratio adds, per row, a pass for its mean log-ratio and one writing its gradient.
 /// Allocates one scratch vector of B doubles. `reducer` sums the aggregation counts across
@@ -315,6 +329,7 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
     const auto params = detail::make_surrogate_params<T>(options);
     const bool sequence = options.level == importance_ratio_level::sequence;
     detail::policy_accumulators acc;
+    detail::policy_buffers<T> buffers;
     double total = 0.0;
     for (index_t b = 0; b < rows; ++b) {
         const auto lp = log_probs.row(b);
@@ -343,29 +358,51 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
         double row_grad = 0.0;  // sequence level: Σ_t w_bt · dL_bt / d(seq log-ratio)
         const auto g = want_grad ? grad_log_probs.row(b) : std::span<T>{};
         const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
-        for (std::size_t t = 0; t < n; ++t) {
-            const T m = static_cast<T>(msk[t]);
-            const T raw = lp[t] - old[t];
-            const T d = sequence ? seq_log_ratio : (options.mask_log_ratio ? raw * m : raw);
-            const detail::surrogate_point<T> s = detail::surrogate(d, adv[t], params);
-            const T w = m * c;
-            const double md = static_cast<double>(m);
-            row_loss += detail::scaled(md * c_row, static_cast<double>(s.loss));
-            if (want_tokens) tl[t] = s.loss;
+        const T log_ratio_mask = options.mask_log_ratio ? T{1} : T{0};
+        const bool zero_row = c_row == 0.0;
+        // Blocks of tokens: a branch-free pass (SIMD code) writes each token's terms to buffers
+        // in L1, then the sums run in partial lanes.
+        for (std::size_t start = 0; start < n; start += detail::policy_block) {
+            const std::size_t len = std::min(detail::policy_block, n - start);
+            detail::policy_buffers<T>& buf = buffers;
+            for (std::size_t k = 0; k < len; ++k) {
+                const std::size_t t = start + k;
+                const T m = static_cast<T>(msk[t]);
+                const T raw = lp[t] - old[t];
+                const T token_d = raw * detail::bit_select(log_ratio_mask != T{0}, m, T{1});
+                const T d = detail::bit_select(sequence, seq_log_ratio, token_d);
+                const detail::surrogate_point<T> sp = detail::surrogate(d, adv[t], params);
+                const double md = static_cast<double>(m);
+                const double rd = static_cast<double>(sp.ratio);
+                const double raw_d = static_cast<double>(raw);
+                buf.loss[k] = sp.loss;
+                buf.grad[k] = detail::scaled(m * c, sp.grad);
+                // md·c_row·L, 0 where that weight is 0 even if L is infinite (selects in T: a
+                // double select has no SIMD form on plain x86-64).
+                buf.weighted[k] =
+                    md * c_row * static_cast<double>(detail::bit_select((m == T{0}) | zero_row, T{0}, sp.loss));
+                buf.clipped[k] = md * static_cast<double>(sp.clipped);
+                buf.lower[k] = md * static_cast<double>(sp.lower);
+                buf.sq_log_ratio[k] = md * raw_d * raw_d;
+                buf.log_ratio[k] = md * raw_d;
+                buf.ratio[k] = static_cast<double>(detail::bit_select(m != T{0}, sp.ratio, T{0}));
+                buf.ratio_all[k] = rd;
+            }
+            row_loss += detail::lane_sum(buf.weighted, len);
+            acc.clipped += detail::lane_sum(buf.clipped, len);
+            acc.lower += detail::lane_sum(buf.lower, len);
+            acc.sq_log_ratio += detail::lane_sum(buf.sq_log_ratio, len);
+            acc.neg_log_ratio -= detail::lane_sum(buf.log_ratio, len);
+            acc.ratio += detail::lane_sum(buf.ratio, len);
+            acc.ratio_max = detail::lane_max(buf.ratio, len, acc.ratio_max);  // masked tokens hold 0 ≤ every ρ
+            acc.ratio_all += detail::lane_sum(buf.ratio_all, len);
+            if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
             if (want_grad) {
                 if (sequence)
-                    row_grad += static_cast<double>(detail::scaled(w, s.grad));
+                    row_grad += detail::lane_sum(buf.grad, len);
                 else
-                    g[t] = detail::scaled(w, s.grad);
+                    std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
             }
-            const double rd = static_cast<double>(s.ratio);
-            acc.clipped += md * static_cast<double>(s.clipped);
-            acc.lower += md * static_cast<double>(s.lower);
-            acc.sq_log_ratio += md * static_cast<double>(raw) * static_cast<double>(raw);
-            acc.neg_log_ratio -= md * static_cast<double>(raw);
-            acc.ratio += m != T{0} ? rd : 0.0;
-            acc.ratio_max = m != T{0} ? std::max(acc.ratio_max, rd) : acc.ratio_max;
-            acc.ratio_all += rd;
         }
         total += row_loss;
         if (want_grad && sequence) {

@@ -16,6 +16,7 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/view.hpp"
 
 namespace rlhf::libtorch {
@@ -152,43 +153,9 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
     const bool sequence = options.level == importance_ratio_level::sequence;
     const torch::Tensor n_row = m.sum(-1, true);  // [B, 1]
 
-    // Aggregation weights w = m · c_b (see loss_aggregation.hpp).
-    const aggregation_options& ag = options.aggregation;
-    torch::Tensor weights;
-    switch (ag.mode) {
-        case loss_aggregation::token_mean: {
-            const double n_tokens = ag.global_token_count ? *ag.global_token_count : m.sum().item<double>();
-            if (!(n_tokens > 0.0))
-                fail(error_kind::value, function, "mask", "at least one valid token (token-mean divides by Σ mask)",
-                     "no valid token");
-            weights = m * (ag.dp_size / n_tokens);
-            break;
-        }
-        case loss_aggregation::seq_mean_token_sum:
-        case loss_aggregation::seq_mean_token_mean: {
-            const torch::Tensor nonempty = (n_row > 0).to(dtype);
-            const double n_rows = ag.global_sequence_count ? *ag.global_sequence_count : nonempty.sum().item<double>();
-            if (!(n_rows > 0.0))
-                fail(error_kind::value, function, "mask",
-                     "at least one row with a valid token (" + std::string(to_string(ag.mode)) +
-                         " divides by the row count)",
-                     "no valid token");
-            const torch::Tensor per_row = ag.mode == loss_aggregation::seq_mean_token_mean
-                                              ? nonempty * ag.dp_size / ((n_row + ag.token_count_epsilon) * n_rows)
-                                              : nonempty * (ag.dp_size / n_rows);
-            weights = m * per_row;
-            break;
-        }
-        case loss_aggregation::seq_mean_token_sum_norm: {
-            const double k = ag.normalizer ? *ag.normalizer : static_cast<double>(log_probs.size(1));
-            if (!(k > 0.0))
-                fail(error_kind::value, function, "mask",
-                     "at least one column (seq-mean-token-sum-norm divides by T when no normalizer is set)",
-                     shape_string(mask));
-            weights = m / k;
-            break;
-        }
-    }
+    // Aggregation weights w = m · c_b, computed by the kernels' own rule (loss_aggregation.hpp).
+    local_reducer reducer;
+    const torch::Tensor weights = detail::token_weights(function, mask != 0, options.aggregation, dtype, reducer);
 
     torch::Tensor d;
     if (sequence)

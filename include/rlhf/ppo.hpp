@@ -1,0 +1,16 @@
+#pragma once
+/// @file
+/// Umbrella of the PPO layer (link `rlhf::libtorch`): model concepts, experience and its buffer,
+/// the trainer's configuration and presets, metrics and their sinks, checkpoints, the trainer
+/// and the engine. docs/ppo.md describes the loop.
+
+#include "rlhf/libtorch.hpp"
+#include "rlhf/libtorch/kernel_concepts.hpp"
+#include "rlhf/ppo/checkpoint.hpp"
+#include "rlhf/ppo/concepts.hpp"
+#include "rlhf/ppo/config.hpp"
+#include "rlhf/ppo/engine.hpp"
+#include "rlhf/ppo/experience.hpp"
+#include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/trainer.hpp"

@@ -1,0 +1,1155 @@
+#include <ATen/CPUGeneratorImpl.h>
+#include <doctest/doctest.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "rlhf/ppo.hpp"
+
+namespace {
+
+using rlhf::ppo::generation_options;
+using rlhf::ppo::policy_output;
+using rlhf::ppo::prompt_batch;
+using rlhf::ppo::rollout;
+
+constexpr std::int64_t vocab = 8;
+constexpr std::int64_t hidden = 6;
+constexpr std::int64_t eos = 1;
+constexpr std::int64_t target_token = 3;
+
+torch::Generator seeded(std::uint64_t seed) {
+    return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+// A bigram policy: the logits of the next token are head(embed(previous token)). It samples with
+// its own seeded generator, stops a row at EOS, and computes log-probs and entropies with the
+// library's log-prob kernel (rlhf::libtorch::fused_kernels::logprobs_from_logits).
+struct toy_policy {
+    torch::Tensor embed;   // [V, H]
+    torch::Tensor head_w;  // [H, V]
+    torch::Tensor head_b;  // [V]
+
+    explicit toy_policy(std::uint64_t seed, double scale = 0.3) {
+        auto g = seeded(seed);
+        const auto o = torch::TensorOptions(torch::kFloat64);
+        embed = torch::randn({vocab, hidden}, g, o).requires_grad_(true);
+        head_w = (torch::randn({hidden, vocab}, g, o) * scale).requires_grad_(true);
+        head_b = torch::zeros({vocab}, o).requires_grad_(true);
+    }
+
+    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return {embed, head_w, head_b}; }
+
+    [[nodiscard]] torch::Tensor logits_of(const torch::Tensor& tokens) const {
+        return embed.index_select(0, tokens.reshape({-1}))
+                   .reshape({tokens.size(0), tokens.size(1), hidden})
+                   .matmul(head_w) +
+               head_b;
+    }
+
+    rollout generate(const prompt_batch& prompts, const generation_options& options) {
+        const torch::NoGradGuard no_grad;
+        auto g = seeded(options.seed);
+        const std::int64_t b = prompts.input_ids.size(0);
+        const std::int64_t p = prompts.input_ids.size(1);
+        const std::int64_t n = options.max_new_tokens;
+        torch::Tensor sequences = torch::zeros({b, p + n}, torch::kInt64);
+        torch::Tensor attention = torch::zeros({b, p + n}, torch::kInt64);
+        sequences.narrow(1, 0, p).copy_(prompts.input_ids);
+        attention.narrow(1, 0, p).copy_(prompts.attention_mask);
+        torch::Tensor alive = torch::ones({b}, torch::kBool);
+        torch::Tensor lengths = torch::zeros({b}, torch::kInt64);
+        torch::Tensor last = prompts.input_ids.select(1, p - 1);
+        for (std::int64_t i = 0; i < n; ++i) {
+            const torch::Tensor logits = logits_of(last.unsqueeze(1)).squeeze(1) / options.temperature;
+            const torch::Tensor next = options.greedy
+                                           ? logits.argmax(1)
+                                           : torch::multinomial(torch::softmax(logits, 1), 1, false, g).squeeze(1);
+            sequences.select(1, p + i).copy_(torch::where(alive, next, torch::zeros_like(next)));
+            attention.select(1, p + i).copy_(alive.to(torch::kInt64));
+            lengths += alive.to(torch::kInt64);
+            alive = alive.logical_and(next.ne(eos));
+            last = next;
+        }
+        return {sequences, attention, torch::full({b}, p, torch::kInt64), lengths + p};
+    }
+
+    policy_output log_probs_and_entropy(const rollout& r) {
+        const std::int64_t s = r.sequences.size(1);
+        const torch::Tensor logits = logits_of(r.sequences.narrow(1, 0, s - 1));
+        const torch::Tensor tokens = r.sequences.narrow(1, 1, s - 1);
+        const torch::Tensor mask = r.attention_mask.narrow(1, 1, s - 1).ne(0);
+        const auto out = rlhf::libtorch::fused_kernels{}.logprobs_from_logits(logits, tokens, mask);
+        const torch::Tensor pad = torch::zeros({r.sequences.size(0), 1}, logits.options());
+        return {rlhf::ppo::gather_response(torch::cat({pad, out.logprobs}, 1), r),
+                rlhf::ppo::gather_response(torch::cat({pad, out.entropy}, 1), r)};
+    }
+
+    torch::Tensor log_probs(const rollout& r) { return log_probs_and_entropy(r).log_probs; }
+
+    torch::Tensor lm_logits(const torch::Tensor& input_ids, const torch::Tensor& /*attention_mask*/) {
+        return logits_of(input_ids);
+    }
+};
+
+// The same policy without entropy or LM logits (a plain Policy).
+struct plain_policy {
+    toy_policy inner;
+    explicit plain_policy(std::uint64_t seed) : inner(seed) {}
+    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return inner.parameters(); }
+    rollout generate(const prompt_batch& prompts, const generation_options& options) {
+        return inner.generate(prompts, options);
+    }
+    torch::Tensor log_probs(const rollout& r) { return inner.log_probs(r); }
+};
+
+// V(prefix up to token t) = w · embed_c(token t) + b.
+struct toy_critic {
+    torch::Tensor embed;  // [V, H]
+    torch::Tensor w;      // [H]
+    torch::Tensor b;      // [1]
+
+    explicit toy_critic(std::uint64_t seed) {
+        auto g = seeded(seed);
+        const auto o = torch::TensorOptions(torch::kFloat64);
+        embed = (torch::randn({vocab, hidden}, g, o) * 0.3).requires_grad_(true);
+        w = (torch::randn({hidden}, g, o) * 0.3).requires_grad_(true);
+        b = torch::zeros({1}, o).requires_grad_(true);
+    }
+    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return {embed, w, b}; }
+    torch::Tensor values(const rollout& r) const {
+        const torch::Tensor per_position = embed.index_select(0, r.sequences.reshape({-1}))
+                                               .reshape({r.sequences.size(0), r.sequences.size(1), hidden})
+                                               .matmul(w) +
+                                           b;
+        return rlhf::ppo::gather_response(per_position, r);
+    }
+};
+
+// Score: the number of target tokens in the response.
+struct count_reward {
+    torch::Tensor score(const rollout& r) const {
+        const torch::Tensor mask = rlhf::ppo::response_mask(r);
+        const torch::Tensor tokens =
+            rlhf::ppo::gather_response(r.sequences.to(torch::kFloat64), r).eq(static_cast<double>(target_token));
+        return (tokens.logical_and(mask)).sum(1).to(torch::kFloat64);
+    }
+};
+
+// Dense reward: 1 at every target token.
+struct token_count_reward {
+    torch::Tensor token_rewards(const rollout& r) const {
+        return rlhf::ppo::gather_response(r.sequences.to(torch::kFloat64), r)
+            .eq(static_cast<double>(target_token))
+            .logical_and(rlhf::ppo::response_mask(r))
+            .to(torch::kFloat64);
+    }
+};
+
+prompt_batch make_prompts(std::int64_t step, std::int64_t count) {
+    auto g = seeded(1000 + static_cast<std::uint64_t>(step));
+    const torch::Tensor ids = torch::randint(2, vocab, {count, 2}, g, torch::TensorOptions(torch::kInt64));
+    return {ids, torch::ones_like(ids)};
+}
+
+double max_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    double worst = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        worst = std::max(worst, (a[i].detach() - b[i].detach()).abs().max().item<double>());
+    return worst;
+}
+
+bool bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (!torch::equal(a[i].detach(), b[i].detach())) return false;
+    return true;
+}
+
+template <class Body>
+rlhf::error expect_error(Body&& body) {
+    try {
+        body();
+    } catch (const rlhf::error& e) {
+        return e;
+    }
+    FAIL("expected rlhf::error");
+    return rlhf::error(rlhf::error_kind::state, "", "", "", "");
+}
+
+rollout select_rows(const rollout& r, std::int64_t begin, std::int64_t count) {
+    return {r.sequences.narrow(0, begin, count), r.attention_mask.narrow(0, begin, count),
+            r.response_start.narrow(0, begin, count), r.response_end.narrow(0, begin, count)};
+}
+
+torch::Tensor block(const torch::Tensor& t, std::int64_t begin, std::int64_t count, std::int64_t width) {
+    return t.narrow(0, begin, count).narrow(1, 0, width).contiguous();
+}
+
+// Concept checks at the API boundary: a type that misses a member cannot name a trainer.
+struct policy_without_generate {
+    torch::Tensor log_probs(const rollout&);
+    std::vector<torch::Tensor> parameters() const;
+};
+struct policy_without_parameters {
+    rollout generate(const prompt_batch&, const generation_options&);
+    torch::Tensor log_probs(const rollout&);
+};
+struct critic_without_values {
+    std::vector<torch::Tensor> parameters() const;
+};
+struct reward_without_score {
+    torch::Tensor scores(const rollout&);
+};
+struct kernels_without_value_loss {
+    rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                                   const torch::Tensor&, const rlhf::policy_loss_options&) const;
+    rlhf::libtorch::kl_loss_output kl_loss(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                           const rlhf::kl_loss_options&) const;
+};
+
+template <class P, class C, class R, class Ref, class K = rlhf::libtorch::fused_kernels>
+concept names_trainer = requires {
+    typename rlhf::ppo::ppo_trainer<P, C, R, Ref, K>;
+};
+
+using rlhf::ppo::no_critic;
+using rlhf::ppo::no_reference;
+static_assert(names_trainer<toy_policy, toy_critic, count_reward, toy_policy>);
+static_assert(names_trainer<toy_policy, no_critic, token_count_reward, no_reference>);
+static_assert(names_trainer<toy_policy, toy_critic, count_reward, toy_policy, rlhf::libtorch::composed_kernels>);
+static_assert(!names_trainer<policy_without_generate, toy_critic, count_reward, toy_policy>);
+static_assert(!names_trainer<policy_without_parameters, toy_critic, count_reward, toy_policy>);
+static_assert(!names_trainer<toy_policy, critic_without_values, count_reward, toy_policy>);
+static_assert(!names_trainer<toy_policy, toy_critic, reward_without_score, toy_policy>);
+static_assert(!names_trainer<toy_policy, toy_critic, count_reward, count_reward>);  // not a reference model
+static_assert(!names_trainer<toy_policy, toy_critic, count_reward, toy_policy, kernels_without_value_loss>);
+static_assert(rlhf::ppo::LanguageModelPolicy<toy_policy>);
+static_assert(!rlhf::ppo::LanguageModelPolicy<plain_policy>);
+static_assert(rlhf::ppo::EntropyPolicy<toy_policy>);
+static_assert(rlhf::ppo::TrainerKernels<rlhf::libtorch::composed_kernels>);
+static_assert(!rlhf::ppo::TrainerKernels<kernels_without_value_loss>);
+
+// The config of the hand-computed step and of the resume test.
+rlhf::ppo::config gae_config() {
+    return {
+        .rollout_batch_size = 8,
+        .samples_per_prompt = 2,
+        .generation = {.max_new_tokens = 5},
+        .reward = {.slot = rlhf::reward_slot::last_valid_token, .kl = {.estimator = rlhf::kl_estimator::k1}},
+        .kl = rlhf::ppo::kl_placement::reward,
+        .kl_control =
+            rlhf::adaptive_kl_options{
+                .init_kl_coef = 0.1, .target = 1.0, .horizon = 100.0, .measure = rlhf::kl_measure::seq_mean_token_sum},
+        .estimator = rlhf::advantage_estimator::gae,
+        .gae = {.gamma = 1.0, .lambda = 0.95},
+        .advantage_whitening = rlhf::whiten_options{},
+        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2},
+        .value_loss = {.clip_range = 0.2, .coef = 0.5},
+        .entropy_coef = 0.01,
+        .ppo_epochs = 1,
+        .minibatch_size = 4,
+        .micro_batch_size = 2,
+        .shuffle = false,
+        .max_grad_norm = 0.5,
+        .critic_max_grad_norm = 1.0,
+        .seed = 42,
+    };
+}
+
+}  // namespace
+
+TEST_CASE("ppo_trainer: one step equals the step computed by hand from the kernels" * doctest::test_suite("unit")) {
+    constexpr double lr = 0.1;
+    toy_policy policy(1);
+    toy_critic critic(2);
+    toy_policy reference(3);
+    count_reward reward;
+    toy_policy hand_policy(1);
+    toy_critic hand_critic(2);
+    torch::optim::SGD policy_optimizer(policy.parameters(), torch::optim::SGDOptions(lr));
+    torch::optim::SGD critic_optimizer(critic.parameters(), torch::optim::SGDOptions(lr));
+    const rlhf::ppo::config cfg = gae_config();
+    rlhf::ppo::ppo_trainer trainer(
+        cfg,
+        rlhf::ppo::trainer_models{
+            .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+        {.policy = &policy_optimizer, .critic = &critic_optimizer});
+    const prompt_batch prompts = make_prompts(0, 4);
+    const rlhf::ppo::step_metrics m = trainer.step(prompts);
+    CHECK(m.step == 1);
+    CHECK(m.rows == 8);
+    CHECK(m.micro_batches == 4);
+    CHECK(m.optimizer_steps == 2);
+
+    // By hand: the same rollout (the trainer's generation seed), the kernels' entry points.
+    const prompt_batch expanded{prompts.input_ids.repeat_interleave(2, 0),
+                                prompts.attention_mask.repeat_interleave(2, 0)};
+    const rollout r = hand_policy.generate(expanded, {.max_new_tokens = 5, .seed = m.generation_seed});
+    torch::Tensor old_lp, ref_lp, values, scores;
+    {
+        const torch::NoGradGuard no_grad;
+        old_lp = hand_policy.log_probs(r);
+        ref_lp = reference.log_probs(r);
+        values = hand_critic.values(r);
+        scores = reward.score(r);
+    }
+    const torch::Tensor mask = rlhf::ppo::response_mask(r);
+    const torch::Tensor rewards = rlhf::libtorch::shape_rewards_from_logprobs(
+        old_lp, ref_lp, mask, scores, {.kl_coef = 0.1, .slot = rlhf::reward_slot::last_valid_token});
+    const auto gae = rlhf::libtorch::compute_gae(rewards, values, mask, {.gamma = 1.0, .lambda = 0.95});
+    const torch::Tensor advantages = rlhf::libtorch::masked_whiten(gae.advantages, mask);
+    CHECK(m.score_mean == doctest::Approx(scores.mean().item<double>()).epsilon(1e-12));
+    CHECK(m.reward_mean == doctest::Approx(rewards.sum(1).mean().item<double>()).epsilon(1e-12));
+    CHECK(m.reward_std == doctest::Approx(rewards.sum(1).std(false).item<double>()).epsilon(1e-12));
+    CHECK(m.score_std == doctest::Approx(scores.std(false).item<double>()).epsilon(1e-12));
+
+    std::vector<double> policy_losses, value_losses;
+    for (std::int64_t begin = 0; begin < 8; begin += 4) {
+        const rollout sub = select_rows(r, begin, 4);
+        const std::int64_t width = rlhf::ppo::response_width(sub);
+        const torch::Tensor sub_mask = block(mask, begin, 4, width);
+        const policy_output out = hand_policy.log_probs_and_entropy(sub);
+        const auto pg = rlhf::libtorch::policy_loss(out.log_probs, block(old_lp, begin, 4, width),
+                                                    block(advantages, begin, 4, width), sub_mask,
+                                                    {.clip_low = 0.2, .clip_high = 0.2});
+        const torch::Tensor valid = sub_mask.to(torch::kFloat64);
+        const torch::Tensor entropy_mean = (out.entropy * valid).sum() / valid.sum();
+        (pg.loss - 0.01 * entropy_mean).backward();
+        const auto vl =
+            rlhf::libtorch::value_loss(hand_critic.values(sub), block(values, begin, 4, width),
+                                       block(gae.returns, begin, 4, width), sub_mask, {.clip_range = 0.2, .coef = 0.5});
+        vl.loss.backward();
+        policy_losses.push_back(pg.loss.item<double>());
+        value_losses.push_back(vl.loss.item<double>());
+        torch::nn::utils::clip_grad_norm_(hand_policy.parameters(), 0.5);
+        torch::nn::utils::clip_grad_norm_(hand_critic.parameters(), 1.0);
+        const torch::NoGradGuard no_grad;
+        for (auto p : hand_policy.parameters()) {
+            p.add_(p.grad(), -lr);
+            p.mutable_grad().zero_();
+        }
+        for (auto p : hand_critic.parameters()) {
+            p.add_(p.grad(), -lr);
+            p.mutable_grad().zero_();
+        }
+    }
+    CHECK(max_difference(policy.parameters(), hand_policy.parameters()) < 1e-12);
+    CHECK(max_difference(critic.parameters(), hand_critic.parameters()) < 1e-12);
+    CHECK(max_difference(policy.parameters(), toy_policy(1).parameters()) > 1e-4);  // it did move
+    CHECK(m.policy_loss == doctest::Approx((policy_losses[0] + policy_losses[1]) / 2).epsilon(1e-10));
+    CHECK(m.value_loss == doctest::Approx((value_losses[0] + value_losses[1]) / 2).epsilon(1e-10));
+
+    // The adaptive controller, fed the per-sequence KL sum (k1) of the rollout with n_steps = 8.
+    const torch::Tensor kl = ((old_lp - ref_lp) * mask.to(torch::kFloat64)).sum(1).mean();
+    const double error = std::clamp(kl.item<double>() / 1.0 - 1.0, -0.2, 0.2);
+    CHECK(m.kl == doctest::Approx(kl.item<double>()).epsilon(1e-12));
+    CHECK(m.kl_coef == 0.1);
+    CHECK(m.kl_coef_next == doctest::Approx(0.1 * (1.0 + error * 8.0 / 100.0)).epsilon(1e-14));
+    CHECK(trainer.kl_coef() == m.kl_coef_next);
+}
+
+namespace {
+
+// A user's kernel type: the composed torch ops (any device), with call counters.
+struct counting_kernels {
+    mutable int policy_calls = 0;
+    mutable int value_calls = 0;
+    mutable int kl_calls = 0;
+    rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& lp, const torch::Tensor& old,
+                                                   const torch::Tensor& adv, const torch::Tensor& mask,
+                                                   const rlhf::policy_loss_options& o) const {
+        ++policy_calls;
+        return rlhf::libtorch::composed_kernels{}.policy_loss(lp, old, adv, mask, o);
+    }
+    rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& v, const torch::Tensor& old,
+                                                 const torch::Tensor& ret, const torch::Tensor& mask,
+                                                 const rlhf::value_loss_options& o) const {
+        ++value_calls;
+        return rlhf::libtorch::composed_kernels{}.value_loss(v, old, ret, mask, o);
+    }
+    rlhf::libtorch::kl_loss_output kl_loss(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
+                                           const rlhf::kl_loss_options& o) const {
+        ++kl_calls;
+        return rlhf::libtorch::composed_kernels{}.kl_loss(lp, ref, mask, o);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("ppo_trainer: a user kernel type plugs in and gives the fused kernels' step" * doctest::test_suite("unit")) {
+    toy_policy fused_policy(1), user_policy(1);
+    toy_critic fused_critic(2), user_critic(2);
+    toy_policy reference(3);
+    count_reward reward;
+    torch::optim::SGD fp(fused_policy.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD fc(fused_critic.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD up(user_policy.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD uc(user_critic.parameters(), torch::optim::SGDOptions(0.1));
+    rlhf::ppo::ppo_trainer fused(
+        gae_config(),
+        rlhf::ppo::trainer_models{
+            .policy = &fused_policy, .reward_model = &reward, .critic = &fused_critic, .reference = &reference},
+        {.policy = &fp, .critic = &fc});
+    rlhf::ppo::ppo_trainer user(
+        gae_config(),
+        rlhf::ppo::trainer_models{
+            .policy = &user_policy, .reward_model = &reward, .critic = &user_critic, .reference = &reference},
+        {.policy = &up, .critic = &uc}, counting_kernels{});
+    for (std::int64_t step = 0; step < 2; ++step) {
+        const auto a = fused.step(make_prompts(step, 4));
+        const auto b = user.step(make_prompts(step, 4));
+        CHECK(b.policy_loss == doctest::Approx(a.policy_loss).epsilon(1e-10));
+        CHECK(b.clip_fraction == a.clip_fraction);
+    }
+    CHECK(max_difference(fused_policy.parameters(), user_policy.parameters()) < 1e-10);
+    CHECK(max_difference(fused_critic.parameters(), user_critic.parameters()) < 1e-10);
+    CHECK(user.kernels().policy_calls == 8);  // 2 steps × 4 micro-batches
+    CHECK(user.kernels().value_calls == 8);
+    CHECK(user.kernels().kl_calls == 0);  // the KL is in the reward
+}
+
+TEST_CASE("ppo_trainer: GRPO with KL in the loss equals the kernels by hand" * doctest::test_suite("unit")) {
+    // Critic-free: group advantages, k3 KL in the loss, micro-batches averaged (mean_of_micro_batches).
+    constexpr double lr = 0.2;
+    toy_policy policy(11);
+    toy_policy reference(12);
+    toy_policy hand_policy(11);
+    count_reward reward;
+    torch::optim::SGD optimizer(policy.parameters(), torch::optim::SGDOptions(lr));
+    rlhf::ppo::config cfg = rlhf::ppo::presets::grpo();
+    cfg.samples_per_prompt = 4;
+    cfg.generation = {.max_new_tokens = 4};
+    cfg.kl_control = rlhf::ppo::fixed_kl_options{.kl_coef = 0.05};
+    cfg.minibatch_size = 8;
+    cfg.micro_batch_size = 4;
+    cfg.shuffle = false;
+    cfg.scaling = rlhf::ppo::micro_batch_scaling::mean_of_micro_batches;
+    cfg.max_grad_norm = std::nullopt;
+    cfg.seed = 5;
+    rlhf::ppo::ppo_trainer trainer(
+        cfg, rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &reward, .reference = &reference},
+        {.policy = &optimizer});
+    const prompt_batch prompts = make_prompts(3, 2);
+    const auto m = trainer.step(prompts);
+    CHECK(m.optimizer_steps == 1);
+
+    const prompt_batch expanded{prompts.input_ids.repeat_interleave(4, 0),
+                                prompts.attention_mask.repeat_interleave(4, 0)};
+    const rollout r = hand_policy.generate(expanded, {.max_new_tokens = 4, .seed = m.generation_seed});
+    torch::Tensor old_lp, ref_lp;
+    {
+        const torch::NoGradGuard no_grad;
+        old_lp = hand_policy.log_probs(r);
+        ref_lp = reference.log_probs(r);
+    }
+    const torch::Tensor mask = rlhf::ppo::response_mask(r);
+    const torch::Tensor rewards =
+        rlhf::libtorch::shape_rewards(torch::zeros_like(old_lp), mask, reward.score(r), {.kl_coef = 0.0});
+    const torch::Tensor groups = torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kInt64);
+    const torch::Tensor advantages =
+        rlhf::libtorch::compute_grpo_advantages(rewards, mask, groups, rlhf::grpo_preset::verl());
+    // Group advantages by hand: (s − mean_g) / (std_g + 1e-6) on every valid token.
+    const torch::Tensor s = reward.score(r);
+    for (std::int64_t row = 0; row < 8; ++row) {
+        const torch::Tensor g = s.narrow(0, row / 4 * 4, 4);
+        const double expected = (s[row].item<double>() - g.mean().item<double>()) / (g.std().item<double>() + 1e-6);
+        CHECK(advantages[row][0].item<double>() == doctest::Approx(expected).epsilon(1e-12));
+    }
+    double policy_total = 0.0, kl_total = 0.0;
+    for (std::int64_t begin = 0; begin < 8; begin += 4) {
+        const rollout sub = select_rows(r, begin, 4);
+        const std::int64_t width = rlhf::ppo::response_width(sub);
+        const torch::Tensor sub_mask = block(mask, begin, 4, width);
+        const torch::Tensor lp = hand_policy.log_probs(sub);
+        const auto pg = rlhf::libtorch::policy_loss(lp, block(old_lp, begin, 4, width),
+                                                    block(advantages, begin, 4, width), sub_mask, cfg.policy_loss);
+        rlhf::kl_loss_options ko = cfg.kl_loss;
+        ko.coef = 0.05;
+        const auto kl = rlhf::libtorch::kl_loss(lp, block(ref_lp, begin, 4, width), sub_mask, ko);
+        ((pg.loss + kl.loss) * 0.5).backward();
+        policy_total += pg.loss.item<double>() * 0.5;
+        kl_total += kl.loss.item<double>() * 0.5;
+    }
+    {
+        const torch::NoGradGuard no_grad;
+        for (auto p : hand_policy.parameters()) p.add_(p.grad(), -lr);
+    }
+    CHECK(max_difference(policy.parameters(), hand_policy.parameters()) < 1e-12);
+    CHECK(m.policy_loss == doctest::Approx(policy_total).epsilon(1e-10));
+    CHECK(m.kl_loss == doctest::Approx(kl_total).epsilon(1e-10));
+    CHECK(m.kl_loss > 0.0);
+    CHECK(m.value_loss == 0.0);
+}
+
+TEST_CASE("ppo_trainer: training raises the toy reward while the KL stays bounded" * doctest::test_suite("learning")) {
+    toy_policy policy(21, 0.1);
+    toy_policy reference(21, 0.1);
+    toy_critic critic(22);
+    count_reward reward;
+    torch::optim::Adam policy_optimizer(policy.parameters(), torch::optim::AdamOptions(0.03));
+    torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(0.03));
+    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v011();
+    cfg.rollout_batch_size = 32;
+    cfg.generation = {.max_new_tokens = 6};
+    cfg.kl_control = rlhf::ppo::fixed_kl_options{.kl_coef = 0.5};
+    cfg.value_loss.coef = 1.0;
+    cfg.minibatch_size = 8;
+    cfg.ppo_epochs = 2;
+    cfg.max_grad_norm = 1.0;
+    cfg.critic_max_grad_norm = 1.0;
+    cfg.seed = 2024;
+    rlhf::ppo::ppo_trainer trainer(
+        cfg,
+        rlhf::ppo::trainer_models{
+            .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+        {.policy = &policy_optimizer, .critic = &critic_optimizer});
+    constexpr std::int64_t steps = 40;
+    std::vector<double> scores, kls;
+    for (std::int64_t step = 0; step < steps; ++step) {
+        const auto m = trainer.step(make_prompts(step, 32));
+        scores.push_back(m.score_mean);
+        kls.push_back(m.kl);
+    }
+    const auto mean_of = [](const std::vector<double>& v, std::size_t begin, std::size_t end) {
+        double sum = 0.0;
+        for (std::size_t i = begin; i < end; ++i) sum += v[i];
+        return sum / static_cast<double>(end - begin);
+    };
+    const double before = mean_of(scores, 0, 3);
+    const double after = mean_of(scores, steps - 5, steps);
+    const double kl_after = mean_of(kls, steps - 5, steps);
+    double kl_max = 0.0;
+    for (const double k : kls) kl_max = std::max(kl_max, k);
+    MESSAGE("toy reward (target tokens per response) before "
+            << before << ", after " << after << "; KL (seq-sum) after " << kl_after << ", max " << kl_max);
+    CHECK(after > before + 1.0);
+    CHECK(kl_after < 4.0);
+    CHECK(kl_max < 6.0);
+}
+
+TEST_CASE("ppo_trainer: a resumed run continues bit for bit like an uninterrupted one" * doctest::test_suite("unit")) {
+    const std::filesystem::path path = std::filesystem::temp_directory_path() / "rlhf_trainer_resume_test.pt";
+    rlhf::ppo::config cfg = gae_config();
+    cfg.shuffle = true;
+    cfg.ppo_epochs = 2;
+    cfg.score_norm = rlhf::ppo::score_normalization::scale_and_shift;
+    cfg.ema_beta = 0.9;
+    cfg.token_balanced = true;
+    cfg.cpu_offload = true;
+
+    struct run {
+        toy_policy policy;
+        toy_critic critic;
+        toy_policy reference{3};
+        count_reward reward;
+        torch::optim::Adam policy_optimizer;
+        torch::optim::Adam critic_optimizer;
+        rlhf::ppo::ppo_trainer<toy_policy, toy_critic, count_reward, toy_policy> trainer;
+        run(const rlhf::ppo::config& c, std::uint64_t seed)
+            : policy(seed),
+              critic(seed + 1),
+              policy_optimizer(policy.parameters(), torch::optim::AdamOptions(0.01)),
+              critic_optimizer(critic.parameters(), torch::optim::AdamOptions(0.01)),
+              trainer(c, {.policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+                      {.policy = &policy_optimizer, .critic = &critic_optimizer}) {}
+    };
+
+    run uninterrupted(cfg, 1);
+    std::vector<rlhf::ppo::step_metrics> expected;
+    for (std::int64_t step = 0; step < 4; ++step) expected.push_back(uninterrupted.trainer.step(make_prompts(step, 4)));
+
+    {
+        run first(cfg, 1);
+        for (std::int64_t step = 0; step < 2; ++step) (void)first.trainer.step(make_prompts(step, 4));
+        first.trainer.save_checkpoint(path);
+    }
+    CHECK(std::filesystem::exists(path));
+    CHECK(!std::filesystem::exists(path.string() + ".tmp"));
+    run resumed(cfg, 77);  // other initial weights: the checkpoint must overwrite them
+    CHECK(!bitwise_equal(resumed.policy.parameters(), uninterrupted.policy.parameters()));
+    resumed.trainer.load_checkpoint(path);
+    CHECK(resumed.trainer.steps() == 2);
+    for (std::int64_t step = 2; step < 4; ++step) {
+        const auto m = resumed.trainer.step(make_prompts(step, 4));
+        const auto& e = expected[static_cast<std::size_t>(step)];
+        CHECK(m.step == e.step);
+        CHECK(m.generation_seed == e.generation_seed);
+        CHECK(m.policy_loss == e.policy_loss);
+        CHECK(m.value_loss == e.value_loss);
+        CHECK(m.kl_coef == e.kl_coef);
+        CHECK(m.score_mean == e.score_mean);
+        CHECK(m.reward_mean == e.reward_mean);
+    }
+    CHECK(bitwise_equal(resumed.policy.parameters(), uninterrupted.policy.parameters()));
+    CHECK(bitwise_equal(resumed.critic.parameters(), uninterrupted.critic.parameters()));
+    CHECK(bitwise_equal(resumed.trainer.ema_parameters(), uninterrupted.trainer.ema_parameters()));
+    CHECK(resumed.trainer.kl_coef() == uninterrupted.trainer.kl_coef());
+    CHECK(resumed.trainer.score_moments().mean() == uninterrupted.trainer.score_moments().mean());
+    CHECK(resumed.trainer.score_moments().count() == uninterrupted.trainer.score_moments().count());
+
+    // A checkpoint of another architecture, a missing file.
+    struct wide_critic : toy_critic {
+        wide_critic() : toy_critic(5) { w = torch::zeros({hidden + 1}, torch::kFloat64).requires_grad_(true); }
+    };
+    {
+        toy_policy p(1);
+        wide_critic c;
+        toy_policy ref(3);
+        count_reward rm;
+        torch::optim::Adam po(p.parameters(), torch::optim::AdamOptions(0.01));
+        torch::optim::Adam co(c.parameters(), torch::optim::AdamOptions(0.01));
+        rlhf::ppo::ppo_trainer other(
+            cfg, rlhf::ppo::trainer_models{.policy = &p, .reward_model = &rm, .critic = &c, .reference = &ref},
+            {.policy = &po, .critic = &co});
+        auto e = expect_error([&] { other.load_checkpoint(path); });
+        CHECK(e.kind() == rlhf::error_kind::value);
+        CHECK(e.argument() == "path");
+        CHECK(e.expected() == "[7] for critic[1]");
+        e = expect_error([&] { other.load_checkpoint(path.string() + ".missing"); });
+        CHECK(e.kind() == rlhf::error_kind::state);
+        CHECK(e.argument() == "path");
+    }
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("unit")) {
+    const auto field_of = [](const rlhf::ppo::config& c) {
+        const auto e = expect_error([&] { rlhf::ppo::check_config(c); });
+        CHECK(e.kind() == rlhf::error_kind::config);
+        CHECK(e.function() == "rlhf::ppo::check_config");
+        return e.argument();
+    };
+    CHECK_NOTHROW(rlhf::ppo::check_config(gae_config()));
+    rlhf::ppo::config c = gae_config();
+    c.minibatch_size = 3;  // does not divide rollout_batch_size 8
+    CHECK(field_of(c) == "minibatch_size");
+    c = gae_config();
+    c.policy_loss.clip_low = -0.1;
+    CHECK(field_of(c) == "policy_loss.clip_low");
+    c = gae_config();
+    c.value_loss.clip_range = -0.2;
+    CHECK(field_of(c) == "value_loss.clip_range");
+    c = gae_config();
+    c.micro_batch_size = 8;
+    CHECK(field_of(c) == "micro_batch_size");
+    c = gae_config();
+    c.kl_control = rlhf::adaptive_kl_options{};  // the KL unit must be named
+    CHECK(field_of(c) == "kl_control.measure");
+    c = gae_config();
+    c.kl_control = rlhf::adaptive_kl_options{.target = -1.0, .measure = rlhf::kl_measure::token_mean};
+    CHECK(field_of(c) == "kl_control.target");
+    c = gae_config();
+    c.estimator = rlhf::advantage_estimator::grpo;
+    c.samples_per_prompt = 1;
+    CHECK(field_of(c) == "samples_per_prompt");
+    c = gae_config();
+    c.value_loss.returns_from_advantages = true;  // with whitened advantages
+    CHECK(field_of(c) == "value_loss.returns_from_advantages");
+    c = gae_config();
+    c.gae.lambda = 1.5;
+    CHECK(field_of(c) == "gae.lambda");
+    c = gae_config();
+    c.advantage_whitening->epsilon = 0.0;
+    CHECK(field_of(c) == "advantage_whitening.epsilon");
+    c = gae_config();
+    c.reward.score_clip = -5.0;
+    CHECK(field_of(c) == "reward.score_clip");
+    c = gae_config();
+    c.kl = rlhf::ppo::kl_placement::loss;
+    c.kl_loss.kl.value_clamp = 0.0;
+    CHECK(field_of(c) == "kl_loss.kl.value_clamp");
+    c = gae_config();
+    c.ptx = rlhf::ppo::ptx_mode::mixed;
+    c.ptx_coef = 1.5;
+    CHECK(field_of(c) == "ptx_coef");
+    c = gae_config();
+    c.ema_beta = 1.5;
+    CHECK(field_of(c) == "ema_beta");
+    c = gae_config();
+    c.ppo_epochs = 0;
+    CHECK(field_of(c) == "ppo_epochs");
+    c = gae_config();
+    c.generation.top_p = 0.0;
+    CHECK(field_of(c) == "generation.top_p");
+    c = gae_config();
+    c.max_grad_norm = 0.0;
+    CHECK(field_of(c) == "max_grad_norm");
+    c = gae_config();
+    c.kl_metric = rlhf::kl_measure::unspecified;
+    CHECK(field_of(c) == "kl_metric");
+
+    // Every preset is valid on its own.
+    for (const auto& preset :
+         {rlhf::ppo::presets::trl_v011(), rlhf::ppo::presets::deepspeed_chat(),
+          rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat(),
+          rlhf::ppo::presets::colossalchat(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
+          rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::chatlearn_ppo(), rlhf::ppo::presets::grpo(),
+          rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
+        CHECK_NOTHROW(rlhf::ppo::check_config(preset));
+}
+
+TEST_CASE("ppo_trainer: models that do not fit the config are refused with the field's name" *
+          doctest::test_suite("unit")) {
+    toy_policy policy(1);
+    toy_policy reference(3);
+    toy_critic critic(2);
+    count_reward reward;
+    torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+
+    // KL on without a reference model.
+    auto e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            gae_config(), rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &reward, .critic = &critic},
+            {.policy = &po, .critic = &co});
+    });
+    CHECK(e.kind() == rlhf::error_kind::config);
+    CHECK(e.argument() == "reference");
+    CHECK(e.actual() == "no reference model");
+    // A critic-free estimator given a critic, and GAE without one.
+    rlhf::ppo::config grpo = rlhf::ppo::presets::grpo();
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            grpo,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+    });
+    CHECK(e.argument() == "estimator");
+    CHECK(e.actual() == "'grpo' (critic-free)");
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            gae_config(),
+            rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &reward, .reference = &reference},
+            {.policy = &po});
+    });
+    CHECK(e.argument() == "estimator");
+    // A critic nobody optimises.
+    rlhf::ppo::config no_critic_clip = gae_config();
+    no_critic_clip.critic_max_grad_norm = std::nullopt;
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            no_critic_clip,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po});
+    });
+    CHECK(e.argument() == "optimizers.critic");
+    // An entropy bonus without an EntropyPolicy; PTX without lm_logits.
+    plain_policy plain(1);
+    torch::optim::SGD plain_optimizer(plain.parameters(), torch::optim::SGDOptions(0.1));
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            gae_config(),
+            rlhf::ppo::trainer_models{
+                .policy = &plain, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &plain_optimizer, .critic = &co});
+    });
+    CHECK(e.argument() == "entropy_coef");
+    rlhf::ppo::config ptx = gae_config();
+    ptx.entropy_coef = 0.0;
+    ptx.ptx = rlhf::ppo::ptx_mode::mixed;
+    ptx.ptx_coef = 0.5;
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            ptx,
+            rlhf::ppo::trainer_models{
+                .policy = &plain, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &plain_optimizer, .critic = &co});
+    });
+    CHECK(e.argument() == "ptx");
+    // Null pointers.
+    e = expect_error([&] {
+        rlhf::ppo::ppo_trainer t(
+            gae_config(),
+            rlhf::ppo::trainer_models<toy_policy, count_reward, toy_critic, toy_policy>{
+                .policy = nullptr, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+    });
+    CHECK(e.argument() == "models.policy");
+    CHECK(e.kind() == rlhf::error_kind::value);
+
+    // At run time: the rows do not fit the sizes, PTX without a source, a policy of the wrong shape.
+    rlhf::ppo::config sizes = gae_config();
+    sizes.rollout_batch_size = 0;
+    sizes.minibatch_size = 3;
+    {
+        rlhf::ppo::ppo_trainer t(
+            sizes,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        e = expect_error([&] { (void)t.step(make_prompts(0, 4)); });  // 8 rows
+        CHECK(e.kind() == rlhf::error_kind::config);
+        CHECK(e.argument() == "minibatch_size");
+    }
+    {
+        rlhf::ppo::ppo_trainer t(
+            gae_config(),
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        e = expect_error([&] { (void)t.step(make_prompts(0, 3)); });  // rollout_batch_size is 8
+        CHECK(e.kind() == rlhf::error_kind::shape);
+        CHECK(e.argument() == "prompts");
+    }
+    ptx.ptx_coef = 0.5;
+    {
+        rlhf::ppo::ppo_trainer t(
+            ptx,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        e = expect_error([&] { (void)t.step(make_prompts(0, 4)); });
+        CHECK(e.kind() == rlhf::error_kind::state);
+        CHECK(e.argument() == "ptx_source");
+    }
+    struct short_policy : toy_policy {
+        short_policy() : toy_policy(1) {}
+        torch::Tensor log_probs(const rollout& r) { return toy_policy::log_probs(r).narrow(1, 0, 1); }
+    };
+    short_policy wrong;
+    torch::optim::SGD wrong_optimizer(wrong.parameters(), torch::optim::SGDOptions(0.1));
+    rlhf::ppo::config plain_cfg = gae_config();
+    plain_cfg.entropy_coef = 0.0;
+    {
+        rlhf::ppo::ppo_trainer t(
+            plain_cfg,
+            rlhf::ppo::trainer_models{
+                .policy = &wrong, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &wrong_optimizer, .critic = &co});
+        e = expect_error([&] { (void)t.step(make_prompts(0, 4)); });
+        CHECK(e.kind() == rlhf::error_kind::shape);
+        CHECK(e.argument() == "policy.log_probs");
+    }
+}
+
+TEST_CASE("ppo_trainer: ratio threshold and skip threshold leave the actor unchanged" * doctest::test_suite("unit")) {
+    for (const bool ratio_threshold : {true, false}) {
+        CAPTURE(ratio_threshold);
+        toy_policy policy(1);
+        toy_policy reference(3);
+        toy_critic critic(2);
+        count_reward reward;
+        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::config cfg = gae_config();
+        cfg.entropy_coef = 0.0;
+        if (ratio_threshold)
+            cfg.policy_loss.ratio_threshold = 1e-6;  // TRL: every micro-batch's mean ratio (1) exceeds it
+        else
+            cfg.policy_loss.skip_threshold = 1e-6;  // ColossalChat v2
+        rlhf::ppo::ppo_trainer trainer(
+            cfg,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        const auto m = trainer.step(make_prompts(0, 4));
+        CHECK(bitwise_equal(policy.parameters(), toy_policy(1).parameters()));
+        CHECK(!bitwise_equal(critic.parameters(), toy_critic(2).parameters()));  // the critic still learns
+        CHECK((ratio_threshold ? m.ratio_threshold_hits : m.skipped_micro_batches) == m.micro_batches);
+    }
+}
+
+TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::test_suite("unit")) {
+    const auto run = [](std::optional<double> target) {
+        toy_policy policy(1);
+        toy_policy reference(3);
+        toy_critic critic(2);
+        count_reward reward;
+        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(1.0));
+        torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::config cfg = gae_config();
+        cfg.ppo_epochs = 4;
+        cfg.early_stop_kl = target;
+        rlhf::ppo::ppo_trainer trainer(
+            cfg,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        return trainer.step(make_prompts(0, 4));
+    };
+    const auto free_run = run(std::nullopt);
+    CHECK(!free_run.early_stopped);
+    CHECK(free_run.optimizer_steps == 8);
+    CHECK(free_run.epochs_completed == 4);
+    const auto stopped = run(1e-9);
+    CHECK(stopped.early_stopped);
+    CHECK(stopped.optimizer_steps < 8);
+    CHECK(stopped.epochs_completed < 4);
+    CHECK(run(1e9).optimizer_steps == 8);
+}
+
+TEST_CASE("ppo_trainer: PTX mixing and the EMA actor" * doctest::test_suite("unit")) {
+    const prompt_batch ptx_tokens = make_prompts(99, 3);
+    const torch::Tensor ptx_ids = torch::cat({ptx_tokens.input_ids, ptx_tokens.input_ids.flip(1)}, 1);  // [3, 4]
+    const auto make = [&](rlhf::ppo::ptx_mode mode, double coef, std::optional<double> ema) {
+        rlhf::ppo::config cfg = gae_config();
+        cfg.ptx = mode;
+        cfg.ptx_coef = coef;
+        cfg.ema_beta = ema;
+        cfg.minibatch_size = 8;
+        cfg.max_grad_norm = std::nullopt;
+        return cfg;
+    };
+    // ColossalChat form with ptx_coef = 1: the actor loss has weight 0, so the policy moves by
+    // exactly one SGD step on the LM loss of the PTX batch.
+    {
+        toy_policy policy(1);
+        toy_policy reference(3);
+        toy_critic critic(2);
+        count_reward reward;
+        toy_policy hand(1);
+        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::config cfg = make(rlhf::ppo::ptx_mode::mixed, 1.0, 0.5);
+        cfg.entropy_coef = 0.0;
+        rlhf::ppo::ppo_trainer trainer(
+            cfg,
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        std::vector<std::int64_t> calls;
+        trainer.set_ptx_source([&](std::int64_t step, std::int64_t minibatch) {
+            calls.push_back(step * 100 + minibatch);
+            return rlhf::ppo::ptx_batch{ptx_ids, torch::ones_like(ptx_ids), {}};
+        });
+        const auto m = trainer.step(make_prompts(0, 4));
+        CHECK(calls == std::vector<std::int64_t>{0});
+        const torch::Tensor lm = rlhf::libtorch::lm_loss(hand.logits_of(ptx_ids).narrow(1, 0, 3),
+                                                         ptx_ids.narrow(1, 1, 3), torch::ones({3, 3}, torch::kInt64));
+        CHECK(m.ptx_loss == doctest::Approx(lm.item<double>()).epsilon(1e-12));
+        lm.backward();
+        {
+            const torch::NoGradGuard no_grad;
+            for (auto p : hand.parameters()) p.add_(p.grad(), -0.1);
+        }
+        CHECK(max_difference(policy.parameters(), hand.parameters()) < 1e-12);
+        // EMA with β = 0.5 after one step: ema = θ1 + 0.5 (θ0 − θ1).
+        const auto theta0 = toy_policy(1).parameters();
+        const auto theta1 = policy.parameters();
+        std::vector<torch::Tensor> expected;
+        for (std::size_t i = 0; i < theta0.size(); ++i)
+            expected.push_back(torch::lerp(theta1[i].detach(), theta0[i], 0.5));
+        CHECK(max_difference(trainer.ema_parameters(), expected) < 1e-15);
+        toy_policy target(50);
+        trainer.copy_ema_to(target);
+        CHECK(bitwise_equal(target.parameters(), trainer.ema_parameters()));
+    }
+    // DeepSpeed-Chat form: a separate LM step after the actor's; a different update than without PTX.
+    {
+        toy_policy with_ptx(1), without(1);
+        toy_policy reference(3);
+        toy_critic c1(2), c2(2);
+        count_reward reward;
+        torch::optim::SGD p1(with_ptx.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD p2(without.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD o1(c1.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD o2(c2.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::ppo_trainer a(
+            make(rlhf::ppo::ptx_mode::separate_step, 2.0, std::nullopt),
+            rlhf::ppo::trainer_models{
+                .policy = &with_ptx, .reward_model = &reward, .critic = &c1, .reference = &reference},
+            {.policy = &p1, .critic = &o1});
+        rlhf::ppo::ppo_trainer b(
+            make(rlhf::ppo::ptx_mode::none, 0.0, std::nullopt),
+            rlhf::ppo::trainer_models{
+                .policy = &without, .reward_model = &reward, .critic = &c2, .reference = &reference},
+            {.policy = &p2, .critic = &o2});
+        a.set_ptx_source([&](std::int64_t, std::int64_t) { return rlhf::ppo::ptx_batch{ptx_ids, {}, {}}; });
+        const auto ma = a.step(make_prompts(0, 4));
+        const auto mb = b.step(make_prompts(0, 4));
+        CHECK(ma.policy_loss == mb.policy_loss);  // the same actor step first
+        CHECK(ma.ptx_loss > 0.0);
+        CHECK(max_difference(with_ptx.parameters(), without.parameters()) > 1e-6);
+        CHECK(bitwise_equal(c1.parameters(), c2.parameters()));
+    }
+}
+
+TEST_CASE("ppo_trainer: critic-free estimators and token reward models run" * doctest::test_suite("unit")) {
+    using rlhf::advantage_estimator;
+    for (const auto estimator : {advantage_estimator::grpo, advantage_estimator::dr_grpo, advantage_estimator::rloo,
+                                 advantage_estimator::opo, advantage_estimator::reinforce_plus_plus,
+                                 advantage_estimator::reinforce_plus_plus_baseline, advantage_estimator::remax}) {
+        CAPTURE(rlhf::to_string(estimator));
+        toy_policy policy(1);
+        toy_policy reference(3);
+        count_reward reward;
+        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::config cfg = rlhf::ppo::presets::rloo();
+        cfg.estimator = estimator;
+        cfg.samples_per_prompt = 2;
+        cfg.generation = {.max_new_tokens = 4};
+        cfg.token_balanced = true;
+        cfg.micro_batch_size = 3;
+        rlhf::ppo::ppo_trainer trainer(
+            cfg, rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &reward, .reference = &reference},
+            {.policy = &po});
+        const auto m = trainer.step(make_prompts(0, 4));
+        CHECK(std::isfinite(m.policy_loss));
+        CHECK(m.micro_batches == 3);
+        CHECK(m.kl_coef == 0.05);
+    }
+    // A dense reward model with KL in the reward: rewards = token rewards − β·kl.
+    toy_policy policy(1);
+    toy_policy reference(3);
+    token_count_reward reward;
+    torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+    rlhf::ppo::config cfg = rlhf::ppo::presets::reinforce_plus_plus();
+    cfg.generation = {.max_new_tokens = 4};
+    rlhf::ppo::ppo_trainer trainer(
+        cfg, rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &reward, .reference = &reference},
+        {.policy = &po});
+    auto experience = trainer.make_experience(make_prompts(0, 4));
+    const rlhf::ppo::experience& batch = experience.batch;
+    const torch::Tensor mask = batch.action_mask.to(torch::kFloat64);
+    const torch::Tensor kl =
+        rlhf::libtorch::token_kl(batch.log_probs, batch.ref_log_probs, batch.action_mask, rlhf::kl_preset::openrlhf());
+    const rollout r = rlhf::ppo::as_rollout(batch);
+    const torch::Tensor expected = reward.token_rewards(r) - 0.01 * kl;
+    CHECK(max_difference({batch.rewards * mask}, {expected * mask}) < 1e-12);
+    CHECK(experience.metrics.score_mean == doctest::Approx(reward.token_rewards(r).sum(1).mean().item<double>()));
+    const auto m = trainer.train(std::move(experience));
+    CHECK(std::isfinite(m.policy_loss));
+}
+
+TEST_CASE("ppo_trainer: metrics go to callbacks and the JSONL and CSV sinks" * doctest::test_suite("unit")) {
+    const std::filesystem::path dir = std::filesystem::temp_directory_path();
+    const std::filesystem::path jsonl = dir / "rlhf_trainer_metrics.jsonl";
+    const std::filesystem::path csv = dir / "rlhf_trainer_metrics.csv";
+    toy_policy policy(1);
+    toy_policy reference(3);
+    toy_critic critic(2);
+    count_reward reward;
+    torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+    rlhf::ppo::config cfg = gae_config();
+    cfg.eval_every = 2;
+    rlhf::ppo::ppo_trainer trainer(
+        cfg,
+        rlhf::ppo::trainer_models{
+            .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+        {.policy = &po, .critic = &co});
+    std::vector<std::int64_t> seen;
+    trainer.add_callback([&](const rlhf::ppo::step_metrics& m) { seen.push_back(m.step); });
+    trainer.add_callback(rlhf::ppo::jsonl_sink(jsonl));
+    trainer.add_callback(rlhf::ppo::csv_sink(csv));
+    std::vector<std::int64_t> evaluated;
+    trainer.set_evaluator([&](std::int64_t step) {
+        evaluated.push_back(step);
+        return std::map<std::string, double>{{"greedy_reward", 1.5}};
+    });
+    for (std::int64_t step = 0; step < 3; ++step) (void)trainer.step(make_prompts(step, 4));
+    CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
+    CHECK(evaluated == std::vector<std::int64_t>{2});
+
+    std::ifstream in(jsonl);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0].rfind("{\"step\":1,\"generation_seed\":", 0) == 0);
+    CHECK(lines[0].find("\"kl_unit\":\"seq-mean-token-sum\"") != std::string::npos);
+    CHECK(lines[0].find("\"early_stopped\":false") != std::string::npos);
+    CHECK(lines[0].find("\"eval\"") == std::string::npos);
+    CHECK(lines[1].find(",\"eval\":{\"greedy_reward\":1.5}}") != std::string::npos);
+    CHECK(lines[2].back() == '}');
+
+    std::ifstream csv_in(csv);
+    std::vector<std::string> rows;
+    for (std::string line; std::getline(csv_in, line);) rows.push_back(line);
+    REQUIRE(rows.size() == 4);
+    CHECK(rows[0].rfind("step,generation_seed,rows,response_tokens,", 0) == 0);
+    CHECK(rows[1].rfind("1,", 0) == 0);
+    const auto columns = [](const std::string& s) { return std::count(s.begin(), s.end(), ',') + 1; };
+    CHECK(columns(rows[0]) == columns(rows[3]));
+    CHECK(rows[0].find("kl_unit") != std::string::npos);
+    std::filesystem::remove(jsonl);
+    std::filesystem::remove(csv);
+
+    const auto e = expect_error([&] { rlhf::ppo::jsonl_sink bad(dir / "no_such_dir" / "m.jsonl"); });
+    CHECK(e.kind() == rlhf::error_kind::state);
+    CHECK(e.argument() == "path");
+}
+
+TEST_CASE("ppo::engine: flows with parameter sync reproduce the trainer's steps" * doctest::test_suite("unit")) {
+    // Reference run: the trainer generates with its own policy.
+    toy_policy direct_policy(1);
+    toy_policy reference(3);
+    toy_critic direct_critic(2);
+    count_reward reward;
+    torch::optim::SGD dp(direct_policy.parameters(), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD dc(direct_critic.parameters(), torch::optim::SGDOptions(0.1));
+    rlhf::ppo::ppo_trainer direct(
+        gae_config(),
+        rlhf::ppo::trainer_models{
+            .policy = &direct_policy, .reward_model = &reward, .critic = &direct_critic, .reference = &reference},
+        {.policy = &dp, .critic = &dc});
+    for (std::int64_t step = 0; step < 3; ++step) (void)direct.step(make_prompts(step, 4));
+
+    // Engine: an inference copy generates (other initial weights: the first sync fixes them).
+    const auto run_engine = [&](bool sync, std::vector<torch::Tensor>& final_params) {
+        toy_policy policy(1);
+        toy_critic critic(2);
+        toy_policy inference(99);
+        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
+        torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
+        rlhf::ppo::ppo_trainer trainer(
+            gae_config(),
+            rlhf::ppo::trainer_models{
+                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+            {.policy = &po, .critic = &co});
+        std::vector<std::int64_t> evaluated;
+        auto evaluator = [&](std::int64_t episode) {
+            evaluated.push_back(episode);
+            return std::map<std::string, double>{{"episode", static_cast<double>(episode)}};
+        };
+        std::int64_t synced = 0;
+        auto counting_sync = [&synced, sync](toy_policy& from, toy_policy& to) {
+            ++synced;
+            if (sync) rlhf::ppo::copy_parameters{}.sync(from, to);
+        };
+        auto engine = rlhf::ppo::make_ppo_engine(
+            trainer, [](std::int64_t episode) { return make_prompts(episode, 4); }, inference, evaluator,
+            {.eval_every = 2}, counting_sync);
+        std::vector<std::int64_t> callbacks;
+        engine.add_callback([&](const auto& r) { callbacks.push_back(r.result.step); });
+        const auto results = engine.learn(3);
+        CHECK(results.size() == 3);
+        CHECK(results[2].result.step == 3);
+        CHECK(results[1].eval.at("episode") == 2.0);
+        CHECK(evaluated == std::vector<std::int64_t>{2});
+        CHECK(callbacks == std::vector<std::int64_t>{1, 2, 3});
+        CHECK(synced == 4);  // before the first episode, then after each
+        CHECK(engine.episodes() == 3);
+        final_params = policy.parameters();
+        if (sync) CHECK(bitwise_equal(inference.parameters(), policy.parameters()));
+    };
+    std::vector<torch::Tensor> synced_params, stale_params;
+    run_engine(true, synced_params);
+    CHECK(bitwise_equal(synced_params, direct_policy.parameters()));
+    run_engine(false, stale_params);  // generating with stale weights: another run
+    CHECK(!bitwise_equal(stale_params, direct_policy.parameters()));
+
+    // A generic engine: plain callables as flows.
+    std::vector<int> trained;
+    rlhf::ppo::engine plain([](std::int64_t episode) { return static_cast<int>(episode) * 10; },
+                            [&](int&& data, std::int64_t) {
+                                trained.push_back(data);
+                                return data + 1;
+                            });
+    const auto out = plain.learn(2);
+    CHECK(trained == std::vector<int>{0, 10});
+    CHECK(out[1].result == 11);
+    const auto e = expect_error([&] { (void)plain.learn(-1); });
+    CHECK(e.argument() == "episodes");
+}
