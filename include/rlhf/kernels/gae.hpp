@@ -163,8 +163,8 @@ inline double backward_recurrence(const double* a, double c, double* out, index_
 /// so that per block the coefficients, the outputs (and the next values) are elementwise SIMD
 /// loops, and only `backward_recurrence` is sequential. The mask, checked binary, is used as the
 /// number 0 or 1 (a comparison here would become a branch that keeps the loops scalar); a factor
-/// 0 or 1 is exact: these are the selects of the peers' loops. Inputs of a block are read before its outputs are written, so
-/// outputs may be inputs (in place).
+/// 0 or 1 is exact: these are the selects of the peers' loops. Inputs of a block are read before its outputs are
+/// written, so outputs may be inputs (in place).
 template <gae_masking Masking, class T, class M>
 inline void row_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
                          double gamma_lambda, row_state s, block_buffers& buf) noexcept {

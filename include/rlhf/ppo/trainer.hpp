@@ -981,8 +981,8 @@ private:
                 // With `returns_from_advantages` (ColossalChat v2) the kernel builds the target as
                 // advantages + old values itself, so it takes the (unwhitened) advantages.
                 const torch::Tensor& targets = vo.returns_from_advantages ? batch.advantages : batch.returns;
-                const libtorch::value_loss_output vl = kernels_.value_loss(v, batch.values.to(v.scalar_type()),
-                                                                           targets.to(v.scalar_type()), mask, vo);
+                const libtorch::value_loss_output vl =
+                    kernels_.value_loss(v, batch.values.to(v.scalar_type()), targets.to(v.scalar_type()), mask, vo);
                 acc.value_tokens += vl.stats.valid_tokens;
                 acc.value_clip += vl.stats.clip_fraction * vl.stats.valid_tokens;
                 acc.explained += vl.stats.explained_variance * vl.stats.valid_tokens;
