@@ -8,10 +8,12 @@
 /// (`gae_masking`). Whitening is not part of GAE: TRL and verl whiten the advantages afterwards
 /// (`rlhf::masked_whiten`), TRL optionally whitens the rewards before (`.shift_mean = false`).
 ///
-/// Numerics: one backward pass per row with no allocation, in blocks of 256 positions (8 KiB of
-/// buffers on the stack): elementwise SIMD loops around a two-step recurrence (see
+/// Numerics: one backward pass per row, in blocks of 256 positions (4 KiB of buffers on the
+/// stack): elementwise SIMD loops around a four-step recurrence over each row's valid span (see
 /// `detail::gae::row_backward`); the recursion state (next value, running advantage) is kept in
-/// double for float and double inputs, so long float rows do not accumulate float rounding.
+/// double for float and double inputs, so long float rows do not accumulate float rounding. No
+/// allocation, except B row ranges under `valid_range` (every row is checked before any output
+/// is written).
 /// `compute_gae` outputs may be exactly `rewards` or `values` (in place); the time-major outputs
 /// may be exactly `rewards`. Any other overlap, and `advantages` overlapping `returns`, is an
 /// error (kind `value`). Non-finite rewards or values (masked positions included) are rejected
@@ -23,6 +25,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
@@ -71,67 +74,61 @@ inline void check_discounts(std::string_view function, double gamma, double lamb
     check_in_range(function, "lambda", lambda, 0.0, 1.0);
 }
 
-/// Per-row setup of the backward recursion.
-struct row_state {
-    double next_value = 0.0;  ///< initial next value (skip_masked: the bootstrap)
-    double bootstrap = 0.0;   ///< added to the next value at position `last` (zero_masked, valid_range)
-    index_t first = 0;        ///< first valid position (valid_range)
-    index_t last = -1;        ///< last valid position, -1 for an empty row
+/// A row's valid positions: the first and the last (-1 for an empty row), and whether some
+/// position between them is masked (a hole).
+struct row_range {
+    index_t first = 0;
+    index_t last = -1;
+    bool holes = false;
 };
 
-/// One row's positions `first` and `last`; under valid_range, a hole between them is an error
-/// (looked for with a vectorised OR over the range, located only when there is one).
+/// Scans one row's mask: the padding at either end a block of 16 entries at a time, the range
+/// between with an OR-reduction (SIMD code; the scalar form of these scans was a third of GAE).
 template <class M>
-inline void find_range(std::string_view function, index_t row, const M* m, index_t n, bool forbid_holes,
-                       row_state& state) {
-    index_t first = 0, end = n;
-    while (first < n && m[first] == M{0}) ++first;
-    while (end > first && m[end - 1] == M{0}) --end;
-    if (forbid_holes) {
-        unsigned hole = 0;
-        for (index_t t = first; t < end; ++t) hole |= static_cast<unsigned>(m[t] == M{0});
-        if (hole != 0)
-            for (index_t t = first; t < end; ++t)
-                if (m[t] == M{0})
-                    fail(error_kind::value, function, "mask",
-                         "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)",
-                         "a hole at [" + std::to_string(row) + ", " + std::to_string(t) + "]");
+[[nodiscard]] inline row_range scan_row(const M* m, index_t n) noexcept {
+    constexpr index_t step = 16;
+    index_t first = 0;
+    for (; first + step <= n; first += step) {
+        unsigned any = 0;
+        for (index_t j = 0; j < step; ++j) any |= static_cast<unsigned>(m[first + j] != M{0});
+        if (any != 0) break;
     }
-    state.first = first;
-    state.last = first < n ? end - 1 : -1;  // an empty row has no position to bootstrap
+    while (first < n && m[first] == M{0}) ++first;
+    if (first == n) return {};
+    index_t end = n;
+    for (; end - step >= first; end -= step) {
+        unsigned any = 0;
+        for (index_t j = 1; j <= step; ++j) any |= static_cast<unsigned>(m[end - j] != M{0});
+        if (any != 0) break;
+    }
+    while (m[end - 1] == M{0}) --end;
+    unsigned hole = 0;
+    for (index_t t = first; t < end; ++t) hole |= static_cast<unsigned>(m[t] == M{0});
+    return {first, end - 1, hole != 0};
+}
+
+/// Throws the error of a row with a hole under valid_range, naming its first hole.
+template <class M>
+[[noreturn]] inline void fail_hole(std::string_view function, index_t row, const M* m, const row_range& range) {
+    index_t t = range.first;
+    while (m[t] != M{0}) ++t;
+    fail(error_kind::value, function, "mask",
+         "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)",
+         "a hole at [" + std::to_string(row) + ", " + std::to_string(t) + "]");
 }
 
 /// Positions per block of the backward pass.
 inline constexpr index_t block = 256;
 
-/// Per-block buffers of the backward pass (8 KiB: they stay in L1).
+/// Per-block buffers of the backward pass (4 KiB: they stay in L1).
 struct block_buffers {
-    double a[block], b[block], w[block], u[block + 1];
+    double a[block], w[block];
 };
 
-/// Solves `out[t] = a[t] + b[t]·out[t+1]` for t = n−1 … 0 from `out[n] = carry`, and returns
-/// out[0]. Two positions per step, `A_{t-1} = (a_{t-1} + b_{t-1}·a_t) + (b_{t-1}·b_t)·A_{t+1}`:
-/// the dependency chain advances by one multiply-add every two positions. `out` may be `a`.
-inline double backward_recurrence(const double* a, const double* b, double* out, index_t n, double carry) noexcept {
-    index_t t = n;
-    if (t % 2 == 1) {
-        --t;
-        carry = a[t] + b[t] * carry;
-        out[t] = carry;
-    }
-    for (; t >= 2; t -= 2) {
-        const index_t hi = t - 1, lo = t - 2;
-        const double a2 = a[lo] + b[lo] * a[hi];
-        const double b2 = b[lo] * b[hi];
-        out[hi] = a[hi] + b[hi] * carry;
-        carry = a2 + b2 * carry;
-        out[lo] = carry;
-    }
-    return carry;
-}
-
-/// `backward_recurrence` with a constant coefficient `c`, four positions per step:
-/// `A_{t-j} = S_j + c^{j+1}·A_{t+1}` with `S_j = a_{t-j} + c·S_{j-1}` computed off the chain.
+/// Solves `out[t] = a[t] + c·out[t+1]` for t = n−1 … 0 from `out[n] = carry`, and returns out[0].
+/// Four positions per step, `A_{t-j} = S_j + c^{j+1}·A_{t+1}` with `S_j = a_{t-j} + c·S_{j-1}`
+/// computed off the dependency chain, which then advances by one multiply-add every four
+/// positions (the plain loop waits for one per position). `out` may be `a`.
 inline double backward_recurrence(const double* a, double c, double* out, index_t n, double carry) noexcept {
     const double c2 = c * c, c3 = c2 * c, c4 = c3 * c;
     index_t t = n;
@@ -153,102 +150,157 @@ inline double backward_recurrence(const double* a, double c, double* out, index_
     return carry;
 }
 
-/// The backward recursion over one row, in blocks of `block` positions from the end. Each of
-/// the three masking modes is the linear recurrence `A_t = a_t + b_t·A_{t+1}` (with the mask
-/// entry `m_t ∈ {0,1}` as a factor, never a jump):
-///   zero_masked  a_t = δ_t,       b_t = γλ        (δ over the masked values, V' = V·m)
-///   valid_range  a_t = m_t·δ_t,   b_t = m_t·γλ    (the valid range is the mask: holes are refused)
-///   skip_masked  a_t = m_t·δ_t,   b_t = m_t·γλ + (1 − m_t), δ with the carried next value, itself
-///                the recurrence `u_t = m_t·V_t + (1 − m_t)·u_{t+1}`
-/// so that per block the coefficients, the outputs (and the next values) are elementwise SIMD
-/// loops, and only `backward_recurrence` is sequential. The mask, checked binary, is used as the
-/// number 0 or 1 (a comparison here would become a branch that keeps the loops scalar); a factor
-/// 0 or 1 is exact: these are the selects of the peers' loops. Inputs of a block are read before its outputs are
-/// written, so outputs may be inputs (in place).
-template <gae_masking Masking, class T, class M>
-inline void row_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
-                         double gamma_lambda, row_state s, block_buffers& buf) noexcept {
-    double carry = 0.0;                // A at the first position after the block
-    double next_value = s.next_value;  // skip_masked: u after the block (the bootstrap at the end)
-    double next_counted = 0.0;         // zero_masked, valid_range: V·m at the first position after the block
+/// Writes one block's outputs: `adv = A`, `ret = A + w`.
+template <class T>
+inline void write_block(const block_buffers& buf, T* adv, T* ret, index_t len) noexcept {
+    for (index_t k = 0; k < len; ++k) {
+        adv[k] = static_cast<T>(buf.a[k]);
+        ret[k] = static_cast<T>(buf.a[k] + buf.w[k]);
+    }
+}
+
+// The backward passes below work in blocks of `block` positions from the end of the row: an
+// elementwise SIMD loop computes δ into a buffer, `backward_recurrence` runs the recursion, a
+// SIMD loop writes the outputs. A block's inputs are read before its outputs are written, so the
+// outputs may be the inputs (in place). Recursion state and buffers are double.
+
+/// zero_masked over a whole row: `δ_t = r_t·m_t + γ·V'_{t+1} − V'_t` with `V' = V·m` (plus
+/// γ·bootstrap at `last`), `A_t = δ_t + γλ·A_{t+1}`, returns `A + V'`. The mask, checked binary,
+/// enters as the number 0 or 1 (a comparison would become a branch that keeps the loop scalar).
+template <class T, class M>
+inline void masked_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
+                            double gamma_lambda, index_t last, double bootstrap, block_buffers& buf) noexcept {
+    double carry = 0.0, next_counted = 0.0;  // A and V' at the first position after the block
     for (index_t end = n; end > 0;) {
         const index_t start = end > block ? end - block : 0;
         const index_t len = end - start;
         const T* rb = r + start;
         const T* vb = v + start;
         const M* mb = m + start;
-        const index_t last = len - 1;
-        if constexpr (Masking == gae_masking::skip_masked) {
-            for (index_t k = 0; k < len; ++k) {
-                const double valid = static_cast<double>(mb[k]);
-                buf.a[k] = valid * static_cast<double>(vb[k]);
-                buf.b[k] = 1.0 - valid;
-            }
-            const double block_next = next_value;
-            next_value = backward_recurrence(buf.a, buf.b, buf.u, len, next_value);
-            buf.u[len] = block_next;  // the next value of the block's last position
-            for (index_t k = 0; k < len; ++k) {
-                const double valid = static_cast<double>(mb[k]);
-                const double value = static_cast<double>(vb[k]);
-                const double delta = static_cast<double>(rb[k]) + gamma * buf.u[k + 1] - value;
-                buf.a[k] = valid * delta;
-                buf.b[k] = valid * gamma_lambda + (1.0 - valid);
-                buf.w[k] = value;
-            }
-            carry = backward_recurrence(buf.a, buf.b, buf.a, len, carry);
-        } else {
-            // δ_k = r_k·m_k + γ·V'_{k+1} − V'_k with V' = V·m; the block's last position takes
-            // the next block's first V'.
-            for (index_t k = 0; k < last; ++k) {
-                const double valid = static_cast<double>(mb[k]);
-                const double valid_next = static_cast<double>(mb[k + 1]);
-                const double counted = valid * static_cast<double>(vb[k]);
-                const double counted_next = valid_next * static_cast<double>(vb[k + 1]);
-                buf.w[k] = counted;
-                buf.a[k] = valid * static_cast<double>(rb[k]) + gamma * counted_next - counted;
-            }
-            const double valid_last = static_cast<double>(mb[last]);
-            buf.w[last] = valid_last * static_cast<double>(vb[last]);
-            buf.a[last] = valid_last * static_cast<double>(rb[last]) + gamma * next_counted - buf.w[last];
-            if (s.last >= start && s.last < end) buf.a[s.last - start] += gamma * s.bootstrap;
-            next_counted = buf.w[0];
-            if constexpr (Masking == gae_masking::valid_range) {
-                for (index_t k = 0; k < len; ++k) {
-                    const double valid = static_cast<double>(mb[k]);
-                    buf.a[k] *= valid;
-                    buf.b[k] = valid * gamma_lambda;
-                }
-                carry = backward_recurrence(buf.a, buf.b, buf.a, len, carry);
-            } else {
-                carry = backward_recurrence(buf.a, gamma_lambda, buf.a, len, carry);
-            }
+        for (index_t k = 0; k + 1 < len; ++k) {
+            const double counted = static_cast<double>(mb[k]) * static_cast<double>(vb[k]);
+            const double counted_next = static_cast<double>(mb[k + 1]) * static_cast<double>(vb[k + 1]);
+            buf.w[k] = counted;
+            buf.a[k] = static_cast<double>(mb[k]) * static_cast<double>(rb[k]) + gamma * counted_next - counted;
         }
-        for (index_t k = 0; k < len; ++k) {
-            adv[start + k] = static_cast<T>(buf.a[k]);
-            ret[start + k] = static_cast<T>(buf.a[k] + buf.w[k]);
-        }
+        const double m_last = static_cast<double>(mb[len - 1]);
+        buf.w[len - 1] = m_last * static_cast<double>(vb[len - 1]);
+        buf.a[len - 1] = m_last * static_cast<double>(rb[len - 1]) + gamma * next_counted - buf.w[len - 1];
+        if (last >= start && last < end) buf.a[last - start] += gamma * bootstrap;
+        next_counted = buf.w[0];
+        carry = backward_recurrence(buf.a, gamma_lambda, buf.a, len, carry);
+        write_block(buf, adv + start, ret + start, len);
         end = start;
     }
 }
 
+/// A span of valid positions `[0, n)` followed by V = `bootstrap` (0 for a finished row):
+/// `δ_t = r_t + γ·V_{t+1} − V_t`, `A_t = δ_t + γλ·A_{t+1}` from `A_n = 0`, returns `A + V`.
+/// Returns A_0.
+template <class T>
+inline double dense_backward(const T* r, const T* v, T* adv, T* ret, index_t n, double gamma, double gamma_lambda,
+                             double bootstrap, block_buffers& buf) noexcept {
+    double carry = 0.0, next_value = bootstrap;
+    for (index_t end = n; end > 0;) {
+        const index_t start = end > block ? end - block : 0;
+        const index_t len = end - start;
+        const T* rb = r + start;
+        const T* vb = v + start;
+        for (index_t k = 0; k + 1 < len; ++k) {
+            buf.w[k] = static_cast<double>(vb[k]);
+            buf.a[k] = static_cast<double>(rb[k]) + gamma * static_cast<double>(vb[k + 1]) - buf.w[k];
+        }
+        buf.w[len - 1] = static_cast<double>(vb[len - 1]);
+        buf.a[len - 1] = static_cast<double>(rb[len - 1]) + gamma * next_value - buf.w[len - 1];
+        next_value = buf.w[0];
+        carry = backward_recurrence(buf.a, gamma_lambda, buf.a, len, carry);
+        write_block(buf, adv + start, ret + start, len);
+        end = start;
+    }
+    return carry;
+}
+
+/// skip_masked position by position (rows with holes): masked positions are transparent, the
+/// next value and the running advantage are carried across them; `returns = A + V`.
+template <class T, class M>
+inline void skip_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
+                          double gamma_lambda, double bootstrap) noexcept {
+    double next_value = bootstrap, gae = 0.0;
+    for (index_t t = n; t-- > 0;) {
+        const double value = static_cast<double>(v[t]);
+        const double reward = static_cast<double>(r[t]);
+        const bool valid = m[t] != M{0};
+        const double delta = reward + gamma * next_value - value;
+        const double candidate = delta + gamma_lambda * gae;
+        gae = valid ? candidate : gae;
+        next_value = valid ? value : next_value;
+        adv[t] = static_cast<T>(gae);
+        ret[t] = static_cast<T>(gae + value);
+    }
+}
+
+/// Fills `[begin, end)` of a row: `adv = a`, `ret = a + V·keep_values` (the value read first:
+/// `adv` may be `values`).
+template <class T>
+inline void fill_span(const T* v, T* adv, T* ret, index_t begin, index_t end, double a, double keep_values) noexcept {
+    for (index_t t = begin; t < end; ++t) {
+        const double value = static_cast<double>(v[t]);
+        adv[t] = static_cast<T>(a);
+        ret[t] = static_cast<T>(a + keep_values * value);
+    }
+}
+
+/// One row under `Masking`. A row with holes runs position by position with the mask as a
+/// factor (zero_masked) or a select (skip_masked; valid_range refuses holes). A hole-free row is
+/// the recursion over its valid span `[first, last]` (every mask entry 1 there, the mask not read
+/// again), the padding filled in: right of the span A = 0, with `returns` 0 (zero_masked,
+/// valid_range) or V (skip_masked); left of it, valid_range writes 0, skip_masked carries A_first
+/// (`returns = A_first + V`), and zero_masked continues the recursion over zero rewards and values,
+/// `A_{first-1} = γ·V_first + γλ·A_first`, then `A_t = γλ·A_{t+1}` (`returns = A`).
 template <gae_masking Masking, class T, class M>
-inline void all_rows(std::string_view function, view<T> rewards, view<T> values, view<M> mask,
-                     const view<T, 1>* bootstrap, mut_view<T> advantages, mut_view<T> returns, double gamma,
-                     double lambda) {
+inline void row_backward(const T* r, const T* v, const M* m, T* adv, T* ret, index_t n, double gamma,
+                         double gamma_lambda, double bootstrap, const row_range& range, block_buffers& buf) noexcept {
+    const double keep_values = Masking == gae_masking::skip_masked ? 1.0 : 0.0;
+    if (range.holes) {
+        if constexpr (Masking == gae_masking::zero_masked)
+            masked_backward(r, v, m, adv, ret, n, gamma, gamma_lambda, range.last, bootstrap, buf);
+        else
+            skip_backward(r, v, m, adv, ret, n, gamma, gamma_lambda, bootstrap);  // valid_range refused holes
+        return;
+    }
+    if (range.last < 0) {  // empty row: A = 0 everywhere
+        fill_span(v, adv, ret, 0, n, 0.0, keep_values);
+        return;
+    }
+    const index_t first = range.first, end = range.last + 1;
+    fill_span(v, adv, ret, end, n, 0.0, keep_values);
+    const double value_first = static_cast<double>(v[first]);  // read before the span's outputs
+    const double a_first = dense_backward(r + first, v + first, adv + first, ret + first, end - first, gamma,
+                                          gamma_lambda, bootstrap, buf);
+    if constexpr (Masking == gae_masking::zero_masked) {
+        double a = a_first;
+        for (index_t t = first; t-- > 0;) {
+            a = (t + 1 == first ? gamma * value_first : 0.0) + gamma_lambda * a;
+            adv[t] = static_cast<T>(a);
+            ret[t] = static_cast<T>(a);
+        }
+    } else {
+        fill_span(v, adv, ret, 0, first, Masking == gae_masking::skip_masked ? a_first : 0.0, keep_values);
+    }
+}
+
+/// Every row; `ranges` holds the rows' scans when the caller made them (valid_range), else null.
+template <gae_masking Masking, class T, class M>
+inline void all_rows(view<T> rewards, view<T> values, view<M> mask, const view<T, 1>* bootstrap, mut_view<T> advantages,
+                     mut_view<T> returns, double gamma, double lambda, const row_range* ranges) {
     const index_t n = rewards.extent(1);
     block_buffers buffers;
     for (index_t b = 0; b < rewards.extent(0); ++b) {
         const M* m = mask.row(b).data();
-        row_state state;
         const double boot = bootstrap != nullptr ? static_cast<double>((*bootstrap)(b)) : 0.0;
-        if constexpr (Masking == gae_masking::skip_masked) {
-            state.next_value = boot;  // carried across trailing masked positions
-        } else {
-            if (Masking == gae_masking::valid_range || boot != 0.0) find_range(function, b, m, n, false, state);
-            state.bootstrap = boot;
-        }
+        const row_range range = ranges != nullptr ? ranges[b] : scan_row(m, n);
         row_backward<Masking>(rewards.row(b).data(), values.row(b).data(), m, advantages.row(b).data(),
-                              returns.row(b).data(), n, gamma, gamma * lambda, state, buffers);
+                              returns.row(b).data(), n, gamma, gamma * lambda, boot, range, buffers);
     }
 }
 
@@ -283,23 +335,27 @@ void compute(std::string_view function, view<T> rewards, view<T> values, view<M>
     check_binary_mask(function, "mask", mask);
     check_finite(function, "rewards", rewards);
     check_finite(function, "values", values);
-    if (options.masking == gae_masking::valid_range) {  // before any output is written
-        row_state unused;
-        for (index_t b = 0; b < rewards.extent(0); ++b)
-            find_range(function, b, mask.row(b).data(), rewards.extent(1), true, unused);
+    std::vector<row_range> ranges;  // valid_range: every row scanned (and refused) before any output is written
+    if (options.masking == gae_masking::valid_range) {
+        ranges.resize(static_cast<std::size_t>(rewards.extent(0)));
+        for (index_t b = 0; b < rewards.extent(0); ++b) {
+            const row_range range = scan_row(mask.row(b).data(), rewards.extent(1));
+            if (range.holes) fail_hole(function, b, mask.row(b).data(), range);
+            ranges[static_cast<std::size_t>(b)] = range;
+        }
     }
     switch (options.masking) {
         case gae_masking::zero_masked:
-            all_rows<gae_masking::zero_masked>(function, rewards, values, mask, bootstrap, advantages, returns,
-                                               options.gamma, options.lambda);
+            all_rows<gae_masking::zero_masked>(rewards, values, mask, bootstrap, advantages, returns, options.gamma,
+                                               options.lambda, nullptr);
             break;
         case gae_masking::skip_masked:
-            all_rows<gae_masking::skip_masked>(function, rewards, values, mask, bootstrap, advantages, returns,
-                                               options.gamma, options.lambda);
+            all_rows<gae_masking::skip_masked>(rewards, values, mask, bootstrap, advantages, returns, options.gamma,
+                                               options.lambda, nullptr);
             break;
         case gae_masking::valid_range:
-            all_rows<gae_masking::valid_range>(function, rewards, values, mask, bootstrap, advantages, returns,
-                                               options.gamma, options.lambda);
+            all_rows<gae_masking::valid_range>(rewards, values, mask, bootstrap, advantages, returns, options.gamma,
+                                               options.lambda, ranges.data());
             break;
     }
 }

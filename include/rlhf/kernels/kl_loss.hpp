@@ -127,9 +127,8 @@ struct kl_grad_functor {
             k = static_cast<T>(0.5) * dc * dc;
             dk = dc;
         } else {
-            const T em1 = std::expm1(-dc);  // exp(−d) − 1
-            k = em1 + dc;
-            dk = -em1;  // 1 − exp(−d)
+            k = k3_of(dc);          // as rlhf::token_kl, without cancellation
+            dk = -std::expm1(-dc);  // 1 − exp(−d)
         }
         const T x = std::min(std::max(k, value_low), value_high);
         const bool k_inside = k >= value_low && k <= value_high;

@@ -39,6 +39,7 @@
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -129,43 +130,46 @@ struct no_mask {
     static constexpr std::string_view argument = "values";
 };
 
-/// Adds the count and the sum of the valid elements of one row.
+/// Adds the count and the sum of the valid elements of one row, in `lanes` partial sums (SIMD
+/// code: one running sum is a dependency chain; `bit_select`, as a conditional expression would
+/// become a branch).
 template <class T, class MaskRow>
 inline void add_count_sum(const T* x, MaskRow m, index_t n, double& count, double& sum) noexcept {
-    double c0 = 0.0, c1 = 0.0, s0 = 0.0, s1 = 0.0;  // two lanes: independent adds pipeline
+    constexpr auto width = static_cast<index_t>(lanes);
+    // Two loops of one accumulator each: the compiler vectorises those, not one loop of two.
+    double c[lanes] = {};
     index_t t = 0;
-    for (; t + 1 < n; t += 2) {
-        const bool v0 = m[t], v1 = m[t + 1];
-        c0 += v0 ? 1.0 : 0.0;
-        c1 += v1 ? 1.0 : 0.0;
-        s0 += v0 ? static_cast<double>(x[t]) : 0.0;
-        s1 += v1 ? static_cast<double>(x[t + 1]) : 0.0;
+    for (; t + width <= n; t += width)
+        for (index_t j = 0; j < width; ++j) c[j] += m[t + j] ? 1.0 : 0.0;
+    for (index_t j = 0; t < n; ++t, ++j) c[j] += m[t] ? 1.0 : 0.0;
+    double s[lanes] = {};
+    t = 0;
+    for (; t + width <= n; t += width)
+        for (index_t j = 0; j < width; ++j) s[j] += bit_select(m[t + j], static_cast<double>(x[t + j]), 0.0);
+    for (index_t j = 0; t < n; ++t, ++j) s[j] += bit_select(m[t], static_cast<double>(x[t]), 0.0);
+    for (std::size_t j = 0; j < lanes; ++j) {
+        count += c[j];
+        sum += s[j];
     }
-    if (t < n) {
-        const bool v = m[t];
-        c0 += v ? 1.0 : 0.0;
-        s0 += v ? static_cast<double>(x[t]) : 0.0;
-    }
-    count += c0 + c1;
-    sum += s0 + s1;
 }
 
-/// Adds Σ (x - mean)² over the valid elements of one row.
+/// Adds Σ (x - mean)² over the valid elements of one row, in `lanes` partial sums.
 template <class T, class MaskRow>
 inline void add_squared_deviations(const T* x, MaskRow m, index_t n, double mean, double& ssd) noexcept {
-    double a0 = 0.0, a1 = 0.0;
+    constexpr auto width = static_cast<index_t>(lanes);
+    double a[lanes] = {};
     index_t t = 0;
-    for (; t + 1 < n; t += 2) {
-        const double d0 = static_cast<double>(x[t]) - mean;
-        const double d1 = static_cast<double>(x[t + 1]) - mean;
-        a0 += m[t] ? d0 * d0 : 0.0;
-        a1 += m[t + 1] ? d1 * d1 : 0.0;
+    for (; t + width <= n; t += width) {
+        for (index_t j = 0; j < width; ++j) {
+            const double d = static_cast<double>(x[t + j]) - mean;
+            a[j] += bit_select(m[t + j], d * d, 0.0);
+        }
     }
-    if (t < n) {
+    for (index_t j = 0; t < n; ++t, ++j) {
         const double d = static_cast<double>(x[t]) - mean;
-        a0 += m[t] ? d * d : 0.0;
+        a[j] += bit_select(m[t], d * d, 0.0);
     }
-    ssd += a0 + a1;
+    for (const double v : a) ssd += v;
 }
 
 /// "in row 3" for per-row scopes, "" for the batch.

@@ -35,6 +35,7 @@
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -344,9 +345,8 @@ template <class T>
 [[nodiscard]] std::vector<double> row_sums(view<T> values) {
     std::vector<double> sums(static_cast<std::size_t>(values.extent(0)));
     for (index_t i = 0; i < values.extent(0); ++i) {
-        double sum = 0.0;
-        for (const T& x : values.row(i)) sum += static_cast<double>(x);
-        sums[static_cast<std::size_t>(i)] = sum;
+        const auto row = values.row(i);
+        sums[static_cast<std::size_t>(i)] = lane_sum(row.data(), row.size());  // partial sums: SIMD code
     }
     return sums;
 }

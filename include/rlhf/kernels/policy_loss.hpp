@@ -178,7 +178,7 @@ surrogate_params<T> make_surrogate_params(const policy_loss_options& o) {
 
 /// `f · v` that is 0 when `f` is 0 even if `v` is infinite (no NaN from an unselected branch).
 template <class T>
-[[nodiscard]] inline T scaled(T f, T v) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T scaled(T f, T v) noexcept {
     return bit_select(f == T{0}, T{0}, f * v);
 }
 
@@ -196,7 +196,7 @@ struct surrogate_point {
 /// is SIMD code; every infinite intermediate is selected away or multiplied through `scaled`, so
 /// an overflowed ρ never turns into NaN. ρ = `vexpf` / `vexp` (vector_math.hpp).
 template <class T>
-[[nodiscard]] inline surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
     const T dc = bit_min(bit_max(d, p.log_ratio_min), p.log_ratio_max);
     const bool d_inside = (d >= p.log_ratio_min) & (d <= p.log_ratio_max);  // torch.clamp: inclusive
     T rho;

@@ -144,41 +144,53 @@ inline row_slot find_row_slot(std::string_view function, reward_slot slot, empty
     return {-1, -1, false};
 }
 
-/// The shaping loop shared by both entry points; `kl_row(b)` returns a callable `t -> kl[b, t]`.
-template <class T, class M, class KlRow>
+/// Positions per block of the shaping loop.
+inline constexpr index_t shaping_block = 256;
+
+/// The shaping loop shared by both entry points; `kl_block(b, start, len, out)` writes
+/// `kl[b, start + k]` to `out[k]` for k < len (a block is read before its rewards are written, so
+/// `rewards` may be an input).
+template <class T, class M, class KlBlock>
 void shape_rows(std::string_view function, view<M> mask, view<T, 1> scores, mut_view<T> rewards,
-                const reward_shaping_options& options, KlRow&& kl_row) {
+                const reward_shaping_options& options, KlBlock&& kl_block) {
     const index_t cols = mask.extent(1);
     const T neg_beta = static_cast<T>(-options.kl_coef);
+    T kl[shaping_block];
     for (index_t b = 0; b < mask.extent(0); ++b) {
         const M* m = mask.row(b).data();
         index_t count = 0;
-        index_t last = -1;
-        for (index_t t = 0; t < cols; ++t) {
-            const bool valid = m[t] != M{0};
-            count += valid ? 1 : 0;
-            last = valid ? t : last;
+        for (index_t t = 0; t < cols; ++t) count += static_cast<index_t>(m[t] != M{0});
+        index_t last = cols - 1;  // the last valid position: skip the padding 16 entries at a time
+        for (; last >= 15; last -= 16) {
+            unsigned any = 0;
+            for (index_t j = 0; j < 16; ++j) any |= static_cast<unsigned>(m[last - j] != M{0});
+            if (any != 0) break;
         }
+        while (last >= 0 && m[last] == M{0}) --last;
         const row_slot where = find_row_slot(function, options.slot, options.empty_rows, count, last, cols, b);
         const T score = where.score ? static_cast<T>(clip_score(static_cast<double>(scores(b)), options)) : T{0};
         const T length = options.divide_kl_by_length ? static_cast<T>(std::max<index_t>(count, 1)) : T{1};
-        const auto kl_at = kl_row(b);
         T* out = rewards.row(b).data();
-        if (where.limit >= 0) {
-            for (index_t t = 0; t < cols; ++t) {
-                T k = kl_at(t);
-                if (options.mask_kl) k = m[t] != M{0} ? k : T{0};
-                T r = neg_beta * k;
-                if (options.divide_kl_by_length) r /= length;
-                out[t] = t < where.limit ? r + score : T{0};
-            }
-        } else {
-            for (index_t t = 0; t < cols; ++t) {
-                T k = kl_at(t);
-                if (options.mask_kl) k = m[t] != M{0} ? k : T{0};
-                T r = neg_beta * k;
-                if (options.divide_kl_by_length) r /= length;
-                out[t] = r + (t == where.position ? score : T{0});
+        // Branch-free (`bit_select`: a conditional expression would become a branch, and the loop
+        // would stay scalar); dividing by a length of 1 is exact.
+        const bool mask_kl = options.mask_kl;
+        for (index_t start = 0; start < cols; start += shaping_block) {
+            const index_t len = std::min(shaping_block, cols - start);
+            kl_block(b, start, len, kl);
+            if (where.limit >= 0) {
+                for (index_t k = 0; k < len; ++k) {
+                    const index_t t = start + k;
+                    const T value = detail::bit_select(mask_kl & (m[t] == M{0}), T{0}, kl[k]);
+                    const T r = neg_beta * value / length;
+                    out[t] = detail::bit_select(t < where.limit, r + score, T{0});
+                }
+            } else {
+                for (index_t k = 0; k < len; ++k) {
+                    const index_t t = start + k;
+                    const T value = detail::bit_select(mask_kl & (m[t] == M{0}), T{0}, kl[k]);
+                    const T r = neg_beta * value / length;
+                    out[t] = r + (t == where.position ? score : T{0});
+                }
             }
         }
     }
@@ -221,9 +233,9 @@ void shape_rewards(view<T> kl, view<M> mask, view<T, 1> scores, mut_view<T> rewa
     detail::check_shaping_inputs(fn, kl, "kl", mask, scores, rewards);
     check_finite(fn, "kl", kl);
     check_same_or_disjoint(fn, "rewards", rewards, "kl", kl);
-    detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b) {
-        const T* row = kl.row(b).data();
-        return [row](index_t t) { return row[t]; };
+    detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b, index_t start, index_t len, T* out) {
+        const T* row = kl.row(b).data() + start;
+        std::copy(row, row + len, out);
     });
 }
 
@@ -248,10 +260,10 @@ void shape_rewards_from_logprobs(view<T> log_probs, view<T> ref_log_probs, view<
     check_same_or_disjoint(fn, "rewards", rewards, "log_probs", log_probs);
     check_same_or_disjoint(fn, "rewards", rewards, "ref_log_probs", ref_log_probs);
     detail::with_kl_functor<T>(options.kl, [&](const auto estimate) {
-        detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b) {
-            const T* lp = log_probs.row(b).data();
-            const T* ref = ref_log_probs.row(b).data();
-            return [lp, ref, estimate](index_t t) { return estimate(lp[t], ref[t]); };
+        detail::shape_rows(fn, mask, scores, rewards, options, [&](index_t b, index_t start, index_t len, T* out) {
+            const T* lp = log_probs.row(b).data() + start;
+            const T* ref = ref_log_probs.row(b).data() + start;
+            for (index_t k = 0; k < len; ++k) out[k] = estimate(lp[k], ref[k]);
         });
     });
 }

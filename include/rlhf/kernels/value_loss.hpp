@@ -36,6 +36,7 @@
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/kernels/vector_math.hpp"
 
 namespace rlhf {
 
@@ -120,17 +121,18 @@ value_loss_params<T> make_value_loss_params(const value_loss_options& o) {
             static_cast<T>(o.scale)};
 }
 
-/// ψ(e): e² within δ, δ·(2|e| − δ) beyond (δ = +inf: e²).
+/// ψ(e): e² within δ, δ·(2|e| − δ) beyond (δ = +inf: e²). Branch-free (`bit_select`), as the
+/// rest of the token loop, so that it is SIMD code.
 template <class T>
-[[nodiscard]] inline T value_error(T e, T delta) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T value_error(T e, T delta) noexcept {
     const T a = std::abs(e);
-    return a <= delta ? e * e : delta * (T{2} * a - delta);
+    return bit_select(a <= delta, e * e, delta * (T{2} * a - delta));
 }
 
 /// ψ'(e): 2e within δ, 2δ·sign(e) beyond.
 template <class T>
-[[nodiscard]] inline T value_error_grad(T e, T delta) noexcept {
-    return std::abs(e) <= delta ? T{2} * e : std::copysign(T{2} * delta, e);
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T value_error_grad(T e, T delta) noexcept {
+    return bit_select(std::abs(e) <= delta, T{2} * e, std::copysign(T{2} * delta, e));
 }
 
 /// The value loss at one token.
@@ -143,21 +145,22 @@ struct value_loss_point {
 
 /// Branch-free (selects only). `r` is the target (already advantage + old value if asked).
 template <class T>
-[[nodiscard]] inline value_loss_point<T> value_loss_at(T v, T old, T r, const value_loss_params<T>& p) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE value_loss_point<T> value_loss_at(T v, T old, T r,
+                                                                         const value_loss_params<T>& p) noexcept {
     const T lo = old - p.clip;
     const T hi = old + p.clip;
     // clamp(V, lo, hi) as TRL/verl `clip_by_value`: exactly V inside, so the tie is exact.
-    const T vc = std::min(std::max(v, lo), hi);
-    const bool inside = v >= lo && v <= hi;  // torch.clamp passes its gradient on the bounds
+    const T vc = bit_min(bit_max(v, lo), hi);
+    const bool inside = (v >= lo) & (v <= hi);  // torch.clamp passes its gradient on the bounds
     const T e1 = v - r;
     const T e2 = vc - r;
     const T p1 = value_error(e1, p.delta);
     const T p2 = value_error(e2, p.delta);
     const T g1 = value_error_grad(e1, p.delta);
-    const T g2 = inside ? value_error_grad(e2, p.delta) : T{0};
+    const T g2 = bit_select(inside, value_error_grad(e2, p.delta), T{0});
     // torch.max(a, b): the larger gets the gradient; a tie splits it in halves.
-    const T g = p2 > p1 ? g2 : (p1 > p2 ? g1 : T{0.5} * (g1 + g2));
-    return {p.scale * std::max(p1, p2), p.scale * g, p2 > p1 ? T{1} : T{0}};
+    const T g = bit_select(p2 > p1, g2, bit_select(p1 > p2, g1, T{0.5} * (g1 + g2)));
+    return {p.scale * bit_max(p1, p2), p.scale * g, bit_select(p2 > p1, T{1}, T{0})};
 }
 
 inline void check_value_loss_options(std::string_view function, const value_loss_options& o) {
@@ -173,6 +176,17 @@ inline void check_value_loss_options(std::string_view function, const value_loss
 /// Accumulators of the statistics, in double.
 struct value_accumulators {
     double clipped = 0.0, value = 0.0, sq_error = 0.0, target = 0.0, sq_target = 0.0, residual = 0.0, sq_residual = 0.0;
+};
+
+/// Tokens per block of the fused pass.
+inline constexpr std::size_t value_block = 256;
+
+/// Per-token terms of one block (about 16 KiB: they stay in L1).
+template <class T>
+struct value_buffers {
+    T loss[value_block], grad[value_block];
+    double weighted[value_block], clipped[value_block], value[value_block], sq_error[value_block], target[value_block],
+        sq_target[value_block], residual[value_block];
 };
 
 }  // namespace detail
@@ -195,8 +209,9 @@ struct value_accumulators {
 /// Numerics: for finite inputs the loss is finite unless a squared error overflows (|V − R|
 /// beyond ~1e19 in float), then +inf — never NaN.
 ///
-/// One pass over the mask (counts), one fused pass over the data. Allocates one scratch vector
-/// of B doubles. `reducer` sums the aggregation counts across ranks (one collective call at
+/// One pass over the mask (counts), one fused pass over the data (per block of 256 tokens, a
+/// branch-free SIMD pass into buffers in L1, then the sums in partial lanes). Allocates one
+/// scratch vector of B doubles. `reducer` sums the aggregation counts across ranks (one collective call at
 /// most; the statistics stay local).
 template <class T, class M, Reducer R = local_reducer>
 value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns, view<M> mask,
@@ -229,6 +244,7 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
     const bool from_advantages = options.returns_from_advantages;
     detail::value_accumulators acc;
     double total = 0.0;
+    detail::value_buffers<T> buf;
     for (index_t b = 0; b < rows; ++b) {
         const auto v = values.row(b);
         const auto old = old_values.row(b);
@@ -239,23 +255,39 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         const auto g = want_grad ? grad_values.row(b) : std::span<T>{};
         const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
         double row_loss = 0.0;
-        for (std::size_t t = 0; t < cols; ++t) {
-            const bool valid = msk[t] != M{0};
-            const T target = from_advantages ? ret[t] + old[t] : ret[t];
-            const detail::value_loss_point<T> p = detail::value_loss_at(v[t], old[t], target, params);
-            const double md = valid ? 1.0 : 0.0;
-            row_loss += valid ? static_cast<double>(p.loss) : 0.0;
-            if (want_grad) g[t] = valid ? wc * p.grad : T{0};
-            if (want_tokens) tl[t] = p.loss;
-            const double vd = static_cast<double>(v[t]);
-            const double rd = static_cast<double>(target);
-            const double residual = rd - vd;
-            acc.clipped += md * static_cast<double>(p.clipped);
-            acc.value += md * vd;
-            acc.sq_error += md * residual * residual;
-            acc.target += md * rd;
-            acc.sq_target += md * rd * rd;
-            acc.residual += md * residual;
+        // Blocks of tokens: a branch-free pass (SIMD code) writes each token's terms to buffers
+        // in L1, then the sums run in partial lanes.
+        for (std::size_t start = 0; start < cols; start += detail::value_block) {
+            const std::size_t len = std::min(detail::value_block, cols - start);
+            for (std::size_t k = 0; k < len; ++k) {
+                const std::size_t t = start + k;
+                const T m = static_cast<T>(msk[t]);  // 0 or 1 (checked)
+                const bool valid = m != T{0};
+                const T target = ret[t] + detail::bit_select(from_advantages, old[t], T{0});
+                const detail::value_loss_point<T> p = detail::value_loss_at(v[t], old[t], target, params);
+                const double md = static_cast<double>(m);
+                const double vd = static_cast<double>(v[t]);
+                const double rd = static_cast<double>(target);
+                const double residual = rd - vd;
+                buf.loss[k] = p.loss;
+                buf.grad[k] = detail::bit_select(valid, wc * p.grad, T{0});
+                buf.weighted[k] = static_cast<double>(detail::bit_select(valid, p.loss, T{0}));
+                buf.clipped[k] = md * static_cast<double>(p.clipped);
+                buf.value[k] = md * vd;
+                buf.sq_error[k] = md * residual * residual;
+                buf.target[k] = md * rd;
+                buf.sq_target[k] = md * rd * rd;
+                buf.residual[k] = md * residual;
+            }
+            row_loss += detail::lane_sum(buf.weighted, len);
+            acc.clipped += detail::lane_sum(buf.clipped, len);
+            acc.value += detail::lane_sum(buf.value, len);
+            acc.sq_error += detail::lane_sum(buf.sq_error, len);
+            acc.target += detail::lane_sum(buf.target, len);
+            acc.sq_target += detail::lane_sum(buf.sq_target, len);
+            acc.residual += detail::lane_sum(buf.residual, len);
+            if (want_grad) std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
+            if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
         }
         total += c_row * row_loss;
     }

@@ -29,17 +29,29 @@
 #endif
 #endif
 
+// Forced inlining: a call left in a loop keeps it scalar, and the compiler's size heuristics
+// decline some of these (the polynomials are long) once several instantiations call them.
+#if !defined(RLHF_DETAIL_FORCE_INLINE)
+#if defined(__GNUC__) || defined(__clang__)
+#define RLHF_DETAIL_FORCE_INLINE [[gnu::always_inline]] inline
+#elif defined(_MSC_VER)
+#define RLHF_DETAIL_FORCE_INLINE __forceinline
+#else
+#define RLHF_DETAIL_FORCE_INLINE inline
+#endif
+#endif
+
 namespace rlhf::detail {
 
 /// 2^n for an integer-valued double n in [-1022, 1023].
-[[nodiscard]] inline double power_of_two(double n) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double power_of_two(double n) noexcept {
     constexpr double shifter = 0x1.8p52;  // adding it rounds to an integer held in the low bits
     const std::int64_t bits = std::bit_cast<std::int64_t>(n + shifter) - std::bit_cast<std::int64_t>(shifter);
     return std::bit_cast<double>(static_cast<std::uint64_t>(bits + 1023) << 52);
 }
 
 /// 2^n for an integer-valued float n in [-126, 127].
-[[nodiscard]] inline float power_of_two(float n) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE float power_of_two(float n) noexcept {
     constexpr float shifter = 0x1.8p23f;
     const std::int32_t bits = std::bit_cast<std::int32_t>(n + shifter) - std::bit_cast<std::int32_t>(shifter);
     return std::bit_cast<float>(static_cast<std::uint32_t>(bits + 127) << 23);
@@ -50,7 +62,7 @@ namespace rlhf::detail {
 /// not speculate (floating-point operations can trap): the loop stays scalar. (Plain x86-64 has no
 /// 64-bit compares to build a double's mask from, so there it is the conditional expression.)
 template <class T>
-[[nodiscard]] inline T bit_select(bool condition, T a, T b) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T bit_select(bool condition, T a, T b) noexcept {
     static_assert(sizeof(T) == 4 || sizeof(T) == 8, "rlhf::detail::bit_select: float or double");
     using bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
 #if RLHF_DETAIL_SCALAR_EXP
@@ -62,13 +74,13 @@ template <class T>
 
 /// `std::min(a, b)` as a `bit_select` (same result, NaN included).
 template <class T>
-[[nodiscard]] inline T bit_min(T a, T b) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T bit_min(T a, T b) noexcept {
     return bit_select(b < a, b, a);
 }
 
 /// `std::max(a, b)` as a `bit_select` (same result, NaN included).
 template <class T>
-[[nodiscard]] inline T bit_max(T a, T b) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T bit_max(T a, T b) noexcept {
     return bit_select(a < b, b, a);
 }
 
@@ -105,7 +117,7 @@ template <class V>
 }
 
 /// e^x, within 2 ulp, branch-free (see the file comment).
-[[nodiscard]] inline double vexp(double x) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double vexp(double x) noexcept {
 #if RLHF_DETAIL_SCALAR_EXP
     return std::exp(x);
 #else
@@ -145,7 +157,7 @@ template <class V>
 /// e^x in float, within 2 ulp, branch-free: the same scheme in single precision (Cody–Waite with
 /// Cephes' split of ln 2, a degree-7 Taylor polynomial). Vectorises on every x86-64 (SSE2 has the
 /// 32-bit compares its selects need).
-[[nodiscard]] inline float vexpf(float x) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE float vexpf(float x) noexcept {
     constexpr float log2e = 0x1.715476p0f;
     constexpr float ln2_hi = 0x1.63p-1f;  // 0.693359375: 9 significant bits, k·ln2_hi is exact
     constexpr float ln2_lo = -0x1.bd0106p-13f;
@@ -170,7 +182,7 @@ template <class V>
 
 /// e^x − 1, within 5 ulp, branch-free: the Taylor series itself for |x| < 0.35 (no cancellation),
 /// `vexp(x) − 1` beyond.
-[[nodiscard]] inline double vexpm1(double x) noexcept {
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double vexpm1(double x) noexcept {
 #if RLHF_DETAIL_SCALAR_EXP
     return std::expm1(x);
 #else
@@ -189,7 +201,7 @@ template <class V>
     p = p * x + 1.0;
     const double small = p * x;
     const double large = vexp(x) - 1.0;
-    return bit_select(x > -0.35 && x < 0.35, small, large);
+    return bit_select((x > -0.35) & (x < 0.35), small, large);  // `&`: no branch
 #endif
 }
 
