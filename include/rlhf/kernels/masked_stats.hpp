@@ -410,44 +410,43 @@ template <class T, class M, Reducer R = local_reducer>
         .variance;
 }
 
+namespace detail::stats {
+
+/// The per-row moments behind `masked_mean_per_row` and `masked_variance_per_row`.
+template <class T, class M, class U>
+void moments_per_row(std::string_view function, view<T> values, view<M> mask, mut_view<U, 1> out,
+                     const moments_options& options, bool variance) {
+    static_assert(std::is_floating_point_v<T> && std::is_floating_point_v<U>,
+                  "rlhf: per-row moments: values and out must be float or double");
+    check_same_shape(function, "mask", mask, "values", values);
+    check_length(function, "out", out.extent(0), values.extent(0), "one per row of 'values'");
+    check_moments_options(function, options);
+    check_binary_mask(function, "mask", mask);
+    check_finite(function, "values", values);
+    local_reducer local;
+    const view_mask<M> rows{mask};
+    for (index_t b = 0; b < values.extent(0); ++b) {
+        const masked_moments row = scope_moments(function, values, rows, b, b + 1, variance, options, local, b);
+        out(b) = static_cast<U>(variance ? row.variance : row.mean);
+    }
+}
+
+}  // namespace detail::stats
+
 /// Per-row mean of `values` `[B, T]` into `out` `[B]` (float or double). An empty row follows the
 /// policy per row (`raise` names the row; otherwise 0).
 /// @note TRL `masked_mean(values, mask, axis=1)`; verl `masked_mean(values, mask, axis=-1)` with
 /// `.count_epsilon = 1e-8`; ColossalChat `masked_mean(dim=1)` likewise.
 template <class T, class M, class U>
 void masked_mean_per_row(view<T> values, view<M> mask, mut_view<U, 1> out, const moments_options& options = {}) {
-    static_assert(std::is_floating_point_v<T> && std::is_floating_point_v<U>,
-                  "rlhf::masked_mean_per_row: values and out must be float or double");
-    constexpr std::string_view function = "rlhf::masked_mean_per_row";
-    check_same_shape(function, "mask", mask, "values", values);
-    check_length(function, "out", out.extent(0), values.extent(0), "one per row of 'values'");
-    detail::stats::check_moments_options(function, options);
-    check_binary_mask(function, "mask", mask);
-    check_finite(function, "values", values);
-    local_reducer local;
-    const detail::stats::view_mask<M> rows{mask};
-    for (index_t b = 0; b < values.extent(0); ++b)
-        out(b) = static_cast<U>(
-            detail::stats::scope_moments(function, values, rows, b, b + 1, false, options, local, b).mean);
+    detail::stats::moments_per_row("rlhf::masked_mean_per_row", values, mask, out, options, false);
 }
 
 /// Per-row variance of `values` `[B, T]` into `out` `[B]`; the policy applies per row.
 /// @note The per-row variance of OpenRLHF `masked_normalize` (biased) and TRL `masked_var` per row.
 template <class T, class M, class U>
 void masked_variance_per_row(view<T> values, view<M> mask, mut_view<U, 1> out, const moments_options& options = {}) {
-    static_assert(std::is_floating_point_v<T> && std::is_floating_point_v<U>,
-                  "rlhf::masked_variance_per_row: values and out must be float or double");
-    constexpr std::string_view function = "rlhf::masked_variance_per_row";
-    check_same_shape(function, "mask", mask, "values", values);
-    check_length(function, "out", out.extent(0), values.extent(0), "one per row of 'values'");
-    detail::stats::check_moments_options(function, options);
-    check_binary_mask(function, "mask", mask);
-    check_finite(function, "values", values);
-    local_reducer local;
-    const detail::stats::view_mask<M> rows{mask};
-    for (index_t b = 0; b < values.extent(0); ++b)
-        out(b) = static_cast<U>(
-            detail::stats::scope_moments(function, values, rows, b, b + 1, true, options, local, b).variance);
+    detail::stats::moments_per_row("rlhf::masked_variance_per_row", values, mask, out, options, true);
 }
 
 /// Masked whitening of `values` `[B, T]` into `out` `[B, T]`:
