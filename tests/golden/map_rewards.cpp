@@ -12,6 +12,7 @@
 #include "mapping.hpp"
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/kl_controller.hpp"
+#include "rlhf/kernels/presets.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
 
 namespace rlhf_golden {
@@ -227,10 +228,10 @@ std::optional<mapped_outputs> colossalchat_v1_reward(const golden_file&, const g
     const tensor r = c.input("r"), lp = c.input("log_probs"), base = c.input("log_probs_base"),
                  mask = c.input("action_mask");
     tensor reward = zeros_like(r);
-    rlhf::sequence_rewards(vector_of(r), lp.matrix(), base.matrix(), mask.matrix(), mut_vector_of(reward),
-                           {.kl_coef = std::max(0.0, c.number_param("kl_coef")),
-                            .kl = rlhf::kl_preset::trl(rlhf::kl_estimator::k3),
-                            .mean_eps = 1e-8});
+    // The preset's options; ColossalChat returns r unchanged for kl_coef <= 0, as kl_coef = 0 does.
+    auto options = rlhf::presets::colossalchat_v1().rewards;
+    options.kl_coef = std::max(0.0, c.number_param("kl_coef"));
+    rlhf::sequence_rewards(vector_of(r), lp.matrix(), base.matrix(), mask.matrix(), mut_vector_of(reward), options);
     return single("reward", std::move(reward));
 }
 

@@ -129,3 +129,48 @@ TEST_CASE("compute_advantages names the failing step's argument" * doctest::test
         },
         rlhf::error_kind::shape, "values");
 }
+
+TEST_CASE("the ColossalChat v1 sequence preset by hand" * doctest::test_suite("unit")) {
+    // Two rows, T = 3. Row 0 has two valid tokens with log-ratios r = ref - lp of 0.5 and -0.2:
+    // k3 = exp(r) - 1 - r; the mean divides by 2 + 1e-8. Row 1 is empty: KL 0, reward = score.
+    const std::vector<double> lp{-1.0, -2.0, -3.0, -1.0, -1.0, -1.0}, ref{-0.5, -2.2, 9.0, 4.0, 4.0, 4.0};
+    const std::vector<double> scores{1.5, -0.7}, values{0.25, 0.5};
+    const std::vector<std::uint8_t> mask{1, 1, 0, 0, 0, 0};
+    const auto preset = rlhf::presets::colossalchat_v1();
+    CHECK(preset.rewards.kl_coef == 0.1);
+    CHECK(std::holds_alternative<rlhf::fixed_kl_controller>(rlhf::make_kl_controller(preset.kl_control).get()));
+    std::vector<double> rewards(2), advantages(2);
+    rlhf::compute_sequence_advantages(preset, 0.1, rlhf::make_view(lp.data(), 2, 3), rlhf::make_view(ref.data(), 2, 3),
+                                      rlhf::make_view(mask.data(), 2, 3), rlhf::make_view(std::span<const double>(scores)),
+                                      rlhf::make_view(std::span<const double>(values)),
+                                      rlhf::make_mut_view(std::span<double>(rewards)),
+                                      rlhf::make_mut_view(std::span<double>(advantages)));
+    const auto k3 = [](double r) { return std::exp(r) - 1.0 - r; };
+    const double mean_kl = (k3(0.5) + k3(-0.2)) / (2.0 + 1e-8);
+    CHECK(rewards[0] == doctest::Approx(1.5 - 0.1 * mean_kl).epsilon(1e-15));
+    CHECK(advantages[0] == doctest::Approx(1.5 - 0.1 * mean_kl - 0.25).epsilon(1e-15));
+    CHECK(rewards[1] == -0.7);
+    CHECK(advantages[1] == -0.7 - 0.5);
+}
+
+TEST_CASE("compute_sequence_advantages rejects bad values" * doctest::test_suite("unit")) {
+    const batch x(5);
+    std::vector<double> values{0.1, 0.2, 0.3, 0.4}, short_values{0.1, 0.2, 0.3}, rewards(4), advantages(4);
+    const auto run = [&](std::span<const double> v, std::span<double> out_rewards, std::span<double> out_advantages) {
+        rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, x.view_of(x.log_probs),
+                                          x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(),
+                                          rlhf::make_view(v), rlhf::make_mut_view(out_rewards),
+                                          rlhf::make_mut_view(out_advantages));
+    };
+    rlhf_test::check_error([&] { run(short_values, rewards, advantages); }, rlhf::error_kind::shape, "values");
+    rlhf_test::check_error([&] { run(values, rewards, std::span<double>(advantages).first(3)); },
+                           rlhf::error_kind::shape, "advantages");
+    values[2] = std::nan("");
+    rlhf_test::check_error([&] { run(values, rewards, advantages); }, rlhf::error_kind::value, "values");
+    values[2] = 0.3;
+    rlhf_test::check_error([&] { run(values, rewards, rewards); }, rlhf::error_kind::value, "advantages");
+    // In place over the values is allowed: each advantage reads its own value first.
+    std::vector<double> in_place = values;
+    run(in_place, rewards, in_place);
+    for (std::size_t b = 0; b < 4; ++b) CHECK(in_place[b] == rewards[b] - values[b]);
+}

@@ -40,6 +40,17 @@ struct advantage_preset {
     kl_control_options kl_control = 0.1;
 };
 
+/// One framework's sequence-level pipeline, without per-token advantages: one reward per
+/// sequence (the score minus the KL penalty averaged over the valid tokens) and the advantage
+/// `reward - value` with one value per sequence, broadcast over the sequence's tokens by the
+/// policy loss.
+struct sequence_advantage_preset {
+    std::string_view framework = {};
+    /// KL estimator, mean epsilon; `kl_coef` is the controller's start value.
+    sequence_reward_options rewards = {};
+    kl_control_options kl_control = 0.1;
+};
+
 /// The controller a preset starts with.
 [[nodiscard]] inline kl_controller make_kl_controller(const kl_control_options& options) {
     return std::visit(
@@ -149,6 +160,16 @@ namespace presets {
             .kl_control = 0.1};
 }
 
+/// ColossalChat v1 (`applications/Chat/coati/experience_maker/naive.py: make_experience`,
+/// `coati/models/utils.py: compute_reward`, 36c4bb28): the reward is the score minus 0.1 × the
+/// k3 estimate averaged over the action mask (count + 1e-8), the advantage is that reward minus
+/// the critic's sequence value, fixed KL coefficient; no GAE, no whitening.
+[[nodiscard]] inline sequence_advantage_preset colossalchat_v1() {
+    return {.framework = "ColossalChat v1",
+            .rewards = {.kl_coef = 0.1, .kl = kl_preset::trl(kl_estimator::k3), .mean_eps = 1e-8},
+            .kl_control = 0.1};
+}
+
 }  // namespace presets
 
 /// Runs a preset: per-token rewards from the log-probs, the reference log-probs and the scores
@@ -172,6 +193,29 @@ void compute_advantages(const advantage_preset& preset, double kl_coef, view<T> 
         whiten(view<T>(advantages), advantages, *preset.advantage_whitening, reducer);
     else
         masked_whiten(view<T>(advantages), mask, advantages, *preset.advantage_whitening, reducer);
+}
+
+/// Runs a sequence-level preset: `rewards[b] = scores[b] - kl_coef · mean KL of row b` (with
+/// `kl_coef`, the controller's current value) and `advantages[b] = rewards[b] - values[b]`.
+///
+/// Shapes: `log_probs`, `ref_log_probs`, `mask` `[B, T]`; `scores`, `values`, `rewards`,
+/// `advantages` `[B]`. An empty row has KL 0, so its reward is its score. Errors: those of
+/// `rlhf::sequence_rewards`, and `values` / `advantages` of the wrong length or `values` not finite.
+template <class T, class M>
+void compute_sequence_advantages(const sequence_advantage_preset& preset, double kl_coef, view<T> log_probs,
+                                 view<T> ref_log_probs, view<M> mask, view<T, 1> scores, view<T, 1> values,
+                                 mut_view<T, 1> rewards, mut_view<T, 1> advantages) {
+    constexpr std::string_view fn = "rlhf::compute_sequence_advantages";
+    check_length(fn, "values", values.extent(0), log_probs.extent(0), "one per row of 'log_probs'");
+    check_length(fn, "advantages", advantages.extent(0), log_probs.extent(0), "one per row of 'log_probs'");
+    check_finite(fn, "values", values);
+    check_disjoint(fn, "advantages", advantages, "rewards", rewards);
+    check_disjoint(fn, "rewards", rewards, "values", values);
+    check_same_or_disjoint(fn, "advantages", advantages, "values", values);
+    sequence_reward_options options = preset.rewards;
+    options.kl_coef = kl_coef;
+    sequence_rewards(scores, log_probs, ref_log_probs, mask, rewards, options);
+    for (index_t b = 0; b < advantages.extent(0); ++b) advantages(b) = rewards(b) - values(b);
 }
 
 }  // namespace rlhf
