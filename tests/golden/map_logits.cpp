@@ -6,6 +6,7 @@
 // otherwise.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -99,6 +100,10 @@ std::optional<mapped_outputs> map_verl_entropy(const golden_file&, const golden_
 struct rm_losses {
     double logsigmoid = 0.0;
     double log_exp = 0.0;
+    /// The peers compute log(1 + exp(r - c)) literally, which is +inf once some r - c exceeds
+    /// log(DBL_MAX); the library's stable form stays finite, so such a case compares only the
+    /// other loss (OpenRLHF `openrlhf/models/loss.py: LogExpLoss`, ColossalChat `LogExpLoss`).
+    bool peer_log_exp_overflows = false;
 };
 
 std::optional<rm_losses> reward_losses(const golden_case& c) {
@@ -110,6 +115,9 @@ std::optional<rm_losses> reward_losses(const golden_case& c) {
     out.logsigmoid =
         rlhf::pairwise_logsigmoid_loss(chosen.vector(), rejected.vector(), {}, {}, {.margin = margin}).loss;
     out.log_exp = rlhf::log_exp_loss(chosen.vector(), rejected.vector()).loss;
+    for (std::size_t i = 0; i < chosen.data.size(); ++i)
+        out.peer_log_exp_overflows = out.peer_log_exp_overflows ||
+                                     rejected.data[i] - chosen.data[i] > std::log(std::numeric_limits<double>::max());
     return out;
 }
 
@@ -119,7 +127,10 @@ std::optional<mapped_outputs> map_openrlhf_rm(const golden_file&, const golden_c
     if (!losses) return std::nullopt;
     mapped_outputs out;
     out.outputs["pairwise_logsigmoid"] = tensor::of_scalar(losses->logsigmoid);
-    out.outputs["log_exp"] = tensor::of_scalar(losses->log_exp);
+    if (losses->peer_log_exp_overflows)
+        out.refused_non_finite.push_back("log_exp");
+    else
+        out.outputs["log_exp"] = tensor::of_scalar(losses->log_exp);
     return out;
 }
 
@@ -130,7 +141,10 @@ std::optional<mapped_outputs> map_colossal_rm(const golden_file&, const golden_c
     if (!losses) return std::nullopt;
     mapped_outputs out;
     out.outputs["LogSigLoss"] = tensor::of_scalar(losses->logsigmoid);
-    out.outputs["LogExpLoss"] = tensor::of_scalar(losses->log_exp);
+    if (losses->peer_log_exp_overflows)
+        out.refused_non_finite.push_back("LogExpLoss");
+    else
+        out.outputs["LogExpLoss"] = tensor::of_scalar(losses->log_exp);
     return out;
 }
 

@@ -44,6 +44,7 @@
 
 #include "mapping.hpp"
 #include "rlhf/core/options.hpp"
+#include "rlhf/kernels/logits.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "value_loss_mapping.hpp"
@@ -100,6 +101,15 @@ std::optional<mapped_outputs> map_trl_ppo_loss_policy(const golden_file& /*file*
     out.outputs["stats.policy/approxkl"] = tensor::of_scalar(r.stats.approx_kl);
     out.outputs["stats.policy/policykl"] = tensor::of_scalar(r.stats.policy_kl);
     out.outputs["stats.policy/clipfrac"] = tensor::of_scalar(r.stats.clip_fraction);
+    // TRL's policy/entropy: masked_mean(entropy_from_logits(logits), mask) = token-mean.
+    if (c.has_input("logits")) {
+        const tensor logits = c.input("logits");
+        const tensor mask = c.input("mask");
+        tensor entropy = tensor::zeros({logits.dim(0), logits.dim(1)});
+        rlhf::entropy_from_logits(logits.cube(), mask.matrix(), entropy.mut_matrix());
+        out.outputs["stats.policy/entropy"] = tensor::of_scalar(
+            rlhf::aggregate(entropy.matrix(), mask.matrix(), {.mode = rlhf::loss_aggregation::token_mean}));
+    }
     // TRL zeroes the whole minibatch loss on a skip, value part included.
     out.outputs["policy_skipped"] = tensor::of_scalar(r.stats.ratio_threshold_exceeded ? 1.0 : 0.0);
     return out;
@@ -123,6 +133,17 @@ std::optional<mapped_outputs> map_trl_ppo_loss(const golden_file& file, const go
             if (skipped) policy->outputs["vf_loss_times_vf_coef"] = tensor::of_scalar(0.0);
             policy->outputs["stats.loss/total"] = tensor::of_scalar(
                 policy->outputs.at("pg_loss").scalar() + policy->outputs.at("vf_loss_times_vf_coef").scalar());
+        }
+    }
+    // The value part leaves out val/var and returns/var under two valid tokens (the library
+    // refuses the unbiased variance of one element; TRL gives NaN): report them as refused.
+    for (const char* name : {"stats.val/var", "stats.returns/var"}) {
+        const auto expected = c.outputs.find(name);
+        if (policy->outputs.count(name) == 0 && expected != c.outputs.end()) {
+            for (double x : expected->second.data)
+                if (std::isfinite(x))
+                    throw std::runtime_error(std::string("golden: ") + name + " not mapped for a finite peer value");
+            policy->refused_non_finite.push_back(name);
         }
     }
     return policy;
@@ -159,7 +180,7 @@ std::optional<mapped_outputs> map_verl_policy_loss(const golden_file& /*file*/, 
     mapped_outputs out;
     out.outputs["pg_loss"] = tensor::of_scalar(r.loss);
     out.outputs[prefix + "pg_clipfrac"] = tensor::of_scalar(verl_mean(r.stats.clip_fraction, n));
-    out.outputs[prefix + "ppo_kl"] = tensor::of_scalar(verl_mean(r.stats.policy_kl, n));
+    out.outputs[prefix + "ppo_kl"] = tensor::of_scalar(verl_mean(r.stats.policy_kl_clamped, n));
     out.outputs[prefix + "pg_clipfrac_lower"] = tensor::of_scalar(verl_mean(r.stats.clip_fraction_lower, n));
     return out;
 }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -95,6 +96,29 @@ std::optional<mapped_outputs> verl_outcome(const golden_file&, const golden_case
         rlhf::compute_rloo_advantages(r, m, ids_view(ids), advantages.mut_matrix());
     } else if (estimator == "opo") {
         rlhf::compute_opo_advantages(r, m, ids_view(ids), advantages.mut_matrix());
+        // A group whose rows are all empty has baseline 0 in the library (documented); verl divides
+        // 0 by 0 (core_algos.py: compute_opo_outcome_advantage, the length-weighted baseline) and its
+        // NaN survives the mask. Those rows are masked everywhere: they hold the peer's NaN here and
+        // the case counts under the policy column, not as matched.
+        std::map<std::int64_t, double> group_tokens;
+        std::map<std::int64_t, int> group_rows;
+        const rlhf::index_t cols = m.extent(1);
+        for (rlhf::index_t b = 0; b < m.extent(0); ++b) {
+            const auto id = ids[static_cast<std::size_t>(b)];
+            ++group_rows[id];
+            for (rlhf::index_t t = 0; t < cols; ++t) group_tokens[id] += m(b, t);
+        }
+        bool empty_group = false;
+        for (rlhf::index_t b = 0; b < m.extent(0); ++b) {
+            const auto id = ids[static_cast<std::size_t>(b)];
+            if (group_rows[id] < 2 || group_tokens[id] != 0.0) continue;
+            empty_group = true;
+            for (rlhf::index_t t = 0; t < cols; ++t)
+                advantages.data[static_cast<std::size_t>(b * cols + t)] = std::numeric_limits<double>::quiet_NaN();
+        }
+        auto out = outputs(std::move(advantages));
+        if (empty_group) out.refused_non_finite = {"advantages", "returns"};
+        return out;
     } else if (estimator == "reinforce_plus_plus_baseline") {
         rlhf::compute_reinforce_plus_plus_baseline_advantages(r, m, ids_view(ids), advantages.mut_matrix(),
                                                               returns.mut_matrix(),

@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -43,13 +46,30 @@ mapped_outputs single(const std::string& name, tensor value, double tolerance = 
     return out;
 }
 
-/// Replays a sequence of measured KLs through `controller`, collecting the value after each update.
+/// Replays a sequence of measured KLs through `controller`, collecting the value after each update
+/// under `name`. The library refuses a NaN measurement (an rlhf::error) where the peers carry NaN
+/// into every later value: from that step on the output is NaN and reported as refused.
 template <class Controller>
-tensor replay(Controller& controller, const tensor& sequence, rlhf::kl_measure measure, rlhf::index_t n_steps) {
+void replay(mapped_outputs& out, const std::string& name, Controller& controller, const tensor& sequence,
+            rlhf::kl_measure measure, rlhf::index_t n_steps) {
     tensor values = zeros_like(sequence);
-    for (std::size_t i = 0; i < sequence.data.size(); ++i)
-        values.data[i] = controller.update(rlhf::measured_kl{.value = sequence.data[i], .measure = measure}, n_steps);
-    return values;
+    for (std::size_t i = 0; i < sequence.data.size(); ++i) {
+        const rlhf::measured_kl current{.value = sequence.data[i], .measure = measure};
+        if (std::isnan(current.value)) {
+            try {
+                (void)controller.update(current, n_steps);
+                throw std::runtime_error("the library accepted a NaN measured KL");
+            } catch (const rlhf::error& e) {
+                if (e.kind() != rlhf::error_kind::value || e.argument() != "current_kl") throw;
+            }
+            std::fill(values.data.begin() + static_cast<std::ptrdiff_t>(i), values.data.end(),
+                      std::numeric_limits<double>::quiet_NaN());
+            out.refused_non_finite.push_back(name);
+            break;
+        }
+        values.data[i] = controller.update(current, n_steps);
+    }
+    out.outputs.emplace(name, std::move(values));
 }
 
 // TRL v0.11 PPOTrainer._kl_penalty: kl/abs/mse per token. "full" works on [B, T, V]
@@ -104,8 +124,10 @@ std::optional<mapped_outputs> trl_kl_controllers(const golden_file&, const golde
                                            .measure = measure});
     rlhf::fixed_kl_controller fixed(c.number_param("init_kl_coef"));
     mapped_outputs out;
-    out.outputs.emplace("adaptive_values_after_each_update", replay(adaptive, sequence, measure, n_steps));
-    for (const double kl : sequence.data) fixed.update({.value = kl, .measure = measure}, n_steps);
+    replay(out, "adaptive_values_after_each_update", adaptive, sequence, measure, n_steps);
+    // A fixed coefficient never reads its measurement; the library still refuses a NaN one.
+    for (const double kl : sequence.data)
+        if (!std::isnan(kl)) fixed.update({.value = kl, .measure = measure}, n_steps);
     out.outputs.emplace("fixed_value", tensor::of_scalar(fixed.value()));
     return out;
 }
@@ -134,8 +156,10 @@ std::optional<mapped_outputs> verl_kl(const golden_file&, const golden_case& c) 
                                                .target = c.number_param("target_kl"),
                                                .horizon = c.number_param("horizon"),
                                                .measure = measure});
-        return single("adaptive_values_after_each_update",
-                      replay(adaptive, c.input("current_kl_sequence"), measure, c.param<rlhf::index_t>("n_steps")));
+        mapped_outputs out;
+        replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
+               c.param<rlhf::index_t>("n_steps"));
+        return out;
     }
     return std::nullopt;
 }
@@ -177,8 +201,10 @@ std::optional<mapped_outputs> openrlhf_kl_controller(const golden_file&, const g
                                            .target = c.number_param("target"),
                                            .horizon = c.number_param("horizon"),
                                            .measure = measure});
-    return single("adaptive_values_after_each_update",
-                  replay(adaptive, c.input("current_kl_sequence"), measure, c.param<rlhf::index_t>("n_steps")));
+    mapped_outputs out;
+    replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
+           c.param<rlhf::index_t>("n_steps"));
+    return out;
 }
 
 // ChatLearn (302cdc7e) examples/megatron/models/policy_trainer.py: AdaptiveKLController, fed
@@ -190,8 +216,10 @@ std::optional<mapped_outputs> chatlearn_kl_controller(const golden_file&, const 
                                            .target = c.number_param("target"),
                                            .horizon = c.number_param("horizon"),
                                            .measure = measure});
-    return single("adaptive_values_after_each_update",
-                  replay(adaptive, c.input("current_kl_sequence"), measure, c.param<rlhf::index_t>("n_steps")));
+    mapped_outputs out;
+    replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
+           c.param<rlhf::index_t>("n_steps"));
+    return out;
 }
 
 // DeepSpeed-Chat DeepSpeedPPOTrainer.compute_rewards on [B, S-1] full sequences: -kl_ctl * (lp - ref)
@@ -275,7 +303,9 @@ std::optional<mapped_outputs> openrl_alpha(const golden_file&, const golden_case
                                                  .update_rate = c.number_param("update_rate"),
                                                  .error_clip = c.number_param("clip_coef"),
                                                  .measure = measure});
-    return single("alpha_after_each_update", replay(controller, c.input("kl_div_sequence"), measure, 0));
+    mapped_outputs out;
+    replay(out, "alpha_after_each_update", controller, c.input("kl_div_sequence"), measure, 0);
+    return out;
 }
 
 }  // namespace

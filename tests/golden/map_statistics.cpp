@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -85,6 +86,38 @@ tensor per_row_mean(const tensor& values, const std::vector<std::uint8_t>& mask,
     return {std::move(means), {v.extent(0)}};
 }
 
+/// Per-row mean computed one row at a time: TRL's masked_mean(axis=1) is 0/0 = NaN on an empty
+/// row, where the library refuses that row (policy raise, kind value, argument mask). A refused
+/// row must be non-finite at the peer; it is written as NaN (compared NaN == NaN) and the output
+/// is reported as refused; the other rows are compared as usual.
+void produce_per_row_mean(const golden_case& c, mapped_outputs& out, const std::string& name, const tensor& values,
+                          const std::vector<std::uint8_t>& mask, const rlhf::moments_options& options) {
+    const auto v = values.matrix();
+    const index_t rows = v.extent(0), cols = v.extent(1);
+    const auto expected = c.outputs.find(name);
+    std::vector<double> means(static_cast<std::size_t>(rows));
+    bool refused = false;
+    for (index_t b = 0; b < rows; ++b) {
+        const auto offset = static_cast<std::size_t>(b * cols);
+        const auto row = rlhf::make_view(values.data.data() + offset, 1, cols);
+        const auto row_mask = rlhf::make_view(mask.data() + offset, 1, cols);
+        try {
+            rlhf::masked_mean_per_row(
+                row, row_mask, rlhf::make_mut_view(std::span<double>(&means[static_cast<std::size_t>(b)], 1)), options);
+        } catch (const rlhf::error& e) {
+            if (c.error || expected == c.outputs.end() || expected->second.data.size() != means.size() ||
+                std::isfinite(expected->second.data[static_cast<std::size_t>(b)]))
+                throw;
+            if (e.kind() != rlhf::error_kind::value || e.argument() != "mask")
+                throw std::runtime_error("golden: unexpected rlhf::error for a peer NaN row: " + std::string(e.what()));
+            means[static_cast<std::size_t>(b)] = std::nan("");
+            refused = true;
+        }
+    }
+    out.outputs[name] = tensor{std::move(means), {rows}};
+    if (refused) out.refused_non_finite.push_back(name);
+}
+
 // TRL v0.11.4 trl/core.py: masked_mean, masked_mean(axis=1), masked_var(unbiased),
 // masked_whiten(shift_mean), whiten(shift_mean). Unbiased variance, +1e-8 inside rsqrt.
 std::optional<mapped_outputs> map_trl_core(const golden_file& /*file*/, const golden_case& c) {
@@ -100,7 +133,7 @@ std::optional<mapped_outputs> map_trl_core(const golden_file& /*file*/, const go
         const rlhf::moments_options options{.variance = c.param<bool>("unbiased") ? rlhf::variance_estimator::unbiased
                                                                                   : rlhf::variance_estimator::biased};
         produce(c, out, "masked_mean", [&] { return tensor::of_scalar(rlhf::masked_mean(v, m, options)); });
-        produce(c, out, "masked_mean_axis1", [&] { return per_row_mean(values, mask, options); });
+        produce_per_row_mean(c, out, "masked_mean_axis1", values, mask, options);
         produce(c, out, "masked_var", [&] { return tensor::of_scalar(rlhf::masked_variance(v, m, options)); });
     } else {
         const rlhf::whiten_options options{.shift_mean = c.param<bool>("shift_mean")};
@@ -206,7 +239,14 @@ std::optional<mapped_outputs> map_running_moments(const golden_file& /*file*/, c
             out.outputs[prefix + "returned_batch_mean_std"] = {{returned.mean, returned.std}, {2}};
         }
         out.outputs[prefix + "mean"] = tensor::of_scalar(running.mean());
-        out.outputs[prefix + "std"] = tensor::of_scalar(running.std());
+        // TRL's state std divides by (count - 1) with count = 1e-24 + n: a first batch of one element
+        // gives x / 0 = inf; the library's policy defines 0 there (raise would refuse).
+        const double peer_std = steps != nullptr && steps->size() > i ? parse_number(steps->at(i).at("std")) : 0.0;
+        if (running.count() <= 1.0 && !std::isfinite(peer_std)) {
+            out.refused_non_finite.push_back(prefix + "std");
+        } else {
+            out.outputs[prefix + "std"] = tensor::of_scalar(running.std());
+        }
         out.outputs[prefix + "var"] = tensor::of_scalar(running.var());
         out.outputs[prefix + "count"] = tensor::of_scalar(running.count());
         ++i;

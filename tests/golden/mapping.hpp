@@ -18,8 +18,10 @@ namespace rlhf_golden {
 struct mapped_outputs {
     std::map<std::string, tensor> outputs;  // compared with the case's outputs of the same name
     double relative_tolerance = 1e-9;       // |ours - peer| <= tol * max(1, |peer|)
-    /// Outputs the library refused to compute (an rlhf::error, by a documented policy) where the
-    /// peer returned only NaN/Inf; the runner counts such a case apart from the matched ones.
+    /// Outputs where the peer returned NaN/Inf and the library, by a documented policy, raises an
+    /// rlhf::error (an empty mask, one sample under the unbiased variance) or returns its defined
+    /// value (a stable log(1 + exp) where the peer overflows); the runner counts such a case apart
+    /// from the matched ones ("peer NaN (policy)").
     std::vector<std::string> refused_non_finite;
 };
 

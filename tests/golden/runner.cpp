@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -78,10 +79,11 @@ file_report run_file(const golden_file& file, const mapper_registry& registry) {
         // estimator); their outputs are merged, each compared at its mapper's tolerance.
         std::map<std::string, std::pair<tensor, double>> answered;
         std::vector<std::string> refused;
-        bool any = false;
-        try {
-            if (found != registry.end()) {
-                for (const auto& mapper : found->second) {
+        std::optional<std::string> value_error;  // a mapper's rlhf::error of kind `value`
+        bool any = false, rejected = false, failed = false;
+        if (found != registry.end()) {
+            for (const auto& mapper : found->second) {
+                try {
                     if (auto result = mapper(file, c)) {
                         any = true;
                         for (auto& [name, value] : result->outputs)
@@ -89,19 +91,51 @@ file_report run_file(const golden_file& file, const mapper_registry& registry) {
                         refused.insert(refused.end(), result->refused_non_finite.begin(),
                                        result->refused_non_finite.end());
                     }
+                } catch (const rlhf::error& e) {
+                    if (c.error) {
+                        rejected = true;
+                    } else if (e.kind() == rlhf::error_kind::value) {
+                        value_error = e.what();
+                        continue;
+                    } else {
+                        failed = true;
+                        report.details.push_back(c.name + ": rejected valid input: " + e.what());
+                    }
+                    break;
+                } catch (const std::exception& e) {
+                    failed = true;
+                    report.details.push_back(c.name + ": mapper failed: " + e.what());
+                    break;
                 }
             }
-        } catch (const rlhf::error& e) {
-            if (c.error) {
-                ++report.rejected;
-            } else {
-                ++report.failed;
-                report.details.push_back(c.name + ": rejected valid input: " + e.what());
-            }
+        }
+        if (rejected) {
+            ++report.rejected;
             continue;
-        } catch (const std::exception& e) {
+        }
+        if (value_error) {
+            // The documented correspondence "peer NaN <-> library error": the library may refuse a
+            // value (an empty mask, a single sample under the unbiased variance, a NaN input) only
+            // where the peer returned NaN/Inf in an output the other mappers did not answer (a
+            // loss whose diagnostics stay finite counts: the loss itself is the peer's NaN).
+            std::vector<std::string> unanswered;
+            for (const auto& [name, expected] : c.outputs)
+                if (answered.count(name) == 0) unanswered.push_back(name);
+            const bool peer_non_finite =
+                std::any_of(unanswered.begin(), unanswered.end(), [&](const std::string& name) {
+                    const auto& data = c.outputs.at(name).data;
+                    return std::any_of(data.begin(), data.end(), [](double x) { return !std::isfinite(x); });
+                });
+            if (peer_non_finite) {
+                any = true;
+                refused.insert(refused.end(), unanswered.begin(), unanswered.end());
+            } else {
+                failed = true;
+                report.details.push_back(c.name + ": rejected valid input: " + *value_error);
+            }
+        }
+        if (failed) {
             ++report.failed;
-            report.details.push_back(c.name + ": mapper failed: " + e.what());
             continue;
         }
         if (!any) {
@@ -199,7 +233,7 @@ int main(int argc, char** argv) {
             continue;
         }
         const file_report r = run_file(file, registry);
-        std::printf("%-56s %3d matched, %d mismatched, %d rejected as expected, %d refused (peer NaN), %d unmapped",
+        std::printf("%-56s %3d matched, %d mismatched, %d rejected as expected, %d peer NaN (policy), %d unmapped",
                     path.filename().c_str(), r.matched, r.mismatched, r.rejected, r.refused_non_finite, r.unmapped);
         if (r.matched + r.mismatched > 0)
             std::printf(" (largest error %.2e at %s)", r.largest_error, r.largest_where.c_str());
@@ -218,7 +252,7 @@ int main(int argc, char** argv) {
         }
     }
     std::printf(
-        "golden: %d matched, %d mismatched, %d rejected as expected, %d refused (peer NaN), %d unmapped, "
+        "golden: %d matched, %d mismatched, %d rejected as expected, %d peer NaN (policy), %d unmapped, "
         "%d failed\n",
         total_matched, total_mismatched, total_rejected, total_refused, total_unmapped, total_failed);
     return failed ? 1 : 0;

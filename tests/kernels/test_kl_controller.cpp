@@ -106,8 +106,13 @@ TEST_CASE("adaptive_kl_controller: option and argument errors" * doctest::test_s
     e = expect_error([&] { c.update({.value = std::numeric_limits<double>::quiet_NaN(), .measure = sums}, 1); });
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "current_kl");
-    e = expect_error([&] { c.update({.value = std::numeric_limits<double>::infinity(), .measure = sums}, 1); });
-    CHECK(e.argument() == "current_kl");
+    // ±inf saturates the clipped error (±0.2 here), as TRL, verl and OpenRLHF's np.clip do.
+    const double before = c.value();
+    CHECK(c.update({.value = std::numeric_limits<double>::infinity(), .measure = sums}, 1) ==
+          doctest::Approx(before * (1.0 + 0.2 * 1.0 / ok.horizon)).epsilon(1e-15));
+    const double after = c.value();
+    CHECK(c.update({.value = -std::numeric_limits<double>::infinity(), .measure = sums}, 1) ==
+          doctest::Approx(after * (1.0 - 0.2 * 1.0 / ok.horizon)).epsilon(1e-15));
 }
 
 TEST_CASE("fixed_kl_controller: constant / validates its arguments" * doctest::test_suite("unit")) {

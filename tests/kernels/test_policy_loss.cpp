@@ -44,8 +44,8 @@ rlhf::policy_loss_result run(const problem& p, const rlhf::policy_loss_options& 
 // Naive reference: the verl/OpenRLHF formulation written out with plain branches, then the
 // aggregation by its literal formula (sums and divisions, no per-token weights).
 struct reference_result {
-    double loss = 0, clip_fraction = 0, clip_fraction_lower = 0, approx_kl = 0, policy_kl = 0, ratio_mean = 0,
-           ratio_max = 0;
+    double loss = 0, clip_fraction = 0, clip_fraction_lower = 0, approx_kl = 0, policy_kl = 0, policy_kl_clamped = 0,
+           ratio_mean = 0, ratio_max = 0;
 };
 
 double reference_token_loss(double d, double a, const rlhf::policy_loss_options& o, bool* clipped, bool* lower) {
@@ -94,6 +94,10 @@ reference_result reference(const problem& p, const rlhf::policy_loss_options& o)
             r.clip_fraction_lower += lower ? 1 : 0;
             r.approx_kl += 0.5 * raw * raw;
             r.policy_kl += -raw;
+            double raw_clamped = raw;  // verl's ppo_kl: the clamped per-token log-ratio
+            if (o.log_ratio_min) raw_clamped = std::max(raw_clamped, *o.log_ratio_min);
+            if (o.log_ratio_max) raw_clamped = std::min(raw_clamped, *o.log_ratio_max);
+            r.policy_kl_clamped += -raw_clamped;
             double dc = d;
             if (o.log_ratio_min) dc = std::max(dc, *o.log_ratio_min);
             if (o.log_ratio_max) dc = std::min(dc, *o.log_ratio_max);
@@ -107,6 +111,7 @@ reference_result reference(const problem& p, const rlhf::policy_loss_options& o)
     r.clip_fraction_lower /= n_total;
     r.approx_kl /= n_total;
     r.policy_kl /= n_total;
+    r.policy_kl_clamped /= n_total;
     r.ratio_mean = ratio_sum / n_total;
     const auto& ag = o.aggregation;
     double total = 0, rows_with_tokens = 0;
@@ -373,6 +378,7 @@ TEST_CASE("policy_loss: agrees with a naive reference for every option and aggre
         CHECK(r.stats.clip_fraction_lower == doctest::Approx(ref.clip_fraction_lower).epsilon(1e-12));
         CHECK(r.stats.approx_kl == doctest::Approx(ref.approx_kl).epsilon(1e-12));
         CHECK(r.stats.policy_kl == doctest::Approx(ref.policy_kl).epsilon(1e-12));
+        CHECK(r.stats.policy_kl_clamped == doctest::Approx(ref.policy_kl_clamped).epsilon(1e-12));
         CHECK(r.stats.ratio_mean == doctest::Approx(ref.ratio_mean).epsilon(1e-12));
         CHECK(r.stats.ratio_max == doctest::Approx(ref.ratio_max).epsilon(1e-12));
     }
@@ -563,4 +569,17 @@ TEST_CASE("importance_ratio_level names round-trip" * doctest::test_suite("unit"
     CHECK(rlhf::to_string(rlhf::importance_ratio_level::sequence) == "sequence");
     CHECK(rlhf::parse_option<rlhf::importance_ratio_level>("token") == rlhf::importance_ratio_level::token);
     CHECK(rlhf::parse_option<rlhf::importance_ratio_level>("gspo") == rlhf::importance_ratio_level::sequence);
+}
+
+TEST_CASE("policy_loss: verl's ppo_kl uses the clamped log-ratio" * doctest::test_suite("unit")) {
+    // Log-ratios 50, -30 and 0.5 with the ±20 clamp: policy_kl = -(50 - 30 + 0.5) / 3, the clamped
+    // statistic -(20 - 20 + 0.5) / 3; without a clamp both are equal.
+    const std::vector<double> lp{0.0, -40.0, -1.0}, old{-50.0, -10.0, -1.5}, adv{1.0, -1.0, 0.5}, mask{1.0, 1.0, 1.0};
+    const auto v = [](const std::vector<double>& x) { return rlhf::make_view(x.data(), 1, 3); };
+    const rlhf::mut_view<double> none{};
+    auto r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), {.log_ratio_min = -20, .log_ratio_max = 20}, none, none);
+    CHECK(r.stats.policy_kl == doctest::Approx(-(50.0 - 30.0 + 0.5) / 3.0).epsilon(1e-15));
+    CHECK(r.stats.policy_kl_clamped == doctest::Approx(-(20.0 - 20.0 + 0.5) / 3.0).epsilon(1e-15));
+    r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), {}, none, none);
+    CHECK(r.stats.policy_kl_clamped == r.stats.policy_kl);
 }

@@ -140,11 +140,11 @@ TEST_CASE("the ColossalChat v1 sequence preset by hand" * doctest::test_suite("u
     CHECK(preset.rewards.kl_coef == 0.1);
     CHECK(std::holds_alternative<rlhf::fixed_kl_controller>(rlhf::make_kl_controller(preset.kl_control).get()));
     std::vector<double> rewards(2), advantages(2);
-    rlhf::compute_sequence_advantages(preset, 0.1, rlhf::make_view(lp.data(), 2, 3), rlhf::make_view(ref.data(), 2, 3),
-                                      rlhf::make_view(mask.data(), 2, 3), rlhf::make_view(std::span<const double>(scores)),
-                                      rlhf::make_view(std::span<const double>(values)),
-                                      rlhf::make_mut_view(std::span<double>(rewards)),
-                                      rlhf::make_mut_view(std::span<double>(advantages)));
+    rlhf::compute_sequence_advantages(
+        preset, 0.1, rlhf::make_view(lp.data(), 2, 3), rlhf::make_view(ref.data(), 2, 3),
+        rlhf::make_view(mask.data(), 2, 3), rlhf::make_view(std::span<const double>(scores)),
+        rlhf::make_view(std::span<const double>(values)), rlhf::make_mut_view(std::span<double>(rewards)),
+        rlhf::make_mut_view(std::span<double>(advantages)));
     const auto k3 = [](double r) { return std::exp(r) - 1.0 - r; };
     const double mean_kl = (k3(0.5) + k3(-0.2)) / (2.0 + 1e-8);
     CHECK(rewards[0] == doctest::Approx(1.5 - 0.1 * mean_kl).epsilon(1e-15));
@@ -158,9 +158,8 @@ TEST_CASE("compute_sequence_advantages rejects bad values" * doctest::test_suite
     std::vector<double> values{0.1, 0.2, 0.3, 0.4}, short_values{0.1, 0.2, 0.3}, rewards(4), advantages(4);
     const auto run = [&](std::span<const double> v, std::span<double> out_rewards, std::span<double> out_advantages) {
         rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, x.view_of(x.log_probs),
-                                          x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(),
-                                          rlhf::make_view(v), rlhf::make_mut_view(out_rewards),
-                                          rlhf::make_mut_view(out_advantages));
+                                          x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(), rlhf::make_view(v),
+                                          rlhf::make_mut_view(out_rewards), rlhf::make_mut_view(out_advantages));
     };
     rlhf_test::check_error([&] { run(short_values, rewards, advantages); }, rlhf::error_kind::shape, "values");
     rlhf_test::check_error([&] { run(values, rewards, std::span<double>(advantages).first(3)); },

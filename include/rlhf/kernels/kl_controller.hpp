@@ -55,8 +55,10 @@ struct measured_kl {
 
 namespace detail {
 inline void check_measured_kl(std::string_view function, const measured_kl& current, kl_measure expected) {
-    if (!std::isfinite(current.value))
-        fail(error_kind::value, function, "current_kl", "a finite value", number_string(current.value));
+    // ±inf is a saturated measurement: the update clips its error term, as every framework's does.
+    if (std::isnan(current.value))
+        fail(error_kind::value, function, "current_kl", "a number (±inf saturates the clipped error)",
+             number_string(current.value));
     if (expected != kl_measure::unspecified && current.measure != expected)
         fail(error_kind::config, function, "current_kl",
              "a KL measured as '" + std::string(to_string(expected)) + "' (the controller's measure)",

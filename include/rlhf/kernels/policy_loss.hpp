@@ -123,9 +123,11 @@ struct policy_loss_stats {
     double clip_fraction_lower = 0.0;
     /// ½·mean_m((lp − old)²) of the raw log-ratio: TRL `approxkl`.
     double approx_kl = 0.0;
-    /// mean_m(old − lp) of the raw log-ratio: TRL `policykl`, OpenRLHF `ppo_kl` (verl's
-    /// `ppo_kl` uses the ±20-clamped log-ratio: equal unless |lp − old| > 20).
+    /// mean_m(old − lp) of the raw log-ratio: TRL `policykl`, OpenRLHF `ppo_kl`.
     double policy_kl = 0.0;
+    /// mean_m(−clamp(lp − old, log_ratio_min, log_ratio_max)), the log-ratio clamp of the options
+    /// (unmasked log-ratio, per token): verl `ppo_kl`. Equals `policy_kl` inside the clamp.
+    double policy_kl_clamped = 0.0;
     /// mean_m(ρ), ρ after the log-ratio clamp and before `ratio_cap` (TRL's `avg_ratio`).
     double ratio_mean = 0.0;
     /// max_m(ρ), same ρ.
@@ -254,7 +256,8 @@ inline void check_policy_options(std::string_view function, const policy_loss_op
 
 /// Accumulators of the statistics, in double.
 struct policy_accumulators {
-    double clipped = 0.0, lower = 0.0, sq_log_ratio = 0.0, neg_log_ratio = 0.0, ratio = 0.0, ratio_all = 0.0;
+    double clipped = 0.0, lower = 0.0, sq_log_ratio = 0.0, neg_log_ratio = 0.0, neg_clamped_log_ratio = 0.0,
+           ratio = 0.0, ratio_all = 0.0;
     double ratio_max = 0.0;
 };
 
@@ -266,7 +269,7 @@ template <class T>
 struct policy_buffers {
     T loss[policy_block], grad[policy_block];
     double weighted[policy_block], clipped[policy_block], lower[policy_block], sq_log_ratio[policy_block],
-        log_ratio[policy_block], ratio[policy_block], ratio_all[policy_block];
+        log_ratio[policy_block], clamped_log_ratio[policy_block], ratio[policy_block], ratio_all[policy_block];
 };
 
 }  // namespace detail
@@ -385,6 +388,8 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
                 buf.lower[k] = md * static_cast<double>(sp.lower);
                 buf.sq_log_ratio[k] = md * raw_d * raw_d;
                 buf.log_ratio[k] = md * raw_d;
+                buf.clamped_log_ratio[k] = md * static_cast<double>(detail::bit_min(
+                                                    detail::bit_max(raw, params.log_ratio_min), params.log_ratio_max));
                 buf.ratio[k] = static_cast<double>(detail::bit_select(m != T{0}, sp.ratio, T{0}));
                 buf.ratio_all[k] = rd;
             }
@@ -393,6 +398,7 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
             acc.lower += detail::lane_sum(buf.lower, len);
             acc.sq_log_ratio += detail::lane_sum(buf.sq_log_ratio, len);
             acc.neg_log_ratio -= detail::lane_sum(buf.log_ratio, len);
+            acc.neg_clamped_log_ratio -= detail::lane_sum(buf.clamped_log_ratio, len);
             acc.ratio += detail::lane_sum(buf.ratio, len);
             acc.ratio_max = detail::lane_max(buf.ratio, len, acc.ratio_max);  // masked tokens hold 0 ≤ every ρ
             acc.ratio_all += detail::lane_sum(buf.ratio_all, len);
@@ -421,6 +427,7 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
         st.clip_fraction_lower = acc.lower / valid;
         st.approx_kl = 0.5 * acc.sq_log_ratio / valid;
         st.policy_kl = acc.neg_log_ratio / valid;
+        st.policy_kl_clamped = acc.neg_clamped_log_ratio / valid;
         st.ratio_mean = acc.ratio / valid;
         st.ratio_max = acc.ratio_max;
     }

@@ -345,6 +345,7 @@ inline stat_list stat_fields(const policy_loss_stats& s) {
             {"clip_fraction_lower", s.clip_fraction_lower},
             {"approx_kl", s.approx_kl},
             {"policy_kl", s.policy_kl},
+            {"policy_kl_clamped", s.policy_kl_clamped},
             {"ratio_mean", s.ratio_mean},
             {"ratio_max", s.ratio_max},
             {"ratio_mean_all_positions", s.ratio_mean_all_positions},

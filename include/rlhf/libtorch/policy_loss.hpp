@@ -162,13 +162,12 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
         d = (raw * m).sum(-1, true) / n_row.clamp_min(1.0);  // [B, 1], broadcast below
     else
         d = options.mask_log_ratio ? raw * m : raw;
-    if (options.log_ratio_min || options.log_ratio_max) {
-        const c10::optional<torch::Scalar> low =
-            options.log_ratio_min ? c10::optional<torch::Scalar>(*options.log_ratio_min) : c10::nullopt;
-        const c10::optional<torch::Scalar> high =
-            options.log_ratio_max ? c10::optional<torch::Scalar>(*options.log_ratio_max) : c10::nullopt;
-        d = torch::clamp(d, low, high);
-    }
+    const bool clamp_log_ratio = options.log_ratio_min || options.log_ratio_max;
+    const c10::optional<torch::Scalar> low =
+        options.log_ratio_min ? c10::optional<torch::Scalar>(*options.log_ratio_min) : c10::nullopt;
+    const c10::optional<torch::Scalar> high =
+        options.log_ratio_max ? c10::optional<torch::Scalar>(*options.log_ratio_max) : c10::nullopt;
+    if (clamp_log_ratio) d = torch::clamp(d, low, high);
     const torch::Tensor rho = d.exp();
     const torch::Tensor capped = options.ratio_cap ? torch::clamp_max(rho, *options.ratio_cap) : rho;
     const torch::Tensor s1 = capped * adv;
@@ -190,10 +189,12 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
         const torch::Tensor lower =
             options.dual_clip ? (torch::logical_and(adv < 0, smaller < *options.dual_clip * adv).to(dtype) * m).sum()
                               : torch::zeros_like(valid);
-        const torch::Tensor packed = torch::stack({valid, ((s2 < s1).to(dtype) * m).sum() / denom, lower / denom,
-                                                   0.5 * (raw * raw * m).sum() / denom, -(raw * m).sum() / denom,
-                                                   ratio_valid.sum() / denom, ratio_valid.max(), rho_full.mean()})
-                                         .to(torch::kCPU, torch::kFloat64);
+        const torch::Tensor packed =
+            torch::stack({valid, ((s2 < s1).to(dtype) * m).sum() / denom, lower / denom,
+                          0.5 * (raw * raw * m).sum() / denom, -(raw * m).sum() / denom, ratio_valid.sum() / denom,
+                          ratio_valid.max(), rho_full.mean(),
+                          -((clamp_log_ratio ? torch::clamp(raw, low, high) : raw) * m).sum() / denom})
+                .to(torch::kCPU, torch::kFloat64);
         const double* p = packed.data_ptr<double>();
         policy_loss_stats& st = out.stats;
         st.valid_tokens = p[0];
@@ -204,6 +205,7 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
         st.ratio_mean = p[5];
         st.ratio_max = p[6];
         st.ratio_mean_all_positions = p[7];
+        st.policy_kl_clamped = p[8];
         st.skip_threshold_exceeded = options.skip_threshold && st.ratio_mean_all_positions > *options.skip_threshold;
         st.ratio_threshold_exceeded = options.ratio_threshold && st.ratio_mean > *options.ratio_threshold;
     }
