@@ -16,6 +16,7 @@
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
+#include "rlhf/kernels/padding.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "rlhf/kernels/presets.hpp"
 #include "rlhf/kernels/reward_model_loss.hpp"

@@ -42,6 +42,7 @@ void register_reward_mappers(mapper_registry& registry);      // KL estimators, 
 void register_loss_mappers(mapper_registry& registry);        // policy loss and aggregation
 void register_logits_mappers(mapper_registry& registry);      // log-probs, entropy, KL from logits, LM and RM losses
 void register_value_mappers(mapper_registry& registry);       // value losses (map_value_losses.cpp)
+void register_padding_mappers(mapper_registry& registry);     // ragged rows to a padded matrix
 
 /// Every mapper the runner knows.
 inline mapper_registry all_mappers() {
@@ -53,6 +54,7 @@ inline mapper_registry all_mappers() {
     register_loss_mappers(registry);
     register_logits_mappers(registry);
     register_value_mappers(registry);
+    register_padding_mappers(registry);
     return registry;
 }
 

@@ -86,6 +86,12 @@ enum class advantage_estimator {
     opo,
 };
 
+/// Which end of a row the padding goes to when ragged rows become a `[B, T]` matrix.
+enum class padding_side {
+    left,   ///< values end at the last column (decoder-only generation: prompts, ColossalChat's buffer)
+    right,  ///< values start at column 0
+};
+
 /// Name table of an option enum: `values` lists {value, canonical name} and `aliases` the
 /// other names a framework uses for the same value.
 template <class E>
@@ -173,6 +179,16 @@ struct option_names<loss_aggregation> {
         {loss_aggregation::seq_mean_token_sum_norm, "seq-mean-token-sum-norm"},
     }};
     static constexpr std::array<std::pair<loss_aggregation, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<padding_side> {
+    static constexpr std::string_view type = "padding_side";
+    static constexpr std::array<std::pair<padding_side, std::string_view>, 2> values{{
+        {padding_side::left, "left"},
+        {padding_side::right, "right"},
+    }};
+    static constexpr std::array<std::pair<padding_side, std::string_view>, 0> aliases{};
 };
 
 template <>

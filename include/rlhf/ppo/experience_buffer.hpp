@@ -27,17 +27,16 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
+#include "rlhf/core/options.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/experience.hpp"
 
 namespace rlhf::ppo {
 
-/// Where `collate` puts the padding of the sequence layout `[B, S]`. The response layout
-/// `[B, T]` is the same for both sides (response tokens from column 0, padding at the end).
-enum class padding_side {
-    left,   ///< tokens end at column S - 1 (decoder-only generation, TRL / OpenRLHF prompts)
-    right,  ///< tokens start at column 0
-};
+/// Where `collate` puts the padding of the sequence layout `[B, S]` (`rlhf::padding_side`: left =
+/// tokens end at column S - 1, as TRL and OpenRLHF prompts; right = tokens start at column 0). The
+/// response layout `[B, T]` is the same for both sides (response tokens from column 0).
+using rlhf::padding_side;
 
 /// What `experience_buffer::plan` does when the minibatch size does not divide the row count.
 enum class remainder_policy {
