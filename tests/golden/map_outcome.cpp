@@ -156,9 +156,7 @@ std::optional<mapped_outputs> chatlearn_grpo_advantage(const golden_file&, const
     tensor advantages = tensor::zeros(rewards.shape);
     rlhf::compute_grpo_advantages(rewards.vector(), ids_view(ids), mut_vector_of(advantages),
                                   rlhf::grpo_preset::chatlearn());
-    mapped_outputs out;
-    out.outputs.emplace("advantages", std::move(advantages));
-    return out;
+    return single_output("advantages", std::move(advantages));
 }
 
 }  // namespace

@@ -29,9 +29,7 @@ std::optional<mapped_outputs> colossalchat_v1_zero_pad(const golden_file&, const
     }
     tensor padded = tensor::zeros({static_cast<rlhf::index_t>(rows.size()), longest});
     rlhf::pad_sequences(std::span<const std::span<const double>>(rows), padded.mut_matrix(), side);
-    mapped_outputs out;
-    out.outputs.emplace("padded", std::move(padded));
-    return out;
+    return single_output("padded", std::move(padded));
 }
 
 }  // namespace

@@ -39,13 +39,6 @@ rlhf::basic_view<Element, 2> columns(const rlhf::basic_view<Element, 2>& v, rlhf
     return {v.data() + first, {v.extent(0), last - first}, {v.stride(0), 1}};
 }
 
-mapped_outputs single(const std::string& name, tensor value, double tolerance = 1e-9) {
-    mapped_outputs out;
-    out.outputs.emplace(name, std::move(value));
-    out.relative_tolerance = tolerance;
-    return out;
-}
-
 /// Replays a sequence of measured KLs through `controller`, collecting the value after each update
 /// under `name`. The library refuses a NaN measurement (an rlhf::error) where the peers carry NaN
 /// into every later value: from that step on the output is NaN and reported as refused.
@@ -82,7 +75,7 @@ std::optional<mapped_outputs> trl_kl_penalty(const golden_file&, const golden_ca
     const tensor lp = c.input("logprob"), ref = c.input("ref_logprob");
     tensor kl = zeros_like(lp);
     rlhf::token_kl(lp.matrix(), ref.matrix(), kl.mut_matrix(), rlhf::kl_preset::trl(estimator));
-    return single("kl", std::move(kl));
+    return single_output("kl", std::move(kl));
 }
 
 // TRL v0.11 PPOTrainer.compute_rewards: score at the last valid token, KL not masked; an empty
@@ -140,7 +133,7 @@ std::optional<mapped_outputs> verl_kl(const golden_file&, const golden_case& c) 
         const tensor lp = c.input("logprob"), ref = c.input("ref_logprob");
         tensor kl = zeros_like(lp);
         rlhf::token_kl(lp.matrix(), ref.matrix(), kl.mut_matrix(), rlhf::kl_preset::verl(estimator));
-        return single("kl", std::move(kl));
+        return single_output("kl", std::move(kl));
     }
     if (c.has_param("kl_ratio")) {
         const tensor scores = c.input("token_level_scores"), old = c.input("old_log_prob"),
@@ -148,7 +141,7 @@ std::optional<mapped_outputs> verl_kl(const golden_file&, const golden_case& c) 
         tensor rewards = zeros_like(scores);
         (void)rlhf::apply_kl_penalty(scores.matrix(), old.matrix(), ref.matrix(), rewards.mut_matrix(),
                                      c.number_param("kl_ratio"), rlhf::kl_preset::verl(rlhf::kl_estimator::k1));
-        return single("token_level_rewards", std::move(rewards));
+        return single_output("token_level_rewards", std::move(rewards));
     }
     if (c.has_param("target_kl") && c.has_param("horizon")) {
         constexpr auto measure = rlhf::kl_measure::seq_mean_token_mean;  // apply_kl_penalty's current_kl
@@ -173,7 +166,7 @@ std::optional<mapped_outputs> openrlhf_kl_and_reward(const golden_file&, const g
         const tensor lp = c.input("log_probs"), ref = c.input("log_probs_base");
         tensor kl = zeros_like(lp);
         rlhf::token_kl(lp.matrix(), ref.matrix(), kl.mut_matrix(), rlhf::kl_preset::openrlhf(estimator));
-        return single("kl", std::move(kl), 1e-6);  // the peer's outputs are float32
+        return single_output("kl", std::move(kl), 1e-6);  // the peer's outputs are float32
     }
     if (c.params.contains("kl_coef") && c.params.contains("reward_clip_range")) {
         rlhf::reward_shaping_options options{.kl_coef = std::max(0.0, c.number_param("kl_coef")),  // kl_coef <= 0 -> 0
@@ -188,7 +181,7 @@ std::optional<mapped_outputs> openrlhf_kl_and_reward(const golden_file&, const g
         const tensor r = c.input("r"), kl = c.input("kl"), mask = c.input("action_mask");
         tensor reward = zeros_like(kl);
         rlhf::shape_rewards(kl.matrix(), mask.matrix(), vector_of(r), reward.mut_matrix(), options);
-        return single("reward", std::move(reward));
+        return single_output("reward", std::move(reward));
     }
     return std::nullopt;
 }
@@ -246,7 +239,7 @@ std::optional<mapped_outputs> dschat_compute_rewards(const golden_file&, const g
                                        .score_clip = c.number_param("clip_reward_value"),
                                        .empty_rows = rlhf::empty_row_policy::peer_slot,
                                        .kl = k1});
-    return single("rewards", std::move(rewards));
+    return single_output("rewards", std::move(rewards));
 }
 
 // ColossalChat v1 (Coati) models/utils.py: compute_reward = r - kl_coef * masked_mean(k3) with
@@ -260,7 +253,7 @@ std::optional<mapped_outputs> colossalchat_v1_reward(const golden_file&, const g
     auto options = rlhf::presets::colossalchat_v1().rewards;
     options.kl_coef = std::max(0.0, c.number_param("kl_coef"));
     rlhf::sequence_rewards(vector_of(r), lp.matrix(), base.matrix(), mask.matrix(), mut_vector_of(reward), options);
-    return single("reward", std::move(reward));
+    return single_output("reward", std::move(reward));
 }
 
 // ColossalChat v2 models/utils.py: compute_reward: masked k1 penalty, clip(r, +-reward_eps) added to

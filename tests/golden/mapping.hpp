@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "golden_data.hpp"
@@ -24,6 +25,14 @@ struct mapped_outputs {
     /// from the matched ones ("peer NaN (policy)").
     std::vector<std::string> refused_non_finite;
 };
+
+/// A mapper's answer with one output.
+inline mapped_outputs single_output(const std::string& name, tensor value, double relative_tolerance = 1e-9) {
+    mapped_outputs out;
+    out.outputs.emplace(name, std::move(value));
+    out.relative_tolerance = relative_tolerance;
+    return out;
+}
 
 /// Returns the library's outputs, std::nullopt when the case is not one the library maps
 /// (unknown params or symbol), or throws rlhf::error when the library rejects the input.

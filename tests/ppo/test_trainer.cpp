@@ -356,6 +356,29 @@ TEST_CASE("ppo_trainer: one step equals the step computed by hand from the kerne
     CHECK(m.kl_coef == 0.1);
     CHECK(m.kl_coef_next == doctest::Approx(0.1 * (1.0 + error * 8.0 / 100.0)).epsilon(1e-14));
     CHECK(trainer.kl_coef() == m.kl_coef_next);
+
+    // The same step with `whiten_unmasked` (ChatLearn's older PPO): every element of the padded
+    // batch is whitened; the reported statistics are over the valid tokens.
+    toy_policy unmasked_policy(1);
+    toy_critic unmasked_critic(2);
+    torch::optim::SGD unmasked_policy_optimizer(unmasked_policy.parameters(), torch::optim::SGDOptions(lr));
+    torch::optim::SGD unmasked_critic_optimizer(unmasked_critic.parameters(), torch::optim::SGDOptions(lr));
+    rlhf::ppo::config unmasked_cfg = cfg;
+    unmasked_cfg.whiten_unmasked = true;
+    rlhf::ppo::ppo_trainer unmasked_trainer(
+        unmasked_cfg,
+        rlhf::ppo::trainer_models{
+            .policy = &unmasked_policy, .reward_model = &reward, .critic = &unmasked_critic, .reference = &reference},
+        {.policy = &unmasked_policy_optimizer, .critic = &unmasked_critic_optimizer});
+    const rlhf::ppo::step_metrics unmasked_m = unmasked_trainer.step(prompts);
+    REQUIRE(unmasked_m.generation_seed == m.generation_seed);
+    const torch::Tensor whitened = rlhf::libtorch::whiten(gae.advantages);
+    const torch::Tensor valid = mask.to(torch::kFloat64);
+    const double mean = ((whitened * valid).sum() / valid.sum()).item<double>();
+    const double std = (((whitened - mean).square() * valid).sum() / valid.sum()).sqrt().item<double>();
+    CHECK(unmasked_m.advantage_mean == doctest::Approx(mean).epsilon(1e-12));
+    CHECK(unmasked_m.advantage_std == doctest::Approx(std).epsilon(1e-12));
+    CHECK(std::abs(unmasked_m.advantage_mean - m.advantage_mean) > 1e-6);  // not the masked whitening
 }
 
 namespace {
@@ -429,7 +452,7 @@ TEST_CASE("ppo_trainer: GRPO with KL in the loss equals the kernels by hand" * d
     rlhf::ppo::config cfg = rlhf::ppo::presets::grpo();
     cfg.samples_per_prompt = 4;
     cfg.generation = {.max_new_tokens = 4};
-    cfg.kl_control = rlhf::ppo::fixed_kl_options{.kl_coef = 0.05};
+    cfg.kl_control = rlhf::fixed_kl_options{.kl_coef = 0.05};
     cfg.minibatch_size = 8;
     cfg.micro_batch_size = 4;
     cfg.shuffle = false;
@@ -501,7 +524,7 @@ TEST_CASE("ppo_trainer: training raises the toy reward while the KL stays bounde
     rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v011();
     cfg.rollout_batch_size = 32;
     cfg.generation = {.max_new_tokens = 6};
-    cfg.kl_control = rlhf::ppo::fixed_kl_options{.kl_coef = 0.5};
+    cfg.kl_control = rlhf::fixed_kl_options{.kl_coef = 0.5};
     cfg.value_loss.coef = 1.0;
     cfg.minibatch_size = 8;
     cfg.ppo_epochs = 2;
@@ -696,6 +719,31 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
           rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::chatlearn_ppo(), rlhf::ppo::presets::grpo(),
           rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
         CHECK_NOTHROW(rlhf::ppo::check_config(preset));
+
+    // The GAE presets carry the kernel presets' reward pipeline (docs/semantics.md, golden-checked).
+    const auto same_pipeline = [](const rlhf::ppo::config& trainer_config, const rlhf::advantage_preset& p) {
+        CAPTURE(p.framework);
+        CHECK(trainer_config.estimator == rlhf::advantage_estimator::gae);
+        CHECK(trainer_config.gae.gamma == p.gae.gamma);
+        CHECK(trainer_config.gae.lambda == p.gae.lambda);
+        CHECK(trainer_config.gae.masking == p.gae.masking);
+        CHECK(trainer_config.reward.score_clip == p.rewards.score_clip);
+        CHECK(trainer_config.reward.score_clip_range == p.rewards.score_clip_range);
+        CHECK(trainer_config.reward.mask_kl == p.rewards.mask_kl);
+        CHECK(trainer_config.reward.divide_kl_by_length == p.rewards.divide_kl_by_length);
+        CHECK(trainer_config.reward.kl.estimator == p.rewards.kl.estimator);
+        CHECK(trainer_config.advantage_whitening.has_value() == p.advantage_whitening.has_value());
+        CHECK(trainer_config.whiten_unmasked == p.whiten_unmasked);
+        CHECK(rlhf::initial_kl_coef(trainer_config.kl_control) == rlhf::initial_kl_coef(p.kl_control));
+    };
+    same_pipeline(rlhf::ppo::presets::trl_v011(), rlhf::presets::trl_v0_11());
+    same_pipeline(rlhf::ppo::presets::deepspeed_chat(), rlhf::presets::deepspeed_chat());
+    same_pipeline(rlhf::ppo::presets::colossalchat(), rlhf::presets::colossalchat_v2());
+    same_pipeline(rlhf::ppo::presets::openrlhf(), rlhf::presets::openrlhf());
+    same_pipeline(rlhf::ppo::presets::chatlearn_ppo(), rlhf::presets::chatlearn());
+    CHECK(rlhf::ppo::presets::verl().gae.masking == rlhf::presets::verl().gae.masking);
+    CHECK(rlhf::ppo::presets::verl().kl == rlhf::ppo::kl_placement::none);
+    CHECK(rlhf::ppo::presets::deepspeed_chat().reward.slot == rlhf::reward_slot::last_valid_token);
 }
 
 TEST_CASE("ppo_trainer: models that do not fit the config are refused with the field's name" *

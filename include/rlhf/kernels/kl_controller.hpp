@@ -12,6 +12,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -266,5 +267,54 @@ public:
 private:
     std::variant<fixed_kl_controller, adaptive_kl_controller, proportional_kl_controller> impl_;
 };
+
+/// A KL coefficient that never changes (`rlhf::fixed_kl_controller`).
+struct fixed_kl_options {
+    double kl_coef = 0.1;  ///< β >= 0
+};
+
+/// Which controller sets β, with its options: a constant, Ziegler et al.'s adaptive rule, or
+/// OpenRL's proportional rule. The adaptive and proportional controllers name the unit of the KL
+/// they are fed (`measure`).
+using kl_control_options = std::variant<fixed_kl_options, adaptive_kl_options, proportional_kl_options>;
+
+/// The controller `options` describe; `value` (a restored coefficient) replaces its start value.
+/// Invalid options throw the controller's `rlhf::error`.
+[[nodiscard]] inline kl_controller make_kl_controller(const kl_control_options& options,
+                                                      std::optional<double> value = std::nullopt) {
+    return std::visit(
+        [&](auto o) -> kl_controller {
+            using O = std::decay_t<decltype(o)>;
+            if constexpr (std::is_same_v<O, fixed_kl_options>) {
+                return fixed_kl_controller(value.value_or(o.kl_coef));
+            } else {
+                if (value) o.init_kl_coef = *value;
+                if constexpr (std::is_same_v<O, adaptive_kl_options>)
+                    return adaptive_kl_controller(o);
+                else
+                    return proportional_kl_controller(o);
+            }
+        },
+        options);
+}
+
+/// The coefficient a controller starts with.
+[[nodiscard]] inline double initial_kl_coef(const kl_control_options& options) {
+    return std::visit(
+        [](const auto& o) {
+            if constexpr (requires { o.kl_coef; })
+                return o.kl_coef;
+            else
+                return o.init_kl_coef;
+        },
+        options);
+}
+
+/// The unit of the KL the controller consumes; a fixed controller takes any (`fallback`).
+[[nodiscard]] inline kl_measure controller_measure(const kl_control_options& options, kl_measure fallback) {
+    if (const auto* a = std::get_if<adaptive_kl_options>(&options)) return a->measure;
+    if (const auto* p = std::get_if<proportional_kl_options>(&options)) return p->measure;
+    return fallback;
+}
 
 }  // namespace rlhf

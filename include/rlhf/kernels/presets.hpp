@@ -8,7 +8,6 @@
 
 #include <optional>
 #include <string_view>
-#include <variant>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/reducer.hpp"
@@ -20,10 +19,6 @@
 #include "rlhf/kernels/reward_shaping.hpp"
 
 namespace rlhf {
-
-/// How the KL coefficient of the reward evolves: a constant, Ziegler et al.'s adaptive rule, or
-/// OpenRL's proportional rule.
-using kl_control_options = std::variant<double, adaptive_kl_options, proportional_kl_options>;
 
 /// One framework's reward shaping and advantage estimation with a critic.
 struct advantage_preset {
@@ -37,7 +32,7 @@ struct advantage_preset {
     std::optional<whiten_options> advantage_whitening = std::nullopt;
     /// Whiten the advantages over every element, masked ones included (ChatLearn's older PPO).
     bool whiten_unmasked = false;
-    kl_control_options kl_control = 0.1;
+    kl_control_options kl_control = fixed_kl_options{};
 };
 
 /// One framework's sequence-level pipeline, without per-token advantages: one reward per
@@ -48,23 +43,8 @@ struct sequence_advantage_preset {
     std::string_view framework = {};
     /// KL estimator, mean epsilon; `kl_coef` is the controller's start value.
     sequence_reward_options rewards = {};
-    kl_control_options kl_control = 0.1;
+    kl_control_options kl_control = fixed_kl_options{};
 };
-
-/// The controller a preset starts with.
-[[nodiscard]] inline kl_controller make_kl_controller(const kl_control_options& options) {
-    return std::visit(
-        [](const auto& o) -> kl_controller {
-            using option_type = std::decay_t<decltype(o)>;
-            if constexpr (std::is_same_v<option_type, double>)
-                return fixed_kl_controller(o);
-            else if constexpr (std::is_same_v<option_type, adaptive_kl_options>)
-                return adaptive_kl_controller(o);
-            else
-                return proportional_kl_controller(o);
-        },
-        options);
-}
 
 namespace presets {
 
@@ -90,7 +70,7 @@ namespace presets {
             .rewards = {.kl_coef = 0.05, .slot = reward_slot::first_pad_slot, .mask_kl = true, .kl = kl_preset::trl()},
             .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
             .advantage_whitening = whiten_options{},
-            .kl_control = 0.05};
+            .kl_control = fixed_kl_options{.kl_coef = 0.05}};
 }
 
 /// DeepSpeed-Chat (`dschat/rlhf/ppo_trainer.py`): k1 coefficient 0.1, score clipped to ±5 one slot
@@ -100,7 +80,7 @@ namespace presets {
         .framework = "DeepSpeed-Chat",
         .rewards = {.kl_coef = 0.1, .slot = reward_slot::after_last_valid, .score_clip = 5.0, .kl = kl_preset::trl()},
         .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::valid_range},
-        .kl_control = 0.1};
+        .kl_control = fixed_kl_options{.kl_coef = 0.1}};
 }
 
 /// ColossalChat v2 (`coati/models/utils.py: compute_reward`, `coati/experience_maker/naive.py`):
@@ -114,23 +94,24 @@ namespace presets {
                         .score_clip = 5.0,
                         .kl = kl_preset::trl()},
             .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
-            .kl_control = 0.1};
+            .kl_control = fixed_kl_options{.kl_coef = 0.1}};
 }
 
 /// OpenRLHF (`openrlhf/models/utils.py: compute_reward`, `trainer/ppo_utils/experience_maker.py`):
 /// k1 in float32 clamped to ±10, coefficient 0.01, the score clipped to [-10, 10] at the last
-/// valid token, GAE γ=1 λ=1, advantages whitened over the batch with the biased variance and
-/// rsqrt(max(var, 1e-8)).
+/// valid token (an empty row: at the last column, as OpenRLHF's argmax does), GAE γ=1 λ=1,
+/// advantages whitened over the batch with the biased variance and rsqrt(max(var, 1e-8)).
 [[nodiscard]] inline advantage_preset openrlhf() {
     return {.framework = "OpenRLHF",
             .rewards = {.kl_coef = 0.01,
                         .slot = reward_slot::last_valid_token,
                         .score_clip_range = std::pair{-10.0, 10.0},
+                        .empty_rows = empty_row_policy::peer_slot,
                         .kl = kl_preset::openrlhf()},
             .gae = {.gamma = 1.0, .lambda = 1.0, .masking = gae_masking::zero_masked},
             .advantage_whitening =
                 whiten_options{.variance = variance_estimator::biased, .epsilon_mode = whiten_epsilon::clamp_variance},
-            .kl_control = 0.01};
+            .kl_control = fixed_kl_options{.kl_coef = 0.01}};
 }
 
 /// verl (`verl/trainer/ppo/core_algos.py`, `ray_trainer.py: apply_kl_penalty`): the KL is not in
@@ -142,22 +123,25 @@ namespace presets {
         .rewards = {.kl_coef = 0.0, .slot = reward_slot::last_valid_token, .mask_kl = true, .kl = kl_preset::verl()},
         .gae = {.gamma = 1.0, .lambda = 1.0, .masking = gae_masking::skip_masked},
         .advantage_whitening = whiten_options{.count_epsilon = 1e-8},
-        .kl_control = 0.0};
+        .kl_control = fixed_kl_options{.kl_coef = 0.0}};
 }
 
-/// ChatLearn's older PPO (`examples/megatron/models/{reward_inference,utils}.py`, 302cdc7e): k1
-/// divided by the response length, the score at the last action, GAE γ=1 λ=0.95 over every
-/// position, advantages whitened over every element (unbiased).
+/// ChatLearn's older PPO (`examples/megatron/models/{reward_inference,utils}.py`,
+/// `configs/llama2/base.yaml`, 302cdc7e): k1 divided by the response length with a fixed
+/// β = 0.02 (`fix_kl_coef`, `init_kl_coef`), the score clipped to ±100 (`cliprange_reward`) at
+/// the last action, GAE γ=1 λ=0.95 over every position, advantages whitened over every element
+/// (unbiased).
 [[nodiscard]] inline advantage_preset chatlearn() {
     return {.framework = "ChatLearn (PPO)",
-            .rewards = {.kl_coef = 0.1,
+            .rewards = {.kl_coef = 0.02,
                         .slot = reward_slot::last_valid_token,
+                        .score_clip = 100.0,
                         .divide_kl_by_length = true,
                         .kl = kl_preset::trl()},
             .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
             .advantage_whitening = whiten_options{},
             .whiten_unmasked = true,
-            .kl_control = 0.1};
+            .kl_control = fixed_kl_options{.kl_coef = 0.02}};
 }
 
 /// ColossalChat v1 (`applications/Chat/coati/experience_maker/naive.py: make_experience`,
@@ -167,7 +151,7 @@ namespace presets {
 [[nodiscard]] inline sequence_advantage_preset colossalchat_v1() {
     return {.framework = "ColossalChat v1",
             .rewards = {.kl_coef = 0.1, .kl = kl_preset::trl(kl_estimator::k3), .mean_eps = 1e-8},
-            .kl_control = 0.1};
+            .kl_control = fixed_kl_options{.kl_coef = 0.1}};
 }
 
 }  // namespace presets

@@ -29,6 +29,7 @@
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/kernels/presets.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
 #include "rlhf/kernels/value_loss.hpp"
 #include "rlhf/ppo/experience.hpp"
@@ -76,15 +77,6 @@ enum class score_normalization {
     scale_and_shift,  ///< `(score − running_mean) / (running_std + eps)`
 };
 
-/// A KL coefficient that never changes (`rlhf::fixed_kl_controller`).
-struct fixed_kl_options {
-    double kl_coef = 0.1;  ///< β >= 0
-};
-
-/// Which KL controller sets β, with its options. The adaptive and proportional controllers
-/// name the unit of the KL they are fed (`measure`).
-using kl_control_options = std::variant<fixed_kl_options, adaptive_kl_options, proportional_kl_options>;
-
 /// The configuration of `rlhf::ppo::ppo_trainer` (see the file comment; defaults are a plain
 /// PPO with GAE, KL in the reward and a fixed β = 0.1).
 struct config {
@@ -130,6 +122,9 @@ struct config {
     std::optional<whiten_options> reward_whitening{};
     /// Whitening of the advantages after the estimator (TRL, verl GAE: the defaults).
     std::optional<whiten_options> advantage_whitening = whiten_options{};
+    /// Whiten the advantages over every element of the `[B, T]` batch, padding included
+    /// (ChatLearn's older PPO), instead of over the valid tokens.
+    bool whiten_unmasked = false;
 
     // ---- Losses -----------------------------------------------------------------------------
     policy_loss_options policy_loss{};
@@ -206,17 +201,6 @@ void check_field(std::string_view prefix, Check&& check) {
            e == advantage_estimator::opo || e == advantage_estimator::reinforce_plus_plus_baseline;
 }
 
-[[nodiscard]] inline double initial_kl_coef(const kl_control_options& control) {
-    return std::visit(
-        [](const auto& o) {
-            if constexpr (requires { o.kl_coef; })
-                return o.kl_coef;
-            else
-                return o.init_kl_coef;
-        },
-        control);
-}
-
 }  // namespace detail
 
 /// Checks a config on its own: every option in range, options that do not contradict each other.
@@ -238,19 +222,7 @@ inline void check_config(const config& c) {
         default:
             detail::config_error("kl", "one of none, reward, loss", "an unknown value");
     }
-    detail::check_field("kl_control.", [&] {
-        std::visit(
-            [](const auto& o) {
-                using O = std::decay_t<decltype(o)>;
-                if constexpr (std::is_same_v<O, fixed_kl_options>)
-                    (void)fixed_kl_controller(o.kl_coef);
-                else if constexpr (std::is_same_v<O, adaptive_kl_options>)
-                    (void)adaptive_kl_controller(o);
-                else
-                    (void)proportional_kl_controller(o);
-            },
-            c.kl_control);
-    });
+    detail::check_field("kl_control.", [&] { (void)make_kl_controller(c.kl_control); });
     if (c.kl_metric != kl_measure::seq_mean_token_sum && c.kl_metric != kl_measure::seq_mean_token_mean &&
         c.kl_metric != kl_measure::token_mean)
         detail::config_error("kl_metric", "a named KL unit: seq-mean-token-sum, seq-mean-token-mean or token-mean",
@@ -331,7 +303,7 @@ inline void check_config(const config& c) {
 inline void check_config(const config& c, const trainer_capabilities& models) {
     check_config(c);
     const bool adaptive = !std::holds_alternative<fixed_kl_options>(c.kl_control);
-    if (c.kl != kl_placement::none && (adaptive || detail::initial_kl_coef(c.kl_control) > 0.0) && !models.reference)
+    if (c.kl != kl_placement::none && (adaptive || initial_kl_coef(c.kl_control) > 0.0) && !models.reference)
         fail(error_kind::config, "rlhf::ppo::check_config", "reference",
              std::string("a reference model: the KL term is on (kl = ") +
                  (c.kl == kl_placement::reward ? "reward" : "loss") + ")",
@@ -357,148 +329,123 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
 /// Named configurations that reproduce each framework's PPO/GRPO recipe (docs/ppo.md has the
 /// table). Batch sizes are the user's: a preset sets the per-step structure (epochs, clipping,
 /// KL, estimator, whitening, aggregation), not the sizes, unless the framework fixes them.
+/// A config whose reward shaping, KL control, GAE and whitening are those of a kernel preset
+/// (`rlhf::presets`, docs/semantics.md), with the KL in the reward and every other field from
+/// `base`.
+[[nodiscard]] inline config from_advantage_preset(const advantage_preset& preset, config base = {}) {
+    base.reward = preset.rewards;
+    base.kl = kl_placement::reward;
+    base.kl_control = preset.kl_control;
+    base.estimator = advantage_estimator::gae;
+    base.gae = preset.gae;
+    base.reward_whitening = preset.reward_whitening;
+    base.advantage_whitening = preset.advantage_whitening;
+    base.whiten_unmasked = preset.whiten_unmasked;
+    return base;
+}
+
 namespace presets {
 
 /// TRL v0.11 classic `PPOTrainer` (trl/trainer/ppo_trainer.py, ppo_config.py, tag v0.11.4):
-/// GAE γ=1 λ=0.95 over masked values and rewards, advantages whitened (unbiased, shifted),
-/// k1 KL in the reward on the last valid token (unmasked, GAE masks it), adaptive β (0.2, target
-/// 6, horizon 10000, fed the per-sequence KL sum), ratio threshold 10, value clip 0.2 with
-/// vf_coef 0.1, 4 PPO epochs, token-mean losses, micro-batches averaged (accelerate).
-/// TRL's value head shares the policy's optimizer: pass no critic optimizer.
+/// `rlhf::presets::trl_v0_11()` (adaptive β fed the per-sequence KL sum), ratio threshold 10,
+/// value clip 0.2 with vf_coef 0.1, 4 PPO epochs, token-mean losses, micro-batches averaged
+/// (accelerate). TRL's value head shares the policy's optimizer: pass no critic optimizer.
 [[nodiscard]] inline config trl_v011() {
-    return {
-        .reward = {.slot = reward_slot::last_valid_token, .mask_kl = false, .kl = kl_preset::trl()},
-        .kl = kl_placement::reward,
-        .kl_control =
-            adaptive_kl_options{
-                .init_kl_coef = 0.2, .target = 6.0, .horizon = 10000.0, .measure = kl_measure::seq_mean_token_sum},
-        .kl_metric = kl_measure::seq_mean_token_sum,
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
-        .advantage_whitening = whiten_options{},
-        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .ratio_threshold = 10.0},
-        .value_loss = {.clip_range = 0.2, .coef = 0.1},
-        .ppo_epochs = 4,
-        .scaling = micro_batch_scaling::mean_of_micro_batches,
-        .early_stop_factor = 1.5,
-    };
+    return from_advantage_preset(rlhf::presets::trl_v0_11(),
+                                 {.kl_metric = kl_measure::seq_mean_token_sum,
+                                  .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .ratio_threshold = 10.0},
+                                  .value_loss = {.clip_range = 0.2, .coef = 0.1},
+                                  .ppo_epochs = 4,
+                                  .scaling = micro_batch_scaling::mean_of_micro_batches,
+                                  .early_stop_factor = 1.5});
 }
 
 /// DeepSpeed-Chat step 3 (dschat/rlhf/ppo_trainer.py, training/step3_rlhf_finetuning/main.py):
-/// GAE γ=1 λ=0.95 over the valid range, no whitening, k1 KL in the reward with a fixed β = 0.1,
-/// score clipped to ±5, log-ratio masked before exp, clip 0.2, value clip 0.2, token-mean,
-/// 1 PPO epoch, gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true` adds its
-/// PTX form: a separate `27.8·lm_loss` step after each actor step. EMA (`--enable_ema`) is
-/// `.ema_beta = 0.992`.
+/// `rlhf::presets::deepspeed_chat()`, log-ratio masked before exp, clip 0.2, value clip 0.2,
+/// token-mean, 1 PPO epoch, gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true`
+/// adds its PTX form: a separate `27.8·lm_loss` step after each actor step. EMA
+/// (`--enable_ema`) is `.ema_beta = 0.992`.
 /// @note DeepSpeed-Chat places the score one slot after the last response token
 /// (`reward_slot::after_last_valid`, with the critic's value at that padding slot in GAE); the
 /// response layout carries no value there, so the trainer scores the last response token.
 [[nodiscard]] inline config deepspeed_chat(bool unsupervised = false) {
-    return {
-        .reward = {.slot = reward_slot::last_valid_token, .mask_kl = false, .score_clip = 5.0, .kl = kl_preset::trl()},
-        .kl = kl_placement::reward,
-        .kl_control = fixed_kl_options{.kl_coef = 0.1},
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::valid_range},
-        .advantage_whitening = std::nullopt,
-        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
-        .value_loss = {.clip_range = 0.2, .coef = 1.0},
-        .ptx = unsupervised ? ptx_mode::separate_step : ptx_mode::none,
-        .ptx_coef = unsupervised ? 27.8 : 0.0,
-        .ppo_epochs = 1,
-        .scaling = micro_batch_scaling::mean_of_micro_batches,
-        .max_grad_norm = 1.0,
-        .critic_max_grad_norm = 1.0,
-    };
+    config c = from_advantage_preset(rlhf::presets::deepspeed_chat(),
+                                     {.policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
+                                      .value_loss = {.clip_range = 0.2, .coef = 1.0},
+                                      .ptx = unsupervised ? ptx_mode::separate_step : ptx_mode::none,
+                                      .ptx_coef = unsupervised ? 27.8 : 0.0,
+                                      .ppo_epochs = 1,
+                                      .scaling = micro_batch_scaling::mean_of_micro_batches,
+                                      .max_grad_norm = 1.0,
+                                      .critic_max_grad_norm = 1.0});
+    c.reward.slot = reward_slot::last_valid_token;
+    return c;
 }
 
-/// ColossalChat v2 PPO (applications/ColossalChat/coati/trainer/ppo.py, models/loss.py,
-/// models/utils.py, experience_maker/naive.py): GAE γ=1 λ=0.95, no whitening, masked k1 KL with
-/// β = 0.1 in the reward and the score (clipped to ±5) on every response token, log-ratio masked,
-/// ratio capped at 10, step skipped when the mean ratio over all positions exceeds 20,
-/// seq-mean-token-mean policy loss (ε = 0), value clip 0.2 on `advantages + old values` with
-/// vf_coef 1, CPU-offloaded buffer, grad clip 1.0. `with_ptx = true`: the trainer's default PTX
-/// mix `(1 − 0.9)·actor + 0.9·lm` (its example scripts use 0).
+/// ColossalChat v2 PPO (applications/ColossalChat/coati/trainer/ppo.py, models/loss.py):
+/// `rlhf::presets::colossalchat_v2()`, log-ratio masked, ratio capped at 10, step skipped when
+/// the mean ratio over all positions exceeds 20, seq-mean-token-mean policy loss (ε = 0), value
+/// clip 0.2 on `advantages + old values` with vf_coef 1, CPU-offloaded buffer, grad clip 1.0.
+/// `with_ptx = true`: the trainer's default PTX mix `(1 − 0.9)·actor + 0.9·lm` (its example
+/// scripts use 0).
 [[nodiscard]] inline config colossalchat(bool with_ptx = false) {
-    return {
-        .reward = {.slot = reward_slot::every_valid_token, .mask_kl = true, .score_clip = 5.0, .kl = kl_preset::trl()},
-        .kl = kl_placement::reward,
-        .kl_control = fixed_kl_options{.kl_coef = 0.1},
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
-        .advantage_whitening = std::nullopt,
-        .policy_loss = {.clip_low = 0.2,
-                        .clip_high = 0.2,
-                        .ratio_cap = 10.0,
-                        .mask_log_ratio = true,
-                        .skip_threshold = 20.0,
-                        .aggregation = {.mode = loss_aggregation::seq_mean_token_mean, .token_count_epsilon = 0.0}},
-        .value_loss = {.clip_range = 0.2, .coef = 1.0, .returns_from_advantages = true},
-        .ptx = with_ptx ? ptx_mode::mixed : ptx_mode::none,
-        .ptx_coef = with_ptx ? 0.9 : 0.0,
-        .ppo_epochs = 1,
-        .max_grad_norm = 1.0,
-        .critic_max_grad_norm = 1.0,
-        .cpu_offload = true,
-    };
+    return from_advantage_preset(
+        rlhf::presets::colossalchat_v2(),
+        {.policy_loss = {.clip_low = 0.2,
+                         .clip_high = 0.2,
+                         .ratio_cap = 10.0,
+                         .mask_log_ratio = true,
+                         .skip_threshold = 20.0,
+                         .aggregation = {.mode = loss_aggregation::seq_mean_token_mean, .token_count_epsilon = 0.0}},
+         .value_loss = {.clip_range = 0.2, .coef = 1.0, .returns_from_advantages = true},
+         .ptx = with_ptx ? ptx_mode::mixed : ptx_mode::none,
+         .ptx_coef = with_ptx ? 0.9 : 0.0,
+         .ppo_epochs = 1,
+         .max_grad_norm = 1.0,
+         .critic_max_grad_norm = 1.0,
+         .cpu_offload = true});
 }
 
-/// OpenRLHF PPO (openrlhf/cli/train_ppo_ray.py defaults, models/loss.py, models/utils.py,
-/// trainer/ppo_utils/experience_maker.py): GAE γ=1 λ=1, batch advantage normalisation (biased
-/// variance, rsqrt(max(var, 1e-8))), k1 KL in the reward (float32 log-ratio, ±10 clamp) with
-/// β = 0.01, score clipped to [−10, 10], log-ratio clamped to ±20, clip 0.2, value clip 0.5,
-/// token-mean, 1 epoch, grad clip 1.0, CPU-offloaded buffer, micro-batches averaged (DeepSpeed).
-/// EMA (`--enable_ema`) is `.ema_beta = 0.992`; an adaptive β (`kl.target` set) is
+/// OpenRLHF PPO (openrlhf/cli/train_ppo_ray.py defaults, models/loss.py):
+/// `rlhf::presets::openrlhf()`, log-ratio clamped to ±20, clip 0.2, value clip 0.5, token-mean,
+/// 1 epoch, grad clip 1.0, CPU-offloaded buffer, micro-batches averaged (DeepSpeed). EMA
+/// (`--enable_ema`) is `.ema_beta = 0.992`; an adaptive β (`kl.target` set) is
 /// `adaptive_kl_options{.init_kl_coef = 0.01, .target = …, .measure = seq_mean_token_mean}`.
 [[nodiscard]] inline config openrlhf() {
-    return {
-        .reward = {.slot = reward_slot::last_valid_token,
-                   .mask_kl = false,
-                   .score_clip_range = std::pair{-10.0, 10.0},
-                   .empty_rows = empty_row_policy::peer_slot,
-                   .kl = kl_preset::openrlhf()},
-        .kl = kl_placement::reward,
-        .kl_control = fixed_kl_options{.kl_coef = 0.01},
-        .kl_metric = kl_measure::seq_mean_token_mean,
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 1.0, .masking = gae_masking::zero_masked},
-        .advantage_whitening =
-            whiten_options{.variance = variance_estimator::biased, .epsilon_mode = whiten_epsilon::clamp_variance},
-        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .log_ratio_min = -20.0, .log_ratio_max = 20.0},
-        .value_loss = {.clip_range = 0.5, .coef = 1.0},
-        .ppo_epochs = 1,
-        .scaling = micro_batch_scaling::mean_of_micro_batches,
-        .max_grad_norm = 1.0,
-        .critic_max_grad_norm = 1.0,
-        .cpu_offload = true,
-    };
+    return from_advantage_preset(
+        rlhf::presets::openrlhf(),
+        {.kl_metric = kl_measure::seq_mean_token_mean,
+         .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .log_ratio_min = -20.0, .log_ratio_max = 20.0},
+         .value_loss = {.clip_range = 0.5, .coef = 1.0},
+         .ppo_epochs = 1,
+         .scaling = micro_batch_scaling::mean_of_micro_batches,
+         .max_grad_norm = 1.0,
+         .critic_max_grad_norm = 1.0,
+         .cpu_offload = true});
 }
 
 /// verl PPO (verl/trainer/config/_generated_ppo_trainer.yaml, trainer/ppo/core_algos.py):
-/// hole-skipping GAE γ=1 λ=1, advantages whitened (verl `masked_whiten`: Σm + 1e-8), no KL term
-/// by default (`use_kl_in_reward = false`, `use_kl_loss = false`; turn on with `.kl =
-/// kl_placement::reward` or `loss` and `fixed_kl_options{0.001}`), log-ratio ±20, dual clip 3,
-/// clip 0.2, value clip 0.5, token-mean over the global token count, 1 epoch, no shuffle, grad
-/// clip 1.0.
+/// `rlhf::presets::verl()` with no KL term by default (`use_kl_in_reward = false`, `use_kl_loss =
+/// false`; turn on with `.kl = kl_placement::reward` or `loss`, β = 0.001 is set), log-ratio ±20,
+/// dual clip 3, clip 0.2, value clip 0.5, token-mean over the global token count, 1 epoch, no
+/// shuffle, grad clip 1.0.
 [[nodiscard]] inline config verl() {
-    return {
-        .reward = {.slot = reward_slot::last_valid_token, .mask_kl = true, .kl = kl_preset::verl()},
-        .kl = kl_placement::none,
-        .kl_control = fixed_kl_options{.kl_coef = 0.001},
-        .kl_metric = kl_measure::seq_mean_token_mean,
-        .kl_loss = {.kl = kl_preset::verl(kl_estimator::k3)},
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 1.0, .masking = gae_masking::skip_masked},
-        .advantage_whitening = whiten_options{.count_epsilon = 1e-8},
-        .policy_loss =
-            {.clip_low = 0.2, .clip_high = 0.2, .dual_clip = 3.0, .log_ratio_min = -20.0, .log_ratio_max = 20.0},
-        .value_loss = {.clip_range = 0.5, .coef = 1.0},
-        .ppo_epochs = 1,
-        .shuffle = false,
-        .scaling = micro_batch_scaling::global_counts,
-        .max_grad_norm = 1.0,
-        .critic_max_grad_norm = 1.0,
-    };
+    config c = from_advantage_preset(rlhf::presets::verl(), {.kl_metric = kl_measure::seq_mean_token_mean,
+                                                             .kl_loss = {.kl = kl_preset::verl(kl_estimator::k3)},
+                                                             .policy_loss = {.clip_low = 0.2,
+                                                                             .clip_high = 0.2,
+                                                                             .dual_clip = 3.0,
+                                                                             .log_ratio_min = -20.0,
+                                                                             .log_ratio_max = 20.0},
+                                                             .value_loss = {.clip_range = 0.5, .coef = 1.0},
+                                                             .ppo_epochs = 1,
+                                                             .shuffle = false,
+                                                             .scaling = micro_batch_scaling::global_counts,
+                                                             .max_grad_norm = 1.0,
+                                                             .critic_max_grad_norm = 1.0});
+    c.kl = kl_placement::none;
+    c.kl_control = fixed_kl_options{.kl_coef = 0.001};
+    return c;
 }
 
 /// ChatLearn (current, GRPO only: chatlearn/algorithm/grpo_utils/{loss_gallery,advantage_compute,
@@ -524,29 +471,17 @@ namespace presets {
 }
 
 /// ChatLearn's older PPO (examples/megatron/configs/llama2/base.yaml and models/*.py at
-/// 302cdc7e): GAE γ=1 λ=0.95, whitened advantages, k1 KL in the reward divided by the response
-/// length with a fixed β = 0.02 (`fix_kl_coef`), score clipped to ±100 (`cliprange_reward`),
-/// log-ratio masked before exp, clip 0.2, value clip 0.1, grad clip 0.5, 1 epoch.
-/// @note ChatLearn whitens every element of its response tensor (no mask) and can use a
-/// Taylor-expanded ratio (`numerical_stable`); here the whitening is masked and the ratio exact.
+/// 302cdc7e): `rlhf::presets::chatlearn()` (k1 ÷ length with β = 0.02, score clipped to ±100,
+/// advantages whitened over every element), log-ratio masked before exp, clip 0.2, value clip
+/// 0.1, grad clip 0.5, 1 epoch.
+/// @note ChatLearn can use a Taylor-expanded ratio (`numerical_stable`); here the ratio is exact.
 [[nodiscard]] inline config chatlearn_ppo() {
-    return {
-        .reward = {.slot = reward_slot::last_valid_token,
-                   .mask_kl = false,
-                   .score_clip = 100.0,
-                   .divide_kl_by_length = true,
-                   .kl = kl_preset::trl()},
-        .kl = kl_placement::reward,
-        .kl_control = fixed_kl_options{.kl_coef = 0.02},
-        .estimator = advantage_estimator::gae,
-        .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::zero_masked},
-        .advantage_whitening = whiten_options{},
-        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
-        .value_loss = {.clip_range = 0.1, .coef = 1.0},
-        .ppo_epochs = 1,
-        .max_grad_norm = 0.5,
-        .critic_max_grad_norm = 0.5,
-    };
+    return from_advantage_preset(rlhf::presets::chatlearn(),
+                                 {.policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
+                                  .value_loss = {.clip_range = 0.1, .coef = 1.0},
+                                  .ppo_epochs = 1,
+                                  .max_grad_norm = 0.5,
+                                  .critic_max_grad_norm = 0.5});
 }
 
 /// GRPO as verl's GRPO recipe runs it (examples/grpo_trainer, `algorithm.adv_estimator=grpo`,

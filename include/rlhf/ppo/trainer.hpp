@@ -233,32 +233,6 @@ inline double clip_gradients(const std::vector<torch::Tensor>& params, std::opti
     return std::sqrt(squares);
 }
 
-/// The controller `options` describe, holding `value` (a restored coefficient) when given.
-[[nodiscard]] inline kl_controller make_controller(const kl_control_options& options,
-                                                   std::optional<double> value = std::nullopt) {
-    return std::visit(
-        [&](auto o) -> kl_controller {
-            using O = std::decay_t<decltype(o)>;
-            if constexpr (std::is_same_v<O, fixed_kl_options>) {
-                return fixed_kl_controller(value.value_or(o.kl_coef));
-            } else if constexpr (std::is_same_v<O, adaptive_kl_options>) {
-                if (value) o.init_kl_coef = *value;
-                return adaptive_kl_controller(o);
-            } else {
-                if (value) o.init_kl_coef = *value;
-                return proportional_kl_controller(o);
-            }
-        },
-        options);
-}
-
-/// The unit the controller consumes (fixed controllers accept any: the metric's).
-[[nodiscard]] inline kl_measure controller_measure(const kl_control_options& options, kl_measure fallback) {
-    if (const auto* a = std::get_if<adaptive_kl_options>(&options)) return a->measure;
-    if (const auto* p = std::get_if<proportional_kl_options>(&options)) return p->measure;
-    return fallback;
-}
-
 /// Token-mean LM loss on the fused kernel (CPU) or the composed ops.
 [[nodiscard]] inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens,
                                            const torch::Tensor& mask, const lm_loss_options& options) {
@@ -307,7 +281,7 @@ public:
           reference_(models.reference),
           optimizers_(optimizers),
           kernels_(std::move(kernels)),
-          controller_(detail::make_controller(cfg.kl_control)) {
+          controller_(make_kl_controller(cfg.kl_control)) {
         constexpr std::string_view fn = "rlhf::ppo::ppo_trainer";
         if (policy_ == nullptr) fail(error_kind::value, fn, "models.policy", "a policy", "nullptr");
         if (reward_model_ == nullptr) fail(error_kind::value, fn, "models.reward_model", "a reward model", "nullptr");
@@ -494,7 +468,7 @@ public:
             const kl_options& estimator = config_.kl == kl_placement::loss ? config_.kl_loss.kl : config_.reward.kl;
             const torch::Tensor token_kl = libtorch::token_kl(old_log_probs, ref_log_probs, mask, estimator);
             m.kl = detail::measure(token_kl, mask, config_.kl_metric).value;
-            const kl_measure unit = detail::controller_measure(config_.kl_control, config_.kl_metric);
+            const kl_measure unit = controller_measure(config_.kl_control, config_.kl_metric);
             out.controller_kl = detail::measure(token_kl, mask, unit);
             out.has_kl = true;
         }
@@ -575,7 +549,9 @@ public:
         }
         if (!returns.defined()) returns = advantages.clone();  // critic-free: no value target
         if (config_.advantage_whitening)
-            advantages = libtorch::masked_whiten(advantages, mask, *config_.advantage_whitening);
+            advantages = config_.whiten_unmasked
+                             ? libtorch::whiten(advantages, *config_.advantage_whitening)
+                             : libtorch::masked_whiten(advantages, mask, *config_.advantage_whitening);
         {
             const auto [mean, std] = detail::masked_mean_std(advantages, mask);
             m.advantage_mean = mean;
@@ -829,7 +805,7 @@ public:
             checkpoint_shapes(ema, ema_, "ema", fn);
             std::mt19937_64 engine;
             checkpoint::set_engine_state(engine, rng, fn);
-            kl_controller controller = detail::make_controller(config_.kl_control, kl_coef);
+            kl_controller controller = make_kl_controller(config_.kl_control, kl_coef);
             running_moments score_moments(moments);
 
             // Everything read and checked: commit.
