@@ -5,25 +5,16 @@
 #include "rlhf/core/options.hpp"
 #include "support/test_helpers.hpp"
 
-namespace {
-template <class E>
-void check_round_trip() {
-    for (const auto& [value, name] : rlhf::option_names<E>::values) {
-        CHECK(rlhf::to_string(value) == name);
-        CHECK(rlhf::parse_option<E>(name) == value);
-    }
-}
-}  // namespace
-
 TEST_CASE("every option name round-trips" * doctest::test_suite("unit")) {
-    check_round_trip<rlhf::gae_masking>();
-    check_round_trip<rlhf::variance_estimator>();
-    check_round_trip<rlhf::whiten_scope>();
-    check_round_trip<rlhf::small_sample_policy>();
-    check_round_trip<rlhf::reward_slot>();
-    check_round_trip<rlhf::kl_estimator>();
-    check_round_trip<rlhf::loss_aggregation>();
-    check_round_trip<rlhf::advantage_estimator>();
+    rlhf_test::check_option_round_trip<rlhf::gae_masking>();
+    rlhf_test::check_option_round_trip<rlhf::variance_estimator>();
+    rlhf_test::check_option_round_trip<rlhf::whiten_scope>();
+    rlhf_test::check_option_round_trip<rlhf::small_sample_policy>();
+    rlhf_test::check_option_round_trip<rlhf::reward_slot>();
+    rlhf_test::check_option_round_trip<rlhf::kl_estimator>();
+    rlhf_test::check_option_round_trip<rlhf::loss_aggregation>();
+    rlhf_test::check_option_round_trip<rlhf::advantage_estimator>();
+    rlhf_test::check_option_round_trip<rlhf::padding_side>();
 }
 
 TEST_CASE("framework aliases parse to the same option" * doctest::test_suite("unit")) {

@@ -4,8 +4,11 @@
 #include <vector>
 
 #include "rlhf/ppo/concepts.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
+
+using rlhf_test::expect_error;
 
 using rlhf::ppo::generation_options;
 using rlhf::ppo::policy_output;
@@ -141,17 +144,6 @@ rollout make_rollout() {
     return {torch::tensor({0, 5, 6, 7, 8, 1, 2, 3, 4, 0}, torch::kInt64).reshape({2, 5}),
             torch::tensor({0, 1, 1, 1, 1, 1, 1, 1, 1, 0}, torch::kInt64).reshape({2, 5}),
             torch::tensor({3, 3}, torch::kInt64), torch::tensor({5, 4}, torch::kInt64)};
-}
-
-template <class Body>
-rlhf::error expect_error(Body&& body) {
-    try {
-        body();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    return rlhf::error(rlhf::error_kind::state, "", "", "", "");
 }
 
 }  // namespace

@@ -10,8 +10,11 @@
 #include <vector>
 
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
+
+using rlhf_test::expect_error;
 
 namespace ppo = rlhf::ppo;
 
@@ -59,17 +62,6 @@ std::vector<std::int64_t> ids_of(const ppo::experience& batch) {
 
 std::vector<std::int64_t> ids_of(const ppo::experience_buffer& buffer) {
     return ids_of(buffer.collate_all());
-}
-
-template <class Body>
-rlhf::error expect_error(Body&& body) {
-    try {
-        body();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    return rlhf::error(rlhf::error_kind::state, "", "", "", "");
 }
 
 bool same_experience(const ppo::experience& a, const ppo::experience& b) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "rlhf/ppo.hpp"
+#include "support/test_helpers.hpp"
 
 namespace {
 
@@ -21,6 +22,7 @@ using rlhf::ppo::generation_options;
 using rlhf::ppo::policy_output;
 using rlhf::ppo::prompt_batch;
 using rlhf::ppo::rollout;
+using rlhf_test::expect_error;
 
 constexpr std::int64_t vocab = 8;
 constexpr std::int64_t hidden = 6;
@@ -173,17 +175,6 @@ bool bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch:
     for (std::size_t i = 0; i < a.size(); ++i)
         if (!torch::equal(a[i].detach(), b[i].detach())) return false;
     return true;
-}
-
-template <class Body>
-rlhf::error expect_error(Body&& body) {
-    try {
-        body();
-    } catch (const rlhf::error& e) {
-        return e;
-    }
-    FAIL("expected rlhf::error");
-    return rlhf::error(rlhf::error_kind::state, "", "", "", "");
 }
 
 rollout select_rows(const rollout& r, std::int64_t begin, std::int64_t count) {
@@ -719,6 +710,16 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
           rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::chatlearn_ppo(), rlhf::ppo::presets::grpo(),
           rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
         CHECK_NOTHROW(rlhf::ppo::check_config(preset));
+
+    // The loop's options parse from their names (configs read from text).
+    rlhf_test::check_option_round_trip<rlhf::ppo::kl_placement>();
+    rlhf_test::check_option_round_trip<rlhf::ppo::ptx_mode>();
+    rlhf_test::check_option_round_trip<rlhf::ppo::micro_batch_scaling>();
+    rlhf_test::check_option_round_trip<rlhf::ppo::score_normalization>();
+    rlhf_test::check_option_round_trip<rlhf::ppo::remainder_policy>();
+    CHECK(rlhf::parse_option<rlhf::ppo::kl_placement>("use_kl_loss") == rlhf::ppo::kl_placement::loss);
+    CHECK(rlhf::parse_option<rlhf::ppo::score_normalization>("use_score_norm") ==
+          rlhf::ppo::score_normalization::scale_and_shift);
 
     // The GAE presets carry the kernel presets' reward pipeline (docs/semantics.md, golden-checked).
     const auto same_pipeline = [](const rlhf::ppo::config& trainer_config, const rlhf::advantage_preset& p) {

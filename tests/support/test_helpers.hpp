@@ -15,9 +15,21 @@
 #include <vector>
 
 #include "rlhf/core/error.hpp"
+#include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
 
 namespace rlhf_test {
+
+// ---- option names ----
+
+/// Every canonical name of an option enum prints and parses back to its value.
+template <rlhf::named_option E>
+void check_option_round_trip() {
+    for (const auto& [value, name] : rlhf::option_names<E>::values) {
+        CHECK(rlhf::to_string(value) == name);
+        CHECK(rlhf::parse_option<E>(name) == value);
+    }
+}
 
 // ---- errors ----
 

@@ -9,6 +9,7 @@
 /// models (a critic, a reference, an entropy-aware or LM-capable policy) is checked against the
 /// config when the trainer is built (`rlhf::ppo::check_config(config, trainer_capabilities)`).
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -76,6 +77,64 @@ enum class score_normalization {
     scale,            ///< `score / (running_std + eps)`
     scale_and_shift,  ///< `(score − running_mean) / (running_std + eps)`
 };
+
+}  // namespace rlhf::ppo
+
+// Names of the loop's options, for configs read from text (`rlhf::parse_option`).
+namespace rlhf {
+
+template <>
+struct option_names<ppo::kl_placement> {
+    static constexpr std::string_view type = "kl_placement";
+    static constexpr std::array<std::pair<ppo::kl_placement, std::string_view>, 3> values{{
+        {ppo::kl_placement::none, "none"},
+        {ppo::kl_placement::reward, "reward"},
+        {ppo::kl_placement::loss, "loss"},
+    }};
+    static constexpr std::array<std::pair<ppo::kl_placement, std::string_view>, 2> aliases{{
+        {ppo::kl_placement::reward, "use_kl_in_reward"},  // verl
+        {ppo::kl_placement::loss, "use_kl_loss"},         // verl
+    }};
+};
+
+template <>
+struct option_names<ppo::ptx_mode> {
+    static constexpr std::string_view type = "ptx_mode";
+    static constexpr std::array<std::pair<ppo::ptx_mode, std::string_view>, 3> values{{
+        {ppo::ptx_mode::none, "none"},
+        {ppo::ptx_mode::mixed, "mixed"},
+        {ppo::ptx_mode::separate_step, "separate_step"},
+    }};
+    static constexpr std::array<std::pair<ppo::ptx_mode, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<ppo::micro_batch_scaling> {
+    static constexpr std::string_view type = "micro_batch_scaling";
+    static constexpr std::array<std::pair<ppo::micro_batch_scaling, std::string_view>, 2> values{{
+        {ppo::micro_batch_scaling::global_counts, "global_counts"},
+        {ppo::micro_batch_scaling::mean_of_micro_batches, "mean_of_micro_batches"},
+    }};
+    static constexpr std::array<std::pair<ppo::micro_batch_scaling, std::string_view>, 0> aliases{};
+};
+
+template <>
+struct option_names<ppo::score_normalization> {
+    static constexpr std::string_view type = "score_normalization";
+    static constexpr std::array<std::pair<ppo::score_normalization, std::string_view>, 3> values{{
+        {ppo::score_normalization::none, "none"},
+        {ppo::score_normalization::scale, "scale"},
+        {ppo::score_normalization::scale_and_shift, "scale_and_shift"},
+    }};
+    static constexpr std::array<std::pair<ppo::score_normalization, std::string_view>, 2> aliases{{
+        {ppo::score_normalization::scale, "use_score_scaling"},         // TRL v0.11
+        {ppo::score_normalization::scale_and_shift, "use_score_norm"},  // TRL v0.11
+    }};
+};
+
+}  // namespace rlhf
+
+namespace rlhf::ppo {
 
 /// The configuration of `rlhf::ppo::ppo_trainer` (see the file comment; defaults are a plain
 /// PPO with GAE, KL in the reward and a fixed β = 0.1).

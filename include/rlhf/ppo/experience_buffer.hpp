@@ -45,6 +45,23 @@ enum class remainder_policy {
     allow_partial,  ///< keep them as a smaller last minibatch
 };
 
+}  // namespace rlhf::ppo
+
+namespace rlhf {
+template <>
+struct option_names<ppo::remainder_policy> {
+    static constexpr std::string_view type = "remainder_policy";
+    static constexpr std::array<std::pair<ppo::remainder_policy, std::string_view>, 3> values{{
+        {ppo::remainder_policy::error, "error"},
+        {ppo::remainder_policy::drop_last, "drop_last"},
+        {ppo::remainder_policy::allow_partial, "allow_partial"},
+    }};
+    static constexpr std::array<std::pair<ppo::remainder_policy, std::string_view>, 0> aliases{};
+};
+}  // namespace rlhf
+
+namespace rlhf::ppo {
+
 /// Options of an `experience_buffer`.
 struct buffer_options {
     std::int64_t limit = 0;    ///< FIFO capacity in rows (oldest rows dropped beyond it); 0 = unbounded
