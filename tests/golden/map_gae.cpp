@@ -26,6 +26,7 @@
 #include "mapping.hpp"
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
+#include "rlhf/kernels/presets.hpp"
 
 namespace rlhf_golden {
 namespace {
@@ -91,8 +92,13 @@ void run_pipeline(const golden_case& c, mapped_outputs& out, Pipeline&& pipeline
     }
 }
 
-double gamma_of(const golden_case& c) {
-    return c.number_param("gamma");
+/// A preset's GAE (its masking) with the case's γ and λ (`lambda_name`: "lam" or OpenRLHF's "lambd").
+rlhf::gae_options gae_of(const rlhf::advantage_preset& preset, const golden_case& c,
+                         const std::string& lambda_name = "lam") {
+    rlhf::gae_options options = preset.gae;
+    options.gamma = c.number_param("gamma");
+    options.lambda = c.number_param(lambda_name);
+    return options;
 }
 
 // TRL v0.11.4 trl/trainer/ppo_trainer.py PPOTrainer.compute_advantages(values, rewards, mask):
@@ -107,8 +113,8 @@ std::optional<mapped_outputs> map_trl(const golden_file& /*file*/, const golden_
     const tensor values = c.input("values");
     const index_t rows = rewards.matrix().extent(0), cols = rewards.matrix().extent(1);
     const auto m = rlhf::make_view(mask.data(), rows, cols);
-    const rlhf::gae_options options{
-        .gamma = gamma_of(c), .lambda = c.number_param("lam"), .masking = rlhf::gae_masking::zero_masked};
+    const auto preset = rlhf::presets::trl_v0_11();
+    const rlhf::gae_options options = gae_of(preset, c);
     mapped_outputs out;
     tensor masked_values = values;
     for (std::size_t i = 0; i < masked_values.data.size(); ++i) masked_values.data[i] *= mask_t.data[i];
@@ -126,7 +132,7 @@ std::optional<mapped_outputs> map_trl(const golden_file& /*file*/, const golden_
             gae = run_gae(rewards.matrix(), values.matrix(), m, options);
         }
         out.outputs["returns"] = gae.returns;
-        rlhf::masked_whiten(gae.advantages.matrix(), m, gae.advantages.mut_matrix());
+        rlhf::masked_whiten(gae.advantages.matrix(), m, gae.advantages.mut_matrix(), *preset.advantage_whitening);
         out.outputs["advantages"] = gae.advantages;
     });
     return out;
@@ -143,11 +149,10 @@ std::optional<mapped_outputs> map_verl(const golden_file& /*file*/, const golden
     const auto m = rlhf::make_view(mask.data(), rewards.matrix().extent(0), rewards.matrix().extent(1));
     mapped_outputs out;
     run_pipeline(c, out, [&] {
-        gae_tensors gae =
-            run_gae(rewards.matrix(), values.matrix(), m,
-                    {.gamma = gamma_of(c), .lambda = c.number_param("lam"), .masking = rlhf::gae_masking::skip_masked});
+        const auto preset = rlhf::presets::verl();
+        gae_tensors gae = run_gae(rewards.matrix(), values.matrix(), m, gae_of(preset, c));
         out.outputs["returns"] = gae.returns;
-        rlhf::masked_whiten(gae.advantages.matrix(), m, gae.advantages.mut_matrix(), {.count_epsilon = 1e-8});
+        rlhf::masked_whiten(gae.advantages.matrix(), m, gae.advantages.mut_matrix(), *preset.advantage_whitening);
         out.outputs["advantages"] = gae.advantages;
     });
     return out;
@@ -162,9 +167,7 @@ std::optional<mapped_outputs> map_openrlhf(const golden_file& /*file*/, const go
     const tensor values = c.input("values");
     const auto mask = mask_bytes(c.input("action_mask"));
     const auto m = rlhf::make_view(mask.data(), rewards.matrix().extent(0), rewards.matrix().extent(1));
-    gae_tensors gae =
-        run_gae(rewards.matrix(), values.matrix(), m,
-                {.gamma = gamma_of(c), .lambda = c.number_param("lambd"), .masking = rlhf::gae_masking::zero_masked});
+    gae_tensors gae = run_gae(rewards.matrix(), values.matrix(), m, gae_of(rlhf::presets::openrlhf(), c, "lambd"));
     mapped_outputs out;
     out.outputs["advantages"] = gae.advantages;
     out.outputs["returns"] = gae.returns;
@@ -184,9 +187,8 @@ std::optional<mapped_outputs> map_dschat(const golden_file& /*file*/, const gold
     const auto r = columns(rewards, start, end);
     const auto v = columns(values, start, end);
     const std::vector<std::uint8_t> ones(static_cast<std::size_t>(r.size()), 1);
-    gae_tensors gae =
-        run_gae(r, v, rlhf::make_view(ones.data(), r.extent(0), r.extent(1)),
-                {.gamma = gamma_of(c), .lambda = c.number_param("lam"), .masking = rlhf::gae_masking::valid_range});
+    gae_tensors gae = run_gae(r, v, rlhf::make_view(ones.data(), r.extent(0), r.extent(1)),
+                              gae_of(rlhf::presets::deepspeed_chat(), c));
     mapped_outputs out;
     out.outputs["advantages"] = gae.advantages;
     out.outputs["returns"] = gae.returns;
@@ -203,9 +205,8 @@ std::optional<mapped_outputs> map_colossalchat(const golden_file& /*file*/, cons
     const auto r = columns(reward, 0, actions);
     const auto v = columns(value, 0, actions);
     const std::vector<std::uint8_t> ones(static_cast<std::size_t>(r.size()), 1);
-    gae_tensors gae =
-        run_gae(r, v, rlhf::make_view(ones.data(), r.extent(0), r.extent(1)),
-                {.gamma = gamma_of(c), .lambda = c.number_param("lam"), .masking = rlhf::gae_masking::zero_masked});
+    gae_tensors gae = run_gae(r, v, rlhf::make_view(ones.data(), r.extent(0), r.extent(1)),
+                              gae_of(rlhf::presets::colossalchat_v2(), c));
     mapped_outputs out;
     out.outputs["advantages"] = gae.advantages;
     return out;
@@ -222,11 +223,12 @@ std::optional<mapped_outputs> map_chatlearn(const golden_file& /*file*/, const g
     const std::vector<std::uint8_t> ones(static_cast<std::size_t>(r.size()), 1);
     mapped_outputs out;
     run_pipeline(c, out, [&] {
+        const auto preset = rlhf::presets::chatlearn();  // `whiten_unmasked`: every element
         gae_tensors gae =
-            run_gae(r, values.matrix(), rlhf::make_view(ones.data(), r.extent(0), r.extent(1)),
-                    {.gamma = gamma_of(c), .lambda = c.number_param("lam"), .masking = rlhf::gae_masking::zero_masked});
+            run_gae(r, values.matrix(), rlhf::make_view(ones.data(), r.extent(0), r.extent(1)), gae_of(preset, c));
         out.outputs["returns"] = gae.returns;
-        if (c.param<bool>("use_whitening")) rlhf::whiten(gae.advantages.matrix(), gae.advantages.mut_matrix());
+        if (c.param<bool>("use_whitening"))
+            rlhf::whiten(gae.advantages.matrix(), gae.advantages.mut_matrix(), *preset.advantage_whitening);
         out.outputs["advantages"] = gae.advantages;
     });
     return out;

@@ -91,12 +91,11 @@ std::optional<mapped_outputs> trl_compute_rewards(const golden_file&, const gold
     tensor kls = zeros_like(lp), non_score = zeros_like(lp), rewards = zeros_like(lp);
     rlhf::token_kl(lp.matrix(), ref.matrix(), kls.mut_matrix(), kl_opts);
     rlhf::kl_rewards(lp.matrix(), ref.matrix(), non_score.mut_matrix(), beta, kl_opts);
+    auto options = rlhf::presets::trl_v0_11().rewards;  // the preset, with the case's β and estimator
+    options.kl_coef = beta;
+    options.kl = kl_opts;
     rlhf::shape_rewards_from_logprobs(lp.matrix(), ref.matrix(), mask.matrix(), vector_of(scores), rewards.mut_matrix(),
-                                      {.kl_coef = beta,
-                                       .slot = rlhf::reward_slot::last_valid_token,
-                                       .mask_kl = false,
-                                       .empty_rows = rlhf::empty_row_policy::raise,
-                                       .kl = kl_opts});
+                                      options);
     mapped_outputs out;
     out.outputs.emplace("kls", std::move(kls));
     out.outputs.emplace("non_score_rewards", std::move(non_score));
@@ -169,10 +168,9 @@ std::optional<mapped_outputs> openrlhf_kl_and_reward(const golden_file&, const g
         return single_output("kl", std::move(kl), 1e-6);  // the peer's outputs are float32
     }
     if (c.params.contains("kl_coef") && c.params.contains("reward_clip_range")) {
-        rlhf::reward_shaping_options options{.kl_coef = std::max(0.0, c.number_param("kl_coef")),  // kl_coef <= 0 -> 0
-                                             .slot = rlhf::reward_slot::last_valid_token,
-                                             .mask_kl = false,
-                                             .empty_rows = rlhf::empty_row_policy::peer_slot};
+        auto options = rlhf::presets::openrlhf().rewards;            // the preset, with the case's
+        options.kl_coef = std::max(0.0, c.number_param("kl_coef"));  // β (<= 0 -> 0) and clip range
+        options.score_clip_range = std::nullopt;
         if (c.has_param("reward_clip_range")) {
             const auto& range = c.params.at("reward_clip_range");
             if (!range.empty())
@@ -227,18 +225,14 @@ std::optional<mapped_outputs> dschat_compute_rewards(const golden_file&, const g
     const auto start = static_cast<rlhf::index_t>(c.input("prompt_len_P").scalar()) - 1;
     const rlhf::index_t width = lp.dim(1);
     tensor rewards = zeros_like(lp);
-    const auto k1 = rlhf::kl_preset::trl(rlhf::kl_estimator::k1);
+    auto options = rlhf::presets::deepspeed_chat().rewards;  // the preset, with the case's β and clip
+    options.kl_coef = beta;
+    options.score_clip = c.number_param("clip_reward_value");
     rlhf::kl_rewards(columns(lp.matrix(), 0, start), columns(ref.matrix(), 0, start),
-                     columns(rewards.mut_matrix(), 0, start), beta, k1);
+                     columns(rewards.mut_matrix(), 0, start), beta, options.kl);
     rlhf::shape_rewards_from_logprobs(columns(lp.matrix(), start, width), columns(ref.matrix(), start, width),
                                       columns(mask.matrix(), start, width), vector_of(score),
-                                      columns(rewards.mut_matrix(), start, width),
-                                      {.kl_coef = beta,
-                                       .slot = rlhf::reward_slot::after_last_valid,
-                                       .mask_kl = false,
-                                       .score_clip = c.number_param("clip_reward_value"),
-                                       .empty_rows = rlhf::empty_row_policy::peer_slot,
-                                       .kl = k1});
+                                      columns(rewards.mut_matrix(), start, width), options);
     return single_output("rewards", std::move(rewards));
 }
 
@@ -265,13 +259,11 @@ std::optional<mapped_outputs> colossalchat_v2_reward(const golden_file&, const g
     const tensor r = c.input("r"), lp = c.input("log_probs"), base = c.input("log_probs_base"),
                  mask = c.input("action_mask");
     tensor reward = zeros_like(lp);
+    auto options = rlhf::presets::colossalchat_v2().rewards;  // the preset, with the case's β and clip
+    options.kl_coef = c.number_param("kl_coef");
+    options.score_clip = c.number_param("reward_eps");
     rlhf::shape_rewards_from_logprobs(lp.matrix(), base.matrix(), mask.matrix(), vector_of(r), reward.mut_matrix(),
-                                      {.kl_coef = c.number_param("kl_coef"),
-                                       .slot = rlhf::reward_slot::every_valid_token,
-                                       .mask_kl = true,
-                                       .score_clip = c.number_param("reward_eps"),
-                                       .empty_rows = rlhf::empty_row_policy::raise,
-                                       .kl = rlhf::kl_preset::trl(rlhf::kl_estimator::k1)});
+                                      options);
     mapped_outputs out;
     out.outputs.emplace("reward", std::move(reward));
     bool below_ten = true;

@@ -74,13 +74,17 @@ namespace presets {
 }
 
 /// DeepSpeed-Chat (`dschat/rlhf/ppo_trainer.py`): k1 coefficient 0.1, score clipped to ±5 one slot
-/// after the last response token, GAE γ=1 λ=0.95 over the valid range, no whitening.
+/// after the last response token (an empty row: its first response slot, as DeepSpeed-Chat's
+/// `ends` does), GAE γ=1 λ=0.95 over the valid range, no whitening.
 [[nodiscard]] inline advantage_preset deepspeed_chat() {
-    return {
-        .framework = "DeepSpeed-Chat",
-        .rewards = {.kl_coef = 0.1, .slot = reward_slot::after_last_valid, .score_clip = 5.0, .kl = kl_preset::trl()},
-        .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::valid_range},
-        .kl_control = fixed_kl_options{.kl_coef = 0.1}};
+    return {.framework = "DeepSpeed-Chat",
+            .rewards = {.kl_coef = 0.1,
+                        .slot = reward_slot::after_last_valid,
+                        .score_clip = 5.0,
+                        .empty_rows = empty_row_policy::peer_slot,
+                        .kl = kl_preset::trl()},
+            .gae = {.gamma = 1.0, .lambda = 0.95, .masking = gae_masking::valid_range},
+            .kl_control = fixed_kl_options{.kl_coef = 0.1}};
 }
 
 /// ColossalChat v2 (`coati/models/utils.py: compute_reward`, `coati/experience_maker/naive.py`):

@@ -54,9 +54,7 @@ namespace detail {
         const auto v = as_view<T>(values, function, "values");
         const auto a = as_mut_view<T>(result.advantages, function, "advantages");
         const auto ret = as_mut_view<T>(result.returns, function, "returns");
-        dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            const auto m = as_view<M>(mask, function, "mask");
+        with_mask_view<T>(mask, function, [&](const auto m) {
             if (bootstrap_values.defined())
                 rlhf::compute_gae(r, v, m, as_view<T, 1>(bootstrap_values, function, "bootstrap_values"), a, ret,
                                   options);
@@ -107,10 +105,7 @@ template <Reducer R = local_reducer>
         torch::Tensor out = detail::advantages_empty_like(values);
         const auto v = as_view<T>(values, function, "values");
         const auto o = as_mut_view<T>(out, function, "out");
-        dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            rlhf::masked_whiten(v, as_view<M>(mask, function, "mask"), o, options, reducer);
-        });
+        with_mask_view<T>(mask, function, [&](const auto m) { rlhf::masked_whiten(v, m, o, options, reducer); });
         return out;
     });
 }
@@ -135,10 +130,8 @@ template <Reducer R = local_reducer>
     return dispatch_floating(values, function, "values", [&](auto tag) {
         using T = decltype(tag);
         const auto v = as_view<T>(values, function, "values");
-        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            return rlhf::compute_masked_moments(v, as_view<M>(mask, function, "mask"), options, reducer);
-        });
+        return with_mask_view<T>(mask, function,
+                                 [&](const auto m) { return rlhf::compute_masked_moments(v, m, options, reducer); });
     });
 }
 
@@ -150,10 +143,8 @@ template <Reducer R = local_reducer>
     return dispatch_floating(values, function, "values", [&](auto tag) {
         using T = decltype(tag);
         const auto v = as_view<T>(values, function, "values");
-        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            return rlhf::masked_mean(v, as_view<M>(mask, function, "mask"), options, reducer);
-        });
+        return with_mask_view<T>(mask, function,
+                                 [&](const auto m) { return rlhf::masked_mean(v, m, options, reducer); });
     });
 }
 
@@ -165,10 +156,8 @@ template <Reducer R = local_reducer>
     return dispatch_floating(values, function, "values", [&](auto tag) {
         using T = decltype(tag);
         const auto v = as_view<T>(values, function, "values");
-        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            return rlhf::masked_variance(v, as_view<M>(mask, function, "mask"), options, reducer);
-        });
+        return with_mask_view<T>(mask, function,
+                                 [&](const auto m) { return rlhf::masked_variance(v, m, options, reducer); });
     });
 }
 
@@ -180,10 +169,8 @@ template <Reducer R = local_reducer>
         using T = decltype(tag);
         const auto v = as_view<T>(values, function, "values");
         torch::Tensor out = torch::empty({values.size(0)}, values.options());
-        dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            rlhf::masked_mean_per_row(v, as_view<M>(mask, function, "mask"), as_mut_view<T, 1>(out, function, "out"),
-                                      options);
+        with_mask_view<T>(mask, function, [&](const auto m) {
+            rlhf::masked_mean_per_row(v, m, as_mut_view<T, 1>(out, function, "out"), options);
         });
         return out;
     });
@@ -197,10 +184,8 @@ template <Reducer R = local_reducer>
         using T = decltype(tag);
         const auto v = as_view<T>(values, function, "values");
         torch::Tensor out = torch::empty({values.size(0)}, values.options());
-        dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            rlhf::masked_variance_per_row(v, as_view<M>(mask, function, "mask"),
-                                          as_mut_view<T, 1>(out, function, "out"), options);
+        with_mask_view<T>(mask, function, [&](const auto m) {
+            rlhf::masked_variance_per_row(v, m, as_mut_view<T, 1>(out, function, "out"), options);
         });
         return out;
     });

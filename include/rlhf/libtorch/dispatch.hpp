@@ -52,6 +52,15 @@ decltype(auto) dispatch_mask(const torch::Tensor& mask, std::string_view functio
     }
 }
 
+/// `dispatch_mask` on the argument "mask", then `body(view<M>)`: the mask `[B, T]` viewed in its
+/// own element type, next to values of type `T`.
+template <class T, class Body>
+decltype(auto) with_mask_view(const torch::Tensor& mask, std::string_view function, Body&& body) {
+    return dispatch_mask<T>(mask, function, "mask", [&](auto tag) -> decltype(auto) {
+        return std::forward<Body>(body)(as_view<decltype(tag)>(mask, function, "mask"));
+    });
+}
+
 /// Checks that `tensor` has the dtype of `reference` (named `reference_argument`).
 inline void check_same_dtype(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                              const torch::Tensor& reference, std::string_view reference_argument) {

@@ -42,9 +42,7 @@ kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tenso
         const auto lp = as_view<T>(log_probs, function, "log_probs");
         const auto ref = as_view<T>(ref_log_probs, function, "ref_log_probs");
         const auto old = old_log_probs != nullptr ? as_view<T>(*old_log_probs, function, "old_log_probs") : view<T>{};
-        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            const auto m = as_view<M>(mask, function, "mask");
+        return with_mask_view<T>(mask, function, [&](const auto m) {
             return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
                 const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
                 const auto result = old_log_probs != nullptr

@@ -37,11 +37,10 @@ torch::Tensor token_one(std::string_view fn, const torch::Tensor& rewards, std::
                         const torch::Tensor& mask, std::string_view out_name, Kernel&& kernel) {
     return dispatch_floating(rewards, fn, rewards_name, [&](auto tag) {
         using T = decltype(tag);
-        return dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
+        return with_mask_view<T>(mask, fn, [&](const auto m) {
             const auto r = as_view<T>(rewards, fn, rewards_name);
             torch::Tensor out = torch::empty({r.extent(0), r.extent(1)}, rewards.options());
-            kernel(r, as_view<M>(mask, fn, "mask"), as_mut_view<T>(out, fn, out_name));
+            kernel(r, m, as_mut_view<T>(out, fn, out_name));
             return out;
         });
     });
@@ -52,12 +51,11 @@ outcome_advantage_result token_two(std::string_view fn, const torch::Tensor& rew
                                    Kernel&& kernel) {
     return dispatch_floating(rewards, fn, "token_rewards", [&](auto tag) {
         using T = decltype(tag);
-        return dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
+        return with_mask_view<T>(mask, fn, [&](const auto m) {
             const auto r = as_view<T>(rewards, fn, "token_rewards");
             outcome_advantage_result result{torch::empty({r.extent(0), r.extent(1)}, rewards.options()),
                                             torch::empty({r.extent(0), r.extent(1)}, rewards.options())};
-            kernel(r, as_view<M>(mask, fn, "mask"), as_mut_view<T>(result.advantages, fn, "advantages"),
+            kernel(r, m, as_mut_view<T>(result.advantages, fn, "advantages"),
                    as_mut_view<T>(result.returns, fn, "returns"));
             return result;
         });

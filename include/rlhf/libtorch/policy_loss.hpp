@@ -52,10 +52,8 @@ struct policy_loss_function : torch::autograd::Function<policy_loss_function> {
                 grad = torch::empty(log_probs.sizes(), log_probs.options());
                 grad_view = as_mut_view<T>(grad, function, "grad");
             }
-            const policy_loss_result result = dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-                using M = decltype(mask_tag);
-                return ::rlhf::policy_loss(lp, old, adv, as_view<M>(mask, function, "mask"), options, grad_view);
-            });
+            const policy_loss_result result = with_mask_view<T>(
+                mask, function, [&](const auto m) { return ::rlhf::policy_loss(lp, old, adv, m, options, grad_view); });
             ctx->saved_data["grad"] = grad;
             if (stats != nullptr) *stats = result.stats;
             return torch::scalar_tensor(result.loss, torch::TensorOptions().dtype(log_probs.scalar_type()));

@@ -38,12 +38,11 @@ inline torch::Tensor token_kl(const torch::Tensor& log_probs, const torch::Tenso
     constexpr std::string_view fn = "rlhf::libtorch::token_kl";
     return dispatch_floating(log_probs, fn, "log_probs", [&](auto tag) {
         using T = decltype(tag);
-        return dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
+        return with_mask_view<T>(mask, fn, [&](const auto m) {
             const auto lp = as_view<T>(log_probs, fn, "log_probs");
             torch::Tensor out = torch::empty({lp.extent(0), lp.extent(1)}, log_probs.options());
-            rlhf::token_kl(lp, as_view<T>(ref_log_probs, fn, "ref_log_probs"), as_view<M>(mask, fn, "mask"),
-                           as_mut_view<T>(out, fn, "kl"), options);
+            rlhf::token_kl(lp, as_view<T>(ref_log_probs, fn, "ref_log_probs"), m, as_mut_view<T>(out, fn, "kl"),
+                           options);
             return out;
         });
     });
@@ -56,12 +55,10 @@ inline torch::Tensor shape_rewards(const torch::Tensor& kl, const torch::Tensor&
     constexpr std::string_view fn = "rlhf::libtorch::shape_rewards";
     return dispatch_floating(kl, fn, "kl", [&](auto tag) {
         using T = decltype(tag);
-        return dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
+        return with_mask_view<T>(mask, fn, [&](const auto m) {
             const auto k = as_view<T>(kl, fn, "kl");
             torch::Tensor out = torch::empty({k.extent(0), k.extent(1)}, kl.options());
-            rlhf::shape_rewards(k, as_view<M>(mask, fn, "mask"), as_view<T, 1>(scores, fn, "scores"),
-                                as_mut_view<T>(out, fn, "rewards"), options);
+            rlhf::shape_rewards(k, m, as_view<T, 1>(scores, fn, "scores"), as_mut_view<T>(out, fn, "rewards"), options);
             return out;
         });
     });
@@ -75,13 +72,12 @@ inline torch::Tensor shape_rewards_from_logprobs(const torch::Tensor& log_probs,
     constexpr std::string_view fn = "rlhf::libtorch::shape_rewards_from_logprobs";
     return dispatch_floating(log_probs, fn, "log_probs", [&](auto tag) {
         using T = decltype(tag);
-        return dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
+        return with_mask_view<T>(mask, fn, [&](const auto m) {
             const auto lp = as_view<T>(log_probs, fn, "log_probs");
             torch::Tensor out = torch::empty({lp.extent(0), lp.extent(1)}, log_probs.options());
-            rlhf::shape_rewards_from_logprobs(lp, as_view<T>(ref_log_probs, fn, "ref_log_probs"),
-                                              as_view<M>(mask, fn, "mask"), as_view<T, 1>(scores, fn, "scores"),
-                                              as_mut_view<T>(out, fn, "rewards"), options);
+            rlhf::shape_rewards_from_logprobs(lp, as_view<T>(ref_log_probs, fn, "ref_log_probs"), m,
+                                              as_view<T, 1>(scores, fn, "scores"), as_mut_view<T>(out, fn, "rewards"),
+                                              options);
             return out;
         });
     });

@@ -51,9 +51,7 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
         const auto v = as_view<T>(values, function, "values");
         const auto old = as_view<T>(old_values, function, "old_values");
         const auto ret = as_view<T>(returns, function, "returns");
-        return dispatch_mask<T>(mask, function, "mask", [&](auto mask_tag) {
-            using M = decltype(mask_tag);
-            const auto m = as_view<M>(mask, function, "mask");
+        return with_mask_view<T>(mask, function, [&](const auto m) {
             return closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
                 const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
                 const auto result = rlhf::value_loss(v, old, ret, m, options, g, mut_view<T>{}, reducer);

@@ -438,6 +438,7 @@ namespace presets {
                                       .max_grad_norm = 1.0,
                                       .critic_max_grad_norm = 1.0});
     c.reward.slot = reward_slot::last_valid_token;
+    c.reward.empty_rows = empty_row_policy::raise;  // the peer's slot arithmetic belongs to its layout
     return c;
 }
 
