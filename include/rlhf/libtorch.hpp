@@ -9,6 +9,7 @@
 #include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/outcome_advantages.hpp"
 #include "rlhf/libtorch/policy_loss.hpp"
+#include "rlhf/libtorch/presets.hpp"
 #include "rlhf/libtorch/rewards.hpp"
 #include "rlhf/libtorch/value_loss.hpp"
 #include "rlhf/libtorch/view.hpp"

@@ -11,7 +11,9 @@
 
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
+#include "rlhf/kernels/presets.hpp"
 #include "rlhf/libtorch/advantages.hpp"
+#include "rlhf/libtorch/presets.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::expect_error;
@@ -222,4 +224,77 @@ TEST_CASE_TEMPLATE("libtorch statistics and whitening agree with the kernel and 
     e = expect_error([&] { (void)rlhf::libtorch::masked_whiten(values, mask.slice(1, 0, 4)); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "mask");
+}
+
+namespace {
+
+/// Right padding with at least one valid token and one pad slot per row (every preset's slot rule
+/// applies, the current TRL one included).
+torch::Tensor right_padded_mask(int64_t rows, int64_t cols) {
+    torch::Tensor m = torch::zeros({rows, cols}, torch::kBool);
+    for (int64_t b = 0; b < rows; ++b) m.index_put_({b, torch::indexing::Slice(0, cols - 1 - b % 3)}, true);
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("libtorch::compute_advantages runs each preset as the kernel does" * doctest::test_suite("unit"), T,
+                   float, double) {
+    std::mt19937 rng(23);
+    const int64_t rows = 5, cols = 9;
+    const torch::Tensor lp = -random_values<T>(rng, rows, cols).abs();
+    const torch::Tensor ref = lp + 0.2 * random_values<T>(rng, rows, cols);
+    const torch::Tensor values = random_values<T>(rng, rows, cols);
+    const torch::Tensor scores = random_values<T>(rng, 1, rows).reshape({rows});
+    const torch::Tensor mask = right_padded_mask(rows, cols);
+    const torch::Tensor mask8 = mask.to(torch::kUInt8);
+    for (const auto& preset : {rlhf::presets::trl_v0_11(), rlhf::presets::trl(), rlhf::presets::deepspeed_chat(),
+                               rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::verl(),
+                               rlhf::presets::chatlearn()}) {
+        CAPTURE(preset.framework);
+        const auto got = rlhf::libtorch::compute_advantages(preset, 0.05, lp, ref, mask, scores, values);
+        torch::Tensor rewards = torch::empty_like(lp), advantages = torch::empty_like(lp),
+                      returns = torch::empty_like(lp);
+        rlhf::compute_advantages(preset, 0.05, kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
+                                 rlhf::view<T, 1>{scores.data_ptr<T>(), {rows}}, kview<T>(values), kmut<T>(rewards),
+                                 kmut<T>(advantages), kmut<T>(returns));
+        CHECK((got.rewards.scalar_type() == lp.scalar_type()));
+        CHECK(torch::equal(got.rewards, rewards));
+        CHECK(torch::equal(got.advantages, advantages));
+        CHECK(torch::equal(got.returns, returns));
+    }
+
+    const torch::Tensor sequence_values = random_values<T>(rng, 1, rows).reshape({rows});
+    const auto got = rlhf::libtorch::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, ref, mask,
+                                                                 scores, sequence_values);
+    torch::Tensor rewards = torch::empty({rows}, lp.options()), advantages = torch::empty({rows}, lp.options());
+    rlhf::compute_sequence_advantages(
+        rlhf::presets::colossalchat_v1(), 0.1, kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
+        rlhf::view<T, 1>{scores.data_ptr<T>(), {rows}}, rlhf::view<T, 1>{sequence_values.data_ptr<T>(), {rows}},
+        rlhf::mut_view<T, 1>{rewards.data_ptr<T>(), {rows}}, rlhf::mut_view<T, 1>{advantages.data_ptr<T>(), {rows}});
+    CHECK(torch::equal(got.rewards, rewards));
+    CHECK(torch::equal(got.advantages, advantages));
+    CHECK(torch::allclose(got.advantages, got.rewards - sequence_values));
+}
+
+TEST_CASE("libtorch::compute_advantages names the tensor it rejects" * doctest::test_suite("unit")) {
+    const torch::Tensor lp = torch::zeros({2, 4}, torch::kFloat64);
+    const torch::Tensor mask = right_padded_mask(2, 4);
+    const torch::Tensor scores = torch::zeros({2}, torch::kFloat64);
+    const auto preset = rlhf::presets::verl();
+    auto e = expect_error(
+        [&] { (void)rlhf::libtorch::compute_advantages(preset, 0.0, lp, lp, mask, scores, lp.to(torch::kFloat32)); });
+    CHECK(e.kind() == rlhf::error_kind::dtype);
+    CHECK(e.argument() == "values");
+    e = expect_error([&] {
+        (void)rlhf::libtorch::compute_advantages(preset, 0.0, lp, lp, mask, torch::zeros({3}, torch::kFloat64), lp);
+    });
+    CHECK(e.kind() == rlhf::error_kind::shape);
+    CHECK(e.argument() == "scores");
+    e = expect_error([&] {
+        (void)rlhf::libtorch::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, lp, mask, scores,
+                                                          torch::zeros({3}, torch::kFloat64));
+    });
+    CHECK(e.kind() == rlhf::error_kind::shape);
+    CHECK(e.argument() == "values");
 }
