@@ -33,22 +33,6 @@ namespace {
 
 using rlhf::index_t;
 
-std::vector<std::uint8_t> mask_bytes(const tensor& mask) {
-    std::vector<std::uint8_t> bytes(mask.data.size());
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-        const double m = mask.data[i];
-        if (m != 0.0 && m != 1.0) throw std::runtime_error("golden: mask entry not in {0,1}");
-        bytes[i] = m != 0.0 ? 1 : 0;
-    }
-    return bytes;
-}
-
-bool all_non_finite(const tensor& t) {
-    for (double x : t.data)
-        if (std::isfinite(x)) return false;
-    return !t.data.empty();
-}
-
 /// Columns [begin, end) of a `[B, S]` tensor as a strided view (no copy).
 rlhf::view<double> columns(const tensor& t, index_t begin, index_t end) {
     const auto full = t.matrix();

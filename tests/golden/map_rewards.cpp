@@ -65,6 +65,18 @@ void replay(mapped_outputs& out, const std::string& name, Controller& controller
     out.outputs.emplace(name, std::move(values));
 }
 
+/// An adaptive controller (Ziegler et al.) from a case, its β parameter named `init_name` and its
+/// target `target_name` (each framework names them), replayed over "current_kl_sequence" into `out`.
+void replay_adaptive(mapped_outputs& out, const golden_case& c, const std::string& init_name,
+                     const std::string& target_name, rlhf::kl_measure measure) {
+    rlhf::adaptive_kl_controller adaptive({.init_kl_coef = c.number_param(init_name),
+                                           .target = c.number_param(target_name),
+                                           .horizon = c.number_param("horizon"),
+                                           .measure = measure});
+    replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
+           c.param<rlhf::index_t>("n_steps"));
+}
+
 // TRL v0.11 PPOTrainer._kl_penalty: kl/abs/mse per token. "full" works on [B, T, V]
 // log-distributions: the logits family maps it.
 std::optional<mapped_outputs> trl_kl_penalty(const golden_file&, const golden_case& c) {
@@ -110,13 +122,9 @@ std::optional<mapped_outputs> trl_kl_controllers(const golden_file&, const golde
     constexpr auto measure = rlhf::kl_measure::seq_mean_token_sum;
     const tensor sequence = c.input("current_kl_sequence");
     const auto n_steps = c.param<rlhf::index_t>("n_steps");
-    rlhf::adaptive_kl_controller adaptive({.init_kl_coef = c.number_param("init_kl_coef"),
-                                           .target = c.number_param("target"),
-                                           .horizon = c.number_param("horizon"),
-                                           .measure = measure});
     rlhf::fixed_kl_controller fixed(c.number_param("init_kl_coef"));
     mapped_outputs out;
-    replay(out, "adaptive_values_after_each_update", adaptive, sequence, measure, n_steps);
+    replay_adaptive(out, c, "init_kl_coef", "target", measure);
     // A fixed coefficient never reads its measurement; the library still refuses a NaN one.
     for (const double kl : sequence.data)
         if (!std::isnan(kl)) fixed.update({.value = kl, .measure = measure}, n_steps);
@@ -144,13 +152,8 @@ std::optional<mapped_outputs> verl_kl(const golden_file&, const golden_case& c) 
     }
     if (c.has_param("target_kl") && c.has_param("horizon")) {
         constexpr auto measure = rlhf::kl_measure::seq_mean_token_mean;  // apply_kl_penalty's current_kl
-        rlhf::adaptive_kl_controller adaptive({.init_kl_coef = c.number_param("kl_coef"),
-                                               .target = c.number_param("target_kl"),
-                                               .horizon = c.number_param("horizon"),
-                                               .measure = measure});
         mapped_outputs out;
-        replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
-               c.param<rlhf::index_t>("n_steps"));
+        replay_adaptive(out, c, "kl_coef", "target_kl", measure);
         return out;
     }
     return std::nullopt;
@@ -188,13 +191,8 @@ std::optional<mapped_outputs> openrlhf_kl_and_reward(const golden_file&, const g
 std::optional<mapped_outputs> openrlhf_kl_controller(const golden_file&, const golden_case& c) {
     if (!c.has_param("init_coef") || !c.has_param("horizon")) return std::nullopt;
     constexpr auto measure = rlhf::kl_measure::seq_mean_token_mean;
-    rlhf::adaptive_kl_controller adaptive({.init_kl_coef = c.number_param("init_coef"),
-                                           .target = c.number_param("target"),
-                                           .horizon = c.number_param("horizon"),
-                                           .measure = measure});
     mapped_outputs out;
-    replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
-           c.param<rlhf::index_t>("n_steps"));
+    replay_adaptive(out, c, "init_coef", "target", measure);
     return out;
 }
 
@@ -203,13 +201,8 @@ std::optional<mapped_outputs> openrlhf_kl_controller(const golden_file&, const g
 std::optional<mapped_outputs> chatlearn_kl_controller(const golden_file&, const golden_case& c) {
     if (!c.has_param("init_kl_coef") || !c.has_param("horizon")) return std::nullopt;
     constexpr auto measure = rlhf::kl_measure::token_mean;
-    rlhf::adaptive_kl_controller adaptive({.init_kl_coef = c.number_param("init_kl_coef"),
-                                           .target = c.number_param("target"),
-                                           .horizon = c.number_param("horizon"),
-                                           .measure = measure});
     mapped_outputs out;
-    replay(out, "adaptive_values_after_each_update", adaptive, c.input("current_kl_sequence"), measure,
-           c.param<rlhf::index_t>("n_steps"));
+    replay_adaptive(out, c, "init_kl_coef", "target", measure);
     return out;
 }
 

@@ -27,26 +27,9 @@ namespace {
 
 using rlhf::index_t;
 
-/// 0/1 mask as bytes, so the kernels see an integer mask as the peers' bool masks.
-std::vector<std::uint8_t> mask_bytes(const tensor& mask) {
-    std::vector<std::uint8_t> bytes(mask.data.size());
-    for (std::size_t i = 0; i < bytes.size(); ++i) {
-        const double m = mask.data[i];
-        if (m != 0.0 && m != 1.0) throw std::runtime_error("golden: mask entry not in {0,1}");
-        bytes[i] = m != 0.0 ? 1 : 0;
-    }
-    return bytes;
-}
-
 rlhf::view<std::uint8_t> mask_view(const std::vector<std::uint8_t>& bytes, const tensor& like) {
     const auto v = like.matrix();
     return rlhf::make_view(bytes.data(), v.extent(0), v.extent(1));
-}
-
-bool all_non_finite(const tensor& t) {
-    for (double x : t.data)
-        if (std::isfinite(x)) return false;
-    return !t.data.empty();
 }
 
 /// Runs `compute` into `out[name]`. If the library raises where the peer produced only

@@ -4,9 +4,13 @@
 // golden_id; the mapper reads the case's params and inputs (any shape, any mask pattern) and
 // returns the library's outputs under the peer's output names.
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,6 +29,22 @@ struct mapped_outputs {
     /// from the matched ones ("peer NaN (policy)").
     std::vector<std::string> refused_non_finite;
 };
+
+/// A 0/1 mask as bytes, so the kernels see an integer mask as the peers' bool masks.
+inline std::vector<std::uint8_t> mask_bytes(const tensor& mask) {
+    std::vector<std::uint8_t> bytes(mask.data.size());
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        const double m = mask.data[i];
+        if (m != 0.0 && m != 1.0) throw std::runtime_error("golden: mask entry not in {0,1}");
+        bytes[i] = m != 0.0 ? 1 : 0;
+    }
+    return bytes;
+}
+
+/// True when a reference output holds only NaN/Inf.
+inline bool all_non_finite(const tensor& t) {
+    return !t.data.empty() && std::none_of(t.data.begin(), t.data.end(), [](double x) { return std::isfinite(x); });
+}
 
 /// A mapper's answer with one output.
 inline mapped_outputs single_output(const std::string& name, tensor value, double relative_tolerance = 1e-9) {
