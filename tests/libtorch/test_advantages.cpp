@@ -12,8 +12,7 @@
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/presets.hpp"
-#include "rlhf/libtorch/advantages.hpp"
-#include "rlhf/libtorch/presets.hpp"
+#include "rlhf/libtorch.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::expect_error;
@@ -44,8 +43,8 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae agrees with the kernel in every mode /
                                        : rlhf_test::random_padded_mask_tensor(rng, rows, cols);
         const rlhf::gae_options options{.gamma = 0.97, .lambda = 0.9, .masking = masking};
         for (const bool with_bootstrap : {false, true}) {
-            const auto result = with_bootstrap ? rlhf::libtorch::compute_gae(rewards, values, mask, options, boot)
-                                               : rlhf::libtorch::compute_gae(rewards, values, mask, options);
+            const auto result = with_bootstrap ? rlhf::compute_gae(rewards, values, mask, boot, options)
+                                               : rlhf::compute_gae(rewards, values, mask, options);
             CHECK((result.advantages.scalar_type() == rewards.scalar_type()));
             CHECK((result.advantages.sizes() == rewards.sizes()));
             torch::Tensor a = torch::empty_like(rewards), ret = torch::empty_like(rewards);
@@ -62,9 +61,9 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae agrees with the kernel in every mode /
     }
     // Masks of every accepted dtype give the same answer.
     const torch::Tensor mask = rlhf_test::random_padded_mask_tensor(rng, rows, cols);
-    const auto reference = rlhf::libtorch::compute_gae(rewards, values, mask);
+    const auto reference = rlhf::compute_gae(rewards, values, mask);
     for (const auto dtype : {torch::kUInt8, torch::kInt32, torch::kInt64, rlhf::libtorch::dtype_of<T>()}) {
-        const auto other = rlhf::libtorch::compute_gae(rewards, values, mask.to(dtype));
+        const auto other = rlhf::compute_gae(rewards, values, mask.to(dtype));
         CHECK(torch::equal(other.advantages, reference.advantages));
     }
 }
@@ -78,7 +77,7 @@ TEST_CASE("libtorch::compute_gae matches a torch-composed TRL recursion and read
     const torch::Tensor rewards = full_rewards.slice(1, 4, 12);
     const torch::Tensor values = full_values.slice(1, 4, 12);
     const torch::Tensor mask = rlhf_test::random_padded_mask_tensor(rng, 3, 8).to(torch::kFloat64);
-    const auto result = rlhf::libtorch::compute_gae(rewards, values, mask, {.gamma = 0.9, .lambda = 0.8});
+    const auto result = rlhf::compute_gae(rewards, values, mask, {.gamma = 0.9, .lambda = 0.8});
     // TRL v0.11 compute_advantages, composed from torch ops.
     const torch::Tensor vm = values * mask, rm = rewards * mask;
     torch::Tensor last = torch::zeros({3}, torch::kFloat64);
@@ -98,29 +97,29 @@ TEST_CASE("libtorch::compute_gae matches a torch-composed TRL recursion and read
 TEST_CASE("libtorch::compute_gae rejects bad tensors with the argument's name" * doctest::test_suite("unit")) {
     const torch::Tensor r = torch::zeros({2, 3}, torch::kFloat32);
     const torch::Tensor m = torch::ones({2, 3}, torch::kBool);
-    auto e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, r.to(torch::kFloat64), m); });
+    auto e = expect_error([&] { (void)rlhf::compute_gae(r, r.to(torch::kFloat64), m); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
-    CHECK(e.function() == "rlhf::libtorch::compute_gae");
+    CHECK(e.function() == "rlhf::compute_gae");
     CHECK(e.argument() == "values");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r.to(torch::kInt64), r, m); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r.to(torch::kInt64), r, m); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "rewards");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, r, m.to(torch::kFloat16)); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, r, m.to(torch::kFloat16)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "mask");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, r, m.to(torch::kFloat64)); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, r, m.to(torch::kFloat64)); });
     CHECK(e.argument() == "mask");  // a floating mask must have the values' dtype
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, torch::zeros({3, 2}, torch::kFloat32).t(), m); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, torch::zeros({3, 2}, torch::kFloat32).t(), m); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "values");
     CHECK(e.expected() == "innermost stride 1 (call .contiguous())");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, torch::zeros({2, 4}, torch::kFloat32), m); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, torch::zeros({2, 4}, torch::kFloat32), m); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.function() == "rlhf::compute_gae");
     CHECK(e.argument() == "values");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, r, m, {}, torch::zeros({3}, torch::kFloat32)); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, r, m, {}, torch::zeros({3}, torch::kFloat32)); });
     CHECK(e.argument() == "bootstrap_values");
-    e = expect_error([&] { (void)rlhf::libtorch::compute_gae(r, r, m, {.lambda = 2.0}); });
+    e = expect_error([&] { (void)rlhf::compute_gae(r, r, m, {.lambda = 2.0}); });
     CHECK(e.kind() == rlhf::error_kind::config);
     CHECK(e.argument() == "lambda");
 }
@@ -136,7 +135,7 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae_time_major agrees with the kernel" * d
     torch::manual_seed(23);
     const torch::Tensor terminated = torch::rand({steps, envs}) < 0.1;
     const torch::Tensor truncated = torch::rand({steps, envs}) < 0.1;
-    const auto result = rlhf::libtorch::compute_gae_time_major(rewards, values, terminated, truncated, finals, next);
+    const auto result = rlhf::compute_gae_time_major(rewards, values, terminated, truncated, finals, next);
     torch::Tensor a = torch::empty_like(rewards), ret = torch::empty_like(rewards);
     rlhf::compute_gae_time_major(kview<T>(rewards), kview<T>(values), kview<bool>(terminated), kview<bool>(truncated),
                                  kview<T>(finals), rlhf::view<T, 1>{next.data_ptr<T>(), {envs}}, kmut<T>(a),
@@ -144,7 +143,7 @@ TEST_CASE_TEMPLATE("libtorch::compute_gae_time_major agrees with the kernel" * d
     CHECK(torch::equal(result.advantages, a));
     CHECK(torch::equal(result.returns, ret));
     const auto e = expect_error([&] {
-        (void)rlhf::libtorch::compute_gae_time_major(rewards, values, terminated, truncated.to(torch::kUInt8), finals,
+        (void)rlhf::compute_gae_time_major(rewards, values, terminated, truncated.to(torch::kUInt8), finals,
                                                      next);
     });
     CHECK(e.kind() == rlhf::error_kind::dtype);
@@ -166,14 +165,14 @@ TEST_CASE_TEMPLATE("libtorch statistics and whitening agree with the kernel and 
     const double n = md.sum().item<double>();
     const double mean = (vd * md).sum().item<double>() / n;
     const double var = (((vd - mean) * (vd - mean)) * md).sum().item<double>() / (n - 1);
-    CHECK(rlhf::libtorch::masked_mean(values, mask) == doctest::Approx(mean).epsilon(1e-12));
-    CHECK(rlhf::libtorch::masked_variance(values, mask) == doctest::Approx(var).epsilon(1e-12));
-    const auto moments = rlhf::libtorch::compute_masked_moments(values, mask);
+    CHECK(rlhf::masked_mean(values, mask) == doctest::Approx(mean).epsilon(1e-12));
+    CHECK(rlhf::masked_variance(values, mask) == doctest::Approx(var).epsilon(1e-12));
+    const auto moments = rlhf::compute_masked_moments(values, mask);
     CHECK(moments.count == n);
     CHECK(moments.mean == rlhf::masked_mean(kview<T>(values), kview<std::uint8_t>(mask8)));
 
     // Whitening: TRL's formula composed from torch ops, and the kernel itself.
-    const torch::Tensor whitened = rlhf::libtorch::masked_whiten(values, mask);
+    const torch::Tensor whitened = rlhf::masked_whiten(values, mask);
     const torch::Tensor expected = ((vd - mean) * (1.0 / std::sqrt(var + 1e-8))).to(values.scalar_type());
     CHECK(torch::allclose(whitened, expected, tol, tol));
     for (const auto scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row}) {
@@ -185,12 +184,12 @@ TEST_CASE_TEMPLATE("libtorch statistics and whitening agree with the kernel and 
                                            .zero_masked = true};
         torch::Tensor out = torch::empty_like(values);
         rlhf::masked_whiten(kview<T>(values), kview<std::uint8_t>(mask8), kmut<T>(out), options);
-        CHECK(torch::equal(rlhf::libtorch::masked_whiten(values, mask, options), out));
+        CHECK(torch::equal(rlhf::masked_whiten(values, mask, options), out));
     }
     // Per-row statistics (the empty row follows the policy).
     const rlhf::moments_options lenient{.small_sample = rlhf::small_sample_policy::zero_variance};
-    const torch::Tensor row_means = rlhf::libtorch::masked_mean_per_row(values, mask, lenient);
-    const torch::Tensor row_vars = rlhf::libtorch::masked_variance_per_row(values, mask, lenient);
+    const torch::Tensor row_means = rlhf::masked_mean_per_row(values, mask, lenient);
+    const torch::Tensor row_vars = rlhf::masked_variance_per_row(values, mask, lenient);
     CHECK((row_means.scalar_type() == values.scalar_type()));
     CHECK(row_means.size(0) == rows);
     std::vector<T> means(rows), vars(rows);
@@ -203,25 +202,25 @@ TEST_CASE_TEMPLATE("libtorch statistics and whitening agree with the kernel and 
         CHECK(row_vars[r].template item<T>() == vars[static_cast<std::size_t>(r)]);
     }
     CHECK(row_means[1].template item<T>() == T{0});
-    auto e = expect_error([&] { (void)rlhf::libtorch::masked_mean_per_row(values, mask); });
+    auto e = expect_error([&] { (void)rlhf::masked_mean_per_row(values, mask); });
     CHECK(e.actual() == "0 valid elements in row 1");
 
     // Unmasked whitening (ChatLearn's old PPO): torch.var_mean over all elements, unbiased.
-    const torch::Tensor all = rlhf::libtorch::whiten(values);
+    const torch::Tensor all = rlhf::whiten(values);
     const double all_mean = vd.mean().item<double>();
     const double all_var = vd.var().item<double>();
     CHECK(torch::allclose(all, ((vd - all_mean) / std::sqrt(all_var + 1e-8)).to(values.scalar_type()), tol, tol));
 
     // Running moments from a tensor.
     rlhf::running_moments running;
-    const auto batch = rlhf::libtorch::update_running_moments(running, values.reshape({-1}));
+    const auto batch = rlhf::update_running_moments(running, values.reshape({-1}));
     CHECK(batch.mean == doctest::Approx(all_mean).epsilon(1e-12));
     CHECK(batch.std == doctest::Approx(std::sqrt(all_var)).epsilon(1e-12));
 
-    e = expect_error([&] { (void)rlhf::libtorch::masked_whiten(values.to(torch::kInt32), mask); });
+    e = expect_error([&] { (void)rlhf::masked_whiten(values.to(torch::kInt32), mask); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "values");
-    e = expect_error([&] { (void)rlhf::libtorch::masked_whiten(values, mask.slice(1, 0, 4)); });
+    e = expect_error([&] { (void)rlhf::masked_whiten(values, mask.slice(1, 0, 4)); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "mask");
 }
@@ -252,7 +251,7 @@ TEST_CASE_TEMPLATE("libtorch::compute_advantages runs each preset as the kernel 
                                rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::verl(),
                                rlhf::presets::chatlearn()}) {
         CAPTURE(preset.framework);
-        const auto got = rlhf::libtorch::compute_advantages(preset, 0.05, lp, ref, mask, scores, values);
+        const auto got = rlhf::compute_advantages(preset, 0.05, lp, ref, mask, scores, values);
         torch::Tensor rewards = torch::empty_like(lp), advantages = torch::empty_like(lp),
                       returns = torch::empty_like(lp);
         rlhf::compute_advantages(preset, 0.05, kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
@@ -265,7 +264,7 @@ TEST_CASE_TEMPLATE("libtorch::compute_advantages runs each preset as the kernel 
     }
 
     const torch::Tensor sequence_values = random_values<T>(rng, 1, rows).reshape({rows});
-    const auto got = rlhf::libtorch::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, ref, mask,
+    const auto got = rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, ref, mask,
                                                                  scores, sequence_values);
     torch::Tensor rewards = torch::empty({rows}, lp.options()), advantages = torch::empty({rows}, lp.options());
     rlhf::compute_sequence_advantages(
@@ -283,16 +282,16 @@ TEST_CASE("libtorch::compute_advantages names the tensor it rejects" * doctest::
     const torch::Tensor scores = torch::zeros({2}, torch::kFloat64);
     const auto preset = rlhf::presets::verl();
     auto e = expect_error(
-        [&] { (void)rlhf::libtorch::compute_advantages(preset, 0.0, lp, lp, mask, scores, lp.to(torch::kFloat32)); });
+        [&] { (void)rlhf::compute_advantages(preset, 0.0, lp, lp, mask, scores, lp.to(torch::kFloat32)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "values");
     e = expect_error([&] {
-        (void)rlhf::libtorch::compute_advantages(preset, 0.0, lp, lp, mask, torch::zeros({3}, torch::kFloat64), lp);
+        (void)rlhf::compute_advantages(preset, 0.0, lp, lp, mask, torch::zeros({3}, torch::kFloat64), lp);
     });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "scores");
     e = expect_error([&] {
-        (void)rlhf::libtorch::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, lp, mask, scores,
+        (void)rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, lp, mask, scores,
                                                           torch::zeros({3}, torch::kFloat64));
     });
     CHECK(e.kind() == rlhf::error_kind::shape);

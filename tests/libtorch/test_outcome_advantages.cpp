@@ -7,9 +7,8 @@
 #include <vector>
 
 #include "rlhf/kernels/outcome_advantages.hpp"
-#include "rlhf/libtorch/outcome_advantages.hpp"
-#include "support/backend_agreement.hpp"
 #include "support/fixtures.hpp"
+#include "rlhf/libtorch.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::check_same;
@@ -18,20 +17,9 @@ using rlhf_test::tensor_of;
 
 namespace {
 
-RLHF_TEST_OUTCOME_BACKEND(libtorch_backend, rlhf::libtorch);
 constexpr rlhf::index_t rows = outcome_batch<double>::rows, cols = outcome_batch<double>::cols;
 
 }  // namespace
-
-TEST_CASE_TEMPLATE("libtorch outcome estimators agree with the kernels" * doctest::test_suite("unit"), T, float,
-                   double) {
-    const outcome_batch<T> b(17u);
-    rlhf_test::check_outcome_agreement<libtorch_backend>(
-        b, tensor_of(b.rewards, {rows, cols}), tensor_of(b.mask, {rows, cols}).to(torch::kBool),
-        tensor_of(b.ids, {rows}), tensor_of(b.scores, {rows}), tensor_of(b.baselines, {rows}),
-        [](const torch::Tensor& x, const auto& e) { check_same(x, e); }, rlhf::grpo_preset::trl(),
-        {.gamma = 0.9, .masking = rlhf::return_masking::zero_masked});
-}
 
 TEST_CASE("libtorch outcome estimators: a column range / mask dtypes / bad tensors" * doctest::test_suite("unit")) {
     const outcome_batch<double> b(3u);
@@ -43,24 +31,24 @@ TEST_CASE("libtorch outcome estimators: a column range / mask dtypes / bad tenso
     rlhf::compute_rloo_advantages(b.r(), b.m(), b.g(), rlhf::make_mut_view(expected.data(), rows, cols));
     for (const auto dtype : {torch::kFloat64, torch::kUInt8, torch::kInt32, torch::kInt64, torch::kBool}) {
         const torch::Tensor mask = tensor_of(b.mask, {rows, cols}).to(dtype);
-        check_same(rlhf::libtorch::compute_rloo_advantages(rewards, mask, ids), expected);
+        check_same(rlhf::compute_rloo_advantages(rewards, mask, ids), expected);
     }
 
     const torch::Tensor mask = tensor_of(b.mask, {rows, cols});
     auto e = rlhf_test::check_error(
-        [&] { (void)rlhf::libtorch::compute_grpo_advantages(rewards, mask, ids.to(torch::kInt32)); },
+        [&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.to(torch::kInt32)); },
         rlhf::error_kind::dtype, "group_ids");
-    CHECK(e.function() == "rlhf::libtorch::compute_grpo_advantages");
+    CHECK(e.function() == "rlhf::compute_grpo_advantages");
     e = rlhf_test::check_error(
-        [&] { (void)rlhf::libtorch::compute_grpo_advantages(rewards, mask, ids.slice(0, 0, 4)); },
+        [&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.slice(0, 0, 4)); },
         rlhf::error_kind::shape, "group_ids");
     CHECK(e.function() == "rlhf::compute_grpo_advantages");
     rlhf_test::check_error(
-        [&] { (void)rlhf::libtorch::compute_remax_advantages(rewards, mask, torch::zeros({rows}, torch::kFloat32)); },
+        [&] { (void)rlhf::compute_remax_advantages(rewards, mask, torch::zeros({rows}, torch::kFloat32)); },
         rlhf::error_kind::dtype, "reward_baselines");
     rlhf_test::check_error(
-        [&] { (void)rlhf::libtorch::compute_dr_grpo_advantages(rewards.to(torch::kInt64), mask, ids); },
+        [&] { (void)rlhf::compute_dr_grpo_advantages(rewards.to(torch::kInt64), mask, ids); },
         rlhf::error_kind::dtype, "token_rewards");
-    rlhf_test::check_error([&] { (void)rlhf::libtorch::compute_cumulative_returns(rewards, mask, {.gamma = -0.5}); },
+    rlhf_test::check_error([&] { (void)rlhf::compute_cumulative_returns(rewards, mask, {.gamma = -0.5}); },
                            rlhf::error_kind::config, "gamma");
 }

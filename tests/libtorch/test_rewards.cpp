@@ -7,68 +7,49 @@
 
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
-#include "rlhf/libtorch/rewards.hpp"
-#include "support/backend_agreement.hpp"
 #include "support/fixtures.hpp"
+#include "rlhf/libtorch.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::expect_error;
 using rlhf_test::tensor_of;
 using rlhf_test::to_vector;
 
-namespace {
-
-RLHF_TEST_REWARD_BACKEND(libtorch_backend, rlhf::libtorch);
-
-}  // namespace
-
-TEST_CASE_TEMPLATE("libtorch token_kl and shape_rewards agree with the kernels" * doctest::test_suite("unit"), T, float,
-                   double) {
-    const rlhf_test::reward_batch<T> d(3);
-    const auto B = d.rows, C = d.cols;
-    const torch::Tensor lp = tensor_of(d.lp, {B, C}), ref = tensor_of(d.ref, {B, C});
-    const torch::Tensor mask_u8 = tensor_of(d.mask, {B, C});
-    rlhf_test::check_reward_agreement<libtorch_backend>(
-        d, lp, ref, tensor_of(d.scores, {B}), mask_u8.to(torch::kInt64), mask_u8.to(torch::kInt32),
-        [](const torch::Tensor& x, const std::vector<T>& e) { return to_vector<T>(x) == e; }, mask_u8,
-        mask_u8.to(torch::kBool), mask_u8.to(lp.scalar_type()));
-}
-
 TEST_CASE("libtorch rewards: column ranges of a wider tensor / and errors" * doctest::test_suite("unit")) {
     const torch::Tensor full = torch::randn({3, 8}, torch::kFloat64);
     const torch::Tensor lp = full.slice(1, 2, 8), ref = full.slice(1, 1, 7);
     const torch::Tensor mask = torch::ones({3, 6}, torch::kBool);
     const torch::Tensor scores = torch::ones({3}, torch::kFloat64);
-    const torch::Tensor r = rlhf::libtorch::shape_rewards_from_logprobs(lp, ref, mask, scores, {.kl_coef = 0.5});
+    const torch::Tensor r = rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, {.kl_coef = 0.5});
     CHECK(r.is_contiguous());
     const torch::Tensor expected = -0.5 * (lp - ref);
     CHECK(torch::allclose(r.slice(1, 0, 5), expected.slice(1, 0, 5)));
     CHECK(r[0][5].item<double>() == doctest::Approx(expected[0][5].item<double>() + 1.0));
 
-    auto e = expect_error([&] { (void)rlhf::libtorch::token_kl(lp, ref.to(torch::kFloat32)); });
+    auto e = expect_error([&] { (void)rlhf::token_kl(lp, ref.to(torch::kFloat32)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "ref_log_probs");
-    e = expect_error([&] { (void)rlhf::libtorch::token_kl(lp.to(torch::kInt64), ref); });
+    e = expect_error([&] { (void)rlhf::token_kl(lp.to(torch::kInt64), ref); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "log_probs");
-    e = expect_error([&] { (void)rlhf::libtorch::token_kl(lp, ref, mask.to(torch::kInt16)); });
+    e = expect_error([&] { (void)rlhf::token_kl(lp, ref, mask.to(torch::kInt16)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "mask");
-    e = expect_error([&] { (void)rlhf::libtorch::token_kl(lp[0], ref[0]); });
+    e = expect_error([&] { (void)rlhf::token_kl(lp[0], ref[0]); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "log_probs");
-    e = expect_error([&] { (void)rlhf::libtorch::token_kl(lp.t(), ref.t()); });
+    e = expect_error([&] { (void)rlhf::token_kl(lp.t(), ref.t()); });
     CHECK(e.argument() == "log_probs");
-    e = expect_error([&] { (void)rlhf::libtorch::shape_rewards(lp, mask, scores.reshape({3, 1})); });
+    e = expect_error([&] { (void)rlhf::shape_rewards(lp, mask, scores.reshape({3, 1})); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "scores");
-    e = expect_error([&] { (void)rlhf::libtorch::shape_rewards(lp, mask, scores.to(torch::kFloat32)); });
+    e = expect_error([&] { (void)rlhf::shape_rewards(lp, mask, scores.to(torch::kFloat32)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "scores");
-    e = expect_error([&] { (void)rlhf::libtorch::shape_rewards(lp, mask.slice(0, 0, 2), scores); });
+    e = expect_error([&] { (void)rlhf::shape_rewards(lp, mask.slice(0, 0, 2), scores); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "mask");
-    e = expect_error([&] { (void)rlhf::libtorch::shape_rewards(lp, torch::zeros({3, 6}, torch::kBool), scores); });
+    e = expect_error([&] { (void)rlhf::shape_rewards(lp, torch::zeros({3, 6}, torch::kBool), scores); });
     CHECK(e.kind() == rlhf::error_kind::value);  // empty rows under the default policy (raise)
     CHECK(e.argument() == "mask");
 }

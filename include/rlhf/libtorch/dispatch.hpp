@@ -18,7 +18,7 @@ namespace rlhf::libtorch {
 template <class Body>
 decltype(auto) dispatch_floating(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                                  Body&& body) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     switch (tensor.scalar_type()) {
         case torch::kFloat32:
             return std::forward<Body>(body)(float{});
@@ -34,7 +34,7 @@ decltype(auto) dispatch_floating(const torch::Tensor& tensor, std::string_view f
 template <class T, class Body>
 decltype(auto) dispatch_mask(const torch::Tensor& mask, std::string_view function, std::string_view argument,
                              Body&& body) {
-    if (!mask.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(mask, function, argument);
     switch (mask.scalar_type()) {
         case torch::kBool:
             return std::forward<Body>(body)(bool{});

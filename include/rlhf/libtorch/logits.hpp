@@ -77,7 +77,7 @@ inline torch::Tensor bt_empty(const torch::Tensor& logits, std::optional<torch::
 
 inline void check_rank(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                        int64_t rank) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     if (tensor.dim() != rank)
         fail(error_kind::shape, function, argument, std::to_string(rank) + " dimensions",
              std::to_string(tensor.dim()) + " dimensions " + shape_string(tensor));

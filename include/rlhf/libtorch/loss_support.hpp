@@ -51,7 +51,7 @@ namespace detail {
 /// `reference` (named `reference_argument`).
 inline void check_like(std::string_view function, std::string_view argument, const torch::Tensor& tensor,
                        std::string_view reference_argument, const torch::Tensor& reference, bool check_dtype = true) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     if (tensor.device() != reference.device())
         fail(error_kind::device, function, argument,
              reference.device().str() + " (the device of '" + std::string(reference_argument) + "')",
@@ -65,7 +65,7 @@ inline void check_like(std::string_view function, std::string_view argument, con
 
 /// Checks a floating `[B, T]` tensor of float32/float64.
 inline void check_values_tensor(std::string_view function, std::string_view argument, const torch::Tensor& tensor) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     if (tensor.scalar_type() != torch::kFloat32 && tensor.scalar_type() != torch::kFloat64)
         fail(error_kind::dtype, function, argument, "float32 or float64", dtype_name(tensor.scalar_type()));
     if (tensor.dim() != 2)

@@ -87,7 +87,7 @@ namespace detail {
 
 inline void check_composed_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                                   const torch::Tensor& log_probs) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     if (tensor.device() != log_probs.device())
         fail(error_kind::device, function, argument, log_probs.device().str() + " (the device of 'log_probs')",
              tensor.device().str());
@@ -121,7 +121,7 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
                                                const policy_loss_options& options = {}) {
     constexpr std::string_view function = "rlhf::libtorch::policy_loss_composed";
     ::rlhf::detail::check_policy_options(function, options);
-    if (!log_probs.defined()) fail(error_kind::value, function, "log_probs", "a defined tensor", "an undefined tensor");
+    check_defined(log_probs, function, "log_probs");
     const auto dtype = log_probs.scalar_type();
     if (dtype != torch::kFloat32 && dtype != torch::kFloat64)
         fail(error_kind::dtype, function, "log_probs", "float32 or float64", dtype_name(dtype));

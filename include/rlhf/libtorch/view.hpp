@@ -68,11 +68,17 @@ template <class T>
     return text + "]";
 }
 
+/// Checks that `tensor` is defined (not a default-constructed `torch::Tensor`); the one place
+/// every LibTorch path checks it.
+inline void check_defined(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
+    check_defined(tensor, function, argument);
+}
+
 /// Checks that `tensor` is defined, on the CPU, of dtype `T` and rank `Rank`, with a
 /// contiguous innermost dimension; throws `rlhf::error` naming `argument` otherwise.
 template <class T, std::size_t Rank>
 void check_cpu_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
-    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
+    check_defined(tensor, function, argument);
     if (!tensor.device().is_cpu()) fail(error_kind::device, function, argument, "cpu", tensor.device().str());
     if (tensor.scalar_type() != dtype_of<T>())
         fail(error_kind::dtype, function, argument, dtype_name(dtype_of<T>()), dtype_name(tensor.scalar_type()));
