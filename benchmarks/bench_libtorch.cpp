@@ -266,7 +266,7 @@ RLHF_BENCH_KERNEL(policy_loss_problem, "policy_loss", "libtorch_fused", [](const
     const rlhf::policy_loss_options options{.clip_low = p.clip_low, .clip_high = p.clip_high};
     return loss_row(p.log_probs, p.old_log_probs, p.advantages, p.mask, p.batch, p.steps, p.grad_log_probs, p.loss,
                     true, [options](const Tensor& lp, const Tensor& old, const Tensor& adv, const Tensor& m) {
-                        return rlhf::libtorch::policy_loss_fused(lp, old, adv, m, options).loss;
+                        return rlhf::libtorch::cpu::policy_loss(lp, old, adv, m, options).loss;
                     });
 });
 
@@ -274,7 +274,7 @@ RLHF_BENCH_KERNEL(policy_loss_problem, "policy_loss", "libtorch_composed", [](co
     const rlhf::policy_loss_options options{.clip_low = p.clip_low, .clip_high = p.clip_high};
     return loss_row(p.log_probs, p.old_log_probs, p.advantages, p.mask, p.batch, p.steps, p.grad_log_probs, p.loss,
                     false, [options](const Tensor& lp, const Tensor& old, const Tensor& adv, const Tensor& m) {
-                        return rlhf::libtorch::policy_loss_composed(lp, old, adv, m, options).loss;
+                        return rlhf::libtorch::torch_ops::policy_loss(lp, old, adv, m, options).loss;
                     });
 });
 
@@ -290,7 +290,7 @@ RLHF_BENCH_KERNEL(value_loss_problem, "value_loss", "libtorch_composed", [](cons
     const rlhf::value_loss_options options{.clip_range = p.clip_range};
     return loss_row(p.values, p.old_values, p.returns, p.mask, p.batch, p.steps, p.grad_values, p.loss, false,
                     [options](const Tensor& v, const Tensor& old, const Tensor& ret, const Tensor& m) {
-                        return rlhf::libtorch::value_loss_composed(v, old, ret, m, options).loss;
+                        return rlhf::libtorch::torch_ops::value_loss(v, old, ret, m, options).loss;
                     });
 });
 
@@ -343,7 +343,7 @@ RLHF_BENCH_KERNEL(logits_problem, "", "libtorch_fused", [](const logits_problem&
 
 RLHF_BENCH_KERNEL(logits_problem, "logprobs_entropy", "libtorch_composed", [](const logits_problem& p) {
     return logits_row(p, false, [](const Tensor& z, const Tensor& y, const Tensor& m) {
-        return rlhf::libtorch::composed::logprobs_from_logits(z, y, m);
+        return rlhf::libtorch::torch_ops::logprobs_from_logits(z, y, m);
     });
 });
 

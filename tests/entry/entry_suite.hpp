@@ -15,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "rlhf/entry.hpp"
 #include "rlhf/rlhf.hpp"
 #include "support/test_helpers.hpp"
 
@@ -26,8 +27,8 @@ constexpr rlhf::index_t rows = 4, cols = 6, vocab = 5;
 template <class T>
 struct batch {
     std::vector<T> a, b, c, d, scores, baselines, logits, ref_logits;
-    std::vector<std::uint8_t> mask = mask_pattern(rows, cols).right_padding(1, 4).left_padding(2, 2).hole(3, 1, 3)
-                                         .values<std::uint8_t>();
+    std::vector<std::uint8_t> mask =
+        mask_pattern(rows, cols).right_padding(1, 4).left_padding(2, 2).hole(3, 1, 3).values<std::uint8_t>();
     std::vector<std::uint8_t> range_mask =  // contiguous valid positions (DeepSpeed-Chat's GAE range)
         mask_pattern(rows, cols).right_padding(1, 4).left_padding(2, 2).values<std::uint8_t>();
     std::vector<std::int64_t> ids{7, -1, 7, -1};
@@ -72,7 +73,8 @@ void check_advantages(unsigned seed) {
     const auto Cc = C::template matrix<T>(x.c, rows, cols);
     const auto S = C::template vector<T>(x.scores);
 
-    for (const auto masking : {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
+    for (const auto masking :
+         {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
         const rlhf::gae_options o{.gamma = 0.9, .lambda = 0.8, .masking = masking};
         const auto& mask = masking == rlhf::gae_masking::valid_range ? x.range_mask : x.mask;
         const auto m = view_of(mask, rows, cols);
@@ -161,7 +163,8 @@ void check_rewards(unsigned seed) {
     const auto A = C::template matrix<T>(x.a, rows, cols), B = C::template matrix<T>(x.b, rows, cols);
     const auto M = C::template matrix<std::uint8_t>(x.mask, rows, cols);
     const auto S = C::template vector<T>(x.scores);
-    for (const auto& kl : {rlhf::kl_preset::trl(rlhf::kl_estimator::k1), rlhf::kl_preset::verl(rlhf::kl_estimator::k3)}) {
+    for (const auto& kl :
+         {rlhf::kl_preset::trl(rlhf::kl_estimator::k1), rlhf::kl_preset::verl(rlhf::kl_estimator::k3)}) {
         rlhf::token_kl(view_of(x.a, rows, cols), view_of(x.b, rows, cols), mut_view_of(out, rows, cols), kl);
         CHECK(C::template values<T>(rlhf::token_kl(A, B, kl)) == out);
         rlhf::token_kl(view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, mut_view_of(out, rows, cols), kl);
@@ -212,7 +215,8 @@ void check_outcome(unsigned seed) {
     rlhf::compute_cumulative_returns(r, m, g, {.gamma = 0.9});
     CHECK(values(rlhf::compute_cumulative_returns(R, M, {.gamma = 0.9})) == ret);
     rlhf::compute_reinforce_plus_plus_advantages(r, m, a, g, rlhf::reinforce_plus_plus_preset::openrlhf(0.99));
-    const auto rpp = rlhf::compute_reinforce_plus_plus_advantages(R, M, rlhf::reinforce_plus_plus_preset::openrlhf(0.99));
+    const auto rpp =
+        rlhf::compute_reinforce_plus_plus_advantages(R, M, rlhf::reinforce_plus_plus_preset::openrlhf(0.99));
     CHECK(values(rpp.advantages) == adv);
     CHECK(values(rpp.returns) == ret);
     rlhf::compute_reinforce_plus_plus_baseline_advantages(r, m, vec(x.ids), a, g);
@@ -236,16 +240,16 @@ void check_losses(unsigned seed) {
     const auto M = C::template matrix<std::uint8_t>(x.mask, rows, cols);
 
     const rlhf::policy_loss_options po{.clip_low = 0.2, .clip_high = 0.28, .dual_clip = 3.0};
-    const auto p = rlhf::policy_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.c, rows, cols), m,
-                                     po, g);
+    const auto p =
+        rlhf::policy_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.c, rows, cols), m, po, g);
     const auto pe = rlhf::policy_loss(A, B, Cc, M, po);
     CHECK(pe.loss == p.loss);
     CHECK(pe.stats.clip_fraction == p.stats.clip_fraction);
     CHECK(C::template values<T>(pe.grad_log_probs) == grad);
 
     const rlhf::value_loss_options vo{.clip_range = 0.2};
-    const auto v = rlhf::value_loss(view_of(x.c, rows, cols), view_of(x.d, rows, cols), view_of(x.a, rows, cols), m,
-                                    vo, g);
+    const auto v =
+        rlhf::value_loss(view_of(x.c, rows, cols), view_of(x.d, rows, cols), view_of(x.a, rows, cols), m, vo, g);
     const auto ve = rlhf::value_loss(Cc, C::template matrix<T>(x.d, rows, cols), A, M, vo);
     CHECK(ve.loss == v.loss);
     CHECK(ve.stats.clip_fraction == v.stats.clip_fraction);
@@ -256,7 +260,8 @@ void check_losses(unsigned seed) {
     const auto ke = rlhf::kl_loss(A, B, M, ko);
     CHECK(ke.loss == k.loss);
     CHECK(C::template values<T>(ke.grad_log_probs) == grad);
-    const auto kw = rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.d, rows, cols), m, ko, g);
+    const auto kw =
+        rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.d, rows, cols), m, ko, g);
     const auto kwe = rlhf::kl_loss(A, B, C::template matrix<T>(x.d, rows, cols), M, ko);
     CHECK(kwe.loss == kw.loss);
     CHECK(C::template values<T>(kwe.grad_log_probs) == grad);
@@ -270,7 +275,8 @@ void check_logits(unsigned seed) {
     const auto z = x.cube_view(x.logits), q = x.cube_view(x.ref_logits);
     auto lp = zeros<T>(rows * cols), h = zeros<T>(rows * cols), grad = zeros<T>(rows * cols * vocab);
     const rlhf::mut_view<T, 3> g{grad.data(), batch<T>::cube_extents(), {cols * vocab, vocab, 1}};
-    const auto Z = C::template cube<T>(x.logits, rows, cols, vocab), Q = C::template cube<T>(x.ref_logits, rows, cols, vocab);
+    const auto Z = C::template cube<T>(x.logits, rows, cols, vocab),
+               Q = C::template cube<T>(x.ref_logits, rows, cols, vocab);
     const auto Y = C::template matrix<std::int64_t>(x.tokens, rows, cols);
     const auto M = C::template matrix<std::uint8_t>(x.mask, rows, cols);
     const auto GA = C::template matrix<T>(x.a, rows, cols), GC = C::template matrix<T>(x.c, rows, cols);
@@ -325,8 +331,8 @@ void check_logits(unsigned seed) {
     CHECK(C::template values<T>(pwe.grad_chosen) == gc);
     CHECK(C::template values<T>(pwe.grad_rejected) == gr);
     const std::vector<T> margin(x.a.begin(), x.a.begin() + rows);
-    const auto pm = rlhf::pairwise_logsigmoid_loss(vec(x.scores), vec(x.baselines), vec(margin), mut_vec(gc),
-                                                   mut_vec(gr), po);
+    const auto pm =
+        rlhf::pairwise_logsigmoid_loss(vec(x.scores), vec(x.baselines), vec(margin), mut_vec(gc), mut_vec(gr), po);
     const auto pme = rlhf::pairwise_logsigmoid_loss(Sc, Sr, C::template vector<T>(margin), po);
     CHECK(pme.loss == pm.loss);
     CHECK(C::template values<T>(pme.grad_chosen) == gc);
@@ -345,47 +351,57 @@ void check_errors() {
     const auto M = C::template matrix<std::uint8_t>(x.mask, rows, cols);
     check_error([&] { (void)rlhf::compute_gae(A, C::template matrix<T>(short_values, rows - 1, cols), M); },
                 rlhf::error_kind::shape, "values");
-    check_error([&] { (void)rlhf::masked_whiten(A, C::template matrix<std::uint8_t>(std::vector<std::uint8_t>(static_cast<std::size_t>(rows * cols)), rows, cols)); },
-                rlhf::error_kind::value, "mask");  // an all-zero mask has no statistics
-    check_error([&] { (void)rlhf::compute_grpo_advantages(C::template vector<T>(x.scores), C::template vector<std::int64_t>(std::vector<std::int64_t>{1, 2})); },
-                rlhf::error_kind::shape, "group_ids");
+    check_error(
+        [&] {
+            (void)rlhf::masked_whiten(
+                A, C::template matrix<std::uint8_t>(std::vector<std::uint8_t>(static_cast<std::size_t>(rows * cols)),
+                                                    rows, cols));
+        },
+        rlhf::error_kind::value, "mask");  // an all-zero mask has no statistics
+    check_error(
+        [&] {
+            (void)rlhf::compute_grpo_advantages(C::template vector<T>(x.scores),
+                                                C::template vector<std::int64_t>(std::vector<std::int64_t>{1, 2}));
+        },
+        rlhf::error_kind::shape, "group_ids");
     std::vector<std::int64_t> bad_tokens = x.tokens;
     bad_tokens[0] = vocab;  // out of the vocabulary at an unmasked position
-    check_error([&] {
-        (void)rlhf::logprobs_from_logits(C::template cube<T>(x.logits, rows, cols, vocab),
-                                         C::template matrix<std::int64_t>(bad_tokens, rows, cols));
-    },
-                rlhf::error_kind::value, "tokens");
+    check_error(
+        [&] {
+            (void)rlhf::logprobs_from_logits(C::template cube<T>(x.logits, rows, cols, vocab),
+                                             C::template matrix<std::int64_t>(bad_tokens, rows, cols));
+        },
+        rlhf::error_kind::value, "tokens");
 }
 
 }  // namespace rlhf_test::entry
 
 /// The suite's test cases for the backend whose containers `Containers` builds.
-#define RLHF_ENTRY_SUITE(Containers)                                                                                 \
-    TEST_CASE_TEMPLATE("entry points on " #Containers " equal the GAE and statistics kernels" *                      \
-                           doctest::test_suite("unit"),                                                              \
-                       T, float, double) {                                                                           \
-        rlhf_test::entry::check_advantages<Containers, T>(11);                                                       \
-    }                                                                                                                \
-    TEST_CASE_TEMPLATE("entry points on " #Containers " equal the KL and reward kernels" *                           \
-                           doctest::test_suite("unit"),                                                              \
-                       T, float, double) {                                                                           \
-        rlhf_test::entry::check_rewards<Containers, T>(12);                                                          \
-    }                                                                                                                \
+#define RLHF_ENTRY_SUITE(Containers)                                                                                  \
+    TEST_CASE_TEMPLATE(                                                                                               \
+        "entry points on " #Containers " equal the GAE and statistics kernels" * doctest::test_suite("unit"), T,      \
+        float, double) {                                                                                              \
+        rlhf_test::entry::check_advantages<Containers, T>(11);                                                        \
+    }                                                                                                                 \
+    TEST_CASE_TEMPLATE(                                                                                               \
+        "entry points on " #Containers " equal the KL and reward kernels" * doctest::test_suite("unit"), T, float,    \
+        double) {                                                                                                     \
+        rlhf_test::entry::check_rewards<Containers, T>(12);                                                           \
+    }                                                                                                                 \
     TEST_CASE_TEMPLATE("entry points on " #Containers " equal the critic-free kernels" * doctest::test_suite("unit"), \
-                       T, float, double) {                                                                           \
-        rlhf_test::entry::check_outcome<Containers, T>(13);                                                          \
-    }                                                                                                                \
+                       T, float, double) {                                                                            \
+        rlhf_test::entry::check_outcome<Containers, T>(13);                                                           \
+    }                                                                                                                 \
     TEST_CASE_TEMPLATE("entry points on " #Containers " equal the loss kernels" * doctest::test_suite("unit"), T,     \
-                       float, double) {                                                                              \
-        rlhf_test::entry::check_losses<Containers, T>(14);                                                           \
-    }                                                                                                                \
+                       float, double) {                                                                               \
+        rlhf_test::entry::check_losses<Containers, T>(14);                                                            \
+    }                                                                                                                 \
     TEST_CASE_TEMPLATE("entry points on " #Containers " equal the logits kernels" * doctest::test_suite("unit"), T,   \
-                       float, double) {                                                                              \
-        rlhf_test::entry::check_logits<Containers, T>(15);                                                           \
-    }                                                                                                                \
-    TEST_CASE_TEMPLATE("entry points on " #Containers " raise the kernels' errors by argument" *                     \
-                           doctest::test_suite("unit"),                                                              \
-                       T, float, double) {                                                                           \
-        rlhf_test::entry::check_errors<Containers, T>();                                                             \
+                       float, double) {                                                                               \
+        rlhf_test::entry::check_logits<Containers, T>(15);                                                            \
+    }                                                                                                                 \
+    TEST_CASE_TEMPLATE(                                                                                               \
+        "entry points on " #Containers " raise the kernels' errors by argument" * doctest::test_suite("unit"), T,     \
+        float, double) {                                                                                              \
+        rlhf_test::entry::check_errors<Containers, T>();                                                              \
     }

@@ -1,6 +1,6 @@
 // The shared entry-point suite on Eigen matrices, and the layouts only Eigen has.
-#include "rlhf/eigen.hpp"
 #include "entry/entry_suite.hpp"
+#include "rlhf/eigen.hpp"
 
 namespace {
 

@@ -1,6 +1,6 @@
 // The shared entry-point suite on LibTorch tensors.
-#include "rlhf/libtorch.hpp"
 #include "entry/entry_suite.hpp"
+#include "rlhf/libtorch.hpp"
 
 namespace {
 
@@ -25,7 +25,7 @@ struct torch_containers {
     }
     template <class E>
     static std::vector<E> values(const torch::Tensor& t) {
-        CHECK(t.scalar_type() == rlhf::libtorch::dtype_of<E>());
+        CHECK((t.scalar_type() == rlhf::libtorch::dtype_of<E>()));
         const torch::Tensor c = t.contiguous();
         return std::vector<E>(c.data_ptr<E>(), c.data_ptr<E>() + c.numel());
     }

@@ -9,8 +9,8 @@
 #include <array>
 #include <cstddef>
 
-#include "rlhf/xtensor.hpp"
 #include "entry/entry_suite.hpp"
+#include "rlhf/xtensor.hpp"
 
 namespace {
 
@@ -31,7 +31,8 @@ struct xtensor_containers {
     }
     template <class E>
     static xt::xtensor<E, 3> cube(const std::vector<E>& data, rlhf::index_t b, rlhf::index_t t, rlhf::index_t v) {
-        return filled<E, 3>(data, {static_cast<std::size_t>(b), static_cast<std::size_t>(t), static_cast<std::size_t>(v)});
+        return filled<E, 3>(data,
+                            {static_cast<std::size_t>(b), static_cast<std::size_t>(t), static_cast<std::size_t>(v)});
     }
     template <class E, class C>
     static std::vector<E> values(const C& c) {

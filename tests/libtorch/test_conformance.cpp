@@ -21,12 +21,12 @@ namespace cf = rlhf::libtorch::conformance;
 
 // ---- concept satisfaction ------------------------------------------------------------------
 
-static_assert(lt::PolicyLossKernel<lt::fused_kernels> && lt::ValueLossKernel<lt::fused_kernels> &&
-              lt::KlLossKernel<lt::fused_kernels> && lt::WeightedKlLossKernel<lt::fused_kernels> &&
-              lt::LogProbKernel<lt::fused_kernels> && lt::LossKernels<lt::fused_kernels>);
-static_assert(lt::PolicyLossKernel<lt::composed_kernels> && lt::ValueLossKernel<lt::composed_kernels> &&
-              lt::KlLossKernel<lt::composed_kernels> && lt::WeightedKlLossKernel<lt::composed_kernels> &&
-              lt::LogProbKernel<lt::composed_kernels> && lt::LossKernels<lt::composed_kernels>);
+static_assert(lt::PolicyLossKernel<lt::default_kernels> && lt::ValueLossKernel<lt::default_kernels> &&
+              lt::KlLossKernel<lt::default_kernels> && lt::WeightedKlLossKernel<lt::default_kernels> &&
+              lt::LogProbKernel<lt::default_kernels> && lt::LossKernels<lt::default_kernels>);
+static_assert(lt::PolicyLossKernel<lt::torch_ops_kernels> && lt::ValueLossKernel<lt::torch_ops_kernels> &&
+              lt::KlLossKernel<lt::torch_ops_kernels> && lt::WeightedKlLossKernel<lt::torch_ops_kernels> &&
+              lt::LogProbKernel<lt::torch_ops_kernels> && lt::LossKernels<lt::torch_ops_kernels>);
 
 // A policy-loss kernel only.
 struct policy_only {
@@ -176,7 +176,7 @@ void require_passed(const Report& report) {
 }  // namespace
 
 TEST_CASE_TEMPLATE("conformance: a library kernel set passes the policy-loss suite" * doctest::test_suite("unit"), K,
-                   lt::fused_kernels, lt::composed_kernels) {
+                   lt::default_kernels, lt::torch_ops_kernels) {
     const cf::conformance_report report = cf::check_policy_loss_kernel(K{});
     require_passed(report);
     // Every family of cases ran.
@@ -191,7 +191,7 @@ TEST_CASE_TEMPLATE("conformance: a library kernel set passes the policy-loss sui
 }
 
 TEST_CASE_TEMPLATE("conformance: a library kernel set passes the value-loss suite" * doctest::test_suite("unit"), K,
-                   lt::fused_kernels, lt::composed_kernels) {
+                   lt::default_kernels, lt::torch_ops_kernels) {
     const cf::conformance_report report = cf::check_value_loss_kernel(K{});
     require_passed(report);
     for (const char* name :
@@ -202,7 +202,7 @@ TEST_CASE_TEMPLATE("conformance: a library kernel set passes the value-loss suit
 }
 
 TEST_CASE_TEMPLATE("conformance: a library kernel set passes the KL-loss suite" * doctest::test_suite("unit"), K,
-                   lt::fused_kernels, lt::composed_kernels) {
+                   lt::default_kernels, lt::torch_ops_kernels) {
     const cf::conformance_report report = cf::check_kl_loss_kernel(K{});
     require_passed(report);
     CHECK(report.notes.empty());  // the weighted overload is there
@@ -214,7 +214,7 @@ TEST_CASE_TEMPLATE("conformance: a library kernel set passes the KL-loss suite" 
 }
 
 TEST_CASE_TEMPLATE("conformance: a library kernel set passes the log-prob suite" * doctest::test_suite("unit"), K,
-                   lt::fused_kernels, lt::composed_kernels) {
+                   lt::default_kernels, lt::torch_ops_kernels) {
     const cf::conformance_report report = cf::check_logprob_kernel(K{});
     require_passed(report);
     for (const char* name :
@@ -230,10 +230,10 @@ TEST_CASE("conformance: strict log-prob errors - the fused kernel rejects bad va
     cf::conformance_options strict = quick;
     strict.strict_logprob_errors = true;
     strict.require_rlhf_error = true;
-    require_passed(cf::check_logprob_kernel(lt::fused_kernels{}, strict));
+    require_passed(cf::check_logprob_kernel(lt::default_kernels{}, strict));
 
     strict.require_rlhf_error = false;
-    const cf::conformance_report composed = cf::check_logprob_kernel(lt::composed_kernels{}, strict);
+    const cf::conformance_report composed = cf::check_logprob_kernel(lt::torch_ops_kernels{}, strict);
     CHECK_FALSE(composed.passed());
     CHECK(composed.has_failure("error/nan_logits/float64"));
     CHECK(composed.has_failure("error/invalid_temperature/float64"));
@@ -245,7 +245,7 @@ TEST_CASE("conformance: check_kernels runs every suite with prefixed names and r
           doctest::test_suite("unit")) {
     cf::conformance_options o = quick;
     o.require_rlhf_error = true;
-    const cf::conformance_report report = cf::check_kernels(lt::fused_kernels{}, o);
+    const cf::conformance_report report = cf::check_kernels(lt::default_kernels{}, o);
     require_passed(report);
     CHECK(report.find("policy_loss/default/full/float64/grad") != nullptr);
     CHECK(report.find("value_loss/error/empty_mask/float64") != nullptr);

@@ -49,7 +49,7 @@ TEST_CASE_TEMPLATE("libtorch logprobs/entropy: kernel Function equals composed /
             const torch::Tensor m = masked ? mask : torch::Tensor();
             torch::Tensor x1 = base.clone().requires_grad_(true), x2 = base.clone().requires_grad_(true);
             const auto k = rlhf::libtorch::logprobs_from_logits(x1, tokens, m, {.temperature = tau});
-            const auto c = rlhf::libtorch::composed::logprobs_from_logits(x2, tokens, m, {.temperature = tau});
+            const auto c = rlhf::libtorch::torch_ops::logprobs_from_logits(x2, tokens, m, {.temperature = tau});
             CHECK(close(k.logprobs, c.logprobs, tol<T>()));
             CHECK(close(k.entropy, c.entropy, tol<T>()));
             const torch::Tensor f1 = (k.logprobs * w_lp).sum() + (k.entropy * w_h).sum();
@@ -63,12 +63,12 @@ TEST_CASE_TEMPLATE("libtorch logprobs/entropy: kernel Function equals composed /
             const torch::Tensor lp3 =
                 rlhf::libtorch::logprobs_from_logits(x3, tokens, m, {.temperature = tau}).logprobs;
             const torch::Tensor lp4 =
-                rlhf::libtorch::composed::logprobs_from_logits(x4, tokens, m, {.temperature = tau}).logprobs;
+                rlhf::libtorch::torch_ops::logprobs_from_logits(x4, tokens, m, {.temperature = tau}).logprobs;
             CHECK(close(grad_of(lp3, w_lp, x3), grad_of(lp4, w_lp, x4), tol<T>()));
             // Entropy on its own.
             torch::Tensor x5 = base.clone().requires_grad_(true), x6 = base.clone().requires_grad_(true);
             const torch::Tensor h5 = rlhf::libtorch::entropy_from_logits(x5, m, {.temperature = tau});
-            const torch::Tensor h6 = rlhf::libtorch::composed::entropy_from_logits(x6, m, {.temperature = tau});
+            const torch::Tensor h6 = rlhf::libtorch::torch_ops::entropy_from_logits(x6, m, {.temperature = tau});
             CHECK(close(h5, k.entropy, 0.0));
             CHECK(close(grad_of(h5, w_h, x5), grad_of(h6, w_h, x6), tol<T>()));
         }
@@ -79,7 +79,7 @@ TEST_CASE_TEMPLATE("libtorch logprobs/entropy: kernel Function equals composed /
     tokens.index_put_({0, 3}, -100);
     torch::Tensor x1 = poisoned.clone().requires_grad_(true), x2 = poisoned.clone().requires_grad_(true);
     const auto k = rlhf::libtorch::logprobs_from_logits(x1, tokens, mask);
-    const auto c = rlhf::libtorch::composed::logprobs_from_logits(x2, tokens, mask);
+    const auto c = rlhf::libtorch::torch_ops::logprobs_from_logits(x2, tokens, mask);
     CHECK(close(k.logprobs, c.logprobs, tol<T>()));
     const torch::Tensor g1 = grad_of(k.logprobs, w_lp, x1), g2 = grad_of(c.logprobs, w_lp, x2);
     CHECK(g1.isfinite().all().item<bool>());
@@ -101,7 +101,7 @@ TEST_CASE_TEMPLATE("libtorch full KL: kernel Function equals composed" * doctest
             torch::Tensor x1 = p.clone().requires_grad_(true), x2 = p.clone().requires_grad_(true);
             torch::Tensor r1 = q.clone().requires_grad_(true);
             const torch::Tensor k = rlhf::libtorch::full_kl_from_logits(x1, r1, m, {.temperature = tau});
-            const torch::Tensor c = rlhf::libtorch::composed::full_kl_from_logits(x2, q, m, {.temperature = tau});
+            const torch::Tensor c = rlhf::libtorch::torch_ops::full_kl_from_logits(x2, q, m, {.temperature = tau});
             CHECK(close(k, c, tol<T>()));
             const auto grads = torch::autograd::grad({(k * w).sum()}, {x1, r1}, {}, false, false, true);
             CHECK(close(grads[0], grad_of(c, w, x2), tol<T>()));
@@ -123,7 +123,7 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
         const torch::Tensor m = masked ? mask : torch::Tensor();
         torch::Tensor x1 = logits.clone().requires_grad_(true), x2 = logits.clone().requires_grad_(true);
         const torch::Tensor k = rlhf::libtorch::lm_loss(x1, tokens, m, {.temperature = 0.8});
-        const torch::Tensor c = rlhf::libtorch::composed::lm_loss(x2, tokens, m, {.temperature = 0.8});
+        const torch::Tensor c = rlhf::libtorch::torch_ops::lm_loss(x2, tokens, m, {.temperature = 0.8});
         CHECK(k.dim() == 0);
         CHECK(close(k, c, tol<T>()));
         (k * 3.0).backward();
@@ -134,7 +134,7 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
     torch::Tensor x1 = logits.clone().requires_grad_(true), x2 = logits.clone().requires_grad_(true);
     const torch::Tensor none = torch::zeros({b, t}, torch::kBool);
     const torch::Tensor k0 = rlhf::libtorch::lm_loss(x1, tokens, none);
-    const torch::Tensor c0 = rlhf::libtorch::composed::lm_loss(x2, tokens, none);
+    const torch::Tensor c0 = rlhf::libtorch::torch_ops::lm_loss(x2, tokens, none);
     CHECK(k0.item<double>() == 0.0);
     CHECK(c0.item<double>() == 0.0);
     k0.backward();
@@ -151,7 +151,7 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
         torch::Tensor c2 = chosen.clone().requires_grad_(true), r2 = rejected.clone().requires_grad_(true);
         const torch::Tensor m = with_margin ? margin : torch::Tensor();
         const torch::Tensor lk = rlhf::libtorch::pairwise_logsigmoid_loss(c1, r1, m, options);
-        const torch::Tensor lc = rlhf::libtorch::composed::pairwise_logsigmoid_loss(c2, r2, m, options);
+        const torch::Tensor lc = rlhf::libtorch::torch_ops::pairwise_logsigmoid_loss(c2, r2, m, options);
         CHECK(close(lk, lc, tol<T>()));
         (lk * 2.0).backward();
         (lc * 2.0).backward();
@@ -161,7 +161,7 @@ TEST_CASE_TEMPLATE("libtorch LM loss and reward-model losses: kernel Function eq
     torch::Tensor c1 = chosen.clone().requires_grad_(true), r1 = rejected.clone().requires_grad_(true);
     torch::Tensor c2 = chosen.clone().requires_grad_(true), r2 = rejected.clone().requires_grad_(true);
     const torch::Tensor ek = rlhf::libtorch::log_exp_loss(c1, r1);
-    const torch::Tensor ec = rlhf::libtorch::composed::log_exp_loss(c2, r2);
+    const torch::Tensor ec = rlhf::libtorch::torch_ops::log_exp_loss(c2, r2);
     CHECK(close(ek, ec, tol<T>()));
     ek.backward();
     ec.backward();
@@ -194,7 +194,7 @@ TEST_CASE("libtorch logits entry points: errors name the function and the argume
     CHECK(e.argument() == "reference_logits");
     const torch::Tensor meta =
         torch::empty({2, 3, 4}, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kMeta));
-    e = expect_error([&] { (void)rlhf::libtorch::entropy_from_logits(meta); });
+    e = expect_error([&] { (void)rlhf::libtorch::cpu::entropy_from_logits(meta); });
     CHECK(e.kind() == rlhf::error_kind::device);
     CHECK(e.function() == "rlhf::libtorch::entropy_from_logits");
     torch::Tensor bad = logits.clone();
@@ -208,7 +208,7 @@ TEST_CASE("libtorch logits entry points: errors name the function and the argume
     });
     CHECK(e.argument() == "rejected");
     CHECK(e.function() == "rlhf::libtorch::pairwise_logsigmoid_loss");
-    e = expect_error([&] { (void)rlhf::libtorch::composed::logprobs_from_logits(tokens, tokens); });
+    e = expect_error([&] { (void)rlhf::libtorch::torch_ops::logprobs_from_logits(tokens, tokens); });
     CHECK(e.argument() == "logits");
     CHECK(e.kind() == rlhf::error_kind::shape);
 }

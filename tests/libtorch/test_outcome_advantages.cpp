@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "rlhf/kernels/outcome_advantages.hpp"
-#include "support/fixtures.hpp"
 #include "rlhf/libtorch.hpp"
+#include "support/fixtures.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::check_same;
@@ -35,20 +35,17 @@ TEST_CASE("libtorch outcome estimators: a column range / mask dtypes / bad tenso
     }
 
     const torch::Tensor mask = tensor_of(b.mask, {rows, cols});
-    auto e = rlhf_test::check_error(
-        [&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.to(torch::kInt32)); },
-        rlhf::error_kind::dtype, "group_ids");
+    auto e = rlhf_test::check_error([&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.to(torch::kInt32)); },
+                                    rlhf::error_kind::dtype, "group_ids");
     CHECK(e.function() == "rlhf::compute_grpo_advantages");
-    e = rlhf_test::check_error(
-        [&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.slice(0, 0, 4)); },
-        rlhf::error_kind::shape, "group_ids");
+    e = rlhf_test::check_error([&] { (void)rlhf::compute_grpo_advantages(rewards, mask, ids.slice(0, 0, 4)); },
+                               rlhf::error_kind::shape, "group_ids");
     CHECK(e.function() == "rlhf::compute_grpo_advantages");
     rlhf_test::check_error(
         [&] { (void)rlhf::compute_remax_advantages(rewards, mask, torch::zeros({rows}, torch::kFloat32)); },
         rlhf::error_kind::dtype, "reward_baselines");
-    rlhf_test::check_error(
-        [&] { (void)rlhf::compute_dr_grpo_advantages(rewards.to(torch::kInt64), mask, ids); },
-        rlhf::error_kind::dtype, "token_rewards");
+    rlhf_test::check_error([&] { (void)rlhf::compute_dr_grpo_advantages(rewards.to(torch::kInt64), mask, ids); },
+                           rlhf::error_kind::dtype, "token_rewards");
     rlhf_test::check_error([&] { (void)rlhf::compute_cumulative_returns(rewards, mask, {.gamma = -0.5}); },
                            rlhf::error_kind::config, "gamma");
 }

@@ -119,9 +119,9 @@ TEST_CASE_TEMPLATE("libtorch: fused kernel and composed torch ops agree in loss 
         const torch::Tensor lp_fused = in.lp.clone().requires_grad_(true);
         const torch::Tensor lp_composed = in.lp.clone().requires_grad_(true);
         const rlhf::libtorch::policy_loss_output fused =
-            rlhf::libtorch::policy_loss_fused(lp_fused, in.old, in.adv, in.mask, options);
+            rlhf::libtorch::cpu::policy_loss(lp_fused, in.old, in.adv, in.mask, options);
         const rlhf::libtorch::policy_loss_output composed =
-            rlhf::libtorch::policy_loss_composed(lp_composed, in.old, in.adv, in.mask, options);
+            rlhf::libtorch::torch_ops::policy_loss(lp_composed, in.old, in.adv, in.mask, options);
         CHECK((fused.loss.scalar_type() == dtype));
         CHECK(fused.loss.dim() == 0);
         CHECK(fused.loss.item<double>() == doctest::Approx(composed.loss.item<double>()).epsilon(tolerance));
@@ -162,7 +162,7 @@ TEST_CASE("libtorch: ties at kinks give the torch autograd gradient" * doctest::
     const torch::Tensor a = lp.clone().requires_grad_(true);
     const torch::Tensor b = lp.clone().requires_grad_(true);
     rlhf::libtorch::policy_loss(a, old, adv, mask, options).loss.backward();
-    rlhf::libtorch::policy_loss_composed(b, old, adv, mask, options).loss.backward();
+    rlhf::libtorch::torch_ops::policy_loss(b, old, adv, mask, options).loss.backward();
     CHECK(torch::allclose(a.grad(), b.grad(), 1e-15, 0.0));
     CHECK(a.grad()[0][0].item<double>() == doctest::Approx(1.5 / 4.0));  // half of 3 on the tie with the cap
 }
@@ -173,7 +173,7 @@ TEST_CASE("libtorch: the fused path accepts strided rows and every mask dtype" *
     wide.slice(1, 3, 12).copy_(in.lp);
     const torch::Tensor lp = wide.slice(1, 3, 12);
     REQUIRE(lp.stride(0) == 12);
-    const auto reference = rlhf::libtorch::policy_loss_composed(in.lp, in.old, in.adv, in.mask);
+    const auto reference = rlhf::libtorch::torch_ops::policy_loss(in.lp, in.old, in.adv, in.mask);
     for (const auto mask_dtype : {torch::kBool, torch::kUInt8, torch::kInt32, torch::kInt64, torch::kFloat32}) {
         const auto out = rlhf::libtorch::policy_loss(lp, in.old, in.adv, in.mask.to(mask_dtype));
         CHECK(out.loss.item<double>() == doctest::Approx(reference.loss.item<double>()).epsilon(1e-5));
@@ -193,8 +193,8 @@ TEST_CASE("libtorch: extreme log-ratios with the verl clamp stay finite in both 
     const rlhf::policy_loss_options options{.dual_clip = 3.0, .log_ratio_min = -20.0, .log_ratio_max = 20.0};
     for (const bool fused : {true, false}) {
         const torch::Tensor x = lp.clone().requires_grad_(true);
-        const auto out = fused ? rlhf::libtorch::policy_loss_fused(x, old, adv, mask, options)
-                               : rlhf::libtorch::policy_loss_composed(x, old, adv, mask, options);
+        const auto out = fused ? rlhf::libtorch::cpu::policy_loss(x, old, adv, mask, options)
+                               : rlhf::libtorch::torch_ops::policy_loss(x, old, adv, mask, options);
         out.loss.backward();
         CHECK(std::isfinite(out.loss.item<double>()));
         CHECK(torch::isfinite(x.grad()).all().item<bool>());
@@ -205,7 +205,7 @@ TEST_CASE("libtorch: extreme log-ratios with the verl clamp stay finite in both 
 TEST_CASE("libtorch: bad inputs name the argument" * doctest::test_suite("unit")) {
     const inputs in = random_inputs(3, torch::kFloat32);
     using rlhf::libtorch::policy_loss;
-    using rlhf::libtorch::policy_loss_composed;
+    namespace torch_ops = rlhf::libtorch::torch_ops;
     auto e = expect_error([&] { (void)policy_loss(in.lp.to(torch::kInt32), in.old, in.adv, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "log_probs");
@@ -217,9 +217,9 @@ TEST_CASE("libtorch: bad inputs name the argument" * doctest::test_suite("unit")
     e = expect_error([&] { (void)policy_loss(in.lp, in.old, in.adv, in.mask.to(torch::kFloat64)); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "mask");
-    e = expect_error([&] { (void)policy_loss_composed(in.lp, in.old, in.adv, in.mask.to(torch::kFloat64)); });
+    e = expect_error([&] { (void)torch_ops::policy_loss(in.lp, in.old, in.adv, in.mask.to(torch::kFloat64)); });
     CHECK(e.argument() == "mask");
-    e = expect_error([&] { (void)policy_loss_composed(in.lp.to(torch::kInt64), in.old, in.adv, in.mask); });
+    e = expect_error([&] { (void)torch_ops::policy_loss(in.lp.to(torch::kInt64), in.old, in.adv, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "log_probs");
     // Device: a meta tensor stands in for an accelerator one.
@@ -227,14 +227,14 @@ TEST_CASE("libtorch: bad inputs name the argument" * doctest::test_suite("unit")
     e = expect_error([&] { (void)policy_loss(in.lp, meta, in.adv, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::device);
     CHECK(e.argument() == "old_log_probs");
-    e = expect_error([&] { (void)policy_loss_composed(in.lp, in.old, meta, in.mask); });
+    e = expect_error([&] { (void)torch_ops::policy_loss(in.lp, in.old, meta, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::device);
     CHECK(e.argument() == "advantages");
     // Shapes.
     e = expect_error([&] { (void)policy_loss(in.lp, in.old, in.adv.slice(1, 0, 8), in.mask); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "advantages");
-    e = expect_error([&] { (void)policy_loss_composed(in.lp, in.old, in.adv, in.mask.slice(0, 0, 2)); });
+    e = expect_error([&] { (void)torch_ops::policy_loss(in.lp, in.old, in.adv, in.mask.slice(0, 0, 2)); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "mask");
     e = expect_error([&] { (void)policy_loss(in.lp.reshape({36}), in.old, in.adv, in.mask); });
@@ -244,7 +244,8 @@ TEST_CASE("libtorch: bad inputs name the argument" * doctest::test_suite("unit")
     for (const bool fused : {true, false}) {
         CAPTURE(fused);
         const auto call = [&](const torch::Tensor& lp, const torch::Tensor& mask, const rlhf::policy_loss_options& o) {
-            return fused ? policy_loss(lp, in.old, in.adv, mask, o) : policy_loss_composed(lp, in.old, in.adv, mask, o);
+            return fused ? policy_loss(lp, in.old, in.adv, mask, o)
+                         : torch_ops::policy_loss(lp, in.old, in.adv, mask, o);
         };
         const torch::Tensor nan_lp = in.lp.clone();
         nan_lp[3][4] = std::numeric_limits<float>::quiet_NaN();  // in the empty row: still rejected

@@ -7,8 +7,8 @@
 
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
-#include "support/fixtures.hpp"
 #include "rlhf/libtorch.hpp"
+#include "support/fixtures.hpp"
 #include "support/torch_test_helpers.hpp"
 
 using rlhf_test::expect_error;

@@ -68,7 +68,7 @@ TEST_CASE("LibTorch autograd conventions the kernels reproduce" * doctest::test_
     const torch::Tensor v = torch::tensor({{0.75}}, torch::kFloat64).requires_grad_(true);
     const torch::Tensor old = torch::zeros({1, 1}, torch::kFloat64), r = torch::full({1, 1}, 0.5, torch::kFloat64);
     const torch::Tensor m = torch::ones({1, 1}, torch::kBool);
-    rlhf::libtorch::value_loss_composed(v, old, r, m, {.clip_range = 0.25}).loss.backward();
+    rlhf::libtorch::torch_ops::value_loss(v, old, r, m, {.clip_range = 0.25}).loss.backward();
     CHECK(v.grad().item<double>() == 0.125);
     const torch::Tensor v2 = v.detach().clone().requires_grad_(true);
     rlhf::libtorch::value_loss(v2, old, r, m, {.clip_range = 0.25}).loss.backward();
@@ -84,7 +84,7 @@ TEST_CASE_TEMPLATE("libtorch::value_loss: kernel Function == kernel == composed 
         const auto kernel = rlhf::libtorch::value_loss(v1, in.old_values, in.returns, in.mask, options);
         (2.0 * kernel.loss).backward();
         const torch::Tensor v2 = in.values.clone().requires_grad_(true);
-        const auto composed = rlhf::libtorch::value_loss_composed(v2, in.old_values, in.returns, in.mask, options);
+        const auto composed = rlhf::libtorch::torch_ops::value_loss(v2, in.old_values, in.returns, in.mask, options);
         (2.0 * composed.loss).backward();
         CHECK((kernel.loss.scalar_type() == rlhf::libtorch::dtype_of<T>()));
         CHECK((composed.loss.scalar_type() == rlhf::libtorch::dtype_of<T>()));
@@ -125,8 +125,8 @@ TEST_CASE_TEMPLATE("libtorch::kl_loss: kernel Function == composed / with and wi
                                          : rlhf::libtorch::kl_loss(l1, ref, mask, options);
             kernel.loss.backward();
             const torch::Tensor l2 = lp.clone().requires_grad_(true);
-            const auto composed = weighted ? rlhf::libtorch::kl_loss_composed(l2, ref, old, mask, options)
-                                           : rlhf::libtorch::kl_loss_composed(l2, ref, mask, options);
+            const auto composed = weighted ? rlhf::libtorch::torch_ops::kl_loss(l2, ref, old, mask, options)
+                                           : rlhf::libtorch::torch_ops::kl_loss(l2, ref, mask, options);
             composed.loss.backward();
             CHECK(kernel.loss.item().toDouble() ==
                   doctest::Approx(composed.loss.item().toDouble()).epsilon(tolerance<T>()));
@@ -159,7 +159,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "old_values");
     e = argument_of([&] {
-        (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values.to(torch::kFloat32), in.returns, in.mask);
+        (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values.to(torch::kFloat32), in.returns, in.mask);
     });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "old_values");
@@ -172,14 +172,14 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "returns");
     e = argument_of([&] {
-        (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values, in.returns.slice(1, 0, 5), in.mask);
+        (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values, in.returns.slice(1, 0, 5), in.mask);
     });
     CHECK(e.argument() == "returns");
     const torch::Tensor meta = torch::empty({4, 9}, torch::TensorOptions().dtype(torch::kFloat64).device(torch::kMeta));
     e = argument_of([&] { (void)rlhf::libtorch::value_loss(in.values, meta, in.returns, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::device);
     CHECK(e.argument() == "old_values");
-    e = argument_of([&] { (void)rlhf::libtorch::value_loss_composed(in.values, meta, in.returns, in.mask); });
+    e = argument_of([&] { (void)rlhf::libtorch::torch_ops::value_loss(in.values, meta, in.returns, in.mask); });
     CHECK(e.kind() == rlhf::error_kind::device);
     CHECK(e.argument() == "old_values");
     torch::Tensor nan_values = in.values.clone();
@@ -187,7 +187,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
     for (const bool composed : {false, true}) {
         e = argument_of([&] {
             if (composed)
-                (void)rlhf::libtorch::value_loss_composed(nan_values, in.old_values, in.returns, in.mask);
+                (void)rlhf::libtorch::torch_ops::value_loss(nan_values, in.old_values, in.returns, in.mask);
             else
                 (void)rlhf::libtorch::value_loss(nan_values, in.old_values, in.returns, in.mask);
         });
@@ -196,7 +196,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         e = argument_of([&] {
             const torch::Tensor zeros = torch::zeros_like(in.mask);
             if (composed)
-                (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values, in.returns, zeros);
+                (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values, in.returns, zeros);
             else
                 (void)rlhf::libtorch::value_loss(in.values, in.old_values, in.returns, zeros);
         });
@@ -204,7 +204,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         e = argument_of([&] {
             const torch::Tensor half = in.mask.to(torch::kFloat64) * 0.5;
             if (composed)
-                (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values, in.returns, half);
+                (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values, in.returns, half);
             else
                 (void)rlhf::libtorch::value_loss(in.values, in.old_values, in.returns, half);
         });
@@ -212,7 +212,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         e = argument_of([&] {
             const torch::Tensor half = in.mask.to(torch::kFloat16);
             if (composed)
-                (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values, in.returns, half);
+                (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values, in.returns, half);
             else
                 (void)rlhf::libtorch::value_loss(in.values, in.old_values, in.returns, half);
         });
@@ -220,8 +220,8 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         CHECK(e.argument() == "mask");
         e = argument_of([&] {
             if (composed)
-                (void)rlhf::libtorch::value_loss_composed(in.values, in.old_values, in.returns, in.mask,
-                                                          {.clip_range = -1.0});
+                (void)rlhf::libtorch::torch_ops::value_loss(in.values, in.old_values, in.returns, in.mask,
+                                                            {.clip_range = -1.0});
             else
                 (void)rlhf::libtorch::value_loss(in.values, in.old_values, in.returns, in.mask, {.clip_range = -1.0});
         });
@@ -229,15 +229,15 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         CHECK(e.argument() == "options.clip_range");
         e = argument_of([&] {
             if (composed)
-                (void)rlhf::libtorch::kl_loss_composed(in.values, nan_values, in.mask);
+                (void)rlhf::libtorch::torch_ops::kl_loss(in.values, nan_values, in.mask);
             else
                 (void)rlhf::libtorch::kl_loss(in.values, nan_values, in.mask);
         });
         CHECK(e.argument() == "ref_log_probs");
         e = argument_of([&] {
             if (composed)
-                (void)rlhf::libtorch::kl_loss_composed(in.values, in.returns, in.old_values.to(torch::kFloat32),
-                                                       in.mask);
+                (void)rlhf::libtorch::torch_ops::kl_loss(in.values, in.returns, in.old_values.to(torch::kFloat32),
+                                                         in.mask);
             else
                 (void)rlhf::libtorch::kl_loss(in.values, in.returns, in.old_values.to(torch::kFloat32), in.mask);
         });
@@ -246,7 +246,7 @@ TEST_CASE("libtorch value and KL losses: errors name the argument" * doctest::te
         e = argument_of([&] {
             const torch::Tensor far = in.values - 800.0;
             if (composed)
-                (void)rlhf::libtorch::kl_loss_composed(in.values, in.returns, far, in.mask);
+                (void)rlhf::libtorch::torch_ops::kl_loss(in.values, in.returns, far, in.mask);
             else
                 (void)rlhf::libtorch::kl_loss(in.values, in.returns, far, in.mask);
         });

@@ -89,11 +89,10 @@ template <backend_container R, backend_container V, backend_container D, backend
         c.with_mask(
             terminated,
             [&]<class M>(view<M> done) {
-                compute_gae_time_major(r, c.in(values, "values"), done, c.template in<2, M>(truncated, "truncated"),
-                                       c.in(truncation_values, "truncation_values"),
-                                       c.template in<1>(next_values, "next_values"),
-                                       c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()),
-                                       options);
+                compute_gae_time_major(
+                    r, c.in(values, "values"), done, c.template in<2, M>(truncated, "truncated"),
+                    c.in(truncation_values, "truncation_values"), c.template in<1>(next_values, "next_values"),
+                    c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()), options);
             },
             "terminated");
         return result;
@@ -127,13 +126,15 @@ template <backend_container V, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] masked_moments compute_masked_moments(const V& values, const M& mask, const moments_options& options = {},
                                                     R&& reducer = {}) {
     return entry_detail::on_values("rlhf::compute_masked_moments", values, "values", [&](const auto& c) {
-        return c.with_mask(mask, [&](auto m) { return compute_masked_moments(c.in(values, "values"), m, options, reducer); });
+        return c.with_mask(mask,
+                           [&](auto m) { return compute_masked_moments(c.in(values, "values"), m, options, reducer); });
     });
 }
 
 /// Masked mean over the batch (`rlhf::masked_mean`).
 template <backend_container V, backend_container M, Reducer R = local_reducer>
-[[nodiscard]] double masked_mean(const V& values, const M& mask, const moments_options& options = {}, R&& reducer = {}) {
+[[nodiscard]] double masked_mean(const V& values, const M& mask, const moments_options& options = {},
+                                 R&& reducer = {}) {
     return entry_detail::on_values("rlhf::masked_mean", values, "values", [&](const auto& c) {
         return c.with_mask(mask, [&](auto m) { return masked_mean(c.in(values, "values"), m, options, reducer); });
     });

@@ -12,11 +12,13 @@
 ///
 /// | member | meaning |
 /// |---|---|
-/// | `using backend` | the backend's output factory: `backend::container<T, Rank>`, `backend::make<T, Rank>(extents, like)`, `backend::output<T, Rank>(container, extents)` |
-/// | `dispatch_floating(x, function, argument, body)` | `body(std::type_identity<T>{})` with `T` float or double, the element type of `x` (compile time or run time) |
-/// | `dispatch_mask<T>(x, function, argument, body)` | the same for a mask next to values of type `T` (bool, integer or `T`) |
-/// | `input<E, Rank>(x, site, argument, leading)` | a view of element type `E`, checked (dtype, rank, layout, device); `leading` gives `[B, T]` to a backend that stores `[B, T, V]` as `[B·T, V]` |
-/// | `absent(x)` | whether `x` stands for "no tensor" (an undefined tensor, an empty matrix) |
+/// | `using backend` | the backend's output factory: `backend::container<T, Rank>`, `backend::make<T, Rank>(extents,
+/// like)`, `backend::output<T, Rank>(container, extents)` | | `dispatch_floating(x, function, argument, body)` |
+/// `body(std::type_identity<T>{})` with `T` float or double, the element type of `x` (compile time or run time) | |
+/// `dispatch_mask<T>(x, function, argument, body)` | the same for a mask next to values of type `T` (bool, integer or
+/// `T`) | | `input<E, Rank>(x, site, argument, leading)` | a view of element type `E`, checked (dtype, rank, layout,
+/// device); `leading` gives `[B, T]` to a backend that stores `[B, T, V]` as `[B·T, V]` | | `absent(x)` | whether `x`
+/// stands for "no tensor" (an undefined tensor, an empty matrix) |
 ///
 /// A device backend (CUDA tensors) joins the same way: its adapter hands out views of device
 /// memory, and overload resolution on those views picks the device kernel of the same name.
@@ -37,7 +39,9 @@ struct backend_adapter;
 
 /// A container some backend adapts (a LibTorch tensor, an Eigen matrix, an xtensor container).
 template <class X>
-concept backend_container = requires { typename backend_adapter<std::remove_cvref_t<X>>::backend; };
+concept backend_container = requires {
+    typename backend_adapter<std::remove_cvref_t<X>>::backend;
+};
 
 /// The adapter of a container type.
 template <class X>
@@ -91,10 +95,10 @@ struct call {
     /// `body(view<M>)`: the mask `[B, T]` in its own element type `M`.
     template <class X, class Body>
     decltype(auto) with_mask(const X& mask, Body&& body, std::string_view argument = "mask") const {
-        return adapter_of<X>::template dispatch_mask<T>(
-            mask, site.function, argument, [&]<class M>(std::type_identity<M>) -> decltype(auto) {
-                return std::forward<Body>(body)(in<2, M>(mask, argument));
-            });
+        return adapter_of<X>::template dispatch_mask<T>(mask, site.function, argument,
+                                                        [&]<class M>(std::type_identity<M>) -> decltype(auto) {
+                                                            return std::forward<Body>(body)(in<2, M>(mask, argument));
+                                                        });
     }
 };
 
@@ -102,9 +106,10 @@ struct call {
 /// every entry point.
 template <class X, class Body>
 decltype(auto) on_values(std::string_view function, const X& x, std::string_view argument, Body&& body) {
-    return adapter_of<X>::dispatch_floating(x, function, argument, [&]<class T>(std::type_identity<T>) -> decltype(auto) {
-        return std::forward<Body>(body)(call<T, X>{{function, argument}, x});
-    });
+    return adapter_of<X>::dispatch_floating(x, function, argument,
+                                            [&]<class T>(std::type_identity<T>) -> decltype(auto) {
+                                                return std::forward<Body>(body)(call<T, X>{{function, argument}, x});
+                                            });
 }
 
 /// The container type a call `C` returns for rank `Rank`.

@@ -90,8 +90,8 @@ template <class L, class Y, class M, class GL, class GH>
         auto grad = c.template make<3>(z.extents());
         with_optional_mask(c, mask, [&](const auto&... m) {
             logprobs_from_logits_backward(z, y, m..., c.optional_in(grad_logprobs, "grad_logprobs"),
-                                          c.optional_in(grad_entropy, "grad_entropy"), c.out(grad, z.extents()), {},
-                                          {}, options);
+                                          c.optional_in(grad_entropy, "grad_entropy"), c.out(grad, z.extents()), {}, {},
+                                          options);
         });
         return grad;
     });
@@ -132,8 +132,8 @@ template <class P, class Q, class M>
         const extents_t<2> bt{p.extent(0), p.extent(1)};
         auto out = c.template make<2>(bt);
         with_optional_mask(c, mask, [&](const auto&... m) {
-            full_kl_from_logits(p, c.template in<3>(reference_logits, "reference_logits", leading), m..., c.out(out, bt),
-                                options);
+            full_kl_from_logits(p, c.template in<3>(reference_logits, "reference_logits", leading), m...,
+                                c.out(out, bt), options);
         });
         return out;
     });
@@ -160,8 +160,9 @@ template <class L, class Y, class M>
         const auto y = c.template in<2, std::int64_t>(tokens, "tokens");
         const auto z = c.template in<3>(logits, "logits", y.extents());
         lm_loss_with_gradient<container_t<decltype(c), 3>> out{0.0, 0, c.template make<3>(z.extents())};
-        const lm_loss_result r = with_optional_mask(
-            c, mask, [&](const auto&... m) { return lm_loss(z, y, m..., c.out(out.grad_logits, z.extents()), options); });
+        const lm_loss_result r = with_optional_mask(c, mask, [&](const auto&... m) {
+            return lm_loss(z, y, m..., c.out(out.grad_logits, z.extents()), options);
+        });
         out.loss = r.loss;
         out.num_tokens = r.num_tokens;
         return out;
@@ -175,8 +176,9 @@ template <class Cn, class Rj, class Kernel>
         const auto ch = c.template in<1>(chosen, "chosen");
         pairwise_loss_with_gradient<container_t<decltype(c), 1>> out{0.0, 0.0, c.template make<1>(ch.extents()),
                                                                      c.template make<1>(ch.extents())};
-        const pairwise_loss_result r = kernel(c, ch, c.template in<1>(rejected, "rejected"),
-                                              c.out(out.grad_chosen, ch.extents()), c.out(out.grad_rejected, ch.extents()));
+        const pairwise_loss_result r =
+            kernel(c, ch, c.template in<1>(rejected, "rejected"), c.out(out.grad_chosen, ch.extents()),
+                   c.out(out.grad_rejected, ch.extents()));
         out.loss = r.loss;
         out.accuracy = r.accuracy;
         return out;
@@ -276,28 +278,27 @@ template <backend_container L, backend_container Y>
 template <backend_container Cn, backend_container Rj>
 [[nodiscard]] auto pairwise_logsigmoid_loss(const Cn& chosen, const Rj& rejected,
                                             const pairwise_loss_options& options = {}) {
-    return entry_detail::pairwise("rlhf::pairwise_logsigmoid_loss", chosen, rejected,
-                                  [&](const auto&, auto c, auto r, auto gc, auto gr) {
-                                      return pairwise_logsigmoid_loss(c, r, gc, gr, options);
-                                  });
+    return entry_detail::pairwise(
+        "rlhf::pairwise_logsigmoid_loss", chosen, rejected,
+        [&](const auto&, auto c, auto r, auto gc, auto gr) { return pairwise_logsigmoid_loss(c, r, gc, gr, options); });
 }
 
 /// `rlhf::pairwise_logsigmoid_loss` with a margin per pair, `margin` `[N]`.
 template <backend_container Cn, backend_container Rj, backend_container Mg>
 [[nodiscard]] auto pairwise_logsigmoid_loss(const Cn& chosen, const Rj& rejected, const Mg& margin,
                                             const pairwise_loss_options& options = {}) {
-    return entry_detail::pairwise("rlhf::pairwise_logsigmoid_loss", chosen, rejected,
-                                  [&](const auto& call, auto c, auto r, auto gc, auto gr) {
-                                      return pairwise_logsigmoid_loss(c, r, call.template in<1>(margin, "margin"), gc,
-                                                                      gr, options);
-                                  });
+    return entry_detail::pairwise(
+        "rlhf::pairwise_logsigmoid_loss", chosen, rejected, [&](const auto& call, auto c, auto r, auto gc, auto gr) {
+            return pairwise_logsigmoid_loss(c, r, call.template in<1>(margin, "margin"), gc, gr, options);
+        });
 }
 
 /// Log-exp reward-model loss over `chosen` and `rejected` `[N]`, with gradients (`rlhf::log_exp_loss`).
 template <backend_container Cn, backend_container Rj>
 [[nodiscard]] auto log_exp_loss(const Cn& chosen, const Rj& rejected) {
-    return entry_detail::pairwise("rlhf::log_exp_loss", chosen, rejected,
-                                  [](const auto&, auto c, auto r, auto gc, auto gr) { return log_exp_loss(c, r, gc, gr); });
+    return entry_detail::pairwise(
+        "rlhf::log_exp_loss", chosen, rejected,
+        [](const auto&, auto c, auto r, auto gc, auto gr) { return log_exp_loss(c, r, gc, gr); });
 }
 
 }  // namespace rlhf

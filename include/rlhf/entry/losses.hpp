@@ -38,8 +38,7 @@ struct kl_loss_with_gradient {
 };
 
 /// `rlhf::policy_loss` on containers: `log_probs`, `old_log_probs`, `advantages`, `mask` `[B, T]`.
-template <backend_container L, backend_container O, backend_container A, backend_container M,
-          Reducer R = local_reducer>
+template <backend_container L, backend_container O, backend_container A, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto policy_loss(const L& log_probs, const O& old_log_probs, const A& advantages, const M& mask,
                                const policy_loss_options& options = {}, R&& reducer = {}) {
     return entry_detail::on_values("rlhf::policy_loss", log_probs, "log_probs", [&](const auto& c) {
@@ -47,8 +46,7 @@ template <backend_container L, backend_container O, backend_container A, backend
         policy_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return policy_loss(lp, c.in(old_log_probs, "old_log_probs"), c.in(advantages, "advantages"), m, options,
-                               c.out(out.grad_log_probs, lp.extents()), {},
-                               reducer);
+                               c.out(out.grad_log_probs, lp.extents()), {}, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -66,8 +64,7 @@ template <backend_container V, backend_container O, backend_container Ret, backe
         value_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(v.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return value_loss(v, c.in(old_values, "old_values"), c.in(returns, "returns"), m, options,
-                              c.out(out.grad_values, v.extents()), {},
-                              reducer);
+                              c.out(out.grad_values, v.extents()), {}, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -84,8 +81,7 @@ template <backend_container L, backend_container F, backend_container M, Reducer
         kl_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), m, options,
-                           c.out(out.grad_log_probs, lp.extents()), {},
-                           reducer);
+                           c.out(out.grad_log_probs, lp.extents()), {}, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -94,8 +90,7 @@ template <backend_container L, backend_container F, backend_container M, Reducer
 }
 
 /// The importance-weighted KL loss (TRL `use_bias_correction_kl`), `old_log_probs` `[B, T]`.
-template <backend_container L, backend_container F, backend_container O, backend_container M,
-          Reducer R = local_reducer>
+template <backend_container L, backend_container F, backend_container O, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto kl_loss(const L& log_probs, const F& ref_log_probs, const O& old_log_probs, const M& mask,
                            const kl_loss_options& options = {}, R&& reducer = {}) {
     return entry_detail::on_values("rlhf::kl_loss", log_probs, "log_probs", [&](const auto& c) {
@@ -103,8 +98,7 @@ template <backend_container L, backend_container F, backend_container O, backend
         kl_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), c.in(old_log_probs, "old_log_probs"), m, options,
-                           c.out(out.grad_log_probs, lp.extents()), {},
-                           reducer);
+                           c.out(out.grad_log_probs, lp.extents()), {}, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;

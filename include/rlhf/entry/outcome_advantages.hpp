@@ -49,8 +49,9 @@ template <class S, class G, class Kernel>
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_grpo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                            const grpo_options& options = {}) {
-    return entry_detail::group_tokens("rlhf::compute_grpo_advantages", token_rewards, mask, group_ids,
-                                      [&](auto r, auto m, auto g, auto out) { compute_grpo_advantages(r, m, g, out, options); });
+    return entry_detail::group_tokens(
+        "rlhf::compute_grpo_advantages", token_rewards, mask, group_ids,
+        [&](auto r, auto m, auto g, auto out) { compute_grpo_advantages(r, m, g, out, options); });
 }
 
 /// GRPO advantages `[B]` of per-sequence `scores` `[B]`.
@@ -71,17 +72,20 @@ template <backend_container R, backend_container M, backend_container G>
 
 /// Dr.GRPO advantages `[B]` of per-sequence `scores` `[B]`.
 template <backend_container S, backend_container G>
-[[nodiscard]] auto compute_dr_grpo_advantages(const S& scores, const G& group_ids, const dr_grpo_options& options = {}) {
-    return entry_detail::group_scores("rlhf::compute_dr_grpo_advantages", scores, group_ids,
-                                      [&](auto s, auto g, auto out) { compute_dr_grpo_advantages(s, g, out, options); });
+[[nodiscard]] auto compute_dr_grpo_advantages(const S& scores, const G& group_ids,
+                                              const dr_grpo_options& options = {}) {
+    return entry_detail::group_scores(
+        "rlhf::compute_dr_grpo_advantages", scores, group_ids,
+        [&](auto s, auto g, auto out) { compute_dr_grpo_advantages(s, g, out, options); });
 }
 
 /// RLOO advantages `[B, T]` (`rlhf::compute_rloo_advantages`).
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_rloo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                            const rloo_options& options = {}) {
-    return entry_detail::group_tokens("rlhf::compute_rloo_advantages", token_rewards, mask, group_ids,
-                                      [&](auto r, auto m, auto g, auto out) { compute_rloo_advantages(r, m, g, out, options); });
+    return entry_detail::group_tokens(
+        "rlhf::compute_rloo_advantages", token_rewards, mask, group_ids,
+        [&](auto r, auto m, auto g, auto out) { compute_rloo_advantages(r, m, g, out, options); });
 }
 
 /// RLOO advantages `[B]` of per-sequence `scores` `[B]`.
@@ -95,8 +99,9 @@ template <backend_container S, backend_container G>
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_opo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                           const opo_options& options = {}) {
-    return entry_detail::group_tokens("rlhf::compute_opo_advantages", token_rewards, mask, group_ids,
-                                      [&](auto r, auto m, auto g, auto out) { compute_opo_advantages(r, m, g, out, options); });
+    return entry_detail::group_tokens(
+        "rlhf::compute_opo_advantages", token_rewards, mask, group_ids,
+        [&](auto r, auto m, auto g, auto out) { compute_opo_advantages(r, m, g, out, options); });
 }
 
 /// Reverse discounted returns `[B, T]` (`rlhf::compute_cumulative_returns`).
@@ -133,8 +138,8 @@ template <backend_container R, backend_container M, Reducer Red = local_reducer>
 /// (`rlhf::compute_reinforce_plus_plus_baseline_advantages`).
 template <backend_container R, backend_container M, backend_container G, Reducer Red = local_reducer>
 [[nodiscard]] auto compute_reinforce_plus_plus_baseline_advantages(
-    const R& token_rewards, const M& mask, const G& group_ids,
-    const reinforce_plus_plus_baseline_options& options = {}, Red&& reducer = {}) {
+    const R& token_rewards, const M& mask, const G& group_ids, const reinforce_plus_plus_baseline_options& options = {},
+    Red&& reducer = {}) {
     return entry_detail::on_values(
         "rlhf::compute_reinforce_plus_plus_baseline_advantages", token_rewards, "token_rewards", [&](const auto& c) {
             const auto r = c.in(token_rewards, "token_rewards");
@@ -151,15 +156,16 @@ template <backend_container R, backend_container M, backend_container G, Reducer
 /// ReMax advantages and returns `[B, T]` (`rlhf::compute_remax_advantages`), `reward_baselines` `[B]`.
 template <backend_container R, backend_container M, backend_container B>
 [[nodiscard]] auto compute_remax_advantages(const R& token_rewards, const M& mask, const B& reward_baselines) {
-    return entry_detail::on_values("rlhf::compute_remax_advantages", token_rewards, "token_rewards", [&](const auto& c) {
-        const auto r = c.in(token_rewards, "token_rewards");
-        auto result = entry_detail::make_advantages(c, r.extents());
-        c.with_mask(mask, [&](auto m) {
-            compute_remax_advantages(r, m, c.template in<1>(reward_baselines, "reward_baselines"),
-                                     c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()));
+    return entry_detail::on_values(
+        "rlhf::compute_remax_advantages", token_rewards, "token_rewards", [&](const auto& c) {
+            const auto r = c.in(token_rewards, "token_rewards");
+            auto result = entry_detail::make_advantages(c, r.extents());
+            c.with_mask(mask, [&](auto m) {
+                compute_remax_advantages(r, m, c.template in<1>(reward_baselines, "reward_baselines"),
+                                         c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()));
+            });
+            return result;
         });
-        return result;
-    });
 }
 
 }  // namespace rlhf

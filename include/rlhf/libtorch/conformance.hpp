@@ -600,7 +600,7 @@ conformance_report check_policy_loss_kernel(const K& kernel, const conformance_o
             [&](const torch::Tensor& lp) -> policy_loss_output {
                 return kernel.policy_loss(lp, old, adv, mask, options);
             },
-            [&](const torch::Tensor& lp) { return policy_loss_fused(lp, old_r, adv_r, mask_r, options); });
+            [&](const torch::Tensor& lp) { return cpu::policy_loss(lp, old_r, adv_r, mask_r, options); });
     };
     const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& log_ratio, const torch::Tensor& mask) {
         const torch::Tensor lp = -(gen.normal_matrix(r, c).abs() * 1.5 + 0.05);

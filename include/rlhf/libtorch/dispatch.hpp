@@ -61,6 +61,15 @@ decltype(auto) with_mask_view(const torch::Tensor& mask, std::string_view functi
     });
 }
 
+/// The one device dispatch of the LibTorch layer: `cpu()` when `tensor` is a CPU tensor (or
+/// undefined, so that the CPU path names it in its error), `torch_ops()` on any other device. A
+/// CUDA path of the library's own slots in here.
+template <class Cpu, class TorchOps>
+decltype(auto) by_device(const torch::Tensor& tensor, Cpu&& cpu, TorchOps&& torch_ops) {
+    if (!tensor.defined() || tensor.device().is_cpu()) return std::forward<Cpu>(cpu)();
+    return std::forward<TorchOps>(torch_ops)();
+}
+
 /// Checks that `tensor` has the dtype of `reference` (named `reference_argument`).
 inline void check_same_dtype(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                              const torch::Tensor& reference, std::string_view reference_argument) {

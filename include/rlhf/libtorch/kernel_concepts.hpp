@@ -5,7 +5,7 @@
 ///
 /// A kernel is any type with the member functions below; the tensors may live on any device
 /// (a user's CUDA kernel type dispatches to its own CUDA code and falls back to
-/// `rlhf::libtorch::composed_kernels` elsewhere). Code that trains with a loss is templated on
+/// `rlhf::libtorch::torch_ops_kernels` elsewhere). Code that trains with a loss is templated on
 /// the concept (`template <PolicyLossKernel K> ...`), so a type that misses a member fails to
 /// compile with a diagnostic naming the concept. Every member takes the library's option
 /// structs and returns the library's output structs, so a kernel is a drop-in replacement of
@@ -82,8 +82,8 @@ concept LossKernels = PolicyLossKernel<K> && ValueLossKernel<K> && KlLossKernel<
 
 /// The library's fused kernels: on CPU tensors the autograd Functions over the closed-form
 /// kernels of rlhf/kernels (one pass, the kernel's gradient as the backward); on any other
-/// device the composed torch ops (`composed_kernels`). The device is that of the first tensor.
-struct fused_kernels {
+/// device the composed torch ops (`torch_ops_kernels`). The device is that of the first tensor.
+struct default_kernels {
     [[nodiscard]] policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                                  const torch::Tensor& advantages, const torch::Tensor& mask,
                                                  const rlhf::policy_loss_options& options = {}) const {
@@ -94,14 +94,14 @@ struct fused_kernels {
                                                const torch::Tensor& returns, const torch::Tensor& mask,
                                                const rlhf::value_loss_options& options = {}) const {
         if (values.defined() && !values.device().is_cpu())
-            return ::rlhf::libtorch::value_loss_composed(values, old_values, returns, mask, options);
+            return ::rlhf::libtorch::torch_ops::value_loss(values, old_values, returns, mask, options);
         return ::rlhf::libtorch::value_loss(values, old_values, returns, mask, options);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& mask, const rlhf::kl_loss_options& options = {}) const {
         if (log_probs.defined() && !log_probs.device().is_cpu())
-            return ::rlhf::libtorch::kl_loss_composed(log_probs, ref_log_probs, mask, options);
+            return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, mask, options);
         return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, mask, options);
     }
 
@@ -109,7 +109,7 @@ struct fused_kernels {
                                          const torch::Tensor& old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options = {}) const {
         if (log_probs.defined() && !log_probs.device().is_cpu())
-            return ::rlhf::libtorch::kl_loss_composed(log_probs, ref_log_probs, old_log_probs, mask, options);
+            return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
         return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
     }
 
@@ -117,7 +117,7 @@ struct fused_kernels {
                                                        const torch::Tensor& mask = {},
                                                        const rlhf::logits_options& options = {}) const {
         if (logits.defined() && !logits.device().is_cpu())
-            return ::rlhf::libtorch::composed::logprobs_from_logits(logits, tokens, mask, options);
+            return ::rlhf::libtorch::torch_ops::logprobs_from_logits(logits, tokens, mask, options);
         return ::rlhf::libtorch::logprobs_from_logits(logits, tokens, mask, options);
     }
 };
@@ -125,38 +125,38 @@ struct fused_kernels {
 /// The library's composed kernels: the same losses written with torch ops, on any device,
 /// differentiated by autograd (the GPU fallback). The log-prob kernel validates shapes only
 /// (no value checks, which would synchronise a GPU) and forms `[B, T, V]` intermediates.
-struct composed_kernels {
+struct torch_ops_kernels {
     [[nodiscard]] policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                                  const torch::Tensor& advantages, const torch::Tensor& mask,
                                                  const rlhf::policy_loss_options& options = {}) const {
-        return ::rlhf::libtorch::policy_loss_composed(log_probs, old_log_probs, advantages, mask, options);
+        return ::rlhf::libtorch::torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options);
     }
 
     [[nodiscard]] value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values,
                                                const torch::Tensor& returns, const torch::Tensor& mask,
                                                const rlhf::value_loss_options& options = {}) const {
-        return ::rlhf::libtorch::value_loss_composed(values, old_values, returns, mask, options);
+        return ::rlhf::libtorch::torch_ops::value_loss(values, old_values, returns, mask, options);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& mask, const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::kl_loss_composed(log_probs, ref_log_probs, mask, options);
+        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, mask, options);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::kl_loss_composed(log_probs, ref_log_probs, old_log_probs, mask, options);
+        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
     }
 
     [[nodiscard]] logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                                        const torch::Tensor& mask = {},
                                                        const rlhf::logits_options& options = {}) const {
-        return ::rlhf::libtorch::composed::logprobs_from_logits(logits, tokens, mask, options);
+        return ::rlhf::libtorch::torch_ops::logprobs_from_logits(logits, tokens, mask, options);
     }
 };
 
-static_assert(LossKernels<fused_kernels> && WeightedKlLossKernel<fused_kernels>);
-static_assert(LossKernels<composed_kernels> && WeightedKlLossKernel<composed_kernels>);
+static_assert(LossKernels<default_kernels> && WeightedKlLossKernel<default_kernels>);
+static_assert(LossKernels<torch_ops_kernels> && WeightedKlLossKernel<torch_ops_kernels>);
 
 }  // namespace rlhf::libtorch

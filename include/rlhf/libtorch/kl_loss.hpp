@@ -1,9 +1,9 @@
 #pragma once
 /// @file
 /// KL-in-loss on LibTorch tensors: an autograd Function over the CPU kernel
-/// (`rlhf::libtorch::kl_loss`) and a composition of torch ops that runs on any device
-/// (`rlhf::libtorch::kl_loss_composed`, the GPU fallback). Both return the loss as a 0-dim
-/// tensor differentiable w.r.t. `log_probs`, and the statistics of `rlhf::kl_loss`.
+/// (`rlhf::libtorch::cpu::kl_loss`) and a composition of torch ops that runs on any device
+/// (`rlhf::libtorch::torch_ops::kl_loss`, the GPU fallback), picked by device by `rlhf::libtorch::kl_loss`. Both return
+/// the loss as a 0-dim tensor differentiable w.r.t. `log_probs`, and the statistics of `rlhf::kl_loss`.
 
 #include <torch/autograd.h>
 #include <torch/types.h>
@@ -35,7 +35,7 @@ template <class R>
 kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                               const torch::Tensor* old_log_probs, const torch::Tensor& mask,
                               const rlhf::kl_loss_options& options, R& reducer) {
-    constexpr std::string_view function = "rlhf::libtorch::kl_loss";
+    constexpr std::string_view function = "rlhf::libtorch::cpu::kl_loss";
     kl_loss_output out;
     out.loss = dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
         using T = decltype(tag);
@@ -63,6 +63,8 @@ kl_loss_output kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Te
 
 }  // namespace detail
 
+namespace cpu {
+
 /// KL-in-loss of `rlhf::kl_loss` (see kl_loss.hpp for the formula, the options and the framework
 /// presets) on CPU tensors, with autograd: the backward is the kernel's closed-form gradient
 /// times the incoming gradient.
@@ -85,31 +87,55 @@ kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_
     return detail::kl_loss_kernel(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer);
 }
 
+}  // namespace cpu
+
+namespace torch_ops {
+
 /// KL-in-loss composed of torch ops (any device; autograd differentiates it): the same formula,
-/// options, policies and statistics as `rlhf::libtorch::kl_loss`. The straight-through option
+/// options, policies and statistics as `rlhf::libtorch::cpu::kl_loss`. The straight-through option
 /// is verl's `k2 − k2.detach() + X.detach()`. Reads the validation results and the statistics
 /// back to the host. (Masked positions must hold moderate values here: an overflowed weight at a
 /// masked token makes autograd's gradient NaN there, unlike the kernel.)
 template <Reducer R = local_reducer>
-kl_loss_output kl_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
-                                const torch::Tensor& mask, const rlhf::kl_loss_options& options = {},
-                                R&& reducer = R{}) {
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
     return detail::kl_loss_torch_ops(log_probs, ref_log_probs, nullptr, mask, options, reducer);
 }
 
-/// Importance-weighted form of `kl_loss_composed`: the weight `exp(lp − old)` carries gradient, as TRL.
+/// Importance-weighted form of `torch_ops::kl_loss`: the weight `exp(lp − old)` carries gradient, as TRL.
 template <Reducer R = local_reducer>
-kl_loss_output kl_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
-                                const torch::Tensor& old_log_probs, const torch::Tensor& mask,
-                                const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                       const torch::Tensor& old_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
     return detail::kl_loss_torch_ops(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer);
+}
+
+}  // namespace torch_ops
+
+/// The KL loss on tensors, by device: `cpu::kl_loss` on CPU tensors, `torch_ops::kl_loss` elsewhere.
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+    return by_device(
+        log_probs, [&] { return cpu::kl_loss(log_probs, ref_log_probs, mask, options, reducer); },
+        [&] { return torch_ops::kl_loss(log_probs, ref_log_probs, mask, options, reducer); });
+}
+
+/// The importance-weighted KL loss on tensors, by device.
+template <Reducer R = local_reducer>
+kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                       const torch::Tensor& old_log_probs, const torch::Tensor& mask,
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+    return by_device(
+        log_probs, [&] { return cpu::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options, reducer); },
+        [&] { return torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options, reducer); });
 }
 
 template <class R>
 kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor* old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options, R& reducer) {
-    constexpr std::string_view function = "rlhf::libtorch::kl_loss_composed";
+    constexpr std::string_view function = "rlhf::libtorch::torch_ops::kl_loss";
     rlhf::detail::check_kl_loss_options(function, options);
     detail::check_values_tensor(function, "log_probs", log_probs);
     detail::check_like(function, "ref_log_probs", ref_log_probs, "log_probs", log_probs);

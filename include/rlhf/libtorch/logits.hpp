@@ -3,15 +3,15 @@
 /// LibTorch entry points of the logits kernels (token log-probs and entropy, full-vocabulary KL,
 /// LM loss) and of the pairwise reward-model losses.
 ///
-/// Two implementations of each:
-/// - `rlhf::libtorch::<name>`: a `torch::autograd::Function` whose forward runs the CPU kernel
-///   (one streaming pass per vocabulary row, nothing `[B, T, V]`-sized but the gradient) and whose
-///   backward returns the kernel's closed-form gradient. CPU tensors; values and policies exactly
-///   those of the kernels in rlhf/kernels/logits.hpp and rlhf/kernels/reward_model_loss.hpp,
-///   errors named `rlhf::libtorch::<name>`.
-/// - `rlhf::libtorch::composed::<name>`: the same math composed of torch ops (log_softmax +
+/// Two implementations of each, and one that picks by device:
+/// - `rlhf::libtorch::cpu::<name>`: a `torch::autograd::Function` whose forward runs the CPU
+///   kernel (one streaming pass per vocabulary row, nothing `[B, T, V]`-sized but the gradient) and
+///   whose backward returns the kernel's closed-form gradient. CPU tensors; values and policies
+///   exactly those of the kernels in rlhf/kernels/logits.hpp and rlhf/kernels/reward_model_loss.hpp.
+/// - `rlhf::libtorch::torch_ops::<name>`: the same math composed of torch ops (log_softmax +
 ///   gather, ...), any device, differentiated by autograd. It validates shapes only (no value
 ///   checks, which would synchronise a GPU) and materialises `[B, T, V]` intermediates.
+/// - `rlhf::libtorch::<name>`: `cpu::<name>` on CPU tensors, `torch_ops::<name>` elsewhere.
 ///
 /// Shapes: logits `[B, T, V]` float32/float64; tokens `[B, T]` int64; mask `[B, T]` (bool,
 /// uint8, int32, int64 or the logits' dtype, entries 0/1), an undefined tensor meaning "no mask".
@@ -301,6 +301,8 @@ struct pairwise_function : torch::autograd::Function<pairwise_function> {
 
 }  // namespace logits_detail
 
+namespace cpu {
+
 /// Token log-probs `log softmax(z/τ)[y]` and entropies of `logits [B, T, V]` at `tokens [B, T]`
 /// (CPU; differentiable w.r.t. `logits` through both outputs, closed-form backward in one pass per
 /// row from the saved log-sum-exp). `mask` optional: masked positions are not read and get 0 and
@@ -360,10 +362,12 @@ inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tens
                                                    true);
 }
 
-/// Torch-op implementations: any device, autograd gradients, shape checks only.
-namespace composed {
+}  // namespace cpu
 
-namespace detail {
+/// Torch-op implementations: any device, autograd gradients, shape checks only.
+namespace torch_ops {
+
+namespace logits_ops {
 // Logits divided by τ with masked rows zeroed (so that nothing there reaches the outputs or the
 // gradients, whatever the logits hold), and the boolean mask `[B, T]` (or undefined).
 inline torch::Tensor scaled(const torch::Tensor& logits, const torch::Tensor& valid, double temperature) {
@@ -383,56 +387,56 @@ inline torch::Tensor entropy(const torch::Tensor& logp) {
     const torch::Tensor safe = torch::where(p > 0, logp, torch::zeros_like(logp));
     return -(p * safe).sum(-1);
 }
-}  // namespace detail
+}  // namespace logits_ops
 
 /// `rlhf::libtorch::logprobs_from_logits` composed of `log_softmax` + `gather`.
 inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                             const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    constexpr std::string_view name = "rlhf::libtorch::composed::logprobs_from_logits";
+    constexpr std::string_view name = "rlhf::libtorch::torch_ops::logprobs_from_logits";
     logits_detail::check_rank(logits, name, "logits", 3);
     logits_detail::check_rank(tokens, name, "tokens", 2);
-    const torch::Tensor valid = detail::valid_of(mask);
-    const torch::Tensor logp = torch::log_softmax(detail::scaled(logits, valid, options.temperature), -1);
+    const torch::Tensor valid = logits_ops::valid_of(mask);
+    const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
     const torch::Tensor ids = valid.defined() ? torch::where(valid, tokens, torch::zeros_like(tokens)) : tokens;
     const torch::Tensor lp = logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1);
-    return {detail::zero_masked(lp, valid), detail::zero_masked(detail::entropy(logp), valid)};
+    return {logits_ops::zero_masked(lp, valid), logits_ops::zero_masked(logits_ops::entropy(logp), valid)};
 }
 
 /// `rlhf::libtorch::entropy_from_logits` composed of torch ops.
 inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
                                          const logits_options& options = {}) {
-    logits_detail::check_rank(logits, "rlhf::libtorch::composed::entropy_from_logits", "logits", 3);
-    const torch::Tensor valid = detail::valid_of(mask);
-    const torch::Tensor logp = torch::log_softmax(detail::scaled(logits, valid, options.temperature), -1);
-    return detail::zero_masked(detail::entropy(logp), valid);
+    logits_detail::check_rank(logits, "rlhf::libtorch::torch_ops::entropy_from_logits", "logits", 3);
+    const torch::Tensor valid = logits_ops::valid_of(mask);
+    const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
+    return logits_ops::zero_masked(logits_ops::entropy(logp), valid);
 }
 
 /// `rlhf::libtorch::full_kl_from_logits` composed of torch ops (the reference is detached).
 inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
                                          const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    constexpr std::string_view name = "rlhf::libtorch::composed::full_kl_from_logits";
+    constexpr std::string_view name = "rlhf::libtorch::torch_ops::full_kl_from_logits";
     logits_detail::check_rank(policy_logits, name, "policy_logits", 3);
     logits_detail::check_rank(reference_logits, name, "reference_logits", 3);
-    const torch::Tensor valid = detail::valid_of(mask);
-    const torch::Tensor logp = torch::log_softmax(detail::scaled(policy_logits, valid, options.temperature), -1);
+    const torch::Tensor valid = logits_ops::valid_of(mask);
+    const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(policy_logits, valid, options.temperature), -1);
     const torch::Tensor logq =
-        torch::log_softmax(detail::scaled(reference_logits.detach(), valid, options.temperature), -1);
+        torch::log_softmax(logits_ops::scaled(reference_logits.detach(), valid, options.temperature), -1);
     const torch::Tensor p = logp.exp();
     const torch::Tensor diff = torch::where(p > 0, logp - logq, torch::zeros_like(logp));
-    return detail::zero_masked((p * diff).sum(-1), valid);
+    return logits_ops::zero_masked((p * diff).sum(-1), valid);
 }
 
 /// `rlhf::libtorch::lm_loss` composed of torch ops (0 when no token counts).
 inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& mask = {},
                              const lm_loss_options& options = {}) {
-    constexpr std::string_view name = "rlhf::libtorch::composed::lm_loss";
+    constexpr std::string_view name = "rlhf::libtorch::torch_ops::lm_loss";
     logits_detail::check_rank(logits, name, "logits", 3);
     logits_detail::check_rank(tokens, name, "tokens", 2);
     torch::Tensor valid = mask.defined() ? mask != 0 : torch::ones_like(tokens, tokens.options().dtype(torch::kBool));
     if (options.ignore_index) valid = valid & (tokens != *options.ignore_index);
-    const torch::Tensor logp = torch::log_softmax(detail::scaled(logits, valid, options.temperature), -1);
+    const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
     const torch::Tensor ids = torch::where(valid, tokens, torch::zeros_like(tokens));
-    const torch::Tensor lp = detail::zero_masked(logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), valid);
+    const torch::Tensor lp = logits_ops::zero_masked(logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1), valid);
     const torch::Tensor count = valid.sum().clamp_min(1).to(logits.scalar_type());
     return -lp.sum() / count;
 }
@@ -454,6 +458,55 @@ inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tens
     return -torch::log_sigmoid(chosen - rejected).mean();
 }
 
-}  // namespace composed
+}  // namespace torch_ops
+
+/// Log-probs and entropies by device: `cpu::logprobs_from_logits` on CPU tensors,
+/// `torch_ops::logprobs_from_logits` elsewhere.
+inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
+                                            const torch::Tensor& mask = {}, const logits_options& options = {}) {
+    return by_device(
+        logits, [&] { return cpu::logprobs_from_logits(logits, tokens, mask, options); },
+        [&] { return torch_ops::logprobs_from_logits(logits, tokens, mask, options); });
+}
+
+/// Entropy by device (`cpu::entropy_from_logits`, `torch_ops::entropy_from_logits`).
+inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
+                                         const logits_options& options = {}) {
+    return by_device(
+        logits, [&] { return cpu::entropy_from_logits(logits, mask, options); },
+        [&] { return torch_ops::entropy_from_logits(logits, mask, options); });
+}
+
+/// Full-vocabulary KL by device (`cpu::full_kl_from_logits`, `torch_ops::full_kl_from_logits`).
+inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
+                                         const torch::Tensor& mask = {}, const logits_options& options = {}) {
+    return by_device(
+        policy_logits, [&] { return cpu::full_kl_from_logits(policy_logits, reference_logits, mask, options); },
+        [&] { return torch_ops::full_kl_from_logits(policy_logits, reference_logits, mask, options); });
+}
+
+/// LM loss by device (`cpu::lm_loss`, `torch_ops::lm_loss`).
+inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& mask = {},
+                             const lm_loss_options& options = {}) {
+    return by_device(
+        logits, [&] { return cpu::lm_loss(logits, tokens, mask, options); },
+        [&] { return torch_ops::lm_loss(logits, tokens, mask, options); });
+}
+
+/// Pairwise log-sigmoid loss by device (`cpu::pairwise_logsigmoid_loss`, `torch_ops::pairwise_logsigmoid_loss`).
+inline torch::Tensor pairwise_logsigmoid_loss(const torch::Tensor& chosen, const torch::Tensor& rejected,
+                                              const torch::Tensor& margin = {},
+                                              const pairwise_loss_options& options = {}) {
+    return by_device(
+        chosen, [&] { return cpu::pairwise_logsigmoid_loss(chosen, rejected, margin, options); },
+        [&] { return torch_ops::pairwise_logsigmoid_loss(chosen, rejected, margin, options); });
+}
+
+/// Log-exp loss by device (`cpu::log_exp_loss`, `torch_ops::log_exp_loss`).
+inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tensor& rejected) {
+    return by_device(
+        chosen, [&] { return cpu::log_exp_loss(chosen, rejected); },
+        [&] { return torch_ops::log_exp_loss(chosen, rejected); });
+}
 
 }  // namespace rlhf::libtorch

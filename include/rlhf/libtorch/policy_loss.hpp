@@ -1,9 +1,9 @@
 #pragma once
 /// @file
-/// The clipped policy loss on LibTorch tensors: a fused CPU path (an autograd Function whose
-/// backward is the kernel's closed-form gradient) and a composed torch-op path (any device,
-/// plain autograd: the GPU fallback). Both return the loss and `rlhf::policy_loss_stats`.
-/// Formula, options and presets: rlhf/kernels/policy_loss.hpp.
+/// The clipped policy loss on LibTorch tensors: `cpu::policy_loss` (the CPU kernel under
+/// autograd, its closed-form gradient as the backward), `torch_ops::policy_loss` (torch ops on any
+/// device, plain autograd: the GPU fallback) and `policy_loss`, which picks one by device. Both return the loss and
+/// `rlhf::policy_loss_stats`. Formula, options and presets: rlhf/kernels/policy_loss.hpp.
 
 #include <torch/autograd.h>
 #include <torch/types.h>
@@ -28,85 +28,39 @@ struct policy_loss_output {
     policy_loss_stats stats{};
 };
 
-/// Autograd Function over the fused CPU kernel `rlhf::policy_loss`. The forward computes the
-/// loss and, when `log_probs` requires grad, its gradient in the same pass; the backward
-/// returns that gradient times the incoming scalar gradient. Only `log_probs` receives a
-/// gradient (old log-probs and advantages are constants of the loss); not twice differentiable.
-/// Use through `rlhf::libtorch::policy_loss_fused`.
-struct policy_loss_function : torch::autograd::Function<policy_loss_function> {
-    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& log_probs,
-                                 const torch::Tensor& old_log_probs, const torch::Tensor& advantages,
-                                 const torch::Tensor& mask, const policy_loss_options& options,
-                                 policy_loss_stats* stats) {
-        constexpr std::string_view function = "rlhf::libtorch::policy_loss";
-        return dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
-            using T = decltype(tag);
-            check_same_dtype(old_log_probs, function, "old_log_probs", log_probs, "log_probs");
-            check_same_dtype(advantages, function, "advantages", log_probs, "log_probs");
-            const view<T> lp = as_view<T>(log_probs, function, "log_probs");
-            const view<T> old = as_view<T>(old_log_probs, function, "old_log_probs");
-            const view<T> adv = as_view<T>(advantages, function, "advantages");
-            torch::Tensor grad;
-            mut_view<T> grad_view{};
-            if (log_probs.requires_grad()) {
-                grad = torch::empty(log_probs.sizes(), log_probs.options());
-                grad_view = as_mut_view<T>(grad, function, "grad");
-            }
-            const policy_loss_result result = with_mask_view<T>(
-                mask, function, [&](const auto m) { return ::rlhf::policy_loss(lp, old, adv, m, options, grad_view); });
-            ctx->saved_data["grad"] = grad;
-            if (stats != nullptr) *stats = result.stats;
-            return torch::scalar_tensor(result.loss, torch::TensorOptions().dtype(log_probs.scalar_type()));
-        });
-    }
+namespace cpu {
 
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                   torch::autograd::variable_list grad_outputs) {
-        const torch::Tensor grad = ctx->saved_data["grad"].toTensor();
-        // One gradient per forward argument; the non-tensor ones and the constants get none.
-        return {grad * grad_outputs[0], torch::Tensor(), torch::Tensor(),
-                torch::Tensor(),        torch::Tensor(), torch::Tensor()};
-    }
-};
-
-/// The fused CPU path: `rlhf::policy_loss` under autograd.
-///
-/// `log_probs`, `old_log_probs`, `advantages`: `[B, T]` CPU tensors of one dtype (float32 or
-/// float64; innermost stride 1, outer strides free); `mask` `[B, T]` ∈ {0,1} of dtype bool,
-/// uint8, int32, int64 or that of `log_probs`. Errors (dtype, device, shape, values, options)
-/// name the argument. Global token/row counts for aggregation go in `options.aggregation`.
-inline policy_loss_output policy_loss_fused(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
-                                            const torch::Tensor& advantages, const torch::Tensor& mask,
-                                            const policy_loss_options& options = {}) {
+/// The CPU path: the kernel `rlhf::policy_loss` under autograd (`closed_form_loss`: the gradient
+/// is computed in the forward pass, the backward scales it). `log_probs`, `old_log_probs`,
+/// `advantages`: `[B, T]` CPU tensors of one dtype (float32 or float64; innermost stride 1, outer
+/// strides free); `mask` `[B, T]` ∈ {0,1} of dtype bool, uint8, int32, int64 or that of
+/// `log_probs`. Only `log_probs` receives a gradient; not twice differentiable. Global
+/// token/row counts for aggregation go in `options.aggregation`.
+inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                      const torch::Tensor& advantages, const torch::Tensor& mask,
+                                      const policy_loss_options& options = {}) {
+    constexpr std::string_view function = "rlhf::libtorch::cpu::policy_loss";
     policy_loss_output out;
-    out.loss = policy_loss_function::apply(log_probs, old_log_probs, advantages, mask, options, &out.stats);
+    out.loss = dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+        using T = decltype(tag);
+        check_same_dtype(old_log_probs, function, "old_log_probs", log_probs, "log_probs");
+        check_same_dtype(advantages, function, "advantages", log_probs, "log_probs");
+        const view<T> lp = as_view<T>(log_probs, function, "log_probs");
+        const view<T> old = as_view<T>(old_log_probs, function, "old_log_probs");
+        const view<T> adv = as_view<T>(advantages, function, "advantages");
+        return with_mask_view<T>(mask, function, [&](const auto m) {
+            return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
+                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
+                const policy_loss_result result = ::rlhf::policy_loss(lp, old, adv, m, options, g);
+                out.stats = result.stats;
+                return result.loss;
+            });
+        });
+    });
     return out;
 }
 
-namespace detail {
-
-inline void check_composed_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
-                                  const torch::Tensor& log_probs) {
-    check_defined(tensor, function, argument);
-    if (tensor.device() != log_probs.device())
-        fail(error_kind::device, function, argument, log_probs.device().str() + " (the device of 'log_probs')",
-             tensor.device().str());
-    if (tensor.dim() != 2 || !tensor.sizes().equals(log_probs.sizes()))
-        fail(error_kind::shape, function, argument, shape_string(log_probs) + " (the shape of 'log_probs')",
-             shape_string(tensor));
-}
-
-inline void check_composed_finite(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
-    const torch::Tensor bad = torch::logical_not(torch::isfinite(tensor)).nonzero();
-    if (bad.size(0) == 0) return;
-    const torch::Tensor at = bad[0].cpu();
-    const int64_t b = at[0].item<int64_t>();
-    const int64_t t = at[1].item<int64_t>();
-    fail(error_kind::value, function, argument, "finite values",
-         number_string(tensor[b][t].item<double>()) + " at [" + std::to_string(b) + ", " + std::to_string(t) + "]");
-}
-
-}  // namespace detail
+}  // namespace cpu
 
 /// The composed path: the same loss written with torch ops, on any device, differentiated by
 /// autograd (w.r.t. `log_probs` only: `old_log_probs` and `advantages` are detached). The
@@ -116,10 +70,12 @@ inline void check_composed_finite(const torch::Tensor& tensor, std::string_view 
 /// Numerics: values as the kernel's, but autograd's own: without a log-ratio clamp an
 /// overflowed ratio gives NaN gradients (0·inf in exp's backward) where the kernel gives 0 or
 /// inf; set a clamp (the verl/OpenRLHF presets do).
-inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
-                                               const torch::Tensor& advantages, const torch::Tensor& mask,
-                                               const policy_loss_options& options = {}) {
-    constexpr std::string_view function = "rlhf::libtorch::policy_loss_composed";
+namespace torch_ops {
+
+inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                      const torch::Tensor& advantages, const torch::Tensor& mask,
+                                      const policy_loss_options& options = {}) {
+    constexpr std::string_view function = "rlhf::libtorch::torch_ops::policy_loss";
     ::rlhf::detail::check_policy_options(function, options);
     check_defined(log_probs, function, "log_probs");
     const auto dtype = log_probs.scalar_type();
@@ -128,9 +84,9 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
     if (log_probs.dim() != 2)
         fail(error_kind::shape, function, "log_probs", "2 dimensions",
              std::to_string(log_probs.dim()) + " dimensions " + shape_string(log_probs));
-    detail::check_composed_tensor(old_log_probs, function, "old_log_probs", log_probs);
-    detail::check_composed_tensor(advantages, function, "advantages", log_probs);
-    detail::check_composed_tensor(mask, function, "mask", log_probs);
+    libtorch::detail::check_like(function, "old_log_probs", old_log_probs, "log_probs", log_probs, false);
+    libtorch::detail::check_like(function, "advantages", advantages, "log_probs", log_probs, false);
+    libtorch::detail::check_like(function, "mask", mask, "log_probs", log_probs, false);
     check_same_dtype(old_log_probs, function, "old_log_probs", log_probs, "log_probs");
     check_same_dtype(advantages, function, "advantages", log_probs, "log_probs");
     const auto mask_type = mask.scalar_type();
@@ -138,9 +94,9 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
         mask_type != torch::kInt64 && mask_type != dtype)
         fail(error_kind::dtype, function, "mask",
              "bool, uint8, int32, int64 or " + dtype_name(dtype) + " (the dtype of the values)", dtype_name(mask_type));
-    detail::check_composed_finite(log_probs, function, "log_probs");
-    detail::check_composed_finite(old_log_probs, function, "old_log_probs");
-    detail::check_composed_finite(advantages, function, "advantages");
+    libtorch::detail::check_finite_tensor(function, "log_probs", log_probs);
+    libtorch::detail::check_finite_tensor(function, "old_log_probs", old_log_probs);
+    libtorch::detail::check_finite_tensor(function, "advantages", advantages);
     if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
         fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
 
@@ -153,7 +109,8 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
 
     // Aggregation weights w = m · c_b, computed by the kernels' own rule (loss_aggregation.hpp).
     local_reducer reducer;
-    const torch::Tensor weights = detail::token_weights(function, mask != 0, options.aggregation, dtype, reducer);
+    const torch::Tensor weights =
+        libtorch::detail::token_weights(function, mask != 0, options.aggregation, dtype, reducer);
 
     torch::Tensor d;
     if (sequence)
@@ -213,15 +170,16 @@ inline policy_loss_output policy_loss_composed(const torch::Tensor& log_probs, c
     return out;
 }
 
-/// The policy loss on tensors: the fused kernel when `log_probs` is on the CPU
-/// (`policy_loss_fused`; every input must then be on the CPU), the composed torch ops
-/// otherwise (`policy_loss_composed`).
+}  // namespace torch_ops
+
+/// The policy loss on tensors, by device (`rlhf::libtorch::by_device`): `cpu::policy_loss` on CPU
+/// tensors, `torch_ops::policy_loss` elsewhere.
 inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                       const torch::Tensor& advantages, const torch::Tensor& mask,
                                       const policy_loss_options& options = {}) {
-    if (log_probs.defined() && log_probs.device().is_cpu())
-        return policy_loss_fused(log_probs, old_log_probs, advantages, mask, options);
-    return policy_loss_composed(log_probs, old_log_probs, advantages, mask, options);
+    return by_device(
+        log_probs, [&] { return cpu::policy_loss(log_probs, old_log_probs, advantages, mask, options); },
+        [&] { return torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options); });
 }
 
 }  // namespace rlhf::libtorch

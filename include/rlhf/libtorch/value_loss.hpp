@@ -1,8 +1,9 @@
 #pragma once
 /// @file
 /// The value loss on LibTorch tensors: an autograd Function over the CPU kernel
-/// (`rlhf::libtorch::value_loss`) and a composition of torch ops that runs on any device
-/// (`rlhf::libtorch::value_loss_composed`, the GPU fallback). Both return the loss as a 0-dim
+/// (`rlhf::libtorch::cpu::value_loss`) and a composition of torch ops that runs on any device
+/// (`rlhf::libtorch::torch_ops::value_loss`, the GPU fallback), picked by device by
+/// `rlhf::libtorch::value_loss`. Both return the loss as a 0-dim
 /// tensor differentiable w.r.t. `values`, and the statistics of `rlhf::value_loss`.
 
 #include <torch/autograd.h>
@@ -40,11 +41,13 @@ struct value_loss_output {
 /// a contiguous innermost dimension; `mask`: `[B, T]` bool, uint8, int32, int64 or the values'
 /// dtype, ∈ {0,1}. Only `values` receives a gradient. Errors: `rlhf::error` naming the argument
 /// (dtype, device, shape, non-finite values, non-binary or empty mask, options).
+namespace cpu {
+
 template <Reducer R = local_reducer>
 value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
                              const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
                              R&& reducer = R{}) {
-    constexpr std::string_view function = "rlhf::libtorch::value_loss";
+    constexpr std::string_view function = "rlhf::libtorch::cpu::value_loss";
     value_loss_output out;
     out.loss = dispatch_floating(values, function, "values", [&](auto tag) {
         using T = decltype(tag);
@@ -68,20 +71,25 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
 /// weights come from `rlhf::row_weights` on a CPU copy of the mask). Kinks follow autograd's
 /// conventions (`clamp` inclusive, `max` split on ties), which the kernel reproduces.
 /// Reads the validation results and the statistics back to the host (device synchronisations).
+}  // namespace cpu
+
+namespace torch_ops {
+
 template <Reducer R = local_reducer>
-value_loss_output value_loss_composed(const torch::Tensor& values, const torch::Tensor& old_values,
-                                      const torch::Tensor& returns, const torch::Tensor& mask,
-                                      const rlhf::value_loss_options& options = {}, R&& reducer = R{}) {
-    constexpr std::string_view function = "rlhf::libtorch::value_loss_composed";
+value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
+                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
+                             R&& reducer = R{}) {
+    constexpr std::string_view function = "rlhf::libtorch::torch_ops::value_loss";
     rlhf::detail::check_value_loss_options(function, options);
-    detail::check_values_tensor(function, "values", values);
-    detail::check_like(function, "old_values", old_values, "values", values);
-    detail::check_like(function, "returns", returns, "values", values);
-    const torch::Tensor valid = detail::binary_mask(function, mask, values);
-    detail::check_finite_tensor(function, "values", values);
-    detail::check_finite_tensor(function, "old_values", old_values);
-    detail::check_finite_tensor(function, "returns", returns);
-    const torch::Tensor w = detail::token_weights(function, valid, options.aggregation, values.scalar_type(), reducer);
+    libtorch::detail::check_values_tensor(function, "values", values);
+    libtorch::detail::check_like(function, "old_values", old_values, "values", values);
+    libtorch::detail::check_like(function, "returns", returns, "values", values);
+    const torch::Tensor valid = libtorch::detail::binary_mask(function, mask, values);
+    libtorch::detail::check_finite_tensor(function, "values", values);
+    libtorch::detail::check_finite_tensor(function, "old_values", old_values);
+    libtorch::detail::check_finite_tensor(function, "returns", returns);
+    const torch::Tensor w =
+        libtorch::detail::token_weights(function, valid, options.aggregation, values.scalar_type(), reducer);
 
     const torch::Tensor target = options.returns_from_advantages ? returns + old_values : returns;
     const auto psi = [&](const torch::Tensor& e) {
@@ -125,6 +133,19 @@ value_loss_output value_loss_composed(const torch::Tensor& values, const torch::
         st.explained_variance = var_target > 0.0 ? 1.0 - var_residual / var_target : 0.0;
     }
     return out;
+}
+
+}  // namespace torch_ops
+
+/// The value loss on tensors, by device: `cpu::value_loss` on CPU tensors, `torch_ops::value_loss`
+/// elsewhere.
+template <Reducer R = local_reducer>
+value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
+                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
+                             R&& reducer = R{}) {
+    return by_device(
+        values, [&] { return cpu::value_loss(values, old_values, returns, mask, options, reducer); },
+        [&] { return torch_ops::value_loss(values, old_values, returns, mask, options, reducer); });
 }
 
 }  // namespace rlhf::libtorch

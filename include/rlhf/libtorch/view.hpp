@@ -71,7 +71,7 @@ template <class T>
 /// Checks that `tensor` is defined (not a default-constructed `torch::Tensor`); the one place
 /// every LibTorch path checks it.
 inline void check_defined(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
-    check_defined(tensor, function, argument);
+    if (!tensor.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
 }
 
 /// Checks that `tensor` is defined, on the CPU, of dtype `T` and rank `Rank`, with a
