@@ -22,12 +22,7 @@
 #include <vector>
 
 #include "harness.hpp"
-#include "rlhf/libtorch/advantages.hpp"
-#include "rlhf/libtorch/logits.hpp"
-#include "rlhf/libtorch/outcome_advantages.hpp"
-#include "rlhf/libtorch/policy_loss.hpp"
-#include "rlhf/libtorch/rewards.hpp"
-#include "rlhf/libtorch/value_loss.hpp"
+#include "rlhf/libtorch.hpp"
 
 namespace {
 
@@ -93,7 +88,7 @@ RLHF_BENCH_KERNEL(gae_problem, "", "libtorch_fused", [](const gae_problem& p) {
     auto out = std::make_shared<kept>();
     return prepared_kernel{.run =
                                [=] {
-                                   auto result = rlhf::libtorch::compute_gae(
+                                   auto result = rlhf::compute_gae(
                                        r, v, m, {.gamma = p.gamma, .lambda = p.lambda, .masking = p.masking});
                                    out->a = result.advantages;
                                    out->b = result.returns;
@@ -162,7 +157,7 @@ RLHF_BENCH_KERNEL(whiten_problem, "whiten", "libtorch_fused", [](const whiten_pr
     if (!device().is_cpu()) return cpu_only();
     const Tensor x = host(p.values, {p.batch, p.steps}), m = host(p.mask, {p.batch, p.steps});
     auto out = std::make_shared<kept>();
-    return prepared_kernel{.run = [=] { out->a = rlhf::libtorch::masked_whiten(x, m, {.epsilon = p.epsilon}); },
+    return prepared_kernel{.run = [=] { out->a = rlhf::masked_whiten(x, m, {.epsilon = p.epsilon}); },
                            .fetch = [=] { copy_out(out->a, p.out); },
                            .release = [=] { *out = kept{}; },
                            .writes_problem_outputs = false};
@@ -201,7 +196,7 @@ RLHF_BENCH_KERNEL(kl_reward_problem, "kl_reward", "libtorch_fused", [](const kl_
     const Tensor m = host(p.mask, {p.batch, p.steps}), scores = host(p.scores, {p.batch});
     auto out = std::make_shared<kept>();
     return prepared_kernel{
-        .run = [=] { out->a = rlhf::libtorch::shape_rewards_from_logprobs(lp, ref, m, scores, shaping_options(p)); },
+        .run = [=] { out->a = rlhf::shape_rewards_from_logprobs(lp, ref, m, scores, shaping_options(p)); },
         .fetch = [=] { copy_out(out->a, p.rewards); },
         .release = [=] { *out = kept{}; },
         .writes_problem_outputs = false};
@@ -363,11 +358,10 @@ RLHF_BENCH_KERNEL(grpo_problem, "grpo", "libtorch_fused", [](const grpo_problem&
     const Tensor r = host(p.token_rewards, {p.batch, p.steps}), m = host(p.mask, {p.batch, p.steps});
     const Tensor ids = host(p.group_ids, {p.batch}, torch::kInt64);
     auto out = std::make_shared<kept>();
-    return prepared_kernel{
-        .run = [=] { out->a = rlhf::libtorch::compute_grpo_advantages(r, m, ids, {.epsilon = p.epsilon}); },
-        .fetch = [=] { copy_out(out->a, p.advantages); },
-        .release = [=] { *out = kept{}; },
-        .writes_problem_outputs = false};
+    return prepared_kernel{.run = [=] { out->a = rlhf::compute_grpo_advantages(r, m, ids, {.epsilon = p.epsilon}); },
+                           .fetch = [=] { copy_out(out->a, p.advantages); },
+                           .release = [=] { *out = kept{}; },
+                           .writes_problem_outputs = false};
 });
 
 /// TRL's GRPO layout: scores viewed as [B / G, G], group mean and unbiased std, broadcast back.

@@ -54,27 +54,10 @@ concept dense_object = std::derived_from<X, Eigen::DenseBase<X>>;
 }  // namespace eigen
 
 template <eigen::dense_object X>
-struct backend_adapter<X> {
+struct backend_adapter<X> : static_element_dispatch<typename X::Scalar> {
     using backend = eigen::backend;
     using scalar = typename X::Scalar;
 
-    template <class Body>
-    static decltype(auto) dispatch_floating(const X& /*x*/, std::string_view /*function*/,
-                                            std::string_view /*argument*/, Body&& body) {
-        static_assert(std::is_same_v<scalar, float> || std::is_same_v<scalar, double>,
-                      "rlhf: Eigen values must hold float or double");
-        return std::forward<Body>(body)(std::type_identity<scalar>{});
-    }
-
-    template <class T, class Body>
-    static decltype(auto) dispatch_mask(const X& /*x*/, std::string_view /*function*/, std::string_view /*argument*/,
-                                        Body&& body) {
-        static_assert(std::is_arithmetic_v<scalar>, "rlhf: an Eigen mask must hold bool, an integer type or T");
-        return std::forward<Body>(body)(std::type_identity<scalar>{});
-    }
-
-    /// `x` as a view of rank `Rank`; rank 3 reads `[B·T, V]` rows as `[B, T, V]` with `leading`
-    /// = `[B, T]` (`{}`: one position per row).
     template <class E, std::size_t Rank>
     [[nodiscard]] static view<E, Rank> input(const X& x, const call_site& site, std::string_view argument,
                                              const extents_t<2>& leading) {

@@ -54,6 +54,26 @@ struct call_site {
     std::string_view dtype_source;
 };
 
+/// The dtype dispatch of a backend whose element type is a compile-time property of the container
+/// (Eigen, xtensor): adapters inherit it; a wrong element type is a compile error.
+template <class Scalar>
+struct static_element_dispatch {
+    template <class Body>
+    static decltype(auto) dispatch_floating(const auto& /*x*/, std::string_view /*function*/,
+                                            std::string_view /*argument*/, Body&& body) {
+        static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
+                      "rlhf: values must hold float or double");
+        return std::forward<Body>(body)(std::type_identity<Scalar>{});
+    }
+
+    template <class T, class Body>
+    static decltype(auto) dispatch_mask(const auto& /*x*/, std::string_view /*function*/, std::string_view /*argument*/,
+                                        Body&& body) {
+        static_assert(std::is_arithmetic_v<Scalar>, "rlhf: a mask must hold bool, an integer type or T");
+        return std::forward<Body>(body)(std::type_identity<Scalar>{});
+    }
+};
+
 namespace entry_detail {
 
 /// The state of one entry-point call with value type `T`: `in` views an argument, `make` and `out`

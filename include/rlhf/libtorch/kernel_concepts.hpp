@@ -80,9 +80,10 @@ concept LogProbKernel = requires(const K& kernel, const torch::Tensor& tensor, c
 template <class K>
 concept LossKernels = PolicyLossKernel<K> && ValueLossKernel<K> && KlLossKernel<K> && LogProbKernel<K>;
 
-/// The library's fused kernels: on CPU tensors the autograd Functions over the closed-form
-/// kernels of rlhf/kernels (one pass, the kernel's gradient as the backward); on any other
-/// device the composed torch ops (`torch_ops_kernels`). The device is that of the first tensor.
+/// The library's kernels by device (`rlhf::libtorch::by_device`): on CPU tensors the autograd
+/// Functions over the closed-form kernels of rlhf/kernels (`cpu::`: one pass, the kernel's
+/// gradient as the backward); on any other device the torch ops (`torch_ops_kernels`). The
+/// device is that of the first tensor.
 struct default_kernels {
     [[nodiscard]] policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                                  const torch::Tensor& advantages, const torch::Tensor& mask,
@@ -93,36 +94,28 @@ struct default_kernels {
     [[nodiscard]] value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values,
                                                const torch::Tensor& returns, const torch::Tensor& mask,
                                                const rlhf::value_loss_options& options = {}) const {
-        if (values.defined() && !values.device().is_cpu())
-            return ::rlhf::libtorch::torch_ops::value_loss(values, old_values, returns, mask, options);
         return ::rlhf::libtorch::value_loss(values, old_values, returns, mask, options);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& mask, const rlhf::kl_loss_options& options = {}) const {
-        if (log_probs.defined() && !log_probs.device().is_cpu())
-            return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, mask, options);
         return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, mask, options);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options = {}) const {
-        if (log_probs.defined() && !log_probs.device().is_cpu())
-            return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
         return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
     }
 
     [[nodiscard]] logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                                        const torch::Tensor& mask = {},
                                                        const rlhf::logits_options& options = {}) const {
-        if (logits.defined() && !logits.device().is_cpu())
-            return ::rlhf::libtorch::torch_ops::logprobs_from_logits(logits, tokens, mask, options);
         return ::rlhf::libtorch::logprobs_from_logits(logits, tokens, mask, options);
     }
 };
 
-/// The library's composed kernels: the same losses written with torch ops, on any device,
+/// The library's torch-op kernels: the same losses written with torch ops, on any device,
 /// differentiated by autograd (the GPU fallback). The log-prob kernel validates shapes only
 /// (no value checks, which would synchronise a GPU) and forms `[B, T, V]` intermediates.
 struct torch_ops_kernels {

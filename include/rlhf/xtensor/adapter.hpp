@@ -39,25 +39,16 @@ struct backend {
 
 }  // namespace xtensor
 
+namespace xtensor {
+/// The element type of a container.
+template <class X>
+using element_of = std::remove_cv_t<std::remove_reference_t<decltype(*std::declval<const X&>().data())>>;
+}  // namespace xtensor
+
 template <xtensor::dense_container X>
-struct backend_adapter<X> {
+struct backend_adapter<X> : static_element_dispatch<xtensor::element_of<X>> {
     using backend = xtensor::backend;
-    using scalar = std::remove_cv_t<std::remove_reference_t<decltype(*std::declval<const X&>().data())>>;
-
-    template <class Body>
-    static decltype(auto) dispatch_floating(const X& /*x*/, std::string_view /*function*/,
-                                            std::string_view /*argument*/, Body&& body) {
-        static_assert(std::is_same_v<scalar, float> || std::is_same_v<scalar, double>,
-                      "rlhf: xtensor values must hold float or double");
-        return std::forward<Body>(body)(std::type_identity<scalar>{});
-    }
-
-    template <class T, class Body>
-    static decltype(auto) dispatch_mask(const X& /*x*/, std::string_view /*function*/, std::string_view /*argument*/,
-                                        Body&& body) {
-        static_assert(std::is_arithmetic_v<scalar>, "rlhf: an xtensor mask must hold bool, an integer type or T");
-        return std::forward<Body>(body)(std::type_identity<scalar>{});
-    }
+    using scalar = xtensor::element_of<X>;
 
     template <class E, std::size_t Rank>
     [[nodiscard]] static view<E, Rank> input(const X& x, const call_site& site, std::string_view argument,
