@@ -487,7 +487,7 @@ inline torch::Tensor ref_of(const torch::Tensor& t, torch::Dtype dtype) {
     return t.to(dtype).to(torch::kFloat64);
 }
 
-inline std::vector<std::pair<std::string, aggregation_options>> aggregation_variants(std::int64_t rows) {
+inline std::vector<std::pair<std::string, aggregation_options>> aggregation_modes(std::int64_t rows) {
     return {
         {"agg_token_mean_global", {.mode = loss_aggregation::token_mean, .global_token_count = 57.0, .dp_size = 2.0}},
         {"agg_seq_mean_token_sum", {.mode = loss_aggregation::seq_mean_token_sum}},
@@ -536,6 +536,75 @@ struct logits_case {
     torch::Tensor mask;    // [B, T] float64 0/1 or undefined
 };
 
+/// A named option set of a loss suite; `float_tolerance` compares at the float32 tolerance in
+/// every dtype.
+template <class Options>
+struct variant {
+    std::string name;
+    Options options;
+    bool float_tolerance = false;
+};
+
+/// Every loss suite's case loop: `run(name, inputs(mask), variant, dtype, mask_index)` for each
+/// variant, each mask from `first` in steps of `step`, each dtype, named `<variant>/<mask>/<dtype>`.
+template <class Options, class Inputs, class Run>
+void for_each_case(const conformance_options& o, const std::vector<variant<Options>>& variants,
+                   const std::vector<named_mask>& masks, Inputs&& inputs, Run&& run, std::size_t first = 0,
+                   std::size_t step = 1) {
+    for (const variant<Options>& v : variants)
+        for (std::size_t mi = first; mi < masks.size(); mi += step)
+            for (const torch::Dtype dtype : o.dtypes)
+                run(v.name + "/" + masks[mi].name + "/" + dtype_label(dtype), inputs(masks[mi].mask), v, dtype, mi);
+}
+
+/// The edge cases of every loss suite: `long_variants` on two rows of `o.long_length` tokens (masks
+/// drawn from `long_seed`, right padding) and `empty_mask_sum_norm` on an all-zero mask (the
+/// seq-mean-token-sum-norm aggregation accepts it: loss 0). `inputs(rows, cols, mask)`.
+template <class Options, class Inputs, class Run>
+void run_edge_cases(const conformance_options& o, std::uint64_t long_seed,
+                    const std::vector<variant<Options>>& long_variants, Inputs&& inputs, Run&& run) {
+    if (o.long_length > 0) {
+        generator long_gen(long_seed);
+        const auto long_masks = mask_patterns(2, o.long_length, long_gen);
+        for (const torch::Dtype dtype : o.dtypes)
+            for (const variant<Options>& v : long_variants)
+                run(v.name + "/right_padding/" + dtype_label(dtype), inputs(2, o.long_length, long_masks[1].mask), v,
+                    dtype, 1);
+    }
+    Options empty_norm{};
+    empty_norm.aggregation = {.mode = loss_aggregation::seq_mean_token_sum_norm};
+    for (const torch::Dtype dtype : o.dtypes)
+        run("empty_mask_sum_norm/empty/" + dtype_label(dtype),
+            inputs(o.batch, o.length, torch::zeros({o.batch, o.length}, torch::kFloat64)),
+            variant<Options>{"empty", empty_norm}, dtype, 0);
+}
+
+/// The error cases every loss suite shares, on inputs `in` with the bool `mask`: an all-zero
+/// mask, a mask entry of 2, `in.b` one column short and `in.b` in the other float dtype.
+/// `call(a, b, c, mask, b_dtype)` returns the candidate's call.
+template <class Call>
+void expect_shared_errors(conformance_report& report, const std::string& suffix, bool strict, const loss_inputs& in,
+                          const torch::Tensor& mask, torch::Dtype dtype, Call&& call) {
+    expect_throw(report, "error/empty_mask" + suffix, strict, call(in.a, in.b, in.c, torch::zeros_like(mask), dtype));
+    expect_throw(report, "error/non_binary_mask" + suffix, strict,
+                 call(in.a, in.b, in.c, with_value(in.mask, 0, 0, 2.0).to(torch::kInt64), dtype));
+    expect_throw(report, "error/shape_mismatch" + suffix, strict,
+                 call(in.a, in.b.narrow(1, 0, in.b.size(1) - 1).contiguous(), in.c, mask, dtype));
+    expect_throw(report, "error/dtype_mismatch" + suffix, strict,
+                 call(in.a, in.b, in.c, mask, dtype == torch::kFloat32 ? torch::kFloat64 : torch::kFloat32));
+}
+
+/// The aggregation variants every loss suite runs, as `Options` with `base` and each aggregation.
+template <class Options>
+std::vector<variant<Options>> aggregation_variants(std::int64_t rows, Options base = {}) {
+    std::vector<variant<Options>> out;
+    for (auto& [name, aggregation] : aggregation_modes(rows)) {
+        base.aggregation = aggregation;
+        out.push_back({name, base});
+    }
+    return out;
+}
+
 /// A masked position of `mask` (mask 0), or (-1, -1).
 inline std::pair<std::int64_t, std::int64_t> masked_position(const torch::Tensor& mask) {
     for (std::int64_t b = 0; b < mask.size(0); ++b)
@@ -560,8 +629,9 @@ conformance_report check_policy_loss_kernel(const K& kernel, const conformance_o
     detail::generator gen(o.seed);
     const std::int64_t rows = o.batch;
     const std::int64_t cols = o.length;
+    using variant = detail::variant<policy_loss_options>;
 
-    std::vector<std::pair<std::string, policy_loss_options>> variants{
+    std::vector<variant> variants{
         {"default", {}},
         {"clip_higher", {.clip_low = 0.2, .clip_high = 0.28}},
         {"dual_clip", {.dual_clip = 3.0}},
@@ -584,79 +654,64 @@ conformance_report check_policy_loss_kernel(const K& kernel, const conformance_o
         {"gspo_clamped",
          {.dual_clip = 3.0, .log_ratio_min = -0.15, .log_ratio_max = 0.15, .level = importance_ratio_level::sequence}},
     };
-    for (auto& [name, aggregation] : detail::aggregation_variants(rows))
-        variants.push_back({name, {.clip_high = 0.28, .aggregation = aggregation}});
+    for (variant& v : detail::aggregation_variants<policy_loss_options>(rows, {.clip_high = 0.28}))
+        variants.push_back(std::move(v));
 
-    const auto run = [&](const std::string& prefix, const detail::loss_inputs& in, const policy_loss_options& options,
-                         torch::Dtype dtype, std::size_t mask_index) {
+    const auto run = [&](const std::string& prefix, const detail::loss_inputs& in, const variant& v, torch::Dtype dtype,
+                         std::size_t mask_index) {
         const torch::Tensor old = detail::on(in.b, o, dtype);
         const torch::Tensor adv = detail::on(in.c, o, dtype);
         const torch::Tensor mask = in.mask.to(detail::mask_dtype(o, mask_index, dtype)).to(o.device);
         const torch::Tensor old_r = detail::ref_of(in.b, dtype);
         const torch::Tensor adv_r = detail::ref_of(in.c, dtype);
-        const torch::Tensor mask_r = in.mask;
         detail::run_loss_case(
             report, prefix, detail::tolerance_of(o, dtype), detail::on(in.a, o, dtype), detail::ref_of(in.a, dtype),
             [&](const torch::Tensor& lp) -> policy_loss_output {
-                return kernel.policy_loss(lp, old, adv, mask, options);
+                return kernel.policy_loss(lp, old, adv, mask, v.options);
             },
-            [&](const torch::Tensor& lp) { return cpu::policy_loss(lp, old_r, adv_r, mask_r, options); });
+            [&](const torch::Tensor& lp) { return cpu::policy_loss(lp, old_r, adv_r, in.mask, v.options); });
     };
-    const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& log_ratio, const torch::Tensor& mask) {
+    // in.a = log_probs, in.b = old_log_probs = log_probs − log_ratio, in.c = advantages.
+    const auto inputs_with = [&](std::int64_t r, std::int64_t c, const torch::Tensor& log_ratio,
+                                 const torch::Tensor& mask) {
         const torch::Tensor lp = -(gen.normal_matrix(r, c).abs() * 1.5 + 0.05);
         return detail::loss_inputs{lp, lp - log_ratio, gen.normal_matrix(r, c), mask};
     };
+    const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& mask) {
+        return inputs_with(r, c, gen.normal_matrix(r, c, 0.0, 0.8), mask);
+    };
+    const auto batch_inputs = [&](const torch::Tensor& mask) { return inputs(rows, cols, mask); };
 
     const std::vector<detail::named_mask> masks = detail::mask_patterns(rows, cols, gen);
-    for (const auto& [variant, options] : variants)
-        for (std::size_t mi = 0; mi < masks.size(); ++mi)
-            for (const torch::Dtype dtype : o.dtypes) {
-                const auto in = inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.8), masks[mi].mask);
-                run(variant + "/" + masks[mi].name + "/" + detail::dtype_label(dtype), in, options, dtype, mi);
-            }
-    if (o.long_length > 0) {
-        detail::generator long_gen(o.seed + 1);
-        const auto long_masks = detail::mask_patterns(2, o.long_length, long_gen);
-        for (const torch::Dtype dtype : o.dtypes)
-            for (const auto& [variant, options] : std::vector<std::pair<std::string, policy_loss_options>>{
-                     {"long_row", {}}, {"long_row_gspo", {.level = importance_ratio_level::sequence}}}) {
-                const auto in =
-                    inputs(2, o.long_length, gen.normal_matrix(2, o.long_length, 0.0, 0.8), long_masks[1].mask);
-                run(variant + "/right_padding/" + detail::dtype_label(dtype), in, options, dtype, 1);
-            }
-    }
+    detail::for_each_case(o, variants, masks, batch_inputs, run);
+    detail::run_edge_cases<policy_loss_options>(
+        o, o.seed + 1, {{"long_row", {}}, {"long_row_gspo", {.level = importance_ratio_level::sequence}}}, inputs, run);
     for (const double magnitude : {30.0, 50.0}) {
         const std::string tag = "extreme" + std::to_string(static_cast<int>(magnitude));
-        const std::vector<std::pair<std::string, policy_loss_options>> extreme{
+        const std::vector<variant> extreme{
             {tag + "_verl", {.dual_clip = 3.0, .log_ratio_min = -20.0, .log_ratio_max = 20.0}},
             {tag + "_clamp", {.log_ratio_min = -20.0, .log_ratio_max = 20.0}},
             {tag + "_unclamped", {}},
             {tag + "_trl_threshold", {.ratio_threshold = 10.0}},
         };
-        for (const auto& [variant, options] : extreme)
-            for (std::size_t mi = 1; mi < masks.size(); mi += 2)  // right padding, interior holes
-                for (const torch::Dtype dtype : o.dtypes) {
-                    const auto in =
-                        inputs(rows, cols, detail::extreme_log_ratio(gen, rows, cols, magnitude), masks[mi].mask);
-                    run(variant + "/" + masks[mi].name + "/" + detail::dtype_label(dtype), in, options, dtype, mi);
-                }
-    }
-    for (const torch::Dtype dtype : o.dtypes) {
-        const auto in =
-            inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.8), torch::zeros({rows, cols}, torch::kFloat64));
-        run("empty_mask_sum_norm/empty/" + detail::dtype_label(dtype), in,
-            {.aggregation = {.mode = loss_aggregation::seq_mean_token_sum_norm}}, dtype, 0);
+        detail::for_each_case(  // right padding, interior holes
+            o, extreme, masks,
+            [&](const torch::Tensor& mask) {
+                return inputs_with(rows, cols, detail::extreme_log_ratio(gen, rows, cols, magnitude), mask);
+            },
+            run, 1, 2);
     }
 
     if (!o.check_errors) return report;
     for (const torch::Dtype dtype : o.dtypes) {
-        const auto in = inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.8), masks[3].mask);
+        const auto in = batch_inputs(masks[3].mask);
         const auto [hb, ht] = detail::masked_position(in.mask);
         const auto call = [&](const torch::Tensor& lp, const torch::Tensor& old, const torch::Tensor& adv,
-                              const torch::Tensor& mask, const policy_loss_options& options = {}) {
-            return
-                [&kernel, x1 = detail::on(lp, o, dtype), x2 = detail::on(old, o, dtype), x3 = detail::on(adv, o, dtype),
-                 m = mask.to(o.device), options] { (void)kernel.policy_loss(x1, x2, x3, m, options); };
+                              const torch::Tensor& mask, torch::Dtype old_dtype,
+                              const policy_loss_options& options = {}) {
+            return [&kernel, x1 = detail::on(lp, o, dtype), x2 = detail::on(old, o, old_dtype),
+                    x3 = detail::on(adv, o, dtype), m = mask.to(o.device),
+                    options] { (void)kernel.policy_loss(x1, x2, x3, m, options); };
         };
         const std::string suffix = "/" + detail::dtype_label(dtype);
         const torch::Tensor mask = in.mask.to(torch::kBool);
@@ -664,32 +719,23 @@ conformance_report check_policy_loss_kernel(const K& kernel, const conformance_o
         const double inf = std::numeric_limits<double>::infinity();
         const bool strict = o.require_rlhf_error;
         detail::expect_throw(report, "error/nan_log_probs" + suffix, strict,
-                             call(detail::with_value(in.a, 0, 0, nan), in.b, in.c, mask));
+                             call(detail::with_value(in.a, 0, 0, nan), in.b, in.c, mask, dtype));
         detail::expect_throw(report, "error/inf_old_log_probs" + suffix, strict,
-                             call(in.a, detail::with_value(in.b, 0, 0, inf), in.c, mask));
+                             call(in.a, detail::with_value(in.b, 0, 0, inf), in.c, mask, dtype));
         detail::expect_throw(report, "error/nan_advantages" + suffix, strict,
-                             call(in.a, in.b, detail::with_value(in.c, 0, 0, nan), mask));
+                             call(in.a, in.b, detail::with_value(in.c, 0, 0, nan), mask, dtype));
         if (hb >= 0)
             detail::expect_throw(report, "error/nan_at_masked_position" + suffix, strict,
-                                 call(detail::with_value(in.a, hb, ht, nan), in.b, in.c, mask));
-        detail::expect_throw(report, "error/empty_mask" + suffix, strict,
-                             call(in.a, in.b, in.c, torch::zeros_like(mask)));
+                                 call(detail::with_value(in.a, hb, ht, nan), in.b, in.c, mask, dtype));
         detail::expect_throw(report, "error/empty_mask_seq_mean" + suffix, strict,
-                             call(in.a, in.b, in.c, torch::zeros_like(mask),
+                             call(in.a, in.b, in.c, torch::zeros_like(mask), dtype,
                                   {.aggregation = {.mode = loss_aggregation::seq_mean_token_mean}}));
-        detail::expect_throw(report, "error/non_binary_mask" + suffix, strict,
-                             call(in.a, in.b, in.c, detail::with_value(in.mask, 0, 0, 2.0).to(torch::kInt64)));
-        detail::expect_throw(report, "error/shape_mismatch" + suffix, strict,
-                             call(in.a, in.b.narrow(1, 0, cols - 1).contiguous(), in.c, mask));
-        detail::expect_throw(report, "error/dtype_mismatch" + suffix, strict, [&] {
-            const torch::Dtype other = dtype == torch::kFloat32 ? torch::kFloat64 : torch::kFloat32;
-            (void)kernel.policy_loss(detail::on(in.a, o, dtype), detail::on(in.b, o, other), detail::on(in.c, o, dtype),
-                                     mask.to(o.device), policy_loss_options{});
-        });
+        detail::expect_shared_errors(report, suffix, strict, in, mask, dtype,
+                                     [&](const auto&... args) { return call(args...); });
         detail::expect_throw(report, "error/invalid_clip_low" + suffix, strict,
-                             call(in.a, in.b, in.c, mask, {.clip_low = 1.5}));
+                             call(in.a, in.b, in.c, mask, dtype, {.clip_low = 1.5}));
         detail::expect_throw(report, "error/invalid_dual_clip" + suffix, strict,
-                             call(in.a, in.b, in.c, mask, {.dual_clip = 0.5}));
+                             call(in.a, in.b, in.c, mask, dtype, {.dual_clip = 0.5}));
     }
     return report;
 }
@@ -706,8 +752,9 @@ conformance_report check_value_loss_kernel(const K& kernel, const conformance_op
     detail::generator gen(o.seed + 2);
     const std::int64_t rows = o.batch;
     const std::int64_t cols = o.length;
+    using variant = detail::variant<value_loss_options>;
 
-    std::vector<std::pair<std::string, value_loss_options>> variants{
+    std::vector<variant> variants{
         {"default", {}},
         {"no_clip", {.clip_range = std::nullopt}},
         {"zero_clip", {.clip_range = 0.0}},
@@ -718,11 +765,11 @@ conformance_report check_value_loss_kernel(const K& kernel, const conformance_op
         {"chatllama_scale", {.clip_range = std::nullopt, .scale = 1.0}},
         {"returns_from_advantages", {.clip_range = 0.2, .returns_from_advantages = true}},
     };
-    for (auto& [name, aggregation] : detail::aggregation_variants(rows))
-        variants.push_back({name, {.clip_range = 0.3, .aggregation = aggregation}});
+    for (variant& v : detail::aggregation_variants<value_loss_options>(rows, {.clip_range = 0.3}))
+        variants.push_back(std::move(v));
 
-    const auto run = [&](const std::string& prefix, const detail::loss_inputs& in, const value_loss_options& options,
-                         torch::Dtype dtype, std::size_t mask_index) {
+    const auto run = [&](const std::string& prefix, const detail::loss_inputs& in, const variant& v, torch::Dtype dtype,
+                         std::size_t mask_index) {
         const torch::Tensor old = detail::on(in.b, o, dtype);
         const torch::Tensor ret = detail::on(in.c, o, dtype);
         const torch::Tensor mask = in.mask.to(detail::mask_dtype(o, mask_index, dtype)).to(o.device);
@@ -730,48 +777,39 @@ conformance_report check_value_loss_kernel(const K& kernel, const conformance_op
         const torch::Tensor ret_r = detail::ref_of(in.c, dtype);
         detail::run_loss_case(
             report, prefix, detail::tolerance_of(o, dtype), detail::on(in.a, o, dtype), detail::ref_of(in.a, dtype),
-            [&](const torch::Tensor& v) -> value_loss_output { return kernel.value_loss(v, old, ret, mask, options); },
-            [&](const torch::Tensor& v) { return ::rlhf::libtorch::value_loss(v, old_r, ret_r, in.mask, options); });
+            [&](const torch::Tensor& x) -> value_loss_output {
+                return kernel.value_loss(x, old, ret, mask, v.options);
+            },
+            [&](const torch::Tensor& x) { return cpu::value_loss(x, old_r, ret_r, in.mask, v.options); });
     };
-    const auto inputs = [&](std::int64_t r, std::int64_t c, double error_scale, const torch::Tensor& mask) {
+    // in.a = values, in.b = old_values, in.c = returns (`error_scale` away from the old values).
+    const auto inputs_with = [&](std::int64_t r, std::int64_t c, double error_scale, const torch::Tensor& mask) {
         const torch::Tensor old = gen.normal_matrix(r, c);
         return detail::loss_inputs{old + gen.normal_matrix(r, c, 0.0, 0.3), old,
                                    old + gen.normal_matrix(r, c, 0.0, error_scale), mask};
     };
+    const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& mask) {
+        return inputs_with(r, c, 1.0, mask);
+    };
+    const auto batch_inputs = [&](const torch::Tensor& mask) { return inputs(rows, cols, mask); };
 
     const std::vector<detail::named_mask> masks = detail::mask_patterns(rows, cols, gen);
-    for (const auto& [variant, options] : variants)
-        for (std::size_t mi = 0; mi < masks.size(); ++mi)
-            for (const torch::Dtype dtype : o.dtypes)
-                run(variant + "/" + masks[mi].name + "/" + detail::dtype_label(dtype),
-                    inputs(rows, cols, 1.0, masks[mi].mask), options, dtype, mi);
-    if (o.long_length > 0) {
-        detail::generator long_gen(o.seed + 3);
-        const auto long_masks = detail::mask_patterns(2, o.long_length, long_gen);
-        for (const torch::Dtype dtype : o.dtypes)
-            run("long_row/right_padding/" + detail::dtype_label(dtype),
-                inputs(2, o.long_length, 1.0, long_masks[1].mask), {}, dtype, 1);
-    }
-    for (const auto& [variant, options] : std::vector<std::pair<std::string, value_loss_options>>{
-             {"large_errors", {}}, {"large_errors_huber", {.clip_range = 0.2, .huber_delta = 1.0}}})
-        for (std::size_t mi = 1; mi < masks.size(); mi += 2)
-            for (const torch::Dtype dtype : o.dtypes)
-                run(variant + "/" + masks[mi].name + "/" + detail::dtype_label(dtype),
-                    inputs(rows, cols, 1e3, masks[mi].mask), options, dtype, mi);
-    for (const torch::Dtype dtype : o.dtypes)
-        run("empty_mask_sum_norm/empty/" + detail::dtype_label(dtype),
-            inputs(rows, cols, 1.0, torch::zeros({rows, cols}, torch::kFloat64)),
-            {.aggregation = {.mode = loss_aggregation::seq_mean_token_sum_norm}}, dtype, 0);
+    detail::for_each_case(o, variants, masks, batch_inputs, run);
+    detail::run_edge_cases<value_loss_options>(o, o.seed + 3, {{"long_row", {}}}, inputs, run);
+    detail::for_each_case(  // right padding, interior holes
+        o, std::vector<variant>{{"large_errors", {}}, {"large_errors_huber", {.clip_range = 0.2, .huber_delta = 1.0}}},
+        masks, [&](const torch::Tensor& mask) { return inputs_with(rows, cols, 1e3, mask); }, run, 1, 2);
 
     if (!o.check_errors) return report;
     for (const torch::Dtype dtype : o.dtypes) {
-        const auto in = inputs(rows, cols, 1.0, masks[3].mask);
+        const auto in = batch_inputs(masks[3].mask);
         const auto [hb, ht] = detail::masked_position(in.mask);
         const auto call = [&](const torch::Tensor& v, const torch::Tensor& old, const torch::Tensor& ret,
-                              const torch::Tensor& mask, const value_loss_options& options = {}) {
-            return
-                [&kernel, x1 = detail::on(v, o, dtype), x2 = detail::on(old, o, dtype), x3 = detail::on(ret, o, dtype),
-                 m = mask.to(o.device), options] { (void)kernel.value_loss(x1, x2, x3, m, options); };
+                              const torch::Tensor& mask, torch::Dtype old_dtype,
+                              const value_loss_options& options = {}) {
+            return [&kernel, x1 = detail::on(v, o, dtype), x2 = detail::on(old, o, old_dtype),
+                    x3 = detail::on(ret, o, dtype), m = mask.to(o.device),
+                    options] { (void)kernel.value_loss(x1, x2, x3, m, options); };
         };
         const std::string suffix = "/" + detail::dtype_label(dtype);
         const torch::Tensor mask = in.mask.to(torch::kBool);
@@ -779,29 +817,20 @@ conformance_report check_value_loss_kernel(const K& kernel, const conformance_op
         const double inf = std::numeric_limits<double>::infinity();
         const bool strict = o.require_rlhf_error;
         detail::expect_throw(report, "error/nan_values" + suffix, strict,
-                             call(detail::with_value(in.a, 0, 0, nan), in.b, in.c, mask));
+                             call(detail::with_value(in.a, 0, 0, nan), in.b, in.c, mask, dtype));
         detail::expect_throw(report, "error/inf_old_values" + suffix, strict,
-                             call(in.a, detail::with_value(in.b, 0, 0, -inf), in.c, mask));
+                             call(in.a, detail::with_value(in.b, 0, 0, -inf), in.c, mask, dtype));
         detail::expect_throw(report, "error/nan_returns" + suffix, strict,
-                             call(in.a, in.b, detail::with_value(in.c, 0, 0, nan), mask));
+                             call(in.a, in.b, detail::with_value(in.c, 0, 0, nan), mask, dtype));
         if (hb >= 0)
             detail::expect_throw(report, "error/nan_at_masked_position" + suffix, strict,
-                                 call(in.a, in.b, detail::with_value(in.c, hb, ht, nan), mask));
-        detail::expect_throw(report, "error/empty_mask" + suffix, strict,
-                             call(in.a, in.b, in.c, torch::zeros_like(mask)));
-        detail::expect_throw(report, "error/non_binary_mask" + suffix, strict,
-                             call(in.a, in.b, in.c, detail::with_value(in.mask, 0, 0, 2.0).to(torch::kInt64)));
-        detail::expect_throw(report, "error/shape_mismatch" + suffix, strict,
-                             call(in.a, in.b, in.c.narrow(1, 0, cols - 1).contiguous(), mask));
-        detail::expect_throw(report, "error/dtype_mismatch" + suffix, strict, [&] {
-            const torch::Dtype other = dtype == torch::kFloat32 ? torch::kFloat64 : torch::kFloat32;
-            (void)kernel.value_loss(detail::on(in.a, o, dtype), detail::on(in.b, o, other), detail::on(in.c, o, dtype),
-                                    mask.to(o.device), value_loss_options{});
-        });
+                                 call(in.a, in.b, detail::with_value(in.c, hb, ht, nan), mask, dtype));
+        detail::expect_shared_errors(report, suffix, strict, in, mask, dtype,
+                                     [&](const auto&... args) { return call(args...); });
         detail::expect_throw(report, "error/invalid_clip_range" + suffix, strict,
-                             call(in.a, in.b, in.c, mask, {.clip_range = -1.0}));
+                             call(in.a, in.b, in.c, mask, dtype, {.clip_range = -1.0}));
         detail::expect_throw(report, "error/invalid_huber_delta" + suffix, strict,
-                             call(in.a, in.b, in.c, mask, {.huber_delta = 0.0}));
+                             call(in.a, in.b, in.c, mask, dtype, {.huber_delta = 0.0}));
     }
     return report;
 }
@@ -820,12 +849,8 @@ conformance_report check_kl_loss_kernel(const K& kernel, const conformance_optio
     detail::generator gen(o.seed + 4);
     const std::int64_t rows = o.batch;
     const std::int64_t cols = o.length;
+    using variant = detail::variant<kl_loss_options>;
 
-    struct variant {
-        std::string name;
-        kl_loss_options options;
-        bool float_tolerance = false;
-    };
     std::vector<variant> variants{
         {"k1", {.kl = {.estimator = kl_estimator::k1}}},
         {"abs", {.kl = {.estimator = kl_estimator::abs}}},
@@ -839,67 +864,58 @@ conformance_report check_kl_loss_kernel(const K& kernel, const conformance_optio
         {"value_clamp", {.kl = {.estimator = kl_estimator::k3, .value_clamp = 0.05}}},
         {"coef", {.coef = 0.001}},
     };
-    for (auto& [name, aggregation] : detail::aggregation_variants(rows))
-        variants.push_back({name, {.aggregation = aggregation}});
+    for (variant& v : detail::aggregation_variants<kl_loss_options>(rows)) variants.push_back(std::move(v));
 
     // in.a = log_probs, in.b = ref_log_probs, in.c = old_log_probs (weighted form only).
-    const auto run = [&](const std::string& prefix, const detail::loss_inputs& in, const variant& v, torch::Dtype dtype,
-                         std::size_t mask_index, bool weighted) {
-        const torch::Tensor ref = detail::on(in.b, o, dtype);
-        const torch::Tensor old = detail::on(in.c, o, dtype);
-        const torch::Tensor mask = in.mask.to(detail::mask_dtype(o, mask_index, dtype)).to(o.device);
-        const torch::Tensor ref_r = detail::ref_of(in.b, dtype);
-        const torch::Tensor old_r = detail::ref_of(in.c, dtype);
-        const double tolerance = v.float_tolerance ? o.float32_tolerance : detail::tolerance_of(o, dtype);
-        detail::run_loss_case(
-            report, prefix, tolerance, detail::on(in.a, o, dtype), detail::ref_of(in.a, dtype),
-            [&](const torch::Tensor& lp) -> kl_loss_output {
-                if constexpr (WeightedKlLossKernel<K>) {
-                    if (weighted) return kernel.kl_loss(lp, ref, old, mask, v.options);
-                }
-                return kernel.kl_loss(lp, ref, mask, v.options);
-            },
-            [&](const torch::Tensor& lp) {
-                return weighted ? ::rlhf::libtorch::kl_loss(lp, ref_r, old_r, in.mask, v.options)
-                                : ::rlhf::libtorch::kl_loss(lp, ref_r, in.mask, v.options);
-            });
+    const auto run_form = [&](bool weighted) {
+        return [&, weighted](const std::string& prefix, const detail::loss_inputs& in, const variant& v,
+                             torch::Dtype dtype, std::size_t mask_index) {
+            const torch::Tensor ref = detail::on(in.b, o, dtype);
+            const torch::Tensor old = detail::on(in.c, o, dtype);
+            const torch::Tensor mask = in.mask.to(detail::mask_dtype(o, mask_index, dtype)).to(o.device);
+            const torch::Tensor ref_r = detail::ref_of(in.b, dtype);
+            const torch::Tensor old_r = detail::ref_of(in.c, dtype);
+            const double tolerance = v.float_tolerance ? o.float32_tolerance : detail::tolerance_of(o, dtype);
+            detail::run_loss_case(
+                report, prefix, tolerance, detail::on(in.a, o, dtype), detail::ref_of(in.a, dtype),
+                [&](const torch::Tensor& lp) -> kl_loss_output {
+                    if constexpr (WeightedKlLossKernel<K>) {
+                        if (weighted) return kernel.kl_loss(lp, ref, old, mask, v.options);
+                    }
+                    return kernel.kl_loss(lp, ref, mask, v.options);
+                },
+                [&](const torch::Tensor& lp) {
+                    return weighted ? cpu::kl_loss(lp, ref_r, old_r, in.mask, v.options)
+                                    : cpu::kl_loss(lp, ref_r, in.mask, v.options);
+                });
+        };
     };
-    const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& log_ratio, const torch::Tensor& mask) {
+    const auto run = run_form(false);
+    const auto inputs_with = [&](std::int64_t r, std::int64_t c, const torch::Tensor& log_ratio,
+                                 const torch::Tensor& mask) {
         const torch::Tensor lp = -(gen.normal_matrix(r, c).abs() * 1.5 + 0.05);
         return detail::loss_inputs{lp, lp - log_ratio, lp - gen.normal_matrix(r, c, 0.0, 0.2), mask};
     };
+    const auto inputs = [&](std::int64_t r, std::int64_t c, const torch::Tensor& mask) {
+        return inputs_with(r, c, gen.normal_matrix(r, c, 0.0, 0.5), mask);
+    };
+    const auto batch_inputs = [&](const torch::Tensor& mask) { return inputs(rows, cols, mask); };
 
     const std::vector<detail::named_mask> masks = detail::mask_patterns(rows, cols, gen);
-    for (const variant& v : variants)
-        for (std::size_t mi = 0; mi < masks.size(); ++mi)
-            for (const torch::Dtype dtype : o.dtypes)
-                run(v.name + "/" + masks[mi].name + "/" + detail::dtype_label(dtype),
-                    inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.5), masks[mi].mask), v, dtype, mi, false);
+    detail::for_each_case(o, variants, masks, batch_inputs, run);
     if constexpr (WeightedKlLossKernel<K>) {
         const std::vector<variant> weighted{
             {"weighted_k3", {.kl = {.estimator = kl_estimator::k3}}},
             {"weighted_k1", {.kl = {.estimator = kl_estimator::k1}}},
             {"weighted_verl_k3_plus", {.kl = kl_preset::verl(kl_estimator::k3), .straight_through = true}},
         };
-        for (const variant& v : weighted)
-            for (std::size_t mi = 0; mi < masks.size(); ++mi)
-                for (const torch::Dtype dtype : o.dtypes)
-                    run(v.name + "/" + masks[mi].name + "/" + detail::dtype_label(dtype),
-                        inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.5), masks[mi].mask), v, dtype, mi,
-                        true);
+        detail::for_each_case(o, weighted, masks, batch_inputs, run_form(true));
     } else {
         report.notes.push_back(
             "the kernel has no importance-weighted kl_loss(log_probs, ref, old, mask, options): weighted cases "
             "skipped");
     }
-    if (o.long_length > 0) {
-        detail::generator long_gen(o.seed + 5);
-        const auto long_masks = detail::mask_patterns(2, o.long_length, long_gen);
-        for (const torch::Dtype dtype : o.dtypes)
-            run("long_row/right_padding/" + detail::dtype_label(dtype),
-                inputs(2, o.long_length, gen.normal_matrix(2, o.long_length, 0.0, 0.5), long_masks[1].mask),
-                variants[4], dtype, 1, false);
-    }
+    detail::run_edge_cases<kl_loss_options>(o, o.seed + 5, {{"long_row", variants[4].options}}, inputs, run);
     for (const double magnitude : {30.0, 50.0}) {
         const std::string tag = "extreme" + std::to_string(static_cast<int>(magnitude));
         const std::vector<variant> extreme{
@@ -907,25 +923,21 @@ conformance_report check_kl_loss_kernel(const K& kernel, const conformance_optio
             {tag + "_verl_k3_plus", {.kl = kl_preset::verl(kl_estimator::k3), .straight_through = true}},
             {tag + "_k2", {.kl = {.estimator = kl_estimator::k2}}},
         };
-        for (const variant& v : extreme)
-            for (std::size_t mi = 1; mi < masks.size(); mi += 2)
-                for (const torch::Dtype dtype : o.dtypes)
-                    run(v.name + "/" + masks[mi].name + "/" + detail::dtype_label(dtype),
-                        inputs(rows, cols, detail::extreme_log_ratio(gen, rows, cols, magnitude), masks[mi].mask), v,
-                        dtype, mi, false);
+        detail::for_each_case(  // right padding, interior holes
+            o, extreme, masks,
+            [&](const torch::Tensor& mask) {
+                return inputs_with(rows, cols, detail::extreme_log_ratio(gen, rows, cols, magnitude), mask);
+            },
+            run, 1, 2);
     }
-    for (const torch::Dtype dtype : o.dtypes)
-        run("empty_mask_sum_norm/empty/" + detail::dtype_label(dtype),
-            inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.5), torch::zeros({rows, cols}, torch::kFloat64)),
-            {"empty", {.aggregation = {.mode = loss_aggregation::seq_mean_token_sum_norm}}}, dtype, 0, false);
 
     if (!o.check_errors) return report;
     for (const torch::Dtype dtype : o.dtypes) {
-        const auto in = inputs(rows, cols, gen.normal_matrix(rows, cols, 0.0, 0.5), masks[3].mask);
+        const auto in = batch_inputs(masks[3].mask);
         const auto [hb, ht] = detail::masked_position(in.mask);
-        const auto call = [&](const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
-                              const kl_loss_options& options = {}) {
-            return [&kernel, x1 = detail::on(lp, o, dtype), x2 = detail::on(ref, o, dtype), m = mask.to(o.device),
+        const auto call = [&](const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& /*old*/,
+                              const torch::Tensor& mask, torch::Dtype ref_dtype, const kl_loss_options& options = {}) {
+            return [&kernel, x1 = detail::on(lp, o, dtype), x2 = detail::on(ref, o, ref_dtype), m = mask.to(o.device),
                     options] { (void)kernel.kl_loss(x1, x2, m, options); };
         };
         const std::string suffix = "/" + detail::dtype_label(dtype);
@@ -934,24 +946,17 @@ conformance_report check_kl_loss_kernel(const K& kernel, const conformance_optio
         const double inf = std::numeric_limits<double>::infinity();
         const bool strict = o.require_rlhf_error;
         detail::expect_throw(report, "error/nan_log_probs" + suffix, strict,
-                             call(detail::with_value(in.a, 0, 0, nan), in.b, mask));
+                             call(detail::with_value(in.a, 0, 0, nan), in.b, in.c, mask, dtype));
         detail::expect_throw(report, "error/inf_ref_log_probs" + suffix, strict,
-                             call(in.a, detail::with_value(in.b, 0, 0, -inf), mask));
+                             call(in.a, detail::with_value(in.b, 0, 0, -inf), in.c, mask, dtype));
         if (hb >= 0)
             detail::expect_throw(report, "error/nan_at_masked_position" + suffix, strict,
-                                 call(in.a, detail::with_value(in.b, hb, ht, nan), mask));
-        detail::expect_throw(report, "error/empty_mask" + suffix, strict, call(in.a, in.b, torch::zeros_like(mask)));
-        detail::expect_throw(report, "error/non_binary_mask" + suffix, strict,
-                             call(in.a, in.b, detail::with_value(in.mask, 0, 0, 2.0).to(torch::kInt64)));
-        detail::expect_throw(report, "error/shape_mismatch" + suffix, strict,
-                             call(in.a, in.b.narrow(1, 0, cols - 1).contiguous(), mask));
-        detail::expect_throw(report, "error/dtype_mismatch" + suffix, strict, [&] {
-            const torch::Dtype other = dtype == torch::kFloat32 ? torch::kFloat64 : torch::kFloat32;
-            (void)kernel.kl_loss(detail::on(in.a, o, dtype), detail::on(in.b, o, other), mask.to(o.device),
-                                 kl_loss_options{});
-        });
-        detail::expect_throw(report, "error/invalid_log_ratio_clamp" + suffix, strict,
-                             call(in.a, in.b, mask, {.kl = {.estimator = kl_estimator::k3, .log_ratio_clamp = -1.0}}));
+                                 call(in.a, detail::with_value(in.b, hb, ht, nan), in.c, mask, dtype));
+        detail::expect_shared_errors(report, suffix, strict, in, mask, dtype,
+                                     [&](const auto&... args) { return call(args...); });
+        detail::expect_throw(
+            report, "error/invalid_log_ratio_clamp" + suffix, strict,
+            call(in.a, in.b, in.c, mask, dtype, {.kl = {.estimator = kl_estimator::k3, .log_ratio_clamp = -1.0}}));
         if constexpr (WeightedKlLossKernel<K>) {
             detail::expect_throw(report, "error/weighted_nan_old_log_probs" + suffix, strict, [&] {
                 (void)kernel.kl_loss(detail::on(in.a, o, dtype), detail::on(in.b, o, dtype),
