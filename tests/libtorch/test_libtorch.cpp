@@ -38,3 +38,21 @@ TEST_CASE("libtorch::as_view rejects wrong dtype / rank / device / layout" * doc
     CHECK(e.actual() == "meta");
     CHECK_THROWS_AS((void)rlhf::libtorch::as_view<float>(torch::Tensor(), "rlhf::g", "x"), rlhf::error);
 }
+
+TEST_CASE("libtorch::checked_mask validates once and returns the bool mask every call accepts unscanned" *
+          doctest::test_suite("unit")) {
+    const torch::Tensor mask = torch::tensor({1, 1, 0, 1, 0, 0}, torch::kInt64).reshape({2, 3});
+    const torch::Tensor checked = rlhf::libtorch::checked_mask(mask);
+    CHECK((checked.scalar_type() == torch::kBool));
+    CHECK(torch::equal(checked, mask != 0));
+    CHECK(rlhf::libtorch::checked_mask(checked).is_same(checked));  // bool: no copy, no scan
+    const torch::Tensor values = torch::randn({2, 3}, torch::kFloat64);
+    CHECK(rlhf::masked_mean(values, checked) == rlhf::masked_mean(values, mask));
+    auto e = rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(mask * 2); }, rlhf::error_kind::value,
+                                    "mask");
+    CHECK(e.function() == "rlhf::libtorch::checked_mask");
+    rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(mask.to(torch::kFloat16)); },
+                           rlhf::error_kind::dtype, "mask");
+    rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(torch::Tensor()); }, rlhf::error_kind::value,
+                           "mask");
+}

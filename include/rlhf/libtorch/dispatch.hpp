@@ -70,6 +70,24 @@ decltype(auto) by_device(const torch::Tensor& tensor, Cpu&& cpu, TorchOps&& torc
     return std::forward<TorchOps>(torch_ops)();
 }
 
+/// A checked mask: `mask` (bool, uint8, int32, int64, float32 or float64, any device) validated
+/// once, entries 0 or 1, and returned as a bool tensor (the same tensor when it is bool already).
+/// Bool is the checked-mask type: every kernel and entry point takes it without scanning it
+/// again, so a step that reuses one mask in several calls validates it once.
+[[nodiscard]] inline torch::Tensor checked_mask(const torch::Tensor& mask,
+                                                std::string_view function = "rlhf::libtorch::checked_mask",
+                                                std::string_view argument = "mask") {
+    check_defined(mask, function, argument);
+    const auto type = mask.scalar_type();
+    if (type == torch::kBool) return mask;
+    if (type != torch::kUInt8 && type != torch::kInt32 && type != torch::kInt64 && type != torch::kFloat32 &&
+        type != torch::kFloat64)
+        fail(error_kind::dtype, function, argument, "bool, uint8, int32, int64, float32 or float64", dtype_name(type));
+    if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
+        fail(error_kind::value, function, argument, "mask entries 0 or 1", "another value");
+    return mask != 0;
+}
+
 /// Checks that `tensor` has the dtype of `reference` (named `reference_argument`).
 inline void check_same_dtype(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                              const torch::Tensor& reference, std::string_view reference_argument) {

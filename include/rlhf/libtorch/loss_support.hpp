@@ -83,7 +83,8 @@ inline void check_finite_tensor(std::string_view function, std::string_view argu
     }
 }
 
-/// The mask as a bool tensor, after checking dtype, shape, device and {0,1} entries.
+/// The mask as a bool tensor (`checked_mask`), after checking its shape and device against the
+/// values and its dtype (bool, an integer type or the values').
 inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values) {
     check_like(function, "mask", mask, "values", values, false);
     const auto type = mask.scalar_type();
@@ -92,10 +93,7 @@ inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor&
         fail(error_kind::dtype, function, "mask",
              "bool, uint8, int32, int64 or " + dtype_name(values.scalar_type()) + " (the dtype of the values)",
              dtype_name(type));
-    if (type == torch::kBool) return mask;
-    if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
-        fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
-    return mask != 0;
+    return checked_mask(mask, function, "mask");
 }
 
 /// Per-token aggregation weights `m_bt · c_b` as a tensor of `dtype` on the mask's device:
