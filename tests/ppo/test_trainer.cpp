@@ -512,7 +512,7 @@ TEST_CASE("ppo_trainer: training raises the toy reward while the KL stays bounde
     count_reward reward;
     torch::optim::Adam policy_optimizer(policy.parameters(), torch::optim::AdamOptions(0.03));
     torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(0.03));
-    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v011();
+    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v0_11();
     cfg.rollout_batch_size = 32;
     cfg.generation = {.max_new_tokens = 6};
     cfg.kl_control = rlhf::fixed_kl_options{.kl_coef = 0.5};
@@ -704,10 +704,10 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
 
     // Every preset is valid on its own.
     for (const auto& preset :
-         {rlhf::ppo::presets::trl_v011(), rlhf::ppo::presets::deepspeed_chat(),
-          rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat(),
-          rlhf::ppo::presets::colossalchat(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
-          rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::chatlearn_ppo(), rlhf::ppo::presets::grpo(),
+         {rlhf::ppo::presets::trl_v0_11(), rlhf::ppo::presets::deepspeed_chat(),
+          rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat_v2(),
+          rlhf::ppo::presets::colossalchat_v2(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
+          rlhf::ppo::presets::chatlearn_grpo(), rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::grpo(),
           rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
         CHECK_NOTHROW(rlhf::ppo::check_config(preset));
 
@@ -737,11 +737,11 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
         CHECK(trainer_config.whiten_unmasked == p.whiten_unmasked);
         CHECK(rlhf::initial_kl_coef(trainer_config.kl_control) == rlhf::initial_kl_coef(p.kl_control));
     };
-    same_pipeline(rlhf::ppo::presets::trl_v011(), rlhf::presets::trl_v0_11());
+    same_pipeline(rlhf::ppo::presets::trl_v0_11(), rlhf::presets::trl_v0_11());
     same_pipeline(rlhf::ppo::presets::deepspeed_chat(), rlhf::presets::deepspeed_chat());
-    same_pipeline(rlhf::ppo::presets::colossalchat(), rlhf::presets::colossalchat_v2());
+    same_pipeline(rlhf::ppo::presets::colossalchat_v2(), rlhf::presets::colossalchat_v2());
     same_pipeline(rlhf::ppo::presets::openrlhf(), rlhf::presets::openrlhf());
-    same_pipeline(rlhf::ppo::presets::chatlearn_ppo(), rlhf::presets::chatlearn());
+    same_pipeline(rlhf::ppo::presets::chatlearn(), rlhf::presets::chatlearn());
     CHECK(rlhf::ppo::presets::verl().gae.masking == rlhf::presets::verl().gae.masking);
     CHECK(rlhf::ppo::presets::verl().kl == rlhf::ppo::kl_placement::none);
     CHECK(rlhf::ppo::presets::deepspeed_chat().reward.slot == rlhf::reward_slot::last_valid_token);

@@ -385,9 +385,6 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
         detail::config_error("estimator", "not remax: its greedy baseline needs a SequenceRewardModel", "remax");
 }
 
-/// Named configurations that reproduce each framework's PPO/GRPO recipe (docs/ppo.md has the
-/// table). Batch sizes are the user's: a preset sets the per-step structure (epochs, clipping,
-/// KL, estimator, whitening, aggregation), not the sizes, unless the framework fixes them.
 /// A config whose reward shaping, KL control, GAE and whitening are those of a kernel preset
 /// (`rlhf::presets`, docs/semantics.md), with the KL in the reward and every other field from
 /// `base`.
@@ -403,13 +400,17 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
     return base;
 }
 
+/// Named configurations that reproduce each framework's PPO/GRPO recipe (docs/ppo.md has the
+/// table). Batch sizes are the user's: a preset sets the per-step structure (epochs, clipping,
+/// KL, estimator, whitening, aggregation), not the sizes, unless the framework fixes them.
+/// A GAE preset has the name of the kernel preset it starts from (`rlhf::presets`).
 namespace presets {
 
 /// TRL v0.11 classic `PPOTrainer` (trl/trainer/ppo_trainer.py, ppo_config.py, tag v0.11.4):
 /// `rlhf::presets::trl_v0_11()` (adaptive β fed the per-sequence KL sum), ratio threshold 10,
 /// value clip 0.2 with vf_coef 0.1, 4 PPO epochs, token-mean losses, micro-batches averaged
 /// (accelerate). TRL's value head shares the policy's optimizer: pass no critic optimizer.
-[[nodiscard]] inline config trl_v011() {
+[[nodiscard]] inline config trl_v0_11() {
     return from_advantage_preset(rlhf::presets::trl_v0_11(),
                                  {.kl_metric = kl_measure::seq_mean_token_sum,
                                   .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .ratio_threshold = 10.0},
@@ -448,7 +449,7 @@ namespace presets {
 /// clip 0.2 on `advantages + old values` with vf_coef 1, CPU-offloaded buffer, grad clip 1.0.
 /// `with_ptx = true`: the trainer's default PTX mix `(1 − 0.9)·actor + 0.9·lm` (its example
 /// scripts use 0).
-[[nodiscard]] inline config colossalchat(bool with_ptx = false) {
+[[nodiscard]] inline config colossalchat_v2(bool with_ptx = false) {
     return from_advantage_preset(
         rlhf::presets::colossalchat_v2(),
         {.policy_loss = {.clip_low = 0.2,
@@ -513,7 +514,7 @@ namespace presets {
 /// whitening, log-ratio clamped above at 10, per-token loss capped at 3, clip 0.2/0.2,
 /// token-mean over the global token count, k3 KL in the loss clamped to ±10 with `kl_coef = 0`
 /// (off), 8 samples per prompt (set your `num_inference_per_prompt`).
-[[nodiscard]] inline config chatlearn() {
+[[nodiscard]] inline config chatlearn_grpo() {
     return {
         .samples_per_prompt = 8,
         .kl = kl_placement::none,
@@ -535,7 +536,7 @@ namespace presets {
 /// advantages whitened over every element), log-ratio masked before exp, clip 0.2, value clip
 /// 0.1, grad clip 0.5, 1 epoch.
 /// @note ChatLearn can use a Taylor-expanded ratio (`numerical_stable`); here the ratio is exact.
-[[nodiscard]] inline config chatlearn_ppo() {
+[[nodiscard]] inline config chatlearn() {
     return from_advantage_preset(rlhf::presets::chatlearn(),
                                  {.policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
                                   .value_loss = {.clip_range = 0.1, .coef = 1.0},
