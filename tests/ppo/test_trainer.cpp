@@ -747,6 +747,62 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
     CHECK(rlhf::ppo::presets::deepspeed_chat().reward.slot == rlhf::reward_slot::last_valid_token);
 }
 
+TEST_CASE("ppo::check_config against the models, minibatch_rows and advantage_preset_of" *
+          doctest::test_suite("unit")) {
+    using rlhf::ppo::trainer_capabilities;
+    const auto field_of = [](const rlhf::ppo::config& c, const trainer_capabilities& models) {
+        const auto e = expect_error([&] { rlhf::ppo::check_config(c, models); });
+        CHECK(e.kind() == rlhf::error_kind::config);
+        CHECK(e.function() == "rlhf::ppo::check_config");
+        return e.argument();
+    };
+    const trainer_capabilities fits{
+        .critic = true, .critic_optimizer = true, .reference = true, .entropy_policy = true, .sequence_rewards = true};
+    CHECK_NOTHROW(rlhf::ppo::check_config(gae_config(), fits));
+    rlhf::ppo::config c = gae_config();
+    c.score_norm = rlhf::ppo::score_normalization::scale;
+    CHECK_NOTHROW(rlhf::ppo::check_config(c, fits));
+    trainer_capabilities dense = fits;
+    dense.sequence_rewards = false;
+    dense.token_rewards = true;
+    CHECK(field_of(c, dense) == "score_norm");
+    c.estimator = rlhf::advantage_estimator::remax;
+    CHECK(field_of(c, fits) == "score_norm");  // the greedy baseline is not normalised
+    trainer_capabilities shared = fits;
+    shared.critic_optimizer = false;
+    c = gae_config();
+    c.critic_max_grad_norm = std::nullopt;
+    CHECK(field_of(c, shared) == "optimizers.critic");
+    shared.policy_optimizer_holds_critic = true;
+    CHECK_NOTHROW(rlhf::ppo::check_config(c, shared));
+    trainer_capabilities critic_free = fits;
+    critic_free.critic = false;
+    CHECK(field_of(rlhf::ppo::presets::grpo(), critic_free) == "optimizers.critic");
+
+    // Rows that a minibatch does not divide are a config error too.
+    c = gae_config();
+    c.rollout_batch_size = 0;
+    c.minibatch_size = 3;
+    CHECK(rlhf::ppo::minibatch_rows(c, 9) == 3);
+    const auto e = expect_error([&] { (void)rlhf::ppo::minibatch_rows(c, 8); });
+    CHECK(e.kind() == rlhf::error_kind::config);
+    CHECK(e.argument() == "minibatch_size");
+    c.minibatch_size = 0;
+    CHECK(rlhf::ppo::minibatch_rows(c, 8) == 8);
+
+    // advantage_preset_of inverts from_advantage_preset.
+    for (const rlhf::advantage_preset& p : {rlhf::presets::trl_v0_11(), rlhf::presets::chatlearn()}) {
+        const rlhf::advantage_preset back = rlhf::ppo::advantage_preset_of(rlhf::ppo::from_advantage_preset(p));
+        CHECK(back.rewards.slot == p.rewards.slot);
+        CHECK(back.rewards.score_clip == p.rewards.score_clip);
+        CHECK(back.rewards.divide_kl_by_length == p.rewards.divide_kl_by_length);
+        CHECK(back.gae.lambda == p.gae.lambda);
+        CHECK(back.advantage_whitening.has_value() == p.advantage_whitening.has_value());
+        CHECK(back.whiten_unmasked == p.whiten_unmasked);
+        CHECK(rlhf::initial_kl_coef(back.kl_control) == rlhf::initial_kl_coef(p.kl_control));
+    }
+}
+
 TEST_CASE("ppo_trainer: models that do not fit the config are refused with the field's name" *
           doctest::test_suite("unit")) {
     toy_policy policy(1);

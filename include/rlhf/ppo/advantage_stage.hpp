@@ -151,6 +151,7 @@ namespace detail {
     if (c.estimator == advantage_estimator::gae && !dense) {
         libtorch::preset_advantages out =
             libtorch::compute_advantages(advantage_preset_of(c), beta, in.log_probs, ref, mask, in.scores, in.values);
+        // The preset whitens its shaped rewards in place: the metrics' unwhitened ones are shaped again.
         const torch::Tensor shaped =
             c.reward_whitening ? libtorch::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping)
                                : out.rewards;
