@@ -134,11 +134,11 @@ prompt_batch make_prompts(std::int64_t step) {
 rlhf::ppo::config make_config(const std::string& name) {
     rlhf::ppo::config cfg;
     if (name == "trl")
-        cfg = rlhf::ppo::presets::trl_v011();
+        cfg = rlhf::ppo::presets::trl_v0_11();
     else if (name == "deepspeed-chat")
         cfg = rlhf::ppo::presets::deepspeed_chat();
     else if (name == "colossalchat")
-        cfg = rlhf::ppo::presets::colossalchat();
+        cfg = rlhf::ppo::presets::colossalchat_v2();
     else
         throw std::invalid_argument("unknown preset '" + name + "' (trl, deepspeed-chat, colossalchat)");
     // Presets fix the algorithm, not the sizes: those are ours.

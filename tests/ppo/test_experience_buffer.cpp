@@ -431,6 +431,15 @@ TEST_CASE("ppo::experience_buffer save and load round-trip rows and shuffling st
     e = expect_error([&] { loaded.load(directory / "junk.bin"); });
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "path");
+    // A LibTorch archive of another kind (a trainer checkpoint's format tag): kind value.
+    {
+        torch::serialize::OutputArchive other;
+        rlhf::ppo::checkpoint::write_format(other, rlhf::ppo::checkpoint::trainer_format);
+        other.save_to((directory / "other.pt").string());
+    }
+    e = expect_error([&] { loaded.load(directory / "other.pt"); });
+    CHECK(e.kind() == rlhf::error_kind::value);
+    CHECK(e.argument() == "path");
     buffer.save(file);
     std::filesystem::resize_file(file, std::filesystem::file_size(file) - 3);
     e = expect_error([&] { loaded.load(file); });

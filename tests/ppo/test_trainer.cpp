@@ -512,7 +512,7 @@ TEST_CASE("ppo_trainer: training raises the toy reward while the KL stays bounde
     count_reward reward;
     torch::optim::Adam policy_optimizer(policy.parameters(), torch::optim::AdamOptions(0.03));
     torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(0.03));
-    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v011();
+    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v0_11();
     cfg.rollout_batch_size = 32;
     cfg.generation = {.max_new_tokens = 6};
     cfg.kl_control = rlhf::fixed_kl_options{.kl_coef = 0.5};
@@ -704,10 +704,10 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
 
     // Every preset is valid on its own.
     for (const auto& preset :
-         {rlhf::ppo::presets::trl_v011(), rlhf::ppo::presets::deepspeed_chat(),
-          rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat(),
-          rlhf::ppo::presets::colossalchat(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
-          rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::chatlearn_ppo(), rlhf::ppo::presets::grpo(),
+         {rlhf::ppo::presets::trl_v0_11(), rlhf::ppo::presets::deepspeed_chat(),
+          rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat_v2(),
+          rlhf::ppo::presets::colossalchat_v2(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
+          rlhf::ppo::presets::chatlearn_grpo(), rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::grpo(),
           rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
         CHECK_NOTHROW(rlhf::ppo::check_config(preset));
 
@@ -737,14 +737,70 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
         CHECK(trainer_config.whiten_unmasked == p.whiten_unmasked);
         CHECK(rlhf::initial_kl_coef(trainer_config.kl_control) == rlhf::initial_kl_coef(p.kl_control));
     };
-    same_pipeline(rlhf::ppo::presets::trl_v011(), rlhf::presets::trl_v0_11());
+    same_pipeline(rlhf::ppo::presets::trl_v0_11(), rlhf::presets::trl_v0_11());
     same_pipeline(rlhf::ppo::presets::deepspeed_chat(), rlhf::presets::deepspeed_chat());
-    same_pipeline(rlhf::ppo::presets::colossalchat(), rlhf::presets::colossalchat_v2());
+    same_pipeline(rlhf::ppo::presets::colossalchat_v2(), rlhf::presets::colossalchat_v2());
     same_pipeline(rlhf::ppo::presets::openrlhf(), rlhf::presets::openrlhf());
-    same_pipeline(rlhf::ppo::presets::chatlearn_ppo(), rlhf::presets::chatlearn());
+    same_pipeline(rlhf::ppo::presets::chatlearn(), rlhf::presets::chatlearn());
     CHECK(rlhf::ppo::presets::verl().gae.masking == rlhf::presets::verl().gae.masking);
     CHECK(rlhf::ppo::presets::verl().kl == rlhf::ppo::kl_placement::none);
     CHECK(rlhf::ppo::presets::deepspeed_chat().reward.slot == rlhf::reward_slot::last_valid_token);
+}
+
+TEST_CASE("ppo::check_config against the models, minibatch_rows and advantage_preset_of" *
+          doctest::test_suite("unit")) {
+    using rlhf::ppo::trainer_capabilities;
+    const auto field_of = [](const rlhf::ppo::config& c, const trainer_capabilities& models) {
+        const auto e = expect_error([&] { rlhf::ppo::check_config(c, models); });
+        CHECK(e.kind() == rlhf::error_kind::config);
+        CHECK(e.function() == "rlhf::ppo::check_config");
+        return e.argument();
+    };
+    const trainer_capabilities fits{
+        .critic = true, .critic_optimizer = true, .reference = true, .entropy_policy = true, .sequence_rewards = true};
+    CHECK_NOTHROW(rlhf::ppo::check_config(gae_config(), fits));
+    rlhf::ppo::config c = gae_config();
+    c.score_norm = rlhf::ppo::score_normalization::scale;
+    CHECK_NOTHROW(rlhf::ppo::check_config(c, fits));
+    trainer_capabilities dense = fits;
+    dense.sequence_rewards = false;
+    dense.token_rewards = true;
+    CHECK(field_of(c, dense) == "score_norm");
+    c.estimator = rlhf::advantage_estimator::remax;
+    CHECK(field_of(c, fits) == "score_norm");  // the greedy baseline is not normalised
+    trainer_capabilities shared = fits;
+    shared.critic_optimizer = false;
+    c = gae_config();
+    c.critic_max_grad_norm = std::nullopt;
+    CHECK(field_of(c, shared) == "optimizers.critic");
+    shared.policy_optimizer_holds_critic = true;
+    CHECK_NOTHROW(rlhf::ppo::check_config(c, shared));
+    trainer_capabilities critic_free = fits;
+    critic_free.critic = false;
+    CHECK(field_of(rlhf::ppo::presets::grpo(), critic_free) == "optimizers.critic");
+
+    // Rows that a minibatch does not divide are a config error too.
+    c = gae_config();
+    c.rollout_batch_size = 0;
+    c.minibatch_size = 3;
+    CHECK(rlhf::ppo::minibatch_rows(c, 9) == 3);
+    const auto e = expect_error([&] { (void)rlhf::ppo::minibatch_rows(c, 8); });
+    CHECK(e.kind() == rlhf::error_kind::config);
+    CHECK(e.argument() == "minibatch_size");
+    c.minibatch_size = 0;
+    CHECK(rlhf::ppo::minibatch_rows(c, 8) == 8);
+
+    // advantage_preset_of inverts from_advantage_preset.
+    for (const rlhf::advantage_preset& p : {rlhf::presets::trl_v0_11(), rlhf::presets::chatlearn()}) {
+        const rlhf::advantage_preset back = rlhf::ppo::advantage_preset_of(rlhf::ppo::from_advantage_preset(p));
+        CHECK(back.rewards.slot == p.rewards.slot);
+        CHECK(back.rewards.score_clip == p.rewards.score_clip);
+        CHECK(back.rewards.divide_kl_by_length == p.rewards.divide_kl_by_length);
+        CHECK(back.gae.lambda == p.gae.lambda);
+        CHECK(back.advantage_whitening.has_value() == p.advantage_whitening.has_value());
+        CHECK(back.whiten_unmasked == p.whiten_unmasked);
+        CHECK(rlhf::initial_kl_coef(back.kl_control) == rlhf::initial_kl_coef(p.kl_control));
+    }
 }
 
 TEST_CASE("ppo_trainer: models that do not fit the config are refused with the field's name" *

@@ -1,11 +1,11 @@
 #pragma once
 /// @file
-/// Building blocks of PPO checkpoints on LibTorch's archives (`torch::serialize::OutputArchive`
-/// / `InputArchive`, the format of `torch::save`): atomic writes (a temporary file renamed over
-/// the target, so a crash never leaves a torn checkpoint), tensor lists (a model's parameters
-/// and buffers, an EMA copy), optimizer state (`torch::optim::Optimizer::save` / `load`, which
-/// key the per-parameter state by position), and the text state of a `std::mt19937_64`.
-/// `rlhf::ppo::ppo_trainer::save_checkpoint` composes them.
+/// PPO checkpoints on LibTorch's archives (`torch::serialize::OutputArchive` / `InputArchive`,
+/// the format of `torch::save`): atomic writes (a temporary file renamed over the target, so a
+/// crash never leaves a torn file), format tags, tensor lists (a model's parameters and buffers,
+/// an EMA copy), optimizer state (`torch::optim::Optimizer::save` / `load`, which key the
+/// per-parameter state by position), the text state of a `std::mt19937_64`, and the state of a
+/// PPO trainer (`save_trainer`, `load_trainer`). The experience buffer's files use them too.
 
 #include <torch/optim/optimizer.h>
 #include <torch/serialize/archive.h>
@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -22,6 +23,7 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
+#include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/concepts.hpp"
 
@@ -64,6 +66,19 @@ inline void read_file(torch::serialize::InputArchive& archive, const std::filesy
     }
 }
 
+/// Writes the format tag `format` (a string under "format").
+inline void write_format(torch::serialize::OutputArchive& archive, std::string_view format) {
+    archive.write("format", c10::IValue(std::string(format)));
+}
+
+/// Reads the format tag; another tag or none → `rlhf::error` (kind value, argument `path`).
+inline void read_format(torch::serialize::InputArchive& archive, std::string_view format,
+                        const std::filesystem::path& path, std::string_view function) {
+    c10::IValue value;
+    if (!archive.try_read("format", value) || !value.isString() || value.toStringRef() != format)
+        fail(error_kind::value, function, "path", "an rlhf archive of format " + std::string(format), path.string());
+}
+
 /// Writes `tensors` under `key` as a nested archive: "count" and "0", "1", ... (detached).
 inline void write_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
                           const std::vector<torch::Tensor>& tensors) {
@@ -84,19 +99,26 @@ inline std::vector<torch::Tensor> read_tensors(torch::serialize::InputArchive& a
     return tensors;
 }
 
-/// Copies `source` (as read) into `target` (a model's live tensors) under no-grad; the count and
-/// every shape must match, else `rlhf::error` (kind value, argument `path`) naming `what`.
+/// Checks that `saved` (as read) has the count and shapes of `live`, else `rlhf::error` (kind
+/// value, argument `path`) naming `what`.
+inline void check_same_shapes(const std::vector<torch::Tensor>& saved, const std::vector<torch::Tensor>& live,
+                              std::string_view what, std::string_view function) {
+    if (saved.size() != live.size())
+        fail(error_kind::value, function, "path",
+             std::to_string(live.size()) + " tensors for " + std::string(what) + " (the model's)",
+             std::to_string(saved.size()) + " in the checkpoint");
+    for (std::size_t i = 0; i < saved.size(); ++i)
+        if (saved[i].sizes() != live[i].sizes())
+            fail(error_kind::value, function, "path",
+                 libtorch::shape_string(live[i]) + " for " + std::string(what) + "[" + std::to_string(i) + "]",
+                 libtorch::shape_string(saved[i]) + " in the checkpoint");
+}
+
+/// Copies `source` (as read) into `target` (a model's live tensors) under no-grad, after
+/// `check_same_shapes`.
 inline void copy_into(const std::vector<torch::Tensor>& source, const std::vector<torch::Tensor>& target,
                       std::string_view what, std::string_view function) {
-    if (source.size() != target.size())
-        fail(error_kind::value, function, "path",
-             std::to_string(target.size()) + " tensors for " + std::string(what) + " (the model's)",
-             std::to_string(source.size()) + " in the checkpoint");
-    for (std::size_t i = 0; i < source.size(); ++i)
-        if (source[i].sizes() != target[i].sizes())
-            fail(error_kind::value, function, "path",
-                 libtorch::shape_string(target[i]) + " for " + std::string(what) + "[" + std::to_string(i) + "]",
-                 libtorch::shape_string(source[i]) + " in the checkpoint");
+    check_same_shapes(source, target, what, function);
     const c10::AutoGradMode no_grad(false);
     for (std::size_t i = 0; i < source.size(); ++i) {
         torch::Tensor destination = target[i];
@@ -149,6 +171,96 @@ inline void set_engine_state(std::mt19937_64& engine, const std::string& state, 
     in >> restored;
     if (!in) fail(error_kind::value, function, "path", "a std::mt19937_64 state", "malformed text");
     engine = restored;
+}
+
+/// The format tag of a trainer checkpoint.
+inline constexpr std::string_view trainer_format = "rlhf.ppo.trainer/1";
+
+/// A trainer's state besides its models and optimizers.
+struct trainer_state {
+    std::int64_t step = 0;                  ///< completed steps
+    std::mt19937_64 engine{};               ///< the trainer's generator
+    double kl_coef = 0.0;                   ///< β of the KL controller
+    running_moments_state score_moments{};  ///< the running score moments
+};
+
+/// The live tensors and optimizers a trainer checkpoint saves and restores (non-owning).
+struct trainer_parts {
+    std::vector<torch::Tensor> policy{};                  ///< `model_tensors(policy)`
+    std::optional<std::vector<torch::Tensor>> critic{};   ///< `model_tensors(critic)`, with a critic
+    std::vector<torch::Tensor> ema{};                     ///< the EMA copy (empty without one)
+    torch::optim::Optimizer* policy_optimizer = nullptr;  ///< not null
+    torch::optim::Optimizer* critic_optimizer = nullptr;  ///< null without one
+};
+
+/// Writes a trainer checkpoint to `path` atomically (`write_atomically`). Errors: an unwritable
+/// path (kind state, argument `path`).
+inline void save_trainer(const std::filesystem::path& path, const trainer_state& state, const trainer_parts& parts,
+                         std::string_view function) {
+    torch::serialize::OutputArchive archive;
+    write_format(archive, trainer_format);
+    archive.write("step", c10::IValue(state.step));
+    archive.write("rng", c10::IValue(engine_state(state.engine)));
+    archive.write("kl_coef", c10::IValue(state.kl_coef));
+    archive.write("score_mean", c10::IValue(state.score_moments.mean));
+    archive.write("score_std", c10::IValue(state.score_moments.std));
+    archive.write("score_var", c10::IValue(state.score_moments.var));
+    archive.write("score_count", c10::IValue(state.score_moments.count));
+    write_tensors(archive, "policy", parts.policy);
+    if (parts.critic) write_tensors(archive, "critic", *parts.critic);
+    write_optimizer(archive, "policy_optimizer", *parts.policy_optimizer);
+    if (parts.critic_optimizer != nullptr) write_optimizer(archive, "critic_optimizer", *parts.critic_optimizer);
+    write_tensors(archive, "ema", parts.ema);
+    write_atomically(archive, path, function);
+}
+
+/// Reads a checkpoint written by `save_trainer` into `parts` (built as the saved ones were) and
+/// returns the state. Every entry is read and every tensor list's shapes checked before
+/// anything changes. Errors: a missing file (kind state, argument `path`); not a trainer
+/// checkpoint, a missing entry, or a model or EMA whose parameter count or shapes differ (kind
+/// value, argument `path`).
+[[nodiscard]] inline trainer_state load_trainer(const std::filesystem::path& path, const trainer_parts& parts,
+                                                std::string_view function) {
+    torch::serialize::InputArchive archive;
+    read_file(archive, path, function);
+    read_format(archive, trainer_format, path, function);
+    try {
+        trainer_state state;
+        c10::IValue value;
+        const auto read_double = [&](const char* key) {
+            archive.read(key, value);
+            return value.toDouble();
+        };
+        archive.read("step", value);
+        state.step = value.toInt();
+        archive.read("rng", value);
+        set_engine_state(state.engine, value.toStringRef(), function);
+        state.kl_coef = read_double("kl_coef");
+        state.score_moments = {.mean = read_double("score_mean"),
+                               .std = read_double("score_std"),
+                               .var = read_double("score_var"),
+                               .count = read_double("score_count")};
+        const std::vector<torch::Tensor> policy = read_tensors(archive, "policy");
+        check_same_shapes(policy, parts.policy, "policy", function);
+        std::vector<torch::Tensor> critic;
+        if (parts.critic) {
+            critic = read_tensors(archive, "critic");
+            check_same_shapes(critic, *parts.critic, "critic", function);
+        }
+        const std::vector<torch::Tensor> ema = read_tensors(archive, "ema");
+        check_same_shapes(ema, parts.ema, "ema", function);
+
+        // Everything read and checked: commit.
+        copy_into(policy, parts.policy, "policy", function);
+        if (parts.critic) copy_into(critic, *parts.critic, "critic", function);
+        copy_into(ema, parts.ema, "ema", function);
+        read_optimizer(archive, "policy_optimizer", *parts.policy_optimizer);
+        if (parts.critic_optimizer != nullptr) read_optimizer(archive, "critic_optimizer", *parts.critic_optimizer);
+        return state;
+    } catch (const c10::Error& e) {
+        fail(error_kind::value, function, "path", "an rlhf PPO trainer checkpoint with every entry",
+             path.string() + " (" + e.what_without_backtrace() + ")");
+    }
 }
 
 }  // namespace rlhf::ppo::checkpoint

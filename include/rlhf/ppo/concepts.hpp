@@ -22,6 +22,7 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
+#include "rlhf/libtorch/kernel_concepts.hpp"
 #include "rlhf/ppo/experience.hpp"
 
 namespace rlhf::ppo {
@@ -135,6 +136,50 @@ private:
             destination.copy_(source[i]);
         }
     }
+};
+
+// ---- What a trainer takes ------------------------------------------------------------------
+
+/// Marks a trainer without a critic (critic-free estimators: GRPO, RLOO, REINFORCE++, ...).
+struct no_critic {};
+
+/// Marks a trainer without a reference model (no KL term).
+struct no_reference {};
+
+/// A policy that also gives next-token logits over a token batch, for PTX:
+/// `policy.lm_logits(input_ids, attention_mask)` → `[B, S, V]`, position `p` predicting token `p + 1`.
+template <class P>
+concept LanguageModelPolicy = requires(P& policy, const torch::Tensor& input_ids, const torch::Tensor& mask) {
+    { policy.lm_logits(input_ids, mask) } -> std::convertible_to<torch::Tensor>;
+};
+
+/// A policy the trainer can optimise: a `Policy` whose parameters it can list (for the EMA and
+/// checkpoints).
+template <class P>
+concept TrainablePolicy = Policy<P> && HasParameters<P>;
+
+/// `no_critic`, or a `Critic` whose parameters the trainer can list (checkpoints).
+template <class C>
+concept CriticOrNone = std::same_as<C, no_critic> ||(Critic<C>&& HasParameters<C>);
+
+/// `no_reference`, or a `ReferenceModel`.
+template <class R>
+concept ReferenceOrNone = std::same_as<R, no_reference> || ReferenceModel<R>;
+
+/// The loss kernels a trainer needs (rlhf/libtorch/kernel_concepts.hpp): the library's
+/// `fused_kernels` (default) or `composed_kernels`, or a user's (CUDA) kernel type.
+template <class K>
+concept TrainerKernels = libtorch::PolicyLossKernel<K> && libtorch::ValueLossKernel<K> && libtorch::KlLossKernel<K>;
+
+/// The models of a trainer (non-owning; they must outlive it). Designated initialisers:
+/// `rlhf::ppo::trainer_models{.policy = &policy, .reward_model = &rm, .critic = &critic, .reference = &ref}`;
+/// leave `.critic` out for a critic-free estimator, `.reference` out for no KL.
+template <class P, class R, class C = no_critic, class Ref = no_reference>
+struct trainer_models {
+    P* policy = nullptr;
+    R* reward_model = nullptr;
+    C* critic = nullptr;
+    Ref* reference = nullptr;
 };
 
 }  // namespace rlhf::ppo

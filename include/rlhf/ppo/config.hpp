@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -33,6 +34,7 @@
 #include "rlhf/kernels/presets.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
 #include "rlhf/kernels/value_loss.hpp"
+#include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
 
@@ -234,6 +236,9 @@ struct trainer_capabilities {
     bool entropy_policy = false;    ///< the policy is an `EntropyPolicy`
     bool language_model = false;    ///< the policy is a `LanguageModelPolicy` (PTX)
     bool sequence_rewards = false;  ///< the reward model is a `SequenceRewardModel`
+    bool token_rewards = false;     ///< the reward model gives per-token rewards (`TokenRewardModel`)
+    /// The policy's optimizer holds every critic parameter (a value head sharing it, as TRL's).
+    bool policy_optimizer_holds_critic = false;
 };
 
 namespace detail {
@@ -308,6 +313,8 @@ inline void check_config(const config& c) {
                              "at least 2 for the group estimator '" + std::string(to_string(c.estimator)) +
                                  "' (every group would be a single row)",
                              std::to_string(c.samples_per_prompt));
+    if (c.estimator == advantage_estimator::remax && c.score_norm != score_normalization::none)
+        detail::config_error("score_norm", "none under remax (the greedy baseline is not normalised)", "set");
     if (c.value_loss.returns_from_advantages && c.advantage_whitening)
         detail::config_error("value_loss.returns_from_advantages",
                              "false when advantage_whitening is set (the target advantages + old values is only "
@@ -358,7 +365,10 @@ inline void check_config(const config& c) {
 /// - `critic_max_grad_norm` needs a critic with its own optimizer (argument `critic_max_grad_norm`);
 /// - `entropy_coef > 0` needs an `EntropyPolicy` (argument `entropy_coef`);
 /// - PTX needs a `LanguageModelPolicy` (argument `ptx`);
-/// - ReMax needs a `SequenceRewardModel` for its greedy baseline (argument `estimator`).
+/// - ReMax needs a `SequenceRewardModel` for its greedy baseline (argument `estimator`);
+/// - score normalisation needs sequence scores, not per-token rewards (argument `score_norm`);
+/// - a critic optimizer needs a critic, and a critic needs an optimizer: its own, or the
+///   policy's holding its parameters (argument `optimizers.critic`).
 inline void check_config(const config& c, const trainer_capabilities& models) {
     check_config(c);
     const bool adaptive = !std::holds_alternative<fixed_kl_options>(c.kl_control);
@@ -383,11 +393,28 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
                              c.ptx == ptx_mode::mixed ? "mixed" : "separate_step");
     if (c.estimator == advantage_estimator::remax && !models.sequence_rewards)
         detail::config_error("estimator", "not remax: its greedy baseline needs a SequenceRewardModel", "remax");
+    if (c.score_norm != score_normalization::none && models.token_rewards)
+        detail::config_error("score_norm",
+                             "none: the reward model gives per-token rewards (no sequence score to normalise)", "set");
+    if (models.critic_optimizer && !models.critic)
+        detail::config_error("optimizers.critic", "nullptr: the trainer has no critic", "an optimizer");
+    if (models.critic && !models.critic_optimizer && !models.policy_optimizer_holds_critic)
+        detail::config_error("optimizers.critic",
+                             "an optimizer for the critic, or a policy optimizer that holds the critic's parameters",
+                             "nullptr, and a critic parameter the policy optimizer does not hold");
 }
 
-/// Named configurations that reproduce each framework's PPO/GRPO recipe (docs/ppo.md has the
-/// table). Batch sizes are the user's: a preset sets the per-step structure (epochs, clipping,
-/// KL, estimator, whitening, aggregation), not the sizes, unless the framework fixes them.
+/// The rows of a minibatch for a rollout of `rows` rows (`minibatch_size`, or all of them when
+/// 0). Errors: no rows, or a minibatch size that does not divide them (`rlhf::error`, kind
+/// config, function `rlhf::ppo::check_config`, argument `minibatch_size`).
+[[nodiscard]] inline std::int64_t minibatch_rows(const config& c, std::int64_t rows) {
+    const std::int64_t minibatch = c.minibatch_size > 0 ? c.minibatch_size : rows;
+    if (rows == 0 || rows % minibatch != 0)
+        detail::config_error("minibatch_size", "a divisor of the rollout's row count " + std::to_string(rows),
+                             std::to_string(minibatch));
+    return minibatch;
+}
+
 /// A config whose reward shaping, KL control, GAE and whitening are those of a kernel preset
 /// (`rlhf::presets`, docs/semantics.md), with the KL in the reward and every other field from
 /// `base`.
@@ -403,13 +430,59 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
     return base;
 }
 
+/// What to generate for one step: each prompt row repeated `samples_per_prompt` times
+/// (`repeat_interleave`), `group_ids[i]` = its prompt's index, the generation options with a seed
+/// drawn from `engine` (after the checks). Errors (`rlhf::error`, kind shape, argument `prompts`):
+/// prompts that are not `[P, S]` tokens with a mask of their shape; `P · samples_per_prompt` ≠
+/// `rollout_batch_size` when that is set.
+[[nodiscard]] inline rollout_request make_rollout_request(const config& c, const prompt_batch& prompts,
+                                                          std::mt19937_64& engine) {
+    constexpr std::string_view fn = "rlhf::ppo::make_rollout_request";
+    if (!prompts.input_ids.defined() || prompts.input_ids.dim() != 2)
+        fail(error_kind::shape, fn, "prompts", "input_ids [P, S]",
+             prompts.input_ids.defined() ? libtorch::shape_string(prompts.input_ids) : "undefined");
+    if (!prompts.attention_mask.defined() || prompts.attention_mask.sizes() != prompts.input_ids.sizes())
+        fail(error_kind::shape, fn, "prompts", "attention_mask of the shape of input_ids",
+             prompts.attention_mask.defined() ? libtorch::shape_string(prompts.attention_mask) : "undefined");
+    const std::int64_t n = c.samples_per_prompt;
+    const std::int64_t rows = prompts.input_ids.size(0) * n;
+    if (c.rollout_batch_size > 0 && rows != c.rollout_batch_size)
+        fail(error_kind::shape, fn, "prompts",
+             std::to_string(c.rollout_batch_size / n) + " prompts (rollout_batch_size " +
+                 std::to_string(c.rollout_batch_size) + " / samples_per_prompt " + std::to_string(n) + ")",
+             std::to_string(prompts.input_ids.size(0)) + " prompts");
+    rollout_request request;
+    request.prompts = {prompts.input_ids.repeat_interleave(n, 0), prompts.attention_mask.repeat_interleave(n, 0)};
+    request.group_ids =
+        torch::arange(prompts.input_ids.size(0), torch::kInt64).repeat_interleave(n).to(prompts.input_ids.device());
+    request.generation = c.generation;
+    request.generation.seed = engine();
+    return request;
+}
+
+/// The kernel preset of a config's reward pipeline (the inverse of `from_advantage_preset`): its
+/// reward shaping, reward whitening, GAE, advantage whitening and KL control.
+[[nodiscard]] inline advantage_preset advantage_preset_of(const config& c) {
+    return {.framework = "rlhf::ppo::config",
+            .rewards = c.reward,
+            .reward_whitening = c.reward_whitening,
+            .gae = c.gae,
+            .advantage_whitening = c.advantage_whitening,
+            .whiten_unmasked = c.whiten_unmasked,
+            .kl_control = c.kl_control};
+}
+
+/// Named configurations that reproduce each framework's PPO/GRPO recipe (docs/ppo.md has the
+/// table). Batch sizes are the user's: a preset sets the per-step structure (epochs, clipping,
+/// KL, estimator, whitening, aggregation), not the sizes, unless the framework fixes them.
+/// A GAE preset has the name of the kernel preset it starts from (`rlhf::presets`).
 namespace presets {
 
 /// TRL v0.11 classic `PPOTrainer` (trl/trainer/ppo_trainer.py, ppo_config.py, tag v0.11.4):
 /// `rlhf::presets::trl_v0_11()` (adaptive β fed the per-sequence KL sum), ratio threshold 10,
 /// value clip 0.2 with vf_coef 0.1, 4 PPO epochs, token-mean losses, micro-batches averaged
 /// (accelerate). TRL's value head shares the policy's optimizer: pass no critic optimizer.
-[[nodiscard]] inline config trl_v011() {
+[[nodiscard]] inline config trl_v0_11() {
     return from_advantage_preset(rlhf::presets::trl_v0_11(),
                                  {.kl_metric = kl_measure::seq_mean_token_sum,
                                   .policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .ratio_threshold = 10.0},
@@ -448,7 +521,7 @@ namespace presets {
 /// clip 0.2 on `advantages + old values` with vf_coef 1, CPU-offloaded buffer, grad clip 1.0.
 /// `with_ptx = true`: the trainer's default PTX mix `(1 − 0.9)·actor + 0.9·lm` (its example
 /// scripts use 0).
-[[nodiscard]] inline config colossalchat(bool with_ptx = false) {
+[[nodiscard]] inline config colossalchat_v2(bool with_ptx = false) {
     return from_advantage_preset(
         rlhf::presets::colossalchat_v2(),
         {.policy_loss = {.clip_low = 0.2,
@@ -513,7 +586,7 @@ namespace presets {
 /// whitening, log-ratio clamped above at 10, per-token loss capped at 3, clip 0.2/0.2,
 /// token-mean over the global token count, k3 KL in the loss clamped to ±10 with `kl_coef = 0`
 /// (off), 8 samples per prompt (set your `num_inference_per_prompt`).
-[[nodiscard]] inline config chatlearn() {
+[[nodiscard]] inline config chatlearn_grpo() {
     return {
         .samples_per_prompt = 8,
         .kl = kl_placement::none,
@@ -535,7 +608,7 @@ namespace presets {
 /// advantages whitened over every element), log-ratio masked before exp, clip 0.2, value clip
 /// 0.1, grad clip 0.5, 1 epoch.
 /// @note ChatLearn can use a Taylor-expanded ratio (`numerical_stable`); here the ratio is exact.
-[[nodiscard]] inline config chatlearn_ppo() {
+[[nodiscard]] inline config chatlearn() {
     return from_advantage_preset(rlhf::presets::chatlearn(),
                                  {.policy_loss = {.clip_low = 0.2, .clip_high = 0.2, .mask_log_ratio = true},
                                   .value_loss = {.clip_range = 0.1, .coef = 1.0},

@@ -46,6 +46,14 @@ struct prompt_batch {
     torch::Tensor attention_mask;  ///< `[B, P]`, entries in {0, 1}
 };
 
+/// What to generate for one step: the prompts repeated `samples_per_prompt` times, the group of
+/// each row, and the generation options with the step's seed (`make_rollout_request`).
+struct rollout_request {
+    prompt_batch prompts;
+    torch::Tensor group_ids;  ///< `[B]` int64: the index of the row's prompt
+    generation_options generation;
+};
+
 /// A generated (or given) batch of sequences with explicit per-row response ranges.
 struct rollout {
     torch::Tensor sequences;       ///< `[B, S]` integer token ids, prompt and response
@@ -183,6 +191,22 @@ inline void require_binary(const torch::Tensor& mask, std::string_view function,
     if (bad.any().item<bool>())
         fail(error_kind::value, function, argument, "mask entries 0 or 1",
              "an entry " + std::to_string(mask.masked_select(bad)[0].item<double>()));
+}
+
+/// A model output must be a floating `[rows, cols]` tensor (`[rows]` when `cols < 0`); `name`
+/// names the model call.
+inline void check_model_output(const torch::Tensor& t, std::int64_t rows, std::int64_t cols, std::string_view function,
+                               std::string_view name) {
+    require_defined(t, function, name);
+    if (!is_floating_dtype(t.scalar_type()))
+        fail(error_kind::dtype, function, name, "a floating dtype", libtorch::dtype_name(t.scalar_type()));
+    const bool ok =
+        cols < 0 ? (t.dim() == 1 && t.size(0) == rows) : (t.dim() == 2 && t.size(0) == rows && t.size(1) == cols);
+    if (!ok)
+        fail(error_kind::shape, function, name,
+             cols < 0 ? "[" + std::to_string(rows) + "]"
+                      : "[" + std::to_string(rows) + ", " + std::to_string(cols) + "] (rows, response width)",
+             libtorch::shape_string(t));
 }
 
 }  // namespace detail

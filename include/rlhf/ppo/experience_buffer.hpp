@@ -4,17 +4,17 @@
 /// splits a batch into rows (each trimmed to its own tokens), optionally offloaded to the CPU,
 /// with a FIFO limit; a plan of seeded minibatch permutations across PPO epochs; micro-batches
 /// for gradient accumulation (optionally token-balanced); collate back into a padded batch
-/// with left or right padding that carries the response ranges; save/load with atomic writes.
+/// with left or right padding that carries the response ranges; save/load as LibTorch archives
+/// with the checkpoint helpers' atomic writes (rlhf/ppo/checkpoint.hpp).
 
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -22,13 +22,13 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/ppo/checkpoint.hpp"
 #include "rlhf/ppo/experience.hpp"
 
 namespace rlhf::ppo {
@@ -415,128 +415,78 @@ public:
         return collate(all, options);
     }
 
-    /// Writes the rows and the shuffling state (seed, permutations drawn) to `path`, atomically:
-    /// into `path` + ".tmp", then renamed over `path`, so a crash never leaves a torn file.
-    /// Format (native byte order, checked on load): magic "RLHFEXB1", u32 byte-order mark,
-    /// u32 version 1, u64 seed, u64 permutations drawn, u64 rows, u32 fields, then per field of
-    /// the right-padded `collate_all()` on the CPU (plus `response_start`, `response_end`): u8
-    /// group, u32 key size, key, u8 dtype code, u8 rank, i64 sizes, raw contiguous data.
+    /// Writes the rows and the shuffling state (seed, permutations drawn) to `path` as a LibTorch
+    /// archive, atomically (`checkpoint::write_atomically`: a temporary file renamed over `path`):
+    /// the right-padded `collate_all()` on the CPU, field by field, with the response ranges.
     /// Errors: a path that cannot be written or renamed → `rlhf::error` (kind state, argument
-    /// `path`); the temporary file is removed. A dtype outside bool, (u)int8, int16/32/64,
-    /// float16, bfloat16, float32/64 → kind dtype, argument the field.
+    /// `path`); the temporary file is removed.
     void save(const std::filesystem::path& path) const {
-        constexpr std::string_view function = "rlhf::ppo::experience_buffer::save";
-        std::vector<std::pair<field_spec, torch::Tensor>> fields;
+        torch::serialize::OutputArchive archive;
+        checkpoint::write_format(archive, file_format);
+        archive.write("seed", c10::IValue(static_cast<std::int64_t>(options_.seed)));
+        archive.write("drawn", c10::IValue(static_cast<std::int64_t>(drawn_)));
+        archive.write("rows", c10::IValue(size()));
+        std::vector<torch::Tensor> tensors;
         if (!rows_.empty()) {
             experience all = collate_all({.device = torch::Device(torch::kCPU)});
-            for (const field_spec& spec : schema_) fields.emplace_back(spec, slot(all, spec).contiguous());
-            fields.emplace_back(field_spec{field_group::member, "response_start", field_layout::row, torch::kInt64},
-                                all.response_start);
-            fields.emplace_back(field_spec{field_group::member, "response_end", field_layout::row, torch::kInt64},
-                                all.response_end);
-            for (const auto& [spec, tensor] : fields)
-                (void)dtype_code(tensor.scalar_type(), function, field_name(spec.group, spec.key));
-        }
-        std::filesystem::path temporary = path;
-        temporary += ".tmp";
-        {
-            std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-            if (!out) fail(error_kind::state, function, "path", "a writable file", temporary.string());
-            out.write(magic.data(), static_cast<std::streamsize>(magic.size()));
-            write_pod(out, byte_order_mark);
-            write_pod(out, format_version);
-            write_pod(out, options_.seed);
-            write_pod(out, drawn_);
-            write_pod(out, static_cast<std::uint64_t>(rows_.size()));
-            write_pod(out, static_cast<std::uint32_t>(fields.size()));
-            for (const auto& [spec, tensor] : fields) {
-                write_pod(out, static_cast<std::uint8_t>(spec.group));
-                write_pod(out, static_cast<std::uint32_t>(spec.key.size()));
-                out.write(spec.key.data(), static_cast<std::streamsize>(spec.key.size()));
-                write_pod(out, dtype_code(tensor.scalar_type(), function, spec.key));
-                write_pod(out, static_cast<std::uint8_t>(tensor.dim()));
-                for (const std::int64_t extent : tensor.sizes()) write_pod(out, extent);
-                if (tensor.numel() > 0)
-                    out.write(static_cast<const char*>(tensor.data_ptr()),
-                              static_cast<std::streamsize>(tensor.numel() * tensor.element_size()));
-            }
-            out.flush();
-            if (!out) {
-                out.close();
-                std::error_code ignored;
-                std::filesystem::remove(temporary, ignored);
-                fail(error_kind::state, function, "path", "a writable file", "a failed write to " + temporary.string());
+            std::vector<field_spec> fields = schema_;
+            fields.push_back({field_group::member, "response_start", field_layout::row, torch::kInt64});
+            fields.push_back({field_group::member, "response_end", field_layout::row, torch::kInt64});
+            for (std::size_t f = 0; f < fields.size(); ++f) {
+                archive.write("group_" + std::to_string(f), c10::IValue(static_cast<std::int64_t>(fields[f].group)));
+                archive.write("key_" + std::to_string(f), c10::IValue(fields[f].key));
+                tensors.push_back(slot(all, fields[f]));
             }
         }
-        std::error_code code;
-        std::filesystem::rename(temporary, path, code);
-        if (code) {
-            std::error_code ignored;
-            std::filesystem::remove(temporary, ignored);
-            fail(error_kind::state, function, "path", "a file that can replace '" + path.string() + "'",
-                 code.message());
-        }
+        checkpoint::write_tensors(archive, "fields", tensors);
+        checkpoint::write_atomically(archive, path, "rlhf::ppo::experience_buffer::save");
     }
 
     /// Replaces the rows and the shuffling state (seed, permutations drawn) by those saved in
     /// `path`; `limit` and `cpu_offload` stay as constructed (rows load onto the CPU, then
-    /// `limit` applies). Strong guarantee. Errors: an unreadable file (kind state, argument
-    /// `path`); not a buffer file, another byte order or version, truncated (kind value, `path`).
+    /// `limit` applies). Strong guarantee. Errors: a missing file (kind state, argument `path`);
+    /// not a buffer file, a missing entry, a truncated file (kind value, `path`).
     void load(const std::filesystem::path& path) {
         constexpr std::string_view function = "rlhf::ppo::experience_buffer::load";
-        std::ifstream in(path, std::ios::binary);
-        if (!in) fail(error_kind::state, function, "path", "a readable file", path.string());
-        auto corrupt = [&](std::string_view what) { corrupt_file(function, path, what); };
-        std::array<char, 8> header{};
-        in.read(header.data(), static_cast<std::streamsize>(header.size()));
-        if (!in || std::string_view(header.data(), header.size()) != std::string_view(magic.data(), magic.size()))
-            corrupt("no magic");
-        if (read_pod<std::uint32_t>(in) != byte_order_mark) corrupt("another byte order");
-        if (read_pod<std::uint32_t>(in) != format_version) corrupt("another format version");
-        const auto seed = read_pod<std::uint64_t>(in);
-        const auto drawn = read_pod<std::uint64_t>(in);
-        const auto rows = read_pod<std::uint64_t>(in);
-        const auto field_count = read_pod<std::uint32_t>(in);
-        if (!in) corrupt("a truncated header");
-        experience batch;
-        for (std::uint32_t f = 0; f < field_count; ++f) {
-            const auto group = read_pod<std::uint8_t>(in);
-            const auto key_size = read_pod<std::uint32_t>(in);
-            if (!in || group > static_cast<std::uint8_t>(field_group::info) || key_size > 4096U) corrupt("a bad field");
-            std::string key(key_size, '\0');
-            in.read(key.data(), static_cast<std::streamsize>(key_size));
-            const auto code = read_pod<std::uint8_t>(in);
-            const auto rank = read_pod<std::uint8_t>(in);
-            if (!in || code >= dtype_table.size() || rank > 2) corrupt("a bad field header");
-            std::vector<std::int64_t> sizes(rank);
-            std::int64_t elements = 1;
-            for (auto& extent : sizes) {
-                extent = read_pod<std::int64_t>(in);
-                if (!in || extent < 0 || extent > (std::int64_t{1} << 40)) corrupt("a bad extent");
-                elements *= extent;
-            }
-            torch::Tensor tensor = torch::empty(sizes, torch::TensorOptions(dtype_table[code]));
-            if (elements > 0)
-                in.read(static_cast<char*>(tensor.data_ptr()),
-                        static_cast<std::streamsize>(elements * static_cast<std::int64_t>(tensor.element_size())));
-            if (!in) corrupt("truncated data");
-            const auto field_group_value = static_cast<field_group>(group);
-            if (field_group_value == field_group::member) {
-                torch::Tensor* target = member_slot(batch, key);
-                if (target == nullptr) corrupt_file(function, path, "an unknown field '" + key + "'");
-                *target = std::move(tensor);
-            } else if (field_group_value == field_group::extras) {
-                batch.extras[key] = std::move(tensor);
-            } else {
-                batch.info[key] = std::move(tensor);
-            }
-        }
+        torch::serialize::InputArchive archive;
+        checkpoint::read_file(archive, path, function);
+        checkpoint::read_format(archive, file_format, path, function);
         buffer_options restored = options_;
-        restored.seed = seed;
+        experience batch;
+        std::int64_t rows = 0;
+        std::uint64_t drawn = 0;
+        try {
+            c10::IValue value;
+            archive.read("seed", value);
+            restored.seed = static_cast<std::uint64_t>(value.toInt());
+            archive.read("drawn", value);
+            drawn = static_cast<std::uint64_t>(value.toInt());
+            archive.read("rows", value);
+            rows = value.toInt();
+            const std::vector<torch::Tensor> tensors = checkpoint::read_tensors(archive, "fields");
+            for (std::size_t f = 0; f < tensors.size(); ++f) {
+                archive.read("group_" + std::to_string(f), value);
+                const std::int64_t group = value.toInt();
+                archive.read("key_" + std::to_string(f), value);
+                const std::string key = value.toStringRef();
+                if (group == static_cast<std::int64_t>(field_group::extras)) {
+                    batch.extras[key] = tensors[f];
+                } else if (group == static_cast<std::int64_t>(field_group::info)) {
+                    batch.info[key] = tensors[f];
+                } else {
+                    torch::Tensor* target = member_slot(batch, key);
+                    if (group != static_cast<std::int64_t>(field_group::member) || target == nullptr)
+                        corrupt_file(function, path, "an unknown field '" + key + "'");
+                    *target = tensors[f];
+                }
+            }
+        } catch (const c10::Error& e) {
+            corrupt_file(function, path, e.what_without_backtrace());
+        }
         experience_buffer loaded(restored);
         if (rows != 0) {
-            if (!batch.sequences.defined() || batch.sequences.size(0) != static_cast<std::int64_t>(rows))
-                corrupt("a row count that does not match 'sequences'");
+            if (!batch.sequences.defined() || batch.sequences.size(0) != rows)
+                corrupt_file(function, path, "a row count that does not match 'sequences'");
             loaded.append(batch);
         }
         loaded.drawn_ = drawn;
@@ -565,41 +515,12 @@ private:
         std::int64_t tokens;  // attention-mask ones
     };
 
-    static constexpr std::string_view magic = "RLHFEXB1";
-    static constexpr std::uint32_t byte_order_mark = 0x01020304U;
-    static constexpr std::uint32_t format_version = 1;
-    static constexpr std::array<torch::Dtype, 10> dtype_table = {
-        torch::kBool,  torch::kUInt8,   torch::kInt8,     torch::kInt16,   torch::kInt32,
-        torch::kInt64, torch::kFloat16, torch::kBFloat16, torch::kFloat32, torch::kFloat64};
-
-    static std::uint8_t dtype_code(torch::Dtype dtype, std::string_view function, std::string_view argument) {
-        for (std::size_t i = 0; i < dtype_table.size(); ++i)
-            if (dtype_table[i] == dtype) return static_cast<std::uint8_t>(i);
-        fail(error_kind::dtype, function, argument,
-             "bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32 or float64",
-             libtorch::dtype_name(dtype));
-    }
+    static constexpr std::string_view file_format = "rlhf.ppo.experience_buffer/1";
 
     [[noreturn]] static void corrupt_file(std::string_view function, const std::filesystem::path& path,
                                           std::string_view what) {
-        fail(error_kind::value, function, "path", "an rlhf experience buffer file (format 1)",
+        fail(error_kind::value, function, "path", "an rlhf experience buffer file (" + std::string(file_format) + ")",
              std::string(what) + " in " + path.string());
-    }
-
-    template <class T>
-    static void write_pod(std::ofstream& out, const T& value) {
-        char bytes[sizeof(T)];
-        std::memcpy(bytes, &value, sizeof(T));
-        out.write(bytes, sizeof(T));
-    }
-
-    template <class T>
-    static T read_pod(std::ifstream& in) {
-        char bytes[sizeof(T)] = {};
-        in.read(bytes, sizeof(T));
-        T value{};
-        std::memcpy(&value, bytes, sizeof(T));
-        return value;
     }
 
     static torch::Tensor* member_slot(experience& batch, std::string_view key) {

@@ -1,9 +1,11 @@
 #pragma once
 /// @file
 /// Typed metrics of one PPO step (`rlhf::ppo::step_metrics`), a visitor over their fields, and
-/// two sinks that write them: JSON Lines (`jsonl_sink`) and CSV (`csv_sink`). The library never
-/// prints; a trainer hands every step's metrics to its callbacks, and a sink is one.
+/// two sinks that write them: JSON Lines (`jsonl_sink`) and CSV (`csv_sink`), and the accumulator
+/// of a step's training statistics (`train_statistics`). The library never prints; a trainer
+/// hands every step's metrics to its callbacks, and a sink is one.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -18,6 +20,8 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/kernels/kl_controller.hpp"
+#include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/kernels/value_loss.hpp"
 
 namespace rlhf::ppo {
 
@@ -80,6 +84,87 @@ struct step_metrics {
 
     phase_timings time{};
     std::map<std::string, double> eval{};  ///< what the evaluation hook returned this step (often empty)
+};
+
+/// The training statistics of one step, accumulated over its micro-batches (weighted by their
+/// valid tokens) and minibatches, written into a `step_metrics` by `write_to`.
+class train_statistics {
+public:
+    /// A micro-batch's policy-loss statistics.
+    void add_policy(const policy_loss_stats& s) {
+        const double n = s.valid_tokens;
+        tokens_ += n;
+        clip_ += s.clip_fraction * n;
+        lower_ += s.clip_fraction_lower * n;
+        approx_ += s.approx_kl * n;
+        policy_kl_ += s.policy_kl * n;
+        ratio_ += s.ratio_mean * n;
+        ratio_max_ = std::max(ratio_max_, s.ratio_max);
+    }
+    /// A micro-batch's value-loss statistics.
+    void add_value(const value_loss_stats& s) {
+        value_tokens_ += s.valid_tokens;
+        value_clip_ += s.clip_fraction * s.valid_tokens;
+        explained_ += s.explained_variance * s.valid_tokens;
+    }
+    /// A micro-batch's entropy: its sum over `tokens` valid tokens.
+    void add_entropy(double sum, double tokens) {
+        entropy_ += sum;
+        entropy_tokens_ += tokens;
+    }
+    /// A minibatch's losses (each the sum of its micro-batch losses as backpropagated).
+    void add_minibatch(double policy, double value, double kl, double entropy) {
+        policy_loss_ += policy;
+        value_loss_ += value;
+        kl_loss_ += kl;
+        entropy_loss_ += entropy;
+        ++minibatches_;
+    }
+    /// A PTX batch's LM loss.
+    void add_ptx(double loss) {
+        ptx_loss_ += loss;
+        ++ptx_batches_;
+    }
+    /// An actor optimizer step with the gradient norm before clipping.
+    void add_policy_step(double grad_norm) {
+        policy_norm_ += grad_norm;
+        ++policy_steps_;
+    }
+    /// A critic optimizer step with the gradient norm before clipping.
+    void add_critic_step(double grad_norm) {
+        critic_norm_ += grad_norm;
+        ++critic_steps_;
+    }
+
+    /// Writes the means (0 where nothing was added) into `m`.
+    void write_to(step_metrics& m) const {
+        const auto mean = [](double sum, double count) { return count > 0.0 ? sum / count : 0.0; };
+        const auto per = [&](double sum, std::int64_t count) { return mean(sum, static_cast<double>(count)); };
+        m.clip_fraction = mean(clip_, tokens_);
+        m.clip_fraction_lower = mean(lower_, tokens_);
+        m.approx_kl = mean(approx_, tokens_);
+        m.policy_kl = mean(policy_kl_, tokens_);
+        m.ratio_mean = mean(ratio_, tokens_);
+        m.ratio_max = ratio_max_;
+        m.value_clip_fraction = mean(value_clip_, value_tokens_);
+        m.explained_variance = mean(explained_, value_tokens_);
+        m.entropy = mean(entropy_, entropy_tokens_);
+        m.policy_loss = per(policy_loss_, minibatches_);
+        m.value_loss = per(value_loss_, minibatches_);
+        m.kl_loss = per(kl_loss_, minibatches_);
+        m.entropy_loss = per(entropy_loss_, minibatches_);
+        m.ptx_loss = per(ptx_loss_, ptx_batches_);
+        m.policy_grad_norm = per(policy_norm_, policy_steps_);
+        m.critic_grad_norm = per(critic_norm_, critic_steps_);
+        m.optimizer_steps = policy_steps_;
+    }
+
+private:
+    double tokens_ = 0.0, clip_ = 0.0, lower_ = 0.0, approx_ = 0.0, policy_kl_ = 0.0, ratio_ = 0.0, ratio_max_ = 0.0;
+    double value_tokens_ = 0.0, value_clip_ = 0.0, explained_ = 0.0, entropy_ = 0.0, entropy_tokens_ = 0.0;
+    double policy_loss_ = 0.0, value_loss_ = 0.0, kl_loss_ = 0.0, entropy_loss_ = 0.0, ptx_loss_ = 0.0;
+    double policy_norm_ = 0.0, critic_norm_ = 0.0;
+    std::int64_t minibatches_ = 0, ptx_batches_ = 0, policy_steps_ = 0, critic_steps_ = 0;
 };
 
 /// Calls `visit(name, value)` for every scalar field of `m`, in a fixed order; `value` is a
