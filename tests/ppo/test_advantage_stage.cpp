@@ -153,7 +153,7 @@ TEST_CASE("ppo::compute_advantage_stage: critic-free estimators, KL placement an
         dense.token_rewards = torch::randn({4, 5}, torch::TensorOptions(dtype)) * valid;
         c = rlhf::ppo::presets::reinforce_plus_plus();
         const advantage_outputs token = compute_advantage_stage(c, 0.25, dense);
-        const torch::Tensor masked_kl = rlhf::libtorch::token_kl(in.log_probs, in.ref_log_probs, in.mask, c.reward.kl);
+        const torch::Tensor masked_kl = rlhf::token_kl(in.log_probs, in.ref_log_probs, in.mask, c.reward.kl);
         CHECK(torch::allclose(token.shaped_rewards, dense.token_rewards - 0.25 * masked_kl, 1e-5, 1e-6));
         CHECK(torch::equal(token.shaped_rewards * (1 - valid), torch::zeros_like(valid)));
     }

@@ -35,7 +35,7 @@ torch::Generator seeded(std::uint64_t seed) {
 
 // A bigram policy: the logits of the next token are head(embed(previous token)). It samples with
 // its own seeded generator, stops a row at EOS, and computes log-probs and entropies with the
-// library's log-prob kernel (rlhf::libtorch::fused_kernels::logprobs_from_logits).
+// library's log-prob kernel (rlhf::libtorch::default_kernels::logprobs_from_logits).
 struct toy_policy {
     torch::Tensor embed;   // [V, H]
     torch::Tensor head_w;  // [H, V]
@@ -90,7 +90,7 @@ struct toy_policy {
         const torch::Tensor logits = logits_of(r.sequences.narrow(1, 0, s - 1));
         const torch::Tensor tokens = r.sequences.narrow(1, 1, s - 1);
         const torch::Tensor mask = r.attention_mask.narrow(1, 1, s - 1).ne(0);
-        const auto out = rlhf::libtorch::fused_kernels{}.logprobs_from_logits(logits, tokens, mask);
+        const auto out = rlhf::libtorch::default_kernels{}.logprobs_from_logits(logits, tokens, mask);
         const torch::Tensor pad = torch::zeros({r.sequences.size(0), 1}, logits.options());
         return {rlhf::ppo::gather_response(torch::cat({pad, out.logprobs}, 1), r),
                 rlhf::ppo::gather_response(torch::cat({pad, out.entropy}, 1), r)};
@@ -208,7 +208,7 @@ struct kernels_without_value_loss {
                                            const rlhf::kl_loss_options&) const;
 };
 
-template <class P, class C, class R, class Ref, class K = rlhf::libtorch::fused_kernels>
+template <class P, class C, class R, class Ref, class K = rlhf::libtorch::default_kernels>
 concept names_trainer = requires {
     typename rlhf::ppo::ppo_trainer<P, C, R, Ref, K>;
 };
@@ -217,7 +217,7 @@ using rlhf::ppo::no_critic;
 using rlhf::ppo::no_reference;
 static_assert(names_trainer<toy_policy, toy_critic, count_reward, toy_policy>);
 static_assert(names_trainer<toy_policy, no_critic, token_count_reward, no_reference>);
-static_assert(names_trainer<toy_policy, toy_critic, count_reward, toy_policy, rlhf::libtorch::composed_kernels>);
+static_assert(names_trainer<toy_policy, toy_critic, count_reward, toy_policy, rlhf::libtorch::torch_ops_kernels>);
 static_assert(!names_trainer<policy_without_generate, toy_critic, count_reward, toy_policy>);
 static_assert(!names_trainer<policy_without_parameters, toy_critic, count_reward, toy_policy>);
 static_assert(!names_trainer<toy_policy, critic_without_values, count_reward, toy_policy>);
@@ -227,7 +227,7 @@ static_assert(!names_trainer<toy_policy, toy_critic, count_reward, toy_policy, k
 static_assert(rlhf::ppo::LanguageModelPolicy<toy_policy>);
 static_assert(!rlhf::ppo::LanguageModelPolicy<plain_policy>);
 static_assert(rlhf::ppo::EntropyPolicy<toy_policy>);
-static_assert(rlhf::ppo::TrainerKernels<rlhf::libtorch::composed_kernels>);
+static_assert(rlhf::ppo::TrainerKernels<rlhf::libtorch::torch_ops_kernels>);
 static_assert(!rlhf::ppo::TrainerKernels<kernels_without_value_loss>);
 
 // The config of the hand-computed step and of the resume test.
@@ -295,10 +295,10 @@ TEST_CASE("ppo_trainer: one step equals the step computed by hand from the kerne
         scores = reward.score(r);
     }
     const torch::Tensor mask = rlhf::ppo::response_mask(r);
-    const torch::Tensor rewards = rlhf::libtorch::shape_rewards_from_logprobs(
+    const torch::Tensor rewards = rlhf::shape_rewards_from_logprobs(
         old_lp, ref_lp, mask, scores, {.kl_coef = 0.1, .slot = rlhf::reward_slot::last_valid_token});
-    const auto gae = rlhf::libtorch::compute_gae(rewards, values, mask, {.gamma = 1.0, .lambda = 0.95});
-    const torch::Tensor advantages = rlhf::libtorch::masked_whiten(gae.advantages, mask);
+    const auto gae = rlhf::compute_gae(rewards, values, mask, {.gamma = 1.0, .lambda = 0.95});
+    const torch::Tensor advantages = rlhf::masked_whiten(gae.advantages, mask);
     CHECK(m.score_mean == doctest::Approx(scores.mean().item<double>()).epsilon(1e-12));
     CHECK(m.reward_mean == doctest::Approx(rewards.sum(1).mean().item<double>()).epsilon(1e-12));
     CHECK(m.reward_std == doctest::Approx(rewards.sum(1).std(false).item<double>()).epsilon(1e-12));
@@ -363,7 +363,7 @@ TEST_CASE("ppo_trainer: one step equals the step computed by hand from the kerne
         {.policy = &unmasked_policy_optimizer, .critic = &unmasked_critic_optimizer});
     const rlhf::ppo::step_metrics unmasked_m = unmasked_trainer.step(prompts);
     REQUIRE(unmasked_m.generation_seed == m.generation_seed);
-    const torch::Tensor whitened = rlhf::libtorch::whiten(gae.advantages);
+    const torch::Tensor whitened = rlhf::whiten(gae.advantages);
     const torch::Tensor valid = mask.to(torch::kFloat64);
     const double mean = ((whitened * valid).sum() / valid.sum()).item<double>();
     const double std = (((whitened - mean).square() * valid).sum() / valid.sum()).sqrt().item<double>();
@@ -383,18 +383,18 @@ struct counting_kernels {
                                                    const torch::Tensor& adv, const torch::Tensor& mask,
                                                    const rlhf::policy_loss_options& o) const {
         ++policy_calls;
-        return rlhf::libtorch::composed_kernels{}.policy_loss(lp, old, adv, mask, o);
+        return rlhf::libtorch::torch_ops_kernels{}.policy_loss(lp, old, adv, mask, o);
     }
     rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& v, const torch::Tensor& old,
                                                  const torch::Tensor& ret, const torch::Tensor& mask,
                                                  const rlhf::value_loss_options& o) const {
         ++value_calls;
-        return rlhf::libtorch::composed_kernels{}.value_loss(v, old, ret, mask, o);
+        return rlhf::libtorch::torch_ops_kernels{}.value_loss(v, old, ret, mask, o);
     }
     rlhf::libtorch::kl_loss_output kl_loss(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
                                            const rlhf::kl_loss_options& o) const {
         ++kl_calls;
-        return rlhf::libtorch::composed_kernels{}.kl_loss(lp, ref, mask, o);
+        return rlhf::libtorch::torch_ops_kernels{}.kl_loss(lp, ref, mask, o);
     }
 };
 
@@ -468,10 +468,9 @@ TEST_CASE("ppo_trainer: GRPO with KL in the loss equals the kernels by hand" * d
     }
     const torch::Tensor mask = rlhf::ppo::response_mask(r);
     const torch::Tensor rewards =
-        rlhf::libtorch::shape_rewards(torch::zeros_like(old_lp), mask, reward.score(r), {.kl_coef = 0.0});
+        rlhf::shape_rewards(torch::zeros_like(old_lp), mask, reward.score(r), {.kl_coef = 0.0});
     const torch::Tensor groups = torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kInt64);
-    const torch::Tensor advantages =
-        rlhf::libtorch::compute_grpo_advantages(rewards, mask, groups, rlhf::grpo_preset::verl());
+    const torch::Tensor advantages = rlhf::compute_grpo_advantages(rewards, mask, groups, rlhf::grpo_preset::verl());
     // Group advantages by hand: (s − mean_g) / (std_g + 1e-6) on every valid token.
     const torch::Tensor s = reward.score(r);
     for (std::int64_t row = 0; row < 8; ++row) {
@@ -1119,7 +1118,7 @@ TEST_CASE("ppo_trainer: critic-free estimators and token reward models run" * do
     const rlhf::ppo::experience& batch = experience.batch;
     const torch::Tensor mask = batch.action_mask.to(torch::kFloat64);
     const torch::Tensor kl =
-        rlhf::libtorch::token_kl(batch.log_probs, batch.ref_log_probs, batch.action_mask, rlhf::kl_preset::openrlhf());
+        rlhf::token_kl(batch.log_probs, batch.ref_log_probs, batch.action_mask, rlhf::kl_preset::openrlhf());
     const rollout r = rlhf::ppo::as_rollout(batch);
     const torch::Tensor expected = reward.token_rewards(r) - 0.01 * kl;
     CHECK(max_difference({batch.rewards * mask}, {expected * mask}) < 1e-12);

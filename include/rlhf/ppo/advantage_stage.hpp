@@ -3,7 +3,7 @@
 /// The advantage stage of a PPO step as functions of the config and the rollout tensors (no
 /// model): running score normalisation, the rollout KL, reward shaping, reward whitening, the
 /// advantage estimator and advantage whitening. GAE over sequence scores runs the config's
-/// kernel preset (`rlhf::compute_advantages` through `rlhf::libtorch::compute_advantages`);
+/// kernel preset (`rlhf::compute_advantages` through `rlhf::compute_advantages`);
 /// token reward models and the critic-free estimators run the same steps through the kernels'
 /// LibTorch entry points; `record_advantage_metrics` gives the rollout part of the step's
 /// metrics. All tensors are CPU tensors in the response layout `[B, T]`.
@@ -21,13 +21,13 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
+#include "rlhf/entry/advantages.hpp"
+#include "rlhf/entry/outcome_advantages.hpp"
+#include "rlhf/entry/rewards.hpp"
 #include "rlhf/kernels/kl_controller.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
-#include "rlhf/libtorch/advantages.hpp"
+#include "rlhf/libtorch/adapter.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
-#include "rlhf/libtorch/outcome_advantages.hpp"
-#include "rlhf/libtorch/presets.hpp"
-#include "rlhf/libtorch/rewards.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/config.hpp"
 #include "rlhf/ppo/experience.hpp"
@@ -66,7 +66,7 @@ namespace detail {
 
 /// The mask checked once (entries 0 or 1), as bool: the kernels skip the check of a bool mask.
 [[nodiscard]] inline torch::Tensor checked_mask(const torch::Tensor& mask, std::string_view function) {
-    require_defined(mask, function, "mask");
+    libtorch::check_defined(mask, function, "mask");
     require_binary(mask, function, "mask");
     return mask.scalar_type() == torch::kBool ? mask : mask.ne(0);
 }
@@ -104,7 +104,7 @@ namespace detail {
                                                     const torch::Tensor& scores) {
     if (c.score_norm == score_normalization::none) return scores;
     const torch::Tensor s = scores.to(torch::kFloat64);
-    (void)libtorch::update_running_moments(moments, s);
+    (void)rlhf::update_running_moments(moments, s);
     const double factor = moments.std() + c.score_norm_epsilon;
     const torch::Tensor shifted = c.score_norm == score_normalization::scale_and_shift ? s - moments.mean() : s;
     return (shifted / factor).to(scores.scalar_type());
@@ -117,7 +117,7 @@ namespace detail {
                                                    const torch::Tensor& ref_log_probs, const torch::Tensor& mask) {
     const torch::Tensor valid = detail::checked_mask(mask, "rlhf::ppo::measure_rollout_kl");
     const kl_options& estimator = c.kl == kl_placement::loss ? c.kl_loss.kl : c.reward.kl;
-    const torch::Tensor kl = libtorch::token_kl(log_probs, ref_log_probs, valid, estimator);
+    const torch::Tensor kl = rlhf::token_kl(log_probs, ref_log_probs, valid, estimator);
     const measured_kl metric = detail::measure(kl, valid, c.kl_metric);
     const kl_measure unit = controller_measure(c.kl_control, c.kl_metric);
     return {metric.value, unit == c.kl_metric ? metric : detail::measure(kl, valid, unit)};
@@ -135,7 +135,7 @@ namespace detail {
 [[nodiscard]] inline advantage_outputs compute_advantage_stage(const config& c, double kl_coef,
                                                                const advantage_inputs& in) {
     constexpr std::string_view fn = "rlhf::ppo::compute_advantage_stage";
-    const auto require = [&](const torch::Tensor& t, std::string_view name) { detail::require_defined(t, fn, name); };
+    const auto require = [&](const torch::Tensor& t, std::string_view name) { libtorch::check_defined(t, fn, name); };
     require(in.log_probs, "log_probs");
     const torch::Tensor mask = detail::checked_mask(in.mask, fn);
     const bool dense = in.token_rewards.defined();
@@ -149,18 +149,18 @@ namespace detail {
 
     if (c.estimator == advantage_estimator::gae) require(in.values, "values");
     if (c.estimator == advantage_estimator::gae && !dense) {
-        libtorch::preset_advantages out =
-            libtorch::compute_advantages(advantage_preset_of(c), beta, in.log_probs, ref, mask, in.scores, in.values);
+        auto out =
+            rlhf::compute_advantages(advantage_preset_of(c), beta, in.log_probs, ref, mask, in.scores, in.values);
         // The preset whitens its shaped rewards in place: the metrics' unwhitened ones are shaped again.
         const torch::Tensor shaped =
-            c.reward_whitening ? libtorch::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping)
+            c.reward_whitening ? rlhf::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping)
                                : out.rewards;
         return {shaped, out.rewards, out.advantages, out.returns};
     }
 
     advantage_outputs out;
     if (!dense) {
-        out.shaped_rewards = libtorch::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping);
+        out.shaped_rewards = rlhf::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping);
     } else if (beta > 0.0) {
         // The KL part alone (no score, masked as `token_kl` masks it), plus the dense rewards.
         shaping.score_clip = std::nullopt;
@@ -168,45 +168,45 @@ namespace detail {
         shaping.mask_kl = true;
         const torch::Tensor zeros = torch::zeros({in.log_probs.size(0)}, in.log_probs.options());
         out.shaped_rewards =
-            libtorch::shape_rewards_from_logprobs(in.log_probs, ref, mask, zeros, shaping) + in.token_rewards;
+            rlhf::shape_rewards_from_logprobs(in.log_probs, ref, mask, zeros, shaping) + in.token_rewards;
     } else {
         out.shaped_rewards = in.token_rewards.clone();
     }
-    out.rewards = c.reward_whitening ? libtorch::masked_whiten(out.shaped_rewards, mask, *c.reward_whitening)
-                                     : out.shaped_rewards;
+    out.rewards =
+        c.reward_whitening ? rlhf::masked_whiten(out.shaped_rewards, mask, *c.reward_whitening) : out.shaped_rewards;
 
     const torch::Tensor& r = out.rewards;
     if (detail::is_group_estimator(c.estimator)) require(in.group_ids, "group_ids");
     const torch::Tensor groups = in.group_ids.defined() ? in.group_ids.to(torch::kInt64).contiguous() : in.group_ids;
-    const auto take = [&](const libtorch::outcome_advantage_result& result) {
+    const auto take = [&](const auto& result) {
         out.advantages = result.advantages;
         out.returns = result.returns;
     };
     switch (c.estimator) {
         case advantage_estimator::gae: {
-            const libtorch::gae_result g = libtorch::compute_gae(r, in.values, mask, c.gae);
+            const auto g = rlhf::compute_gae(r, in.values, mask, c.gae);
             out.advantages = g.advantages;
             out.returns = g.returns;
             break;
         }
         case advantage_estimator::grpo:
-            out.advantages = libtorch::compute_grpo_advantages(r, mask, groups, c.grpo);
+            out.advantages = rlhf::compute_grpo_advantages(r, mask, groups, c.grpo);
             break;
         case advantage_estimator::dr_grpo:
-            out.advantages = libtorch::compute_dr_grpo_advantages(r, mask, groups, c.dr_grpo);
+            out.advantages = rlhf::compute_dr_grpo_advantages(r, mask, groups, c.dr_grpo);
             break;
         case advantage_estimator::rloo:
-            out.advantages = libtorch::compute_rloo_advantages(r, mask, groups, c.rloo);
+            out.advantages = rlhf::compute_rloo_advantages(r, mask, groups, c.rloo);
             break;
         case advantage_estimator::opo:
-            out.advantages = libtorch::compute_opo_advantages(r, mask, groups, c.opo);
+            out.advantages = rlhf::compute_opo_advantages(r, mask, groups, c.opo);
             break;
         case advantage_estimator::reinforce_plus_plus:
-            take(libtorch::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus));
+            take(rlhf::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus));
             break;
         case advantage_estimator::reinforce_plus_plus_baseline:
-            take(libtorch::compute_reinforce_plus_plus_baseline_advantages(r, mask, groups,
-                                                                           c.reinforce_plus_plus_baseline));
+            take(
+                rlhf::compute_reinforce_plus_plus_baseline_advantages(r, mask, groups, c.reinforce_plus_plus_baseline));
             break;
         case advantage_estimator::remax: {
             require(in.baseline, "baseline");
@@ -214,14 +214,14 @@ namespace detail {
             if (c.reward.score_clip) baseline = baseline.clamp(-*c.reward.score_clip, *c.reward.score_clip);
             if (c.reward.score_clip_range)
                 baseline = baseline.clamp(c.reward.score_clip_range->first, c.reward.score_clip_range->second);
-            take(libtorch::compute_remax_advantages(r, mask, baseline));
+            take(rlhf::compute_remax_advantages(r, mask, baseline));
             break;
         }
     }
     if (!out.returns.defined()) out.returns = out.advantages.clone();  // critic-free: no value target
     if (c.advantage_whitening)
-        out.advantages = c.whiten_unmasked ? libtorch::whiten(out.advantages, *c.advantage_whitening)
-                                           : libtorch::masked_whiten(out.advantages, mask, *c.advantage_whitening);
+        out.advantages = c.whiten_unmasked ? rlhf::whiten(out.advantages, *c.advantage_whitening)
+                                           : rlhf::masked_whiten(out.advantages, mask, *c.advantage_whitening);
     return out;
 }
 

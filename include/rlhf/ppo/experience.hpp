@@ -160,10 +160,6 @@ inline constexpr member_field member_fields[] = {
     return d == torch::kInt64 || d == torch::kInt32 || d == torch::kInt16 || d == torch::kUInt8 || d == torch::kInt8;
 }
 
-inline void require_defined(const torch::Tensor& t, std::string_view function, std::string_view argument) {
-    if (!t.defined()) fail(error_kind::value, function, argument, "a defined tensor", "an undefined tensor");
-}
-
 inline void require_rank(const torch::Tensor& t, std::int64_t rank, std::string_view function,
                          std::string_view argument) {
     if (t.dim() != rank)
@@ -197,7 +193,7 @@ inline void require_binary(const torch::Tensor& mask, std::string_view function,
 /// names the model call.
 inline void check_model_output(const torch::Tensor& t, std::int64_t rows, std::int64_t cols, std::string_view function,
                                std::string_view name) {
-    require_defined(t, function, name);
+    libtorch::check_defined(t, function, name);
     if (!is_floating_dtype(t.scalar_type()))
         fail(error_kind::dtype, function, name, "a floating dtype", libtorch::dtype_name(t.scalar_type()));
     const bool ok =
@@ -215,7 +211,7 @@ inline void check_model_output(const torch::Tensor& t, std::int64_t rows, std::i
 /// `response_start`, `response_end` int64 `[B]` with `0 <= response_start <= response_end <= S`;
 /// all on the device of `sequences`. Throws `rlhf::error` naming the argument. `B = 0` is valid.
 inline void check_rollout(const rollout& batch, std::string_view function) {
-    detail::require_defined(batch.sequences, function, "sequences");
+    libtorch::check_defined(batch.sequences, function, "sequences");
     detail::require_rank(batch.sequences, 2, function, "sequences");
     if (!detail::is_token_dtype(batch.sequences.scalar_type()))
         fail(error_kind::dtype, function, "sequences", "an integer dtype (int64, int32, int16, int8, uint8)",
@@ -224,7 +220,7 @@ inline void check_rollout(const rollout& batch, std::string_view function) {
     const std::int64_t width = batch.sequences.size(1);
     const torch::Device device = batch.sequences.device();
 
-    detail::require_defined(batch.attention_mask, function, "attention_mask");
+    libtorch::check_defined(batch.attention_mask, function, "attention_mask");
     if (batch.attention_mask.sizes() != batch.sequences.sizes())
         fail(error_kind::shape, function, "attention_mask",
              detail::tensor_shape(batch.sequences) + " (the shape of 'sequences')",
@@ -237,7 +233,7 @@ inline void check_rollout(const rollout& batch, std::string_view function) {
 
     for (const auto& [tensor, name] : {std::pair{&batch.response_start, std::string_view("response_start")},
                                        std::pair{&batch.response_end, std::string_view("response_end")}}) {
-        detail::require_defined(*tensor, function, name);
+        libtorch::check_defined(*tensor, function, name);
         if (tensor->scalar_type() != torch::kInt64)
             fail(error_kind::dtype, function, name, "int64", detail::dtype_text(tensor->scalar_type()));
         detail::require_rank(*tensor, 1, function, name);
@@ -300,7 +296,7 @@ inline void check_generation_options(const generation_options& options, std::str
 [[nodiscard]] inline torch::Tensor gather_response(const torch::Tensor& per_position, const rollout& batch,
                                                    std::int64_t width = -1) {
     constexpr std::string_view function = "rlhf::ppo::gather_response";
-    detail::require_defined(per_position, function, "per_position");
+    libtorch::check_defined(per_position, function, "per_position");
     detail::require_rank(per_position, 2, function, "per_position");
     detail::require_rows(per_position, batch.response_start.size(0), function, "per_position");
     if (width < 0) width = response_width(batch);
@@ -353,11 +349,11 @@ inline std::int64_t check_experience(const experience& batch, std::string_view f
     for (const auto& field : detail::member_fields)
         check_field(batch.*field.member, std::string(field.name), field.layout, field.floating);
     for (const auto& [key, tensor] : batch.extras) {
-        detail::require_defined(tensor, function, field_name(field_group::extras, key));
+        libtorch::check_defined(tensor, function, field_name(field_group::extras, key));
         check_field(tensor, field_name(field_group::extras, key), field_layout::response, false);
     }
     for (const auto& [key, tensor] : batch.info) {
-        detail::require_defined(tensor, function, field_name(field_group::info, key));
+        libtorch::check_defined(tensor, function, field_name(field_group::info, key));
         check_field(tensor, field_name(field_group::info, key), field_layout::row, false);
     }
 

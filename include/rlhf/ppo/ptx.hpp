@@ -50,7 +50,7 @@ template <LanguageModelPolicy P>
     const torch::Tensor tokens = labels.narrow(1, 1, s - 1).to(torch::kInt64);
     const torch::Tensor mask = attention.narrow(1, 1, s - 1);
     if (predicting.device().is_cpu()) return libtorch::lm_loss(predicting, tokens, mask, options);
-    return libtorch::composed::lm_loss(predicting, tokens, mask, options);
+    return libtorch::torch_ops::lm_loss(predicting, tokens, mask, options);
 }
 
 }  // namespace rlhf::ppo

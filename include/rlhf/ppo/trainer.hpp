@@ -79,9 +79,9 @@ using clock = std::chrono::steady_clock;
 
 /// The PPO trainer (see the file comment). Template arguments: the policy, the critic (or
 /// `no_critic`), the reward model, the reference model (or `no_reference`) and the loss kernels
-/// (default `rlhf::libtorch::fused_kernels`); each is checked by its concept where the trainer
+/// (default `rlhf::libtorch::default_kernels`); each is checked by its concept where the trainer
 /// is named, so a model that misses a member fails with the concept's name.
-template <class P, class C, class R, class Ref, class K = libtorch::fused_kernels>
+template <class P, class C, class R, class Ref, class K = libtorch::default_kernels>
 requires TrainablePolicy<P> && CriticOrNone<C> && RewardModel<R> && ReferenceOrNone<Ref> && TrainerKernels<K>
 class ppo_trainer {
 public:
