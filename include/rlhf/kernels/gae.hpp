@@ -31,7 +31,6 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
-#include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/options/gae.hpp"
 
 namespace rlhf {

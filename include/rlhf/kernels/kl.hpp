@@ -16,13 +16,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <optional>
+#include <string_view>
 #include <type_traits>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
-#include "rlhf/kernels/masked_stats.hpp"  // check_same_or_disjoint
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/kl.hpp"
 

@@ -27,12 +27,9 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
-#include <functional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
@@ -297,8 +294,6 @@ void whiten(std::string_view function, view<T> values, const Mask& mask, mut_vie
 }
 
 }  // namespace detail::stats
-
-namespace detail {}  // namespace detail
 
 /// Statistics of the valid elements of `values` `[B, T]` (`mask` `[B, T]`, `mask ∈ {0,1}`) over
 /// the whole batch, global across ranks through `reducer` (two reductions: `{count, sum}`, then

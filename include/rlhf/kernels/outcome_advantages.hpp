@@ -19,8 +19,8 @@
 /// - too few valid tokens for a whitening: `whiten_options::small_sample` (default: raise).
 
 #include <algorithm>
-#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <numeric>
 #include <span>

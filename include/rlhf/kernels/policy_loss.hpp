@@ -20,20 +20,16 @@
 /// split it in halves on ties, `torch.where` sends it to the selected branch only.
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <limits>
-#include <optional>
 #include <span>
-#include <string>
 #include <string_view>
-#include <utility>
+#include <type_traits>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
-#include "rlhf/core/options.hpp"
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"

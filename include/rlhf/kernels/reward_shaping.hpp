@@ -14,14 +14,10 @@
 /// inside the row, exactly as ColossalChat v2 and DeepSpeed-Chat do.
 
 #include <algorithm>
-#include <array>
-#include <cstddef>
 #include <limits>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/options.hpp"

@@ -24,7 +24,6 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
-#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -32,7 +31,6 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
-#include "rlhf/core/options.hpp"
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
