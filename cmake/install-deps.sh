@@ -5,7 +5,8 @@
 set -euo pipefail
 
 packages=(
-  cmake ninja-build g++ clang-format   # toolchain and the format check
+  cmake ninja-build g++ clang-format clang-tidy  # toolchain, the format and clang-tidy checks
+  python3                                       # extracts the docs' code blocks for their test
   libtorch-dev libeigen3-dev xtensor-dev  # backends (rlhf::libtorch, rlhf::eigen, rlhf::xtensor)
   doctest-dev nlohmann-json3-dev        # tests and the golden runner
   libbenchmark-dev python3-matplotlib   # benchmarks and their chart

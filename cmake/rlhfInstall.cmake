@@ -21,3 +21,4 @@ write_basic_package_version_file("${PROJECT_BINARY_DIR}/rlhfConfigVersion.cmake"
   COMPATIBILITY SameMinorVersion ARCH_INDEPENDENT)
 install(FILES "${PROJECT_BINARY_DIR}/rlhfConfig.cmake" "${PROJECT_BINARY_DIR}/rlhfConfigVersion.cmake"
   DESTINATION "${RLHF_CMAKE_INSTALL_DIR}")
+install(FILES LICENSE DESTINATION "${CMAKE_INSTALL_DOCDIR}")

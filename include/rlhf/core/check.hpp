@@ -7,7 +7,6 @@
 #include <bit>
 #include <charconv>
 #include <cmath>
-#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -16,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "rlhf/core/error.hpp"
@@ -169,7 +169,7 @@ template <class A, std::size_t RankA, class B, std::size_t RankB>
     if (a.empty() || b.empty()) return false;
     const auto [a_begin, a_end] = detail::memory_range(a);
     const auto [b_begin, b_end] = detail::memory_range(b);
-    const std::less<const void*> less;
+    const std::less<> less;  // a total order over pointers, unlike <
     return less(a_begin, b_end) && less(b_begin, a_end);
 }
 

@@ -7,8 +7,10 @@
 /// names below (and the listed aliases the frameworks use) and otherwise throws `rlhf::error`.
 
 #include <array>
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "rlhf/core/error.hpp"
@@ -92,123 +94,129 @@ enum class padding_side {
     right,  ///< values start at column 0
 };
 
-/// Name table of an option enum: `values` lists {value, canonical name} and `aliases` the
-/// other names a framework uses for the same value.
+/// Names an option enum: one table of {value, name} pairs, written in the enum's namespace
+/// after the enum (it defines a function found by argument-dependent lookup):
+///
+///     RLHF_OPTION_NAMES(kl_estimator,
+///                       {kl_estimator::k1, "k1"}, {kl_estimator::k3, "k3"},
+///                       {kl_estimator::k3, "low_var_kl"})  // an alias: a value named again
+///
+/// The first name of a value is its canonical name (`to_string`); later names of the same value
+/// are aliases a framework uses; `parse_option` accepts both. The enum's own name is the default
+/// argument name in parse errors.
+#define RLHF_OPTION_NAMES(E, ...)                                                                                     \
+    constexpr auto rlhf_option_name_table(E) noexcept {                                                               \
+        return ::rlhf::detail::make_option_table(#E,                                                                  \
+                                                 ::std::to_array<::std::pair<E, ::std::string_view>>({__VA_ARGS__})); \
+    }
+
+namespace detail {
+
+/// What `RLHF_OPTION_NAMES` returns: the enum's name and its {value, name} pairs.
+template <class E, std::size_t N>
+struct option_table {
+    std::string_view type;
+    std::array<std::pair<E, std::string_view>, N> entries;
+};
+template <class E, std::size_t N>
+constexpr option_table<E, N> make_option_table(std::string_view type,
+                                               const std::array<std::pair<E, std::string_view>, N>& entries) {
+    return {type, entries};
+}
+
+/// Whether entry `i` names a value no earlier entry names (a canonical name, not an alias).
+template <class E, std::size_t N>
+constexpr bool first_name_of_value(const std::array<std::pair<E, std::string_view>, N>& entries, std::size_t i) {
+    for (std::size_t j = 0; j < i; ++j)
+        if (entries[j].first == entries[i].first) return false;
+    return true;
+}
+
+/// The entries that are canonical names (`Canonical`) or aliases (`!Canonical`), in table order.
+template <bool Canonical, std::size_t M, class E, std::size_t N>
+constexpr std::array<std::pair<E, std::string_view>, M> select_names(
+    const std::array<std::pair<E, std::string_view>, N>& entries) {
+    std::array<std::pair<E, std::string_view>, M> out{};
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < N; ++i)
+        if (first_name_of_value(entries, i) == Canonical) out[k++] = entries[i];
+    return out;
+}
+
+/// Whether two entries share a name (which would make parsing ambiguous).
+template <class E, std::size_t N>
+constexpr bool has_duplicate_name(const std::array<std::pair<E, std::string_view>, N>& entries) {
+    for (std::size_t i = 0; i < N; ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            if (entries[i].second == entries[j].second) return true;
+    return false;
+}
+
+template <class E>
+concept has_option_name_table = requires(E value) {
+    rlhf_option_name_table(value);
+};
+
+}  // namespace detail
+
+/// Name table of an option enum: `type` (the enum's name), `values` lists {value, canonical
+/// name} and `aliases` the other names a framework uses for the same value. Made from
+/// `RLHF_OPTION_NAMES`; an explicit specialisation with the same members also works.
 template <class E>
 struct option_names;
 
-template <>
-struct option_names<gae_masking> {
-    static constexpr std::string_view type = "gae_masking";
-    static constexpr std::array<std::pair<gae_masking, std::string_view>, 3> values{{
-        {gae_masking::zero_masked, "zero_masked"},
-        {gae_masking::skip_masked, "skip_masked"},
-        {gae_masking::valid_range, "valid_range"},
-    }};
-    static constexpr std::array<std::pair<gae_masking, std::string_view>, 0> aliases{};
+template <detail::has_option_name_table E>
+struct option_names<E> {
+private:
+    static constexpr auto table_ = rlhf_option_name_table(E{});
+    static constexpr std::size_t canonical_count_ = [] {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < table_.entries.size(); ++i) n += detail::first_name_of_value(table_.entries, i);
+        return n;
+    }();
+    static_assert(!detail::has_duplicate_name(table_.entries), "RLHF_OPTION_NAMES: a name is given twice");
+
+public:
+    static constexpr std::string_view type = table_.type;
+    static constexpr auto values = detail::select_names<true, canonical_count_>(table_.entries);
+    static constexpr auto aliases =
+        detail::select_names<false, table_.entries.size() - canonical_count_>(table_.entries);
 };
 
-template <>
-struct option_names<variance_estimator> {
-    static constexpr std::string_view type = "variance_estimator";
-    static constexpr std::array<std::pair<variance_estimator, std::string_view>, 2> values{{
-        {variance_estimator::unbiased, "unbiased"},
-        {variance_estimator::biased, "biased"},
-    }};
-    static constexpr std::array<std::pair<variance_estimator, std::string_view>, 1> aliases{{
-        {variance_estimator::biased, "population"},
-    }};
-};
+RLHF_OPTION_NAMES(gae_masking, {gae_masking::zero_masked, "zero_masked"}, {gae_masking::skip_masked, "skip_masked"},
+                  {gae_masking::valid_range, "valid_range"})
 
-template <>
-struct option_names<whiten_scope> {
-    static constexpr std::string_view type = "whiten_scope";
-    static constexpr std::array<std::pair<whiten_scope, std::string_view>, 2> values{{
-        {whiten_scope::per_row, "per_row"},
-        {whiten_scope::per_batch, "per_batch"},
-    }};
-    static constexpr std::array<std::pair<whiten_scope, std::string_view>, 0> aliases{};
-};
+RLHF_OPTION_NAMES(variance_estimator, {variance_estimator::unbiased, "unbiased"},
+                  {variance_estimator::biased, "biased"}, {variance_estimator::biased, "population"})
 
-template <>
-struct option_names<small_sample_policy> {
-    static constexpr std::string_view type = "small_sample_policy";
-    static constexpr std::array<std::pair<small_sample_policy, std::string_view>, 3> values{{
-        {small_sample_policy::raise, "raise"},
-        {small_sample_policy::skip, "skip"},
-        {small_sample_policy::zero_variance, "zero_variance"},
-    }};
-    static constexpr std::array<std::pair<small_sample_policy, std::string_view>, 0> aliases{};
-};
+RLHF_OPTION_NAMES(whiten_scope, {whiten_scope::per_row, "per_row"}, {whiten_scope::per_batch, "per_batch"})
 
-template <>
-struct option_names<reward_slot> {
-    static constexpr std::string_view type = "reward_slot";
-    static constexpr std::array<std::pair<reward_slot, std::string_view>, 4> values{{
-        {reward_slot::last_valid_token, "last_valid_token"},
-        {reward_slot::after_last_valid, "after_last_valid"},
-        {reward_slot::every_valid_token, "every_valid_token"},
-        {reward_slot::first_pad_slot, "first_pad_slot"},
-    }};
-    static constexpr std::array<std::pair<reward_slot, std::string_view>, 0> aliases{};
-};
+RLHF_OPTION_NAMES(small_sample_policy, {small_sample_policy::raise, "raise"}, {small_sample_policy::skip, "skip"},
+                  {small_sample_policy::zero_variance, "zero_variance"})
 
-template <>
-struct option_names<kl_estimator> {
-    static constexpr std::string_view type = "kl_estimator";
-    static constexpr std::array<std::pair<kl_estimator, std::string_view>, 4> values{{
-        {kl_estimator::k1, "k1"},
-        {kl_estimator::abs, "abs"},
-        {kl_estimator::k2, "k2"},
-        {kl_estimator::k3, "k3"},
-    }};
-    static constexpr std::array<std::pair<kl_estimator, std::string_view>, 3> aliases{{
-        {kl_estimator::k1, "kl"},
-        {kl_estimator::k2, "mse"},
-        {kl_estimator::k3, "low_var_kl"},
-    }};
-};
+RLHF_OPTION_NAMES(reward_slot, {reward_slot::last_valid_token, "last_valid_token"},
+                  {reward_slot::after_last_valid, "after_last_valid"},
+                  {reward_slot::every_valid_token, "every_valid_token"},
+                  {reward_slot::first_pad_slot, "first_pad_slot"})
 
-template <>
-struct option_names<loss_aggregation> {
-    static constexpr std::string_view type = "loss_aggregation";
-    static constexpr std::array<std::pair<loss_aggregation, std::string_view>, 4> values{{
-        {loss_aggregation::token_mean, "token-mean"},
-        {loss_aggregation::seq_mean_token_mean, "seq-mean-token-mean"},
-        {loss_aggregation::seq_mean_token_sum, "seq-mean-token-sum"},
-        {loss_aggregation::seq_mean_token_sum_norm, "seq-mean-token-sum-norm"},
-    }};
-    static constexpr std::array<std::pair<loss_aggregation, std::string_view>, 0> aliases{};
-};
+RLHF_OPTION_NAMES(kl_estimator, {kl_estimator::k1, "k1"}, {kl_estimator::abs, "abs"}, {kl_estimator::k2, "k2"},
+                  {kl_estimator::k3, "k3"}, {kl_estimator::k1, "kl"}, {kl_estimator::k2, "mse"},
+                  {kl_estimator::k3, "low_var_kl"})
 
-template <>
-struct option_names<padding_side> {
-    static constexpr std::string_view type = "padding_side";
-    static constexpr std::array<std::pair<padding_side, std::string_view>, 2> values{{
-        {padding_side::left, "left"},
-        {padding_side::right, "right"},
-    }};
-    static constexpr std::array<std::pair<padding_side, std::string_view>, 0> aliases{};
-};
+RLHF_OPTION_NAMES(loss_aggregation, {loss_aggregation::token_mean, "token-mean"},
+                  {loss_aggregation::seq_mean_token_mean, "seq-mean-token-mean"},
+                  {loss_aggregation::seq_mean_token_sum, "seq-mean-token-sum"},
+                  {loss_aggregation::seq_mean_token_sum_norm, "seq-mean-token-sum-norm"})
 
-template <>
-struct option_names<advantage_estimator> {
-    static constexpr std::string_view type = "advantage_estimator";
-    static constexpr std::array<std::pair<advantage_estimator, std::string_view>, 8> values{{
-        {advantage_estimator::gae, "gae"},
-        {advantage_estimator::grpo, "grpo"},
-        {advantage_estimator::dr_grpo, "dr_grpo"},
-        {advantage_estimator::rloo, "rloo"},
-        {advantage_estimator::reinforce_plus_plus, "reinforce_plus_plus"},
-        {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_plus_plus_baseline"},
-        {advantage_estimator::remax, "remax"},
-        {advantage_estimator::opo, "opo"},
-    }};
-    static constexpr std::array<std::pair<advantage_estimator, std::string_view>, 2> aliases{{
-        {advantage_estimator::reinforce_plus_plus, "reinforce"},
-        {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_baseline"},
-    }};
-};
+RLHF_OPTION_NAMES(padding_side, {padding_side::left, "left"}, {padding_side::right, "right"})
+
+RLHF_OPTION_NAMES(advantage_estimator, {advantage_estimator::gae, "gae"}, {advantage_estimator::grpo, "grpo"},
+                  {advantage_estimator::dr_grpo, "dr_grpo"}, {advantage_estimator::rloo, "rloo"},
+                  {advantage_estimator::reinforce_plus_plus, "reinforce_plus_plus"},
+                  {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_plus_plus_baseline"},
+                  {advantage_estimator::remax, "remax"}, {advantage_estimator::opo, "opo"},
+                  {advantage_estimator::reinforce_plus_plus, "reinforce"},
+                  {advantage_estimator::reinforce_plus_plus_baseline, "reinforce_baseline"})
 
 /// An enum with an `option_names` table.
 template <class E>

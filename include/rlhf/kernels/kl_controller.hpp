@@ -17,7 +17,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 #include <variant>
 
 #include "rlhf/core/check.hpp"
@@ -25,28 +24,9 @@
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/options/kl_controller.hpp"
 
 namespace rlhf {
-
-/// How a batch's per-token KL `kl[B, T]` (with its mask) was reduced to one number.
-enum class kl_measure {
-    unspecified,          ///< not named; controllers refuse it (the unit must be explicit)
-    seq_mean_token_sum,   ///< mean over rows of sum_t kl*m: TRL (v0.11) `objective/kl`
-    seq_mean_token_mean,  ///< mean over rows of sum_t kl*m / sum_t m: verl `apply_kl_penalty`, OpenRLHF `kl`
-    token_mean,           ///< sum kl*m / sum m over the batch: OpenRL's mean per-step KL
-};
-
-template <>
-struct option_names<kl_measure> {
-    static constexpr std::string_view type = "kl_measure";
-    static constexpr std::array<std::pair<kl_measure, std::string_view>, 4> values{{
-        {kl_measure::unspecified, "unspecified"},
-        {kl_measure::seq_mean_token_sum, "seq-mean-token-sum"},
-        {kl_measure::seq_mean_token_mean, "seq-mean-token-mean"},
-        {kl_measure::token_mean, "token-mean"},
-    }};
-    static constexpr std::array<std::pair<kl_measure, std::string_view>, 0> aliases{};
-};
 
 /// A measured KL and its unit: `rlhf::measured_kl{.value = 0.3, .measure = kl_measure::token_mean}`.
 struct measured_kl {
@@ -144,16 +124,6 @@ private:
     double value_;
 };
 
-/// Options of the adaptive (Ziegler et al.) controller; defaults are TRL's (0.2 / 6 / 10000).
-struct adaptive_kl_options {
-    double init_kl_coef = 0.2;  ///< initial coefficient, >= 0
-    double target = 6.0;        ///< target KL in the unit `measure`, > 0
-    double horizon = 10000.0;   ///< > 0
-    /// The unit of the KL passed to `update`; must be named (no default).
-    kl_measure measure = kl_measure::unspecified;
-    double error_clip = 0.2;  ///< the proportional error is clipped to +-error_clip (0.2 in every peer), >= 0
-};
-
 /// Adaptive KL controller (Ziegler et al. 2019):
 /// `e = clip(current / target - 1, -error_clip, error_clip)`, `beta <- beta * (1 + e * n_steps / horizon)`.
 /// @note TRL `trl/trainer/utils.py: AdaptiveKLController` (caller passes the seq-mean-token-sum KL
@@ -193,16 +163,6 @@ public:
 private:
     adaptive_kl_options options_;
     double value_ = 0.0;
-};
-
-/// Options of the proportional (RL4LMs / OpenRL) controller; defaults are OpenRL's.
-struct proportional_kl_options {
-    double init_kl_coef = 0.2;  ///< initial alpha, >= 0
-    double target = 0.05;       ///< target KL in the unit `measure`, > 0
-    double update_rate = 0.1;   ///< >= 0
-    double error_clip = 0.2;    ///< clip of the relative error, >= 0
-    /// The unit of the KL passed to `update`; must be named (no default).
-    kl_measure measure = kl_measure::unspecified;
 };
 
 /// Proportional KL controller without horizon:
@@ -249,6 +209,8 @@ public:
     kl_controller(adaptive_kl_controller controller) : impl_(controller) {}      // NOLINT(google-explicit-constructor)
     kl_controller(proportional_kl_controller controller) : impl_(controller) {}  // NOLINT(google-explicit-constructor)
 
+    // The alternatives copy without throwing, so the variant is never valueless and visit never throws.
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     [[nodiscard]] double value() const noexcept {
         return std::visit([](const auto& c) { return c.value(); }, impl_);
     }
@@ -268,16 +230,6 @@ private:
     std::variant<fixed_kl_controller, adaptive_kl_controller, proportional_kl_controller> impl_;
 };
 
-/// A KL coefficient that never changes (`rlhf::fixed_kl_controller`).
-struct fixed_kl_options {
-    double kl_coef = 0.1;  ///< β >= 0
-};
-
-/// Which controller sets β, with its options: a constant, Ziegler et al.'s adaptive rule, or
-/// OpenRL's proportional rule. The adaptive and proportional controllers name the unit of the KL
-/// they are fed (`measure`).
-using kl_control_options = std::variant<fixed_kl_options, adaptive_kl_options, proportional_kl_options>;
-
 /// The controller `options` describe; `value` (a restored coefficient) replaces its start value.
 /// Invalid options throw the controller's `rlhf::error`.
 [[nodiscard]] inline kl_controller make_kl_controller(const kl_control_options& options,
@@ -296,25 +248,6 @@ using kl_control_options = std::variant<fixed_kl_options, adaptive_kl_options, p
             }
         },
         options);
-}
-
-/// The coefficient a controller starts with.
-[[nodiscard]] inline double initial_kl_coef(const kl_control_options& options) {
-    return std::visit(
-        [](const auto& o) {
-            if constexpr (requires { o.kl_coef; })
-                return o.kl_coef;
-            else
-                return o.init_kl_coef;
-        },
-        options);
-}
-
-/// The unit of the KL the controller consumes; a fixed controller takes any (`fallback`).
-[[nodiscard]] inline kl_measure controller_measure(const kl_control_options& options, kl_measure fallback) {
-    if (const auto* a = std::get_if<adaptive_kl_options>(&options)) return a->measure;
-    if (const auto* p = std::get_if<proportional_kl_options>(&options)) return p->measure;
-    return fallback;
 }
 
 }  // namespace rlhf

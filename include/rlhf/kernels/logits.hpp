@@ -20,9 +20,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,26 +30,9 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
+#include "rlhf/options/logits.hpp"
 
 namespace rlhf {
-
-/// Options shared by the logits kernels.
-struct logits_options {
-    /// The logits are divided by this before the softmax (`z / τ`), as TRL's PPO trainers and
-    /// verl do before computing log-probs (sampling temperature); must be positive and finite.
-    /// The gradient is w.r.t. the undivided logits `z`.
-    double temperature = 1.0;
-};
-
-/// Options of `rlhf::lm_loss`.
-struct lm_loss_options {
-    /// As `logits_options::temperature` (1 for a plain LM loss).
-    double temperature = 1.0;
-    /// Token id that marks a position as not counted, as `torch.nn.CrossEntropyLoss`'s
-    /// `ignore_index` (-100, the Hugging Face label convention used by ColossalChat's
-    /// `GPTLMLoss` and DeepSpeed-Chat's unsupervised loss). `std::nullopt`: every id is a token.
-    std::optional<std::int64_t> ignore_index = -100;
-};
 
 /// Result of `rlhf::lm_loss`.
 struct lm_loss_result {

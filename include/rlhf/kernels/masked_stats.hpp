@@ -27,12 +27,9 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
-#include <functional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
@@ -40,36 +37,9 @@
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
+#include "rlhf/options/masked_stats.hpp"
 
 namespace rlhf {
-
-/// Where the whitening epsilon enters the inverse standard deviation.
-enum class whiten_epsilon {
-    add_to_variance,  ///< rsqrt(var + eps): TRL `masked_whiten`, verl `masked_whiten`, ChatLearn `whiten`
-    clamp_variance,   ///< rsqrt(max(var, eps)): OpenRLHF `masked_normalize` and batch advantage normalisation
-};
-
-template <>
-struct option_names<whiten_epsilon> {
-    static constexpr std::string_view type = "whiten_epsilon";
-    static constexpr std::array<std::pair<whiten_epsilon, std::string_view>, 2> values{{
-        {whiten_epsilon::add_to_variance, "add_to_variance"},
-        {whiten_epsilon::clamp_variance, "clamp_variance"},
-    }};
-    static constexpr std::array<std::pair<whiten_epsilon, std::string_view>, 0> aliases{};
-};
-
-/// Options of the plain statistics (`masked_mean`, `masked_variance`, `compute_masked_moments`
-/// and their per-row forms).
-struct moments_options {
-    /// Bessel-corrected (TRL, verl) or population (OpenRLHF) variance.
-    variance_estimator variance = variance_estimator::unbiased;
-    /// What a scope with too few valid elements yields (see the file comment).
-    small_sample_policy small_sample = small_sample_policy::raise;
-    /// Added to the valid count in every mean's denominator: verl `masked_mean` and ColossalChat
-    /// `masked_mean` use 1e-8; TRL and OpenRLHF use 0. Must be finite and >= 0.
-    double count_epsilon = 0.0;
-};
 
 /// Statistics of the valid elements of a scope (global when a reducer all-reduces).
 struct masked_moments {
@@ -77,34 +47,6 @@ struct masked_moments {
     double sum = 0.0;       ///< Σ x·m
     double mean = 0.0;      ///< sum / (count + count_epsilon); 0 when count is 0 and the policy allows
     double variance = 0.0;  ///< Σ (x - mean)² m / (count + count_epsilon), times count/(count-1) if unbiased
-};
-
-/// Options of `masked_whiten` / `whiten`: `out = (x - mean) * rsqrt(var ⊕ epsilon) (+ mean)`.
-///
-/// Presets (each checked against the golden outputs):
-///   - TRL `trl/core.py: masked_whiten` (v0.11.4) and `trl/experimental/ppo/ppo_trainer.py`:
-///     the defaults (per-batch, unbiased, add_to_variance, 1e-8, whitened values written at
-///     masked positions); rewards use `.shift_mean = false`.
-///   - verl `verl/utils/torch_functional.py: masked_whiten`: the defaults plus
-///     `.count_epsilon = 1e-8` (its mean divides by Σm + 1e-8); it raises for n ≤ 1 like `raise`.
-///   - OpenRLHF batch advantage normalisation (`openrlhf/trainer/ppo_utils/experience_maker.py:
-///     compute_advantages_and_returns`): `.variance = biased, .epsilon_mode = clamp_variance`
-///     (`algo.advantage.no_std_norm` is `.scale = false`).
-///   - OpenRLHF `openrlhf/models/utils.py: masked_normalize(dim=1)`: `.variance = biased,
-///     .scope = per_row, .epsilon_mode = clamp_variance, .small_sample = zero_variance,
-///     .zero_masked = true` (an empty row gives zeros, as its `clamp(min=1)` count does).
-///   - ChatLearn old PPO `examples/megatron/models/utils.py: whiten` (commit 302cdc7e) and TRL
-///     `trl/core.py: whiten`: `rlhf::whiten` (no mask) with the defaults.
-struct whiten_options {
-    bool shift_mean = true;  ///< false adds the mean back (TRL reward whitening keeps the reward's sign)
-    variance_estimator variance = variance_estimator::unbiased;
-    whiten_scope scope = whiten_scope::per_batch;
-    double epsilon = 1e-8;  ///< must be positive and finite, so a zero variance never divides by 0
-    whiten_epsilon epsilon_mode = whiten_epsilon::add_to_variance;  ///< rsqrt(var + eps) vs rsqrt(max(var, eps))
-    small_sample_policy small_sample = small_sample_policy::raise;
-    bool zero_masked = false;    ///< write 0 at mask == 0 positions (else the whitened value, as TRL does)
-    bool scale = true;           ///< false: only centre, out = x - mean (OpenRLHF `no_std_norm`)
-    double count_epsilon = 0.0;  ///< added to Σm in the mean's denominator (verl: 1e-8)
 };
 
 namespace detail::stats {
@@ -353,8 +295,6 @@ void whiten(std::string_view function, view<T> values, const Mask& mask, mut_vie
 
 }  // namespace detail::stats
 
-namespace detail {}  // namespace detail
-
 /// Statistics of the valid elements of `values` `[B, T]` (`mask` `[B, T]`, `mask ∈ {0,1}`) over
 /// the whole batch, global across ranks through `reducer` (two reductions: `{count, sum}`, then
 /// the squared deviations about the global mean).
@@ -495,16 +435,6 @@ struct running_moments_state {
     double std = 1.0;  ///< unbiased: sqrt(var * count / (count - 1))
     double var = 1.0;  ///< population variance of everything seen
     double count = 1e-24;
-};
-
-/// Options of `running_moments`.
-struct running_moments_options {
-    /// A batch of one element has no unbiased standard deviation (TRL returns NaN):
-    /// `raise` throws before touching the state; `zero_variance` returns std 0 and updates the
-    /// state; `skip` returns std 0 and leaves the state unchanged. An empty batch: `raise`
-    /// throws, the others leave the state unchanged and return zeros. The same policy covers a
-    /// state whose total count is still <= 1 (its unbiased std is then 0 unless `raise`).
-    small_sample_policy small_sample = small_sample_policy::raise;
 };
 
 /// What `running_moments::update` returns: the batch's own statistics.

@@ -4,6 +4,7 @@
 /// buffer's variable-length responses, log-probs or values batched for a loss.
 
 #include <algorithm>
+#include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>

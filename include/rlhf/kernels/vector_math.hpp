@@ -17,7 +17,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 
 // Plain x86-64 (SSE2 only) cannot vectorise the bit selects below (no 64-bit compares); there the
 // C library's exp, a scalar call either way, is the faster one.
