@@ -21,9 +21,9 @@
 /// the package's compatibility rule (`SameMinorVersion`): patch releases share it.
 #define RLHF_ABI_NAMESPACE RLHF_DETAIL_ABI_NAMESPACE(RLHF_VERSION_MAJOR, RLHF_VERSION_MINOR)
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// "MAJOR.MINOR.PATCH", from the macros above ("0.1.0").
 inline constexpr const char* version_string = RLHF_DETAIL_VERSION_STRING;
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -113,7 +113,7 @@ TEST_CASE("ppo::compute_advantage_stage: a GAE config gives its kernel preset's 
     }
 }
 
-TEST_CASE("ppo::compute_advantage_stage: critic-free estimators, KL placement and the mask" *
+TEST_CASE("ppo::compute_advantage_stage: critic-free estimators / KL placement / the mask" *
           doctest::test_suite("unit")) {
     for (const torch::Dtype dtype : {torch::kFloat32, torch::kFloat64}) {
         CAPTURE(rlhf::libtorch::dtype_name(dtype));

@@ -20,8 +20,9 @@
 
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Throws `rlhf::error`; the single place errors are raised from.
 [[noreturn]] inline void fail(error_kind kind, std::string_view function, std::string_view argument,
@@ -225,4 +226,4 @@ void check_non_negative(std::string_view function, std::string_view argument, T 
     if (!ok) fail(error_kind::config, function, argument, "a non-negative finite value", number_string(value));
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -6,7 +6,9 @@
 #include <string>
 #include <string_view>
 
-namespace rlhf {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// What was wrong with an argument (or, for `state`, with the object used).
 enum class error_kind {
@@ -80,4 +82,4 @@ private:
     std::string actual_;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

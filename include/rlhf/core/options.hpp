@@ -14,8 +14,9 @@
 #include <utility>
 
 #include "rlhf/core/error.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// How GAE treats positions whose mask is 0.
 enum class gae_masking {
@@ -248,4 +249,4 @@ template <named_option E>
     throw error(error_kind::config, "rlhf::parse_option", argument, accepted, "'" + std::string(text) + "'");
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

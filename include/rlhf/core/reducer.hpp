@@ -10,7 +10,9 @@
 #include <concepts>
 #include <span>
 
-namespace rlhf {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// A type that sums a few doubles across participants, in place: after `r.sum_all(values)`
 /// every participant holds the element-wise sum of everyone's `values`.
@@ -24,4 +26,4 @@ struct local_reducer {
     void sum_all(std::span<double> /*values*/) const noexcept {}
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

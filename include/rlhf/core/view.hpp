@@ -13,7 +13,9 @@
 #include <string>
 #include <type_traits>
 
-namespace rlhf {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Signed index type of every extent and stride (as `std::ptrdiff_t`, like LibTorch's int64).
 using index_t = std::ptrdiff_t;
@@ -159,4 +161,4 @@ template <std::size_t Rank>
     return text;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -12,8 +12,9 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/reducer.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::distributed {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::distributed {
 
 /// Sums with one `allreduce` per call. Every rank must call `sum_all` with the same number of
 /// values, in the same order (as with any collective).
@@ -54,4 +55,4 @@ private:
 
 static_assert(Reducer<c10d_reducer>);
 
-}  // namespace rlhf::distributed
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::distributed

@@ -18,8 +18,9 @@
 #include "rlhf/core/view.hpp"
 #include "rlhf/eigen/view.hpp"
 #include "rlhf/entry/backend.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace eigen {
 
@@ -82,4 +83,4 @@ struct backend_adapter<X> : static_element_dispatch<typename X::Scalar> {
     [[nodiscard]] static bool absent(const X& x) { return x.size() == 0; }
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

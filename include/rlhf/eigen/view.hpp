@@ -13,8 +13,9 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::eigen {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::eigen {
 
 /// Row-major dynamic matrix: the layout the kernels read without a copy.
 template <class T>
@@ -80,4 +81,4 @@ template <class Derived>
     return {vector.derived().data(), {index_t{vector.size()}}};
 }
 
-}  // namespace rlhf::eigen
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::eigen

@@ -14,8 +14,9 @@
 #include "rlhf/kernels/gae.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/presets.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Advantages and returns `[B, T]` (or `[T, N]` time-major) in the backend's container `C`.
 template <class C>
@@ -223,4 +224,4 @@ template <backend_container L, backend_container F, backend_container M, backend
     });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

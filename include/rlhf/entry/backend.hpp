@@ -30,8 +30,9 @@
 #include <utility>
 
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Specialised by each backend for its container types; the primary template is never defined.
 template <class Container>
@@ -138,4 +139,4 @@ using container_t = typename std::remove_cvref_t<C>::template container<Rank>;
 
 }  // namespace entry_detail
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -16,8 +16,9 @@
 #include "rlhf/entry/backend.hpp"
 #include "rlhf/kernels/logits.hpp"
 #include "rlhf/kernels/reward_model_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Token log-probs and entropies, `[B, T]` each.
 template <class C>
@@ -301,4 +302,4 @@ template <backend_container Cn, backend_container Rj>
         [](const auto&, auto c, auto r, auto gc, auto gr) { return log_exp_loss(c, r, gc, gr); });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -10,8 +10,9 @@
 #include "rlhf/kernels/kl_loss.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "rlhf/kernels/value_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// The policy loss, d loss / d log_probs `[B, T]` (0 on masked tokens) and statistics.
 template <class C>
@@ -106,4 +107,4 @@ template <backend_container L, backend_container F, backend_container O, backend
     });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

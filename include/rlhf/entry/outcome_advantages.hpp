@@ -12,8 +12,9 @@
 #include "rlhf/entry/advantages.hpp"
 #include "rlhf/entry/backend.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace entry_detail {
 
@@ -168,4 +169,4 @@ template <backend_container R, backend_container M, backend_container B>
         });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

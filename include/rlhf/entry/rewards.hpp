@@ -7,8 +7,9 @@
 #include "rlhf/entry/backend.hpp"
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Per-token KL `[B, T]` of `log_probs` against `ref_log_probs` (`rlhf::token_kl`).
 template <backend_container L, backend_container F>
@@ -91,4 +92,4 @@ template <backend_container S, backend_container L, backend_container F, backend
     });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

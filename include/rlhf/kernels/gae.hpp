@@ -32,8 +32,9 @@
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/options/gae.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace detail::gae {
 
@@ -442,4 +443,4 @@ void compute_gae_time_major(view<T> rewards, view<T> values, view<M> terminated,
     for (index_t t = steps - 1; t-- > 0;) step(t, values.row(t + 1).data(), advantages.row(t + 1).data());
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -24,8 +24,9 @@
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/kl.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace detail {
 
@@ -234,4 +235,4 @@ void token_kl(view<T> log_probs, view<T> ref_log_probs, view<M> mask, mut_view<T
     });
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -25,8 +25,9 @@
 #include "rlhf/core/reducer.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/options/kl_controller.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// A measured KL and its unit: `rlhf::measured_kl{.value = 0.3, .measure = kl_measure::token_mean}`.
 struct measured_kl {
@@ -250,4 +251,4 @@ private:
         options);
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

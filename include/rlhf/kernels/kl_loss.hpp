@@ -39,8 +39,9 @@
 #include "rlhf/kernels/kl.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/options/kl_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Statistics of one call over this call's valid tokens (local), accumulated in double. With no
 /// valid token every statistic is 0.
@@ -275,4 +276,4 @@ kl_loss_result kl_loss(view<T> log_probs, view<T> ref_log_probs, view<T> old_log
                                       grad_log_probs, token_losses, reducer);
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -31,8 +31,9 @@
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/logits.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Result of `rlhf::lm_loss`.
 struct lm_loss_result {
@@ -717,4 +718,4 @@ void lm_loss_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens
                                           options);
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -42,8 +42,9 @@
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/loss_aggregation.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// The counts behind a set of row weights.
 struct aggregation_counts {
@@ -194,4 +195,4 @@ double aggregate(view<T> losses, view<M> mask, const aggregation_options& option
     return total;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -38,8 +38,9 @@
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/masked_stats.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Statistics of the valid elements of a scope (global when a reducer all-reduces).
 struct masked_moments {
@@ -550,4 +551,4 @@ private:
     running_moments_options options_{};
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -37,8 +37,9 @@
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/outcome_advantages.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace detail {
 
@@ -438,4 +439,4 @@ void compute_remax_advantages(view<T> token_rewards, view<M> mask, view<T, 1> re
     }
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

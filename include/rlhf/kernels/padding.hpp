@@ -12,8 +12,9 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Writes row b of `rows` into row b of `out`, from column 0 (`padding_side::right`) or ending at
 /// the last column (`padding_side::left`), and `pad` everywhere else; a mask of the same layout is
@@ -46,4 +47,4 @@ void pad_sequences(std::span<const std::span<const T>> rows, mut_view<T> out, pa
     }
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

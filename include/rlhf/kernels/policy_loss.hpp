@@ -35,8 +35,9 @@
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/policy_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Statistics of one call, over this call's valid tokens (local: not reduced across ranks),
 /// accumulated in double. With no valid token every mean and `ratio_max` are 0.
@@ -371,4 +372,4 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
     return result;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

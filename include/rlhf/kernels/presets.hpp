@@ -17,8 +17,9 @@
 #include "rlhf/kernels/kl_controller.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/kernels/reward_shaping.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// One framework's reward shaping and advantage estimation with a critic.
 struct advantage_preset {
@@ -206,4 +207,4 @@ void compute_sequence_advantages(const sequence_advantage_preset& preset, double
     for (index_t b = 0; b < advantages.extent(0); ++b) advantages(b) = rewards(b) - values(b);
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

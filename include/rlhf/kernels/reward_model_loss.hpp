@@ -14,8 +14,9 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/options/reward_model_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Result of a pairwise reward-model loss.
 struct pairwise_loss_result {
@@ -125,4 +126,4 @@ pairwise_loss_result log_exp_loss(const view<T, 1>& chosen, const view<T, 1>& re
                                        0.0);
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

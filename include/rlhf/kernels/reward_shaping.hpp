@@ -26,8 +26,9 @@
 #include "rlhf/kernels/kl_controller.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/options/reward_shaping.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace detail {
 
@@ -422,4 +423,4 @@ batch_moments scale_scores(view<T, 1> scores, mut_view<T, 1> out, running_moment
     return batch;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -36,8 +36,9 @@
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/vector_math.hpp"
 #include "rlhf/options/value_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Statistics of one call over this call's valid tokens (local: not reduced across ranks),
 /// accumulated in double. With no valid token every statistic is 0.
@@ -274,4 +275,4 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
     return result;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "rlhf/version.hpp"
+
 // Plain x86-64 (SSE2 only) cannot vectorise the bit selects below (no 64-bit compares); there the
 // C library's exp, a scalar call either way, is the faster one.
 #if !defined(RLHF_DETAIL_SCALAR_EXP)
@@ -40,7 +42,7 @@
 #endif
 #endif
 
-namespace rlhf::detail {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::detail {
 
 /// 2^n for an integer-valued double n in [-1022, 1023].
 [[nodiscard]] RLHF_DETAIL_FORCE_INLINE double power_of_two(double n) noexcept {
@@ -204,4 +206,4 @@ template <class V>
 #endif
 }
 
-}  // namespace rlhf::detail
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::detail

@@ -18,8 +18,9 @@
 #include "rlhf/entry/backend.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace libtorch {
 
@@ -78,4 +79,4 @@ struct backend_adapter<torch::Tensor> {
     [[nodiscard]] static bool absent(const torch::Tensor& x) { return !x.defined() || x.numel() == 0; }
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -61,8 +61,9 @@
 #include "rlhf/libtorch/logits.hpp"
 #include "rlhf/libtorch/policy_loss.hpp"
 #include "rlhf/libtorch/value_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch::conformance {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch::conformance {
 
 /// What the suite runs and how strictly it compares.
 struct conformance_options {
@@ -1117,4 +1118,4 @@ conformance_report check_kernels(const K& kernel, const conformance_options& o =
     return all;
 }
 
-}  // namespace rlhf::libtorch::conformance
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch::conformance

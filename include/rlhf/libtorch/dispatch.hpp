@@ -10,8 +10,9 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// Calls `body(T{})` with `T` = float or double, the dtype of `tensor`; any other dtype is an
 /// `rlhf::error` naming `argument`.
@@ -97,4 +98,4 @@ inline void check_same_dtype(const torch::Tensor& tensor, std::string_view funct
              dtype_name(tensor.scalar_type()));
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

@@ -28,8 +28,9 @@
 #include "rlhf/libtorch/logits.hpp"
 #include "rlhf/libtorch/policy_loss.hpp"
 #include "rlhf/libtorch/value_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// A clipped policy-loss kernel:
 /// `k.policy_loss(log_probs, old_log_probs, advantages, mask, options)` →
@@ -152,4 +153,4 @@ struct torch_ops_kernels {
 static_assert(LossKernels<default_kernels> && WeightedKlLossKernel<default_kernels>);
 static_assert(LossKernels<torch_ops_kernels> && WeightedKlLossKernel<torch_ops_kernels>);
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

@@ -19,8 +19,9 @@
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// Loss and statistics of the LibTorch KL-in-loss.
 struct kl_loss_output {
@@ -211,4 +212,4 @@ kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const t
     return out;
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

@@ -30,8 +30,9 @@
 #include "rlhf/kernels/reward_model_loss.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// Token log-probs and entropy `[B, T]` each.
 struct logprobs_result {
@@ -509,4 +510,4 @@ inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tens
         [&] { return torch_ops::log_exp_loss(chosen, rejected); });
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

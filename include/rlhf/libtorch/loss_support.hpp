@@ -18,8 +18,9 @@
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// `closed_form_loss::apply(input, run)`: `run(grad)` evaluates the kernel and returns the loss
 /// as a double; `grad` is a contiguous tensor shaped like `input` that `run` fills with
@@ -116,4 +117,4 @@ torch::Tensor token_weights(std::string_view function, const torch::Tensor& mask
 
 }  // namespace detail
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

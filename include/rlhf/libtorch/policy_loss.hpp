@@ -18,8 +18,9 @@
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// Loss (a 0-dim tensor of the dtype of `log_probs`, differentiable w.r.t. `log_probs`) and
 /// statistics.
@@ -182,4 +183,4 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         [&] { return torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options); });
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

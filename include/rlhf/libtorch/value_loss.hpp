@@ -23,8 +23,9 @@
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// Loss and statistics of the LibTorch value loss.
 struct value_loss_output {
@@ -148,4 +149,4 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
         [&] { return torch_ops::value_loss(values, old_values, returns, mask, options, reducer); });
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

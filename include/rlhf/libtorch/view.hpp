@@ -12,8 +12,9 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::libtorch {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 
 /// The LibTorch dtype of a C++ element type.
 template <class T>
@@ -120,4 +121,4 @@ template <class T, std::size_t Rank = 2>
     return detail::view_of<T, Rank>(tensor, tensor.data_ptr<T>());
 }
 
-}  // namespace rlhf::libtorch
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

@@ -4,8 +4,9 @@
 /// Plain data with designated-initialiser defaults; the checks live with the kernels.
 
 #include "rlhf/core/options.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options of `compute_gae` (RLHF defaults: TRL, DeepSpeed-Chat, ColossalChat v2 use γ=1, λ=0.95;
 /// verl and OpenRLHF default to λ=1).
@@ -39,4 +40,4 @@ struct time_major_gae_options {
     double lambda = 0.95;  ///< GAE λ, in [0, 1]
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -6,8 +6,9 @@
 #include <optional>
 
 #include "rlhf/core/options.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// How the per-token KL estimate is computed.
 struct kl_options {
@@ -51,4 +52,4 @@ namespace kl_preset {
 
 }  // namespace kl_preset
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

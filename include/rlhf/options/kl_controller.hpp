@@ -6,8 +6,9 @@
 #include <variant>
 
 #include "rlhf/core/options.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// How a batch's per-token KL `kl[B, T]` (with its mask) was reduced to one number.
 enum class kl_measure {
@@ -70,4 +71,4 @@ using kl_control_options = std::variant<fixed_kl_options, adaptive_kl_options, p
     return fallback;
 }
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -5,8 +5,9 @@
 
 #include "rlhf/options/kl.hpp"
 #include "rlhf/options/loss_aggregation.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options of `rlhf::kl_loss` (designated initialisers:
 /// `rlhf::kl_loss_options{.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3), .straight_through = true}`).
@@ -36,4 +37,4 @@ struct kl_loss_options {
     aggregation_options aggregation{};
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

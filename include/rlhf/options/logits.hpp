@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <optional>
 
-namespace rlhf {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options shared by the logits kernels.
 struct logits_options {
@@ -26,4 +28,4 @@ struct lm_loss_options {
     std::optional<std::int64_t> ignore_index = -100;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -6,8 +6,9 @@
 #include <optional>
 
 #include "rlhf/core/options.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options of loss aggregation (designated initialisers:
 /// `rlhf::aggregation_options{.mode = rlhf::loss_aggregation::seq_mean_token_mean}`).
@@ -29,4 +30,4 @@ struct aggregation_options {
     double token_count_epsilon = 1e-8;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -4,8 +4,9 @@
 /// Plain data with designated-initialiser defaults; the checks live with the kernels.
 
 #include "rlhf/core/options.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Where the whitening epsilon enters the inverse standard deviation.
 enum class whiten_epsilon {
@@ -66,4 +67,4 @@ struct running_moments_options {
     small_sample_policy small_sample = small_sample_policy::raise;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -5,8 +5,9 @@
 
 #include "rlhf/core/options.hpp"
 #include "rlhf/options/masked_stats.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// What a group estimator does with a group of one row, which has no siblings to form a baseline.
 enum class singleton_group_policy {
@@ -197,4 +198,4 @@ namespace reinforce_plus_plus_baseline_preset {
 
 }  // namespace reinforce_plus_plus_baseline_preset
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

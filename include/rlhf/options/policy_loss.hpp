@@ -7,8 +7,9 @@
 
 #include "rlhf/core/options.hpp"
 #include "rlhf/options/loss_aggregation.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Level at which the importance ratio is taken.
 enum class importance_ratio_level {
@@ -74,4 +75,4 @@ struct policy_loss_options {
     aggregation_options aggregation{};
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -3,7 +3,9 @@
 /// Options of the reward-model losses (kernels/reward_model_loss.hpp).
 /// Plain data with designated-initialiser defaults; the checks live with the kernels.
 
-namespace rlhf {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options of `rlhf::pairwise_logsigmoid_loss`.
 struct pairwise_loss_options {
@@ -15,4 +17,4 @@ struct pairwise_loss_options {
     double center_rewards_coefficient = 0.0;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -8,8 +8,9 @@
 
 #include "rlhf/core/options.hpp"
 #include "rlhf/options/kl.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// What reward shaping does with a row whose mask is all zero.
 enum class empty_row_policy {
@@ -67,4 +68,4 @@ struct score_scaling_options {
     std::optional<double> clip = std::nullopt;
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

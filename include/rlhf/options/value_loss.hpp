@@ -6,8 +6,9 @@
 #include <optional>
 
 #include "rlhf/options/loss_aggregation.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 /// Options of `rlhf::value_loss` (designated initialisers:
 /// `rlhf::value_loss_options{.clip_range = 0.5, .aggregation = {.mode =
@@ -46,4 +47,4 @@ struct value_loss_options {
     aggregation_options aggregation{};
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -32,8 +32,9 @@
 #include "rlhf/ppo/config.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// The rollout tensors the advantage stage reads (CPU; floating tensors share one dtype,
 /// float32 or float64).
@@ -245,4 +246,4 @@ inline void record_advantage_metrics(step_metrics& m, const torch::Tensor& mask,
     if (values.defined()) m.value_mean = detail::weighted_mean_std(values, valid, tokens).first;
 }
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

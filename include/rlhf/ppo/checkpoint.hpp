@@ -26,8 +26,9 @@
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/concepts.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo::checkpoint {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo::checkpoint {
 
 /// Saves `archive` to `path` atomically: written to `path` + ".tmp", then renamed over `path`.
 /// Errors: a file that cannot be written or renamed → `rlhf::error` (kind state, argument
@@ -263,4 +264,4 @@ inline void save_trainer(const std::filesystem::path& path, const trainer_state&
     }
 }
 
-}  // namespace rlhf::ppo::checkpoint
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo::checkpoint

@@ -24,8 +24,9 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/libtorch/kernel_concepts.hpp"
 #include "rlhf/ppo/experience.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// The policy (actor): generates responses, and scores given tokens.
 /// - `policy.generate(prompts, options)` → `rollout`: sequences `[B, S]` holding each prompt and
@@ -182,4 +183,4 @@ struct trainer_models {
     Ref* reference = nullptr;
 };
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

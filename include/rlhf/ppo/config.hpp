@@ -37,8 +37,9 @@
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// Where the KL to the reference model enters the objective.
 enum class kl_placement {
@@ -80,10 +81,10 @@ enum class score_normalization {
     scale_and_shift,  ///< `(score − running_mean) / (running_std + eps)`
 };
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
 
 // Names of the loop's options, for configs read from text (`rlhf::parse_option`).
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 template <>
 struct option_names<ppo::kl_placement> {
@@ -134,9 +135,9 @@ struct option_names<ppo::score_normalization> {
     }};
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// The configuration of `rlhf::ppo::ppo_trainer` (see the file comment; defaults are a plain
 /// PPO with GAE, KL in the reward and a fixed β = 0.1).
@@ -683,4 +684,4 @@ namespace presets {
 
 }  // namespace presets
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

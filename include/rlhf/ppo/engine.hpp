@@ -34,8 +34,9 @@
 #include "rlhf/ppo/concepts.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/trainer.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// An environment flow: `environment(episode)` returns the episode's data.
 template <class E>
@@ -186,4 +187,4 @@ requires std::is_invocable_r_v<prompt_batch, Prompts&, std::int64_t>
     return result;
 }
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

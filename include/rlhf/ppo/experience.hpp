@@ -27,8 +27,9 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// Options of `Policy::generate`. Validated by `check_generation_options`.
 struct generation_options {
@@ -375,4 +376,4 @@ inline std::int64_t check_experience(const experience& batch, std::string_view f
     return rows;
 }
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

@@ -30,8 +30,9 @@
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/checkpoint.hpp"
 #include "rlhf/ppo/experience.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// Where `collate` puts the padding of the sequence layout `[B, S]` (`rlhf::padding_side`: left =
 /// tokens end at column S - 1, as TRL and OpenRLHF prompts; right = tokens start at column 0). The
@@ -45,9 +46,9 @@ enum class remainder_policy {
     allow_partial,  ///< keep them as a smaller last minibatch
 };
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 template <>
 struct option_names<ppo::remainder_policy> {
     static constexpr std::string_view type = "remainder_policy";
@@ -58,9 +59,9 @@ struct option_names<ppo::remainder_policy> {
     }};
     static constexpr std::array<std::pair<ppo::remainder_policy, std::string_view>, 0> aliases{};
 };
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// Options of an `experience_buffer`.
 struct buffer_options {
@@ -596,4 +597,4 @@ private:
     std::uint64_t drawn_ = 0;
 };
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

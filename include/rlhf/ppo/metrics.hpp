@@ -22,8 +22,9 @@
 #include "rlhf/kernels/kl_controller.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "rlhf/kernels/value_loss.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// Wall-clock seconds of each phase of a step.
 struct phase_timings {
@@ -332,4 +333,4 @@ private:
     std::shared_ptr<bool> header_written_;
 };
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

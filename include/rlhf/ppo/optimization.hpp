@@ -15,7 +15,9 @@
 #include <unordered_set>
 #include <vector>
 
-namespace rlhf::ppo {
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// The optimizers (the user's; non-owning). Without `critic`, the policy optimizer must hold the
 /// critic's parameters (a value head sharing the policy's optimizer, as TRL's): the value loss is
@@ -55,4 +57,4 @@ inline double clip_gradients(const std::vector<torch::Tensor>& params, std::opti
     return std::sqrt(squares);
 }
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

@@ -15,8 +15,9 @@
 #include "rlhf/libtorch/logits.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/concepts.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// A batch of PTX (pretraining) data: `[B, S]` tokens; `labels` default to `input_ids`; a label
 /// of `ptx_loss.ignore_index` (or a 0 in the attention mask) is not counted. The loss is the
@@ -53,4 +54,4 @@ template <LanguageModelPolicy P>
     return libtorch::torch_ops::lm_loss(predicting, tokens, mask, options);
 }
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

@@ -43,8 +43,9 @@
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/optimization.hpp"
 #include "rlhf/ppo/ptx.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::ppo {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
 /// The experience of one step, ready for `ppo_trainer::train`.
 struct step_experience {
@@ -596,4 +597,4 @@ template <class P, class R, class C, class Ref, class K>
 ppo_trainer(const config&, const trainer_models<P, R, C, Ref>&, const trainer_optimizers&, K)
     -> ppo_trainer<P, C, R, Ref, K>;
 
-}  // namespace rlhf::ppo
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

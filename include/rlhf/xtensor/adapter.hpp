@@ -13,9 +13,10 @@
 
 #include "rlhf/core/view.hpp"
 #include "rlhf/entry/backend.hpp"
+#include "rlhf/version.hpp"
 #include "rlhf/xtensor/view.hpp"
 
-namespace rlhf {
+namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
 namespace xtensor {
 
@@ -61,4 +62,4 @@ struct backend_adapter<X> : static_element_dispatch<xtensor::element_of<X>> {
     [[nodiscard]] static bool absent(const X& x) { return x.size() == 0; }
 };
 
-}  // namespace rlhf
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE

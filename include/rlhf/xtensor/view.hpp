@@ -15,8 +15,9 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/version.hpp"
 
-namespace rlhf::xtensor {
+namespace rlhf::inline RLHF_ABI_NAMESPACE::xtensor {
 
 /// An xtensor container with direct access to row-major storage.
 template <class E>
@@ -64,4 +65,4 @@ template <std::size_t Rank = 2, dense_container E>
     return detail::view_of<value_type, Rank>(container, container.data(), function, argument);
 }
 
-}  // namespace rlhf::xtensor
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::xtensor
