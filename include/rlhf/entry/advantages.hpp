@@ -40,20 +40,20 @@ struct sequence_preset_advantages {
     C advantages;
 };
 
-namespace entry_detail {
+namespace detail::entry {
 /// An `advantages_and_returns` of two new `[B, T]` containers shaped like `extents`.
 template <class Call>
 [[nodiscard]] auto make_advantages(const Call& c, const extents_t<2>& extents) {
     return advantages_and_returns<container_t<Call, 2>>{c.template make<2>(extents), c.template make<2>(extents)};
 }
-}  // namespace entry_detail
+}  // namespace detail::entry
 
 /// GAE over `[B, T]` rows (`rlhf::compute_gae`).
 template <backend_container R, backend_container V, backend_container M>
 [[nodiscard]] auto compute_gae(const R& rewards, const V& values, const M& mask, const gae_options& options = {}) {
-    return entry_detail::on_values("rlhf::compute_gae", rewards, "rewards", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_gae", rewards, "rewards", [&](const auto& c) {
         const auto r = c.in(rewards, "rewards");
-        auto result = entry_detail::make_advantages(c, r.extents());
+        auto result = detail::entry::make_advantages(c, r.extents());
         c.with_mask(mask, [&](auto m) {
             compute_gae(r, c.in(values, "values"), m, c.out(result.advantages, r.extents()),
                         c.out(result.returns, r.extents()), options);
@@ -66,9 +66,9 @@ template <backend_container R, backend_container V, backend_container M>
 template <backend_container R, backend_container V, backend_container M, backend_container B>
 [[nodiscard]] auto compute_gae(const R& rewards, const V& values, const M& mask, const B& bootstrap_values,
                                const gae_options& options = {}) {
-    return entry_detail::on_values("rlhf::compute_gae", rewards, "rewards", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_gae", rewards, "rewards", [&](const auto& c) {
         const auto r = c.in(rewards, "rewards");
-        auto result = entry_detail::make_advantages(c, r.extents());
+        auto result = detail::entry::make_advantages(c, r.extents());
         c.with_mask(mask, [&](auto m) {
             compute_gae(r, c.in(values, "values"), m, c.template in<1>(bootstrap_values, "bootstrap_values"),
                         c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()), options);
@@ -84,9 +84,9 @@ template <backend_container R, backend_container V, backend_container D, backend
 [[nodiscard]] auto compute_gae_time_major(const R& rewards, const V& values, const D& terminated, const U& truncated,
                                           const F& truncation_values, const N& next_values,
                                           const time_major_gae_options& options = {}) {
-    return entry_detail::on_values("rlhf::compute_gae_time_major", rewards, "rewards", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_gae_time_major", rewards, "rewards", [&](const auto& c) {
         const auto r = c.in(rewards, "rewards");
-        auto result = entry_detail::make_advantages(c, r.extents());
+        auto result = detail::entry::make_advantages(c, r.extents());
         c.with_mask(
             terminated,
             [&]<class M>(view<M> done) {
@@ -103,7 +103,7 @@ template <backend_container R, backend_container V, backend_container D, backend
 /// Masked whitening of `values` `[B, T]` (`rlhf::masked_whiten`).
 template <backend_container V, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto masked_whiten(const V& values, const M& mask, const whiten_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::masked_whiten", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::masked_whiten", values, "values", [&](const auto& c) {
         const auto v = c.in(values, "values");
         auto out = c.template make<2>(v.extents());
         c.with_mask(mask, [&](auto m) { masked_whiten(v, m, c.out(out, v.extents()), options, reducer); });
@@ -114,7 +114,7 @@ template <backend_container V, backend_container M, Reducer R = local_reducer>
 /// Unmasked whitening of `values` `[B, T]` (`rlhf::whiten`).
 template <backend_container V, Reducer R = local_reducer>
 [[nodiscard]] auto whiten(const V& values, const whiten_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::whiten", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::whiten", values, "values", [&](const auto& c) {
         const auto v = c.in(values, "values");
         auto out = c.template make<2>(v.extents());
         whiten(v, c.out(out, v.extents()), options, reducer);
@@ -126,7 +126,7 @@ template <backend_container V, Reducer R = local_reducer>
 template <backend_container V, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] masked_moments compute_masked_moments(const V& values, const M& mask, const moments_options& options = {},
                                                     R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::compute_masked_moments", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_masked_moments", values, "values", [&](const auto& c) {
         return c.with_mask(mask,
                            [&](auto m) { return compute_masked_moments(c.in(values, "values"), m, options, reducer); });
     });
@@ -136,7 +136,7 @@ template <backend_container V, backend_container M, Reducer R = local_reducer>
 template <backend_container V, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] double masked_mean(const V& values, const M& mask, const moments_options& options = {},
                                  R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::masked_mean", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::masked_mean", values, "values", [&](const auto& c) {
         return c.with_mask(mask, [&](auto m) { return masked_mean(c.in(values, "values"), m, options, reducer); });
     });
 }
@@ -145,7 +145,7 @@ template <backend_container V, backend_container M, Reducer R = local_reducer>
 template <backend_container V, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] double masked_variance(const V& values, const M& mask, const moments_options& options = {},
                                      R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::masked_variance", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::masked_variance", values, "values", [&](const auto& c) {
         return c.with_mask(mask, [&](auto m) { return masked_variance(c.in(values, "values"), m, options, reducer); });
     });
 }
@@ -153,7 +153,7 @@ template <backend_container V, backend_container M, Reducer R = local_reducer>
 /// Per-row masked mean `[B]` (`rlhf::masked_mean_per_row`).
 template <backend_container V, backend_container M>
 [[nodiscard]] auto masked_mean_per_row(const V& values, const M& mask, const moments_options& options = {}) {
-    return entry_detail::on_values("rlhf::masked_mean_per_row", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::masked_mean_per_row", values, "values", [&](const auto& c) {
         const auto v = c.in(values, "values");
         const extents_t<1> rows{v.extent(0)};
         auto out = c.template make<1>(rows);
@@ -165,7 +165,7 @@ template <backend_container V, backend_container M>
 /// Per-row masked variance `[B]` (`rlhf::masked_variance_per_row`).
 template <backend_container V, backend_container M>
 [[nodiscard]] auto masked_variance_per_row(const V& values, const M& mask, const moments_options& options = {}) {
-    return entry_detail::on_values("rlhf::masked_variance_per_row", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::masked_variance_per_row", values, "values", [&](const auto& c) {
         const auto v = c.in(values, "values");
         const extents_t<1> rows{v.extent(0)};
         auto out = c.template make<1>(rows);
@@ -177,7 +177,7 @@ template <backend_container V, backend_container M>
 /// Adds the batch `values` `[n]` to `moments` (`rlhf::running_moments::update`).
 template <backend_container V, Reducer R = local_reducer>
 batch_moments update_running_moments(running_moments& moments, const V& values, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::update_running_moments", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::update_running_moments", values, "values", [&](const auto& c) {
         return moments.update(c.template in<1>(values, "values"), reducer);
     });
 }
@@ -189,9 +189,9 @@ template <backend_container L, backend_container F, backend_container M, backend
 [[nodiscard]] auto compute_advantages(const advantage_preset& preset, double kl_coef, const L& log_probs,
                                       const F& ref_log_probs, const M& mask, const S& scores, const V& values,
                                       R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::compute_advantages", log_probs, "log_probs", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_advantages", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
-        using C = entry_detail::container_t<decltype(c), 2>;
+        using C = detail::entry::container_t<decltype(c), 2>;
         preset_advantages<C> out{c.template make<2>(lp.extents()), c.template make<2>(lp.extents()),
                                  c.template make<2>(lp.extents())};
         c.with_mask(mask, [&](auto m) {
@@ -210,10 +210,10 @@ template <backend_container L, backend_container F, backend_container M, backend
 [[nodiscard]] auto compute_sequence_advantages(const sequence_advantage_preset& preset, double kl_coef,
                                                const L& log_probs, const F& ref_log_probs, const M& mask,
                                                const S& scores, const V& values) {
-    return entry_detail::on_values("rlhf::compute_sequence_advantages", log_probs, "log_probs", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_sequence_advantages", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
         const extents_t<1> rows{lp.extent(0)};
-        using C = entry_detail::container_t<decltype(c), 1>;
+        using C = detail::entry::container_t<decltype(c), 1>;
         sequence_preset_advantages<C> out{c.template make<1>(rows), c.template make<1>(rows)};
         c.with_mask(mask, [&](auto m) {
             compute_sequence_advantages(preset, kl_coef, lp, c.in(ref_log_probs, "ref_log_probs"), m,

@@ -75,7 +75,7 @@ struct static_element_dispatch {
     }
 };
 
-namespace entry_detail {
+namespace detail::entry {
 
 /// The state of one entry-point call with value type `T`: `in` views an argument, `make` and `out`
 /// create an output of the backend and view it, `with_mask` views a mask in its own element type.
@@ -137,6 +137,6 @@ decltype(auto) on_values(std::string_view function, const X& x, std::string_view
 template <class C, std::size_t Rank>
 using container_t = typename std::remove_cvref_t<C>::template container<Rank>;
 
-}  // namespace entry_detail
+}  // namespace detail::entry
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -44,7 +44,7 @@ struct pairwise_loss_with_gradient {
     C grad_rejected;
 };
 
-namespace entry_detail {
+namespace detail::entry {
 
 /// Stands for "no mask" in the shared bodies of the masked and unmasked overloads.
 struct no_mask {};
@@ -186,20 +186,20 @@ template <class Cn, class Rj, class Kernel>
     });
 }
 
-}  // namespace entry_detail
+}  // namespace detail::entry
 
 /// Token log-probs and entropies `[B, T]` of `logits` at `tokens` masked by `mask`
 /// (`rlhf::logprobs_from_logits`).
 template <backend_container L, backend_container Y, backend_container M>
 [[nodiscard]] auto logprobs_from_logits(const L& logits, const Y& tokens, const M& mask,
                                         const logits_options& options = {}) {
-    return entry_detail::logprobs(logits, tokens, mask, options);
+    return detail::entry::logprobs(logits, tokens, mask, options);
 }
 
 /// `rlhf::logprobs_from_logits` without a mask.
 template <backend_container L, backend_container Y>
 [[nodiscard]] auto logprobs_from_logits(const L& logits, const Y& tokens, const logits_options& options = {}) {
-    return entry_detail::logprobs(logits, tokens, entry_detail::no_mask{}, options);
+    return detail::entry::logprobs(logits, tokens, detail::entry::no_mask{}, options);
 }
 
 /// Gradient `[B, T, V]` of `Σ g_lp·logprobs + g_H·entropy` w.r.t. `logits`; an absent
@@ -209,34 +209,34 @@ template <backend_container L, backend_container Y, backend_container M, backend
 [[nodiscard]] auto logprobs_from_logits_backward(const L& logits, const Y& tokens, const M& mask,
                                                  const GL& grad_logprobs, const GH& grad_entropy,
                                                  const logits_options& options = {}) {
-    return entry_detail::logprobs_backward(logits, tokens, mask, grad_logprobs, grad_entropy, options);
+    return detail::entry::logprobs_backward(logits, tokens, mask, grad_logprobs, grad_entropy, options);
 }
 
 /// `rlhf::logprobs_from_logits_backward` without a mask.
 template <backend_container L, backend_container Y, backend_container GL, backend_container GH>
 [[nodiscard]] auto logprobs_from_logits_backward(const L& logits, const Y& tokens, const GL& grad_logprobs,
                                                  const GH& grad_entropy, const logits_options& options = {}) {
-    return entry_detail::logprobs_backward(logits, tokens, entry_detail::no_mask{}, grad_logprobs, grad_entropy,
+    return detail::entry::logprobs_backward(logits, tokens, detail::entry::no_mask{}, grad_logprobs, grad_entropy,
                                            options);
 }
 
 /// Entropy `[B, T]` of `logits` masked by `mask` (`rlhf::entropy_from_logits`).
 template <backend_container L, backend_container M>
 [[nodiscard]] auto entropy_from_logits(const L& logits, const M& mask, const logits_options& options = {}) {
-    return entry_detail::entropy(logits, mask, options);
+    return detail::entry::entropy(logits, mask, options);
 }
 
 /// `rlhf::entropy_from_logits` without a mask.
 template <backend_container L>
 [[nodiscard]] auto entropy_from_logits(const L& logits, const logits_options& options = {}) {
-    return entry_detail::entropy(logits, entry_detail::no_mask{}, options);
+    return detail::entry::entropy(logits, detail::entry::no_mask{}, options);
 }
 
 /// Gradient `[B, T, V]` of `Σ g_H·entropy`, `grad_entropy` `[B, T]` (`rlhf::entropy_from_logits_backward`).
 template <backend_container L, backend_container M, backend_container GH>
 [[nodiscard]] auto entropy_from_logits_backward(const L& logits, const M& mask, const GH& grad_entropy,
                                                 const logits_options& options = {}) {
-    return entry_detail::entropy_backward(logits, mask, grad_entropy, options);
+    return detail::entry::entropy_backward(logits, mask, grad_entropy, options);
 }
 
 /// Full-vocabulary KL `[B, T]` between `policy_logits` and `reference_logits` masked by `mask`
@@ -244,14 +244,14 @@ template <backend_container L, backend_container M, backend_container GH>
 template <backend_container P, backend_container Q, backend_container M>
 [[nodiscard]] auto full_kl_from_logits(const P& policy_logits, const Q& reference_logits, const M& mask,
                                        const logits_options& options = {}) {
-    return entry_detail::full_kl(policy_logits, reference_logits, mask, options);
+    return detail::entry::full_kl(policy_logits, reference_logits, mask, options);
 }
 
 /// `rlhf::full_kl_from_logits` without a mask.
 template <backend_container P, backend_container Q>
 [[nodiscard]] auto full_kl_from_logits(const P& policy_logits, const Q& reference_logits,
                                        const logits_options& options = {}) {
-    return entry_detail::full_kl(policy_logits, reference_logits, entry_detail::no_mask{}, options);
+    return detail::entry::full_kl(policy_logits, reference_logits, detail::entry::no_mask{}, options);
 }
 
 /// Gradient `[B, T, V]` of `Σ g·KL` w.r.t. the policy logits, `grad_kl` `[B, T]`
@@ -259,19 +259,19 @@ template <backend_container P, backend_container Q>
 template <backend_container P, backend_container Q, backend_container M, backend_container G>
 [[nodiscard]] auto full_kl_from_logits_backward(const P& policy_logits, const Q& reference_logits, const M& mask,
                                                 const G& grad_kl, const logits_options& options = {}) {
-    return entry_detail::full_kl_backward(policy_logits, reference_logits, mask, grad_kl, options);
+    return detail::entry::full_kl_backward(policy_logits, reference_logits, mask, grad_kl, options);
 }
 
 /// LM loss of `logits` at `tokens` masked by `mask`, with its gradient (`rlhf::lm_loss`).
 template <backend_container L, backend_container Y, backend_container M>
 [[nodiscard]] auto lm_loss(const L& logits, const Y& tokens, const M& mask, const lm_loss_options& options = {}) {
-    return entry_detail::lm(logits, tokens, mask, options);
+    return detail::entry::lm(logits, tokens, mask, options);
 }
 
 /// `rlhf::lm_loss` without a mask (positions excluded through `ignore_index` only).
 template <backend_container L, backend_container Y>
 [[nodiscard]] auto lm_loss(const L& logits, const Y& tokens, const lm_loss_options& options = {}) {
-    return entry_detail::lm(logits, tokens, entry_detail::no_mask{}, options);
+    return detail::entry::lm(logits, tokens, detail::entry::no_mask{}, options);
 }
 
 /// Pairwise log-sigmoid reward-model loss over `chosen` and `rejected` `[N]`, with gradients
@@ -279,7 +279,7 @@ template <backend_container L, backend_container Y>
 template <backend_container Cn, backend_container Rj>
 [[nodiscard]] auto pairwise_logsigmoid_loss(const Cn& chosen, const Rj& rejected,
                                             const pairwise_loss_options& options = {}) {
-    return entry_detail::pairwise(
+    return detail::entry::pairwise(
         "rlhf::pairwise_logsigmoid_loss", chosen, rejected,
         [&](const auto&, auto c, auto r, auto gc, auto gr) { return pairwise_logsigmoid_loss(c, r, gc, gr, options); });
 }
@@ -288,7 +288,7 @@ template <backend_container Cn, backend_container Rj>
 template <backend_container Cn, backend_container Rj, backend_container Mg>
 [[nodiscard]] auto pairwise_logsigmoid_loss(const Cn& chosen, const Rj& rejected, const Mg& margin,
                                             const pairwise_loss_options& options = {}) {
-    return entry_detail::pairwise(
+    return detail::entry::pairwise(
         "rlhf::pairwise_logsigmoid_loss", chosen, rejected, [&](const auto& call, auto c, auto r, auto gc, auto gr) {
             return pairwise_logsigmoid_loss(c, r, call.template in<1>(margin, "margin"), gc, gr, options);
         });
@@ -297,7 +297,7 @@ template <backend_container Cn, backend_container Rj, backend_container Mg>
 /// Log-exp reward-model loss over `chosen` and `rejected` `[N]`, with gradients (`rlhf::log_exp_loss`).
 template <backend_container Cn, backend_container Rj>
 [[nodiscard]] auto log_exp_loss(const Cn& chosen, const Rj& rejected) {
-    return entry_detail::pairwise(
+    return detail::entry::pairwise(
         "rlhf::log_exp_loss", chosen, rejected,
         [](const auto&, auto c, auto r, auto gc, auto gr) { return log_exp_loss(c, r, gc, gr); });
 }

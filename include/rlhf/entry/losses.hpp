@@ -42,9 +42,9 @@ struct kl_loss_with_gradient {
 template <backend_container L, backend_container O, backend_container A, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto policy_loss(const L& log_probs, const O& old_log_probs, const A& advantages, const M& mask,
                                const policy_loss_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::policy_loss", log_probs, "log_probs", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::policy_loss", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
-        policy_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
+        policy_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return policy_loss(lp, c.in(old_log_probs, "old_log_probs"), c.in(advantages, "advantages"), m, options,
                                c.out(out.grad_log_probs, lp.extents()), {}, reducer);
@@ -60,9 +60,9 @@ template <backend_container V, backend_container O, backend_container Ret, backe
           Reducer R = local_reducer>
 [[nodiscard]] auto value_loss(const V& values, const O& old_values, const Ret& returns, const M& mask,
                               const value_loss_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::value_loss", values, "values", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::value_loss", values, "values", [&](const auto& c) {
         const auto v = c.in(values, "values");
-        value_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(v.extents())};
+        value_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(v.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return value_loss(v, c.in(old_values, "old_values"), c.in(returns, "returns"), m, options,
                               c.out(out.grad_values, v.extents()), {}, reducer);
@@ -77,9 +77,9 @@ template <backend_container V, backend_container O, backend_container Ret, backe
 template <backend_container L, backend_container F, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto kl_loss(const L& log_probs, const F& ref_log_probs, const M& mask,
                            const kl_loss_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::kl_loss", log_probs, "log_probs", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::kl_loss", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
-        kl_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
+        kl_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), m, options,
                            c.out(out.grad_log_probs, lp.extents()), {}, reducer);
@@ -94,9 +94,9 @@ template <backend_container L, backend_container F, backend_container M, Reducer
 template <backend_container L, backend_container F, backend_container O, backend_container M, Reducer R = local_reducer>
 [[nodiscard]] auto kl_loss(const L& log_probs, const F& ref_log_probs, const O& old_log_probs, const M& mask,
                            const kl_loss_options& options = {}, R&& reducer = {}) {
-    return entry_detail::on_values("rlhf::kl_loss", log_probs, "log_probs", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::kl_loss", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
-        kl_loss_with_gradient<entry_detail::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
+        kl_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), c.in(old_log_probs, "old_log_probs"), m, options,
                            c.out(out.grad_log_probs, lp.extents()), {}, reducer);

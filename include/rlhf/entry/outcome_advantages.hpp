@@ -16,7 +16,7 @@
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE {
 
-namespace entry_detail {
+namespace detail::entry {
 
 /// `[B, T]` rewards, mask and group ids to one new `[B, T]` container written by
 /// `kernel(rewards, mask, ids, out)`.
@@ -44,13 +44,13 @@ template <class S, class G, class Kernel>
     });
 }
 
-}  // namespace entry_detail
+}  // namespace detail::entry
 
 /// GRPO advantages `[B, T]` (`rlhf::compute_grpo_advantages`).
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_grpo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                            const grpo_options& options = {}) {
-    return entry_detail::group_tokens(
+    return detail::entry::group_tokens(
         "rlhf::compute_grpo_advantages", token_rewards, mask, group_ids,
         [&](auto r, auto m, auto g, auto out) { compute_grpo_advantages(r, m, g, out, options); });
 }
@@ -58,7 +58,7 @@ template <backend_container R, backend_container M, backend_container G>
 /// GRPO advantages `[B]` of per-sequence `scores` `[B]`.
 template <backend_container S, backend_container G>
 [[nodiscard]] auto compute_grpo_advantages(const S& scores, const G& group_ids, const grpo_options& options = {}) {
-    return entry_detail::group_scores("rlhf::compute_grpo_advantages", scores, group_ids,
+    return detail::entry::group_scores("rlhf::compute_grpo_advantages", scores, group_ids,
                                       [&](auto s, auto g, auto out) { compute_grpo_advantages(s, g, out, options); });
 }
 
@@ -66,7 +66,7 @@ template <backend_container S, backend_container G>
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_dr_grpo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                               const dr_grpo_options& options = {}) {
-    return entry_detail::group_tokens(
+    return detail::entry::group_tokens(
         "rlhf::compute_dr_grpo_advantages", token_rewards, mask, group_ids,
         [&](auto r, auto m, auto g, auto out) { compute_dr_grpo_advantages(r, m, g, out, options); });
 }
@@ -75,7 +75,7 @@ template <backend_container R, backend_container M, backend_container G>
 template <backend_container S, backend_container G>
 [[nodiscard]] auto compute_dr_grpo_advantages(const S& scores, const G& group_ids,
                                               const dr_grpo_options& options = {}) {
-    return entry_detail::group_scores(
+    return detail::entry::group_scores(
         "rlhf::compute_dr_grpo_advantages", scores, group_ids,
         [&](auto s, auto g, auto out) { compute_dr_grpo_advantages(s, g, out, options); });
 }
@@ -84,7 +84,7 @@ template <backend_container S, backend_container G>
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_rloo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                            const rloo_options& options = {}) {
-    return entry_detail::group_tokens(
+    return detail::entry::group_tokens(
         "rlhf::compute_rloo_advantages", token_rewards, mask, group_ids,
         [&](auto r, auto m, auto g, auto out) { compute_rloo_advantages(r, m, g, out, options); });
 }
@@ -92,7 +92,7 @@ template <backend_container R, backend_container M, backend_container G>
 /// RLOO advantages `[B]` of per-sequence `scores` `[B]`.
 template <backend_container S, backend_container G>
 [[nodiscard]] auto compute_rloo_advantages(const S& scores, const G& group_ids, const rloo_options& options = {}) {
-    return entry_detail::group_scores("rlhf::compute_rloo_advantages", scores, group_ids,
+    return detail::entry::group_scores("rlhf::compute_rloo_advantages", scores, group_ids,
                                       [&](auto s, auto g, auto out) { compute_rloo_advantages(s, g, out, options); });
 }
 
@@ -100,7 +100,7 @@ template <backend_container S, backend_container G>
 template <backend_container R, backend_container M, backend_container G>
 [[nodiscard]] auto compute_opo_advantages(const R& token_rewards, const M& mask, const G& group_ids,
                                           const opo_options& options = {}) {
-    return entry_detail::group_tokens(
+    return detail::entry::group_tokens(
         "rlhf::compute_opo_advantages", token_rewards, mask, group_ids,
         [&](auto r, auto m, auto g, auto out) { compute_opo_advantages(r, m, g, out, options); });
 }
@@ -109,7 +109,7 @@ template <backend_container R, backend_container M, backend_container G>
 template <backend_container R, backend_container M>
 [[nodiscard]] auto compute_cumulative_returns(const R& rewards, const M& mask,
                                               const cumulative_return_options& options = {}) {
-    return entry_detail::on_values("rlhf::compute_cumulative_returns", rewards, "rewards", [&](const auto& c) {
+    return detail::entry::on_values("rlhf::compute_cumulative_returns", rewards, "rewards", [&](const auto& c) {
         const auto r = c.in(rewards, "rewards");
         auto out = c.template make<2>(r.extents());
         c.with_mask(mask, [&](auto m) { compute_cumulative_returns(r, m, c.out(out, r.extents()), options); });
@@ -123,10 +123,10 @@ template <backend_container R, backend_container M, Reducer Red = local_reducer>
 [[nodiscard]] auto compute_reinforce_plus_plus_advantages(const R& token_rewards, const M& mask,
                                                           const reinforce_plus_plus_options& options = {},
                                                           Red&& reducer = {}) {
-    return entry_detail::on_values(
+    return detail::entry::on_values(
         "rlhf::compute_reinforce_plus_plus_advantages", token_rewards, "token_rewards", [&](const auto& c) {
             const auto r = c.in(token_rewards, "token_rewards");
-            auto result = entry_detail::make_advantages(c, r.extents());
+            auto result = detail::entry::make_advantages(c, r.extents());
             c.with_mask(mask, [&](auto m) {
                 compute_reinforce_plus_plus_advantages(r, m, c.out(result.advantages, r.extents()),
                                                        c.out(result.returns, r.extents()), options, reducer);
@@ -141,10 +141,10 @@ template <backend_container R, backend_container M, backend_container G, Reducer
 [[nodiscard]] auto compute_reinforce_plus_plus_baseline_advantages(
     const R& token_rewards, const M& mask, const G& group_ids, const reinforce_plus_plus_baseline_options& options = {},
     Red&& reducer = {}) {
-    return entry_detail::on_values(
+    return detail::entry::on_values(
         "rlhf::compute_reinforce_plus_plus_baseline_advantages", token_rewards, "token_rewards", [&](const auto& c) {
             const auto r = c.in(token_rewards, "token_rewards");
-            auto result = entry_detail::make_advantages(c, r.extents());
+            auto result = detail::entry::make_advantages(c, r.extents());
             c.with_mask(mask, [&](auto m) {
                 compute_reinforce_plus_plus_baseline_advantages(
                     r, m, c.template in<1, std::int64_t>(group_ids, "group_ids"), c.out(result.advantages, r.extents()),
@@ -157,10 +157,10 @@ template <backend_container R, backend_container M, backend_container G, Reducer
 /// ReMax advantages and returns `[B, T]` (`rlhf::compute_remax_advantages`), `reward_baselines` `[B]`.
 template <backend_container R, backend_container M, backend_container B>
 [[nodiscard]] auto compute_remax_advantages(const R& token_rewards, const M& mask, const B& reward_baselines) {
-    return entry_detail::on_values(
+    return detail::entry::on_values(
         "rlhf::compute_remax_advantages", token_rewards, "token_rewards", [&](const auto& c) {
             const auto r = c.in(token_rewards, "token_rewards");
-            auto result = entry_detail::make_advantages(c, r.extents());
+            auto result = detail::entry::make_advantages(c, r.extents());
             c.with_mask(mask, [&](auto m) {
                 compute_remax_advantages(r, m, c.template in<1>(reward_baselines, "reward_baselines"),
                                          c.out(result.advantages, r.extents()), c.out(result.returns, r.extents()));

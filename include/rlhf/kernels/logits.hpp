@@ -41,7 +41,7 @@ struct lm_loss_result {
     index_t num_tokens = 0;  ///< number of counted tokens (mask 1 and not `ignore_index`)
 };
 
-namespace logits_detail {
+namespace detail::logits {
 
 inline constexpr double neg_inf = -std::numeric_limits<double>::infinity();
 inline constexpr double pos_inf = std::numeric_limits<double>::infinity();
@@ -518,7 +518,7 @@ lm_loss_result lm_loss(std::string_view function, const view<T, 3>& logits, cons
     return {count > 0 ? nll / static_cast<double>(count) : 0.0, count};
 }
 
-}  // namespace logits_detail
+}  // namespace detail::logits
 
 // -- public API -------------------------------------------------------------------------------
 
@@ -544,7 +544,7 @@ template <class T, class M>
 void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& tokens, const view<M>& mask,
                           const mut_view<T>& logprobs, const mut_view<T>& entropy = {},
                           const mut_view<double>& logsumexp = {}, const logits_options& options = {}) {
-    logits_detail::forward("rlhf::logprobs_from_logits", logits, &tokens, &mask, logprobs, entropy, logsumexp,
+    detail::logits::forward("rlhf::logprobs_from_logits", logits, &tokens, &mask, logprobs, entropy, logsumexp,
                            options.temperature);
 }
 
@@ -553,7 +553,7 @@ template <class T>
 void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& tokens, const mut_view<T>& logprobs,
                           const mut_view<T>& entropy = {}, const mut_view<double>& logsumexp = {},
                           const logits_options& options = {}) {
-    logits_detail::forward<T, bool>("rlhf::logprobs_from_logits", logits, &tokens, nullptr, logprobs, entropy,
+    detail::logits::forward<T, bool>("rlhf::logprobs_from_logits", logits, &tokens, nullptr, logprobs, entropy,
                                     logsumexp, options.temperature);
 }
 
@@ -570,7 +570,7 @@ void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
                                    const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
                                    const view<T>& entropy = {}, const logits_options& options = {}) {
-    logits_detail::backward("rlhf::logprobs_from_logits_backward", logits, &tokens, &mask, grad_logprobs, grad_entropy,
+    detail::logits::backward("rlhf::logprobs_from_logits_backward", logits, &tokens, &mask, grad_logprobs, grad_entropy,
                             grad_logits, logsumexp, entropy, options.temperature);
 }
 
@@ -580,7 +580,7 @@ void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
                                    const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
                                    const view<T>& entropy = {}, const logits_options& options = {}) {
-    logits_detail::backward<T, bool>("rlhf::logprobs_from_logits_backward", logits, &tokens, nullptr, grad_logprobs,
+    detail::logits::backward<T, bool>("rlhf::logprobs_from_logits_backward", logits, &tokens, nullptr, grad_logprobs,
                                      grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }
 
@@ -594,7 +594,7 @@ void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int
 template <class T, class M>
 void entropy_from_logits(const view<T, 3>& logits, const view<M>& mask, const mut_view<T>& entropy,
                          const mut_view<double>& logsumexp = {}, const logits_options& options = {}) {
-    logits_detail::forward("rlhf::entropy_from_logits", logits, nullptr, &mask, mut_view<T>{}, entropy, logsumexp,
+    detail::logits::forward("rlhf::entropy_from_logits", logits, nullptr, &mask, mut_view<T>{}, entropy, logsumexp,
                            options.temperature);
 }
 
@@ -602,7 +602,7 @@ void entropy_from_logits(const view<T, 3>& logits, const view<M>& mask, const mu
 template <class T>
 void entropy_from_logits(const view<T, 3>& logits, const mut_view<T>& entropy, const mut_view<double>& logsumexp = {},
                          const logits_options& options = {}) {
-    logits_detail::forward<T, bool>("rlhf::entropy_from_logits", logits, nullptr, nullptr, mut_view<T>{}, entropy,
+    detail::logits::forward<T, bool>("rlhf::entropy_from_logits", logits, nullptr, nullptr, mut_view<T>{}, entropy,
                                     logsumexp, options.temperature);
 }
 
@@ -613,7 +613,7 @@ template <class T, class M>
 void entropy_from_logits_backward(const view<T, 3>& logits, const view<M>& mask, const view<T>& grad_entropy,
                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
                                   const view<T>& entropy = {}, const logits_options& options = {}) {
-    logits_detail::backward("rlhf::entropy_from_logits_backward", logits, nullptr, &mask, view<T>{}, grad_entropy,
+    detail::logits::backward("rlhf::entropy_from_logits_backward", logits, nullptr, &mask, view<T>{}, grad_entropy,
                             grad_logits, logsumexp, entropy, options.temperature);
 }
 
@@ -622,7 +622,7 @@ template <class T>
 void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_entropy,
                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
                                   const view<T>& entropy = {}, const logits_options& options = {}) {
-    logits_detail::backward<T, bool>("rlhf::entropy_from_logits_backward", logits, nullptr, nullptr, view<T>{},
+    detail::logits::backward<T, bool>("rlhf::entropy_from_logits_backward", logits, nullptr, nullptr, view<T>{},
                                      grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }
 
@@ -641,7 +641,7 @@ void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_
 template <class T, class M>
 void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits, const view<M>& mask,
                          const mut_view<T>& kl, const logits_options& options = {}) {
-    logits_detail::full_kl("rlhf::full_kl_from_logits", policy_logits, reference_logits, &mask, kl,
+    detail::logits::full_kl("rlhf::full_kl_from_logits", policy_logits, reference_logits, &mask, kl,
                            options.temperature);
 }
 
@@ -649,7 +649,7 @@ void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& refe
 template <class T>
 void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits, const mut_view<T>& kl,
                          const logits_options& options = {}) {
-    logits_detail::full_kl<T, bool>("rlhf::full_kl_from_logits", policy_logits, reference_logits, nullptr, kl,
+    detail::logits::full_kl<T, bool>("rlhf::full_kl_from_logits", policy_logits, reference_logits, nullptr, kl,
                                     options.temperature);
 }
 
@@ -661,7 +661,7 @@ template <class T, class M>
 void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
                                   const view<M>& mask, const view<T>& grad_kl, const mut_view<T, 3>& grad_policy_logits,
                                   const logits_options& options = {}) {
-    logits_detail::full_kl_backward("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits, &mask,
+    detail::logits::full_kl_backward("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits, &mask,
                                     grad_kl, grad_policy_logits, options.temperature);
 }
 
@@ -670,7 +670,7 @@ template <class T>
 void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
                                   const view<T>& grad_kl, const mut_view<T, 3>& grad_policy_logits,
                                   const logits_options& options = {}) {
-    logits_detail::full_kl_backward<T, bool>("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits,
+    detail::logits::full_kl_backward<T, bool>("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits,
                                              nullptr, grad_kl, grad_policy_logits, options.temperature);
 }
 
@@ -691,7 +691,7 @@ template <class T, class M>
 lm_loss_result lm_loss(const view<T, 3>& logits, const view<std::int64_t>& tokens, const view<M>& mask,
                        const mut_view<T, 3>& grad_logits = {}, const lm_loss_options& options = {}) {
     const bool want = grad_logits.data() != nullptr;
-    return logits_detail::lm_loss("rlhf::lm_loss", logits, tokens, &mask, want ? &grad_logits : nullptr, 1.0, options);
+    return detail::logits::lm_loss("rlhf::lm_loss", logits, tokens, &mask, want ? &grad_logits : nullptr, 1.0, options);
 }
 
 /// `rlhf::lm_loss` without a mask (positions are excluded through `ignore_index` only).
@@ -699,7 +699,7 @@ template <class T>
 lm_loss_result lm_loss(const view<T, 3>& logits, const view<std::int64_t>& tokens,
                        const mut_view<T, 3>& grad_logits = {}, const lm_loss_options& options = {}) {
     const bool want = grad_logits.data() != nullptr;
-    return logits_detail::lm_loss<T, bool>("rlhf::lm_loss", logits, tokens, nullptr, want ? &grad_logits : nullptr, 1.0,
+    return detail::logits::lm_loss<T, bool>("rlhf::lm_loss", logits, tokens, nullptr, want ? &grad_logits : nullptr, 1.0,
                                            options);
 }
 
@@ -707,14 +707,14 @@ lm_loss_result lm_loss(const view<T, 3>& logits, const view<std::int64_t>& token
 template <class T, class M>
 void lm_loss_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens, const view<M>& mask, double grad_loss,
                       const mut_view<T, 3>& grad_logits, const lm_loss_options& options = {}) {
-    (void)logits_detail::lm_loss("rlhf::lm_loss_backward", logits, tokens, &mask, &grad_logits, grad_loss, options);
+    (void)detail::logits::lm_loss("rlhf::lm_loss_backward", logits, tokens, &mask, &grad_logits, grad_loss, options);
 }
 
 /// `rlhf::lm_loss_backward` without a mask.
 template <class T>
 void lm_loss_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens, double grad_loss,
                       const mut_view<T, 3>& grad_logits, const lm_loss_options& options = {}) {
-    (void)logits_detail::lm_loss<T, bool>("rlhf::lm_loss_backward", logits, tokens, nullptr, &grad_logits, grad_loss,
+    (void)detail::logits::lm_loss<T, bool>("rlhf::lm_loss_backward", logits, tokens, nullptr, &grad_logits, grad_loss,
                                           options);
 }
 

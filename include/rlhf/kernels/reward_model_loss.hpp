@@ -24,7 +24,7 @@ struct pairwise_loss_result {
     double accuracy = 0.0;  ///< fraction of pairs with `chosen > rejected` (TRL's reward accuracy)
 };
 
-namespace reward_loss_detail {
+namespace detail::reward_loss {
 
 /// `log(1 + e^x)` without overflow or loss of precision.
 [[nodiscard]] inline double softplus(double x) {
@@ -77,7 +77,7 @@ pairwise_loss_result loss(std::string_view function, const view<T, 1>& chosen, c
     return {total * inv_n, static_cast<double>(correct) * inv_n};
 }
 
-}  // namespace reward_loss_detail
+}  // namespace detail::reward_loss
 
 /// Pairwise log-sigmoid reward-model loss `mean_i(−log σ(c_i − r_i − margin)) +
 /// coef·mean_i((c_i + r_i)²)` over `chosen [N]` and `rejected [N]` rewards (N ≥ 1, finite);
@@ -96,7 +96,7 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
                                               const mut_view<T, 1>& grad_chosen = {},
                                               const mut_view<T, 1>& grad_rejected = {},
                                               const pairwise_loss_options& options = {}) {
-    return reward_loss_detail::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, nullptr, grad_chosen,
+    return detail::reward_loss::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, nullptr, grad_chosen,
                                        grad_rejected, options.margin, options.center_rewards_coefficient);
 }
 
@@ -107,7 +107,7 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
                                               const view<T, 1>& margin, const mut_view<T, 1>& grad_chosen,
                                               const mut_view<T, 1>& grad_rejected,
                                               const pairwise_loss_options& options = {}) {
-    return reward_loss_detail::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, &margin, grad_chosen,
+    return detail::reward_loss::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, &margin, grad_chosen,
                                        grad_rejected, options.margin, options.center_rewards_coefficient);
 }
 
@@ -122,7 +122,7 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
 template <class T>
 pairwise_loss_result log_exp_loss(const view<T, 1>& chosen, const view<T, 1>& rejected,
                                   const mut_view<T, 1>& grad_chosen = {}, const mut_view<T, 1>& grad_rejected = {}) {
-    return reward_loss_detail::loss<T>("rlhf::log_exp_loss", chosen, rejected, nullptr, grad_chosen, grad_rejected, 0.0,
+    return detail::reward_loss::loss<T>("rlhf::log_exp_loss", chosen, rejected, nullptr, grad_chosen, grad_rejected, 0.0,
                                        0.0);
 }
 

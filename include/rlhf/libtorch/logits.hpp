@@ -40,7 +40,7 @@ struct logprobs_result {
     torch::Tensor entropy;
 };
 
-namespace logits_detail {
+namespace detail::logits {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -96,7 +96,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
             const auto z = as_view<T, 3>(logits, name, "logits");
             const auto y = as_view<std::int64_t>(tokens, name, "tokens");
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::forward(name, z, &y, m, as_mut_view<T>(lp, name, "logprobs"),
+                rlhf::detail::logits::forward(name, z, &y, m, as_mut_view<T>(lp, name, "logprobs"),
                                              as_mut_view<T>(h, name, "entropy"),
                                              as_mut_view<double>(lse, name, "logsumexp"), temperature);
             });
@@ -121,7 +121,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
             using T = decltype(tag);
             const auto y = as_view<std::int64_t>(saved[1], name, "tokens");
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::backward(
+                rlhf::detail::logits::backward(
                     name, as_view<T, 3>(logits, name, "logits"), &y, m, optional_view<T>(g_lp, name, "grad_logprobs"),
                     optional_view<T>(g_h, name, "grad_entropy"), as_mut_view<T, 3>(grad, name, "grad_logits"),
                     as_view<double>(saved[3], name, "logsumexp"), as_view<T>(saved[4], name, "entropy"), temperature);
@@ -142,7 +142,7 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
             using T = decltype(tag);
             const auto z = as_view<T, 3>(logits, name, "logits");
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::forward(name, z, static_cast<const view<std::int64_t>*>(nullptr), m, mut_view<T>{},
+                rlhf::detail::logits::forward(name, z, static_cast<const view<std::int64_t>*>(nullptr), m, mut_view<T>{},
                                              as_mut_view<T>(h, name, "entropy"),
                                              as_mut_view<double>(lse, name, "logsumexp"), temperature);
             });
@@ -163,7 +163,7 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
         dispatch_floating(logits, name, "logits", [&](auto tag) {
             using T = decltype(tag);
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::backward(
+                rlhf::detail::logits::backward(
                     name, as_view<T, 3>(logits, name, "logits"), static_cast<const view<std::int64_t>*>(nullptr), m,
                     view<T>{}, as_view<T>(g_h, name, "grad_entropy"), as_mut_view<T, 3>(grad, name, "grad_logits"),
                     as_view<double>(saved[2], name, "logsumexp"), as_view<T>(saved[3], name, "entropy"), temperature);
@@ -187,7 +187,7 @@ struct full_kl_function : torch::autograd::Function<full_kl_function> {
             const auto p = as_view<T, 3>(policy_logits, name, "policy_logits");
             const auto q = as_view<T, 3>(reference_logits, name, "reference_logits");
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::full_kl(name, p, q, m, as_mut_view<T>(kl, name, "kl"), temperature);
+                rlhf::detail::logits::full_kl(name, p, q, m, as_mut_view<T>(kl, name, "kl"), temperature);
             });
         });
         ctx->save_for_backward({policy_logits, reference_logits, mask_arg});
@@ -205,7 +205,7 @@ struct full_kl_function : torch::autograd::Function<full_kl_function> {
         dispatch_floating(saved[0], name, "policy_logits", [&](auto tag) {
             using T = decltype(tag);
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::logits_detail::full_kl_backward(name, as_view<T, 3>(saved[0], name, "policy_logits"),
+                rlhf::detail::logits::full_kl_backward(name, as_view<T, 3>(saved[0], name, "policy_logits"),
                                                       as_view<T, 3>(saved[1], name, "reference_logits"), m,
                                                       as_view<T>(g, name, "grad_kl"),
                                                       as_mut_view<T, 3>(grad, name, "grad_policy_logits"), temperature);
@@ -238,7 +238,7 @@ struct lm_loss_function : torch::autograd::Function<lm_loss_function> {
             const auto z = as_view<T, 3>(logits, name, "logits");
             const auto y = as_view<std::int64_t>(tokens, name, "tokens");
             return with_mask<T>(mask, name, [&](auto m) {
-                return rlhf::logits_detail::lm_loss(name, z, y, m, static_cast<const mut_view<T, 3>*>(nullptr), 1.0,
+                return rlhf::detail::logits::lm_loss(name, z, y, m, static_cast<const mut_view<T, 3>*>(nullptr), 1.0,
                                                     options)
                     .loss;
             });
@@ -258,7 +258,7 @@ struct lm_loss_function : torch::autograd::Function<lm_loss_function> {
             const auto y = as_view<std::int64_t>(saved[1], name, "tokens");
             const auto out = as_mut_view<T, 3>(grad, name, "grad_logits");
             with_mask<T>(mask, name, [&](auto m) {
-                (void)rlhf::logits_detail::lm_loss(name, as_view<T, 3>(saved[0], name, "logits"), y, m, &out, g,
+                (void)rlhf::detail::logits::lm_loss(name, as_view<T, 3>(saved[0], name, "logits"), y, m, &out, g,
                                                    options);
             });
         });
@@ -283,7 +283,7 @@ struct pairwise_function : torch::autograd::Function<pairwise_function> {
             const auto c = as_view<T, 1>(chosen, name, "chosen");
             const auto r = as_view<T, 1>(rejected, name, "rejected");
             const view<T, 1> m = margin.defined() ? as_view<T, 1>(margin, name, "margin") : view<T, 1>{};
-            return rlhf::reward_loss_detail::loss<T>(
+            return rlhf::detail::reward_loss::loss<T>(
                        name, c, r, margin.defined() ? &m : nullptr, as_mut_view<T, 1>(grad_c, name, "grad_chosen"),
                        as_mut_view<T, 1>(grad_r, name, "grad_rejected"), scalar_margin, center)
                 .loss;
@@ -300,7 +300,7 @@ struct pairwise_function : torch::autograd::Function<pairwise_function> {
     }
 };
 
-}  // namespace logits_detail
+}  // namespace detail::logits
 
 namespace cpu {
 
@@ -313,7 +313,7 @@ namespace cpu {
 ///       `entropy_from_logits` (verl/utils/torch_functional.py).
 inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                             const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    auto out = logits_detail::logprobs_function::apply(logits, tokens, logits_detail::placeholder(mask), mask.defined(),
+    auto out = detail::logits::logprobs_function::apply(logits, tokens, detail::logits::placeholder(mask), mask.defined(),
                                                        options.temperature);
     return {out[0], out[1]};
 }
@@ -321,7 +321,7 @@ inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const t
 /// Entropy `[B, T]` of `logits [B, T, V]` (CPU, differentiable). Policies: `rlhf::entropy_from_logits`.
 inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
                                          const logits_options& options = {}) {
-    return logits_detail::entropy_function::apply(logits, logits_detail::placeholder(mask), mask.defined(),
+    return detail::logits::entropy_function::apply(logits, detail::logits::placeholder(mask), mask.defined(),
                                                   options.temperature);
 }
 
@@ -331,7 +331,7 @@ inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torc
 /// @note TRL classic `kl_penalty='full'` (trl/trainer/ppo_trainer.py, v0.11.4).
 inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
                                          const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    return logits_detail::full_kl_function::apply(policy_logits, reference_logits, logits_detail::placeholder(mask),
+    return detail::logits::full_kl_function::apply(policy_logits, reference_logits, detail::logits::placeholder(mask),
                                                   mask.defined(), options.temperature);
 }
 
@@ -340,7 +340,7 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
 /// @note ColossalChat / OpenRLHF `GPTLMLoss`, DeepSpeed-Chat's unsupervised loss (see `rlhf::lm_loss`).
 inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& mask = {},
                              const lm_loss_options& options = {}) {
-    return logits_detail::lm_loss_function::apply(logits, tokens, logits_detail::placeholder(mask), mask.defined(),
+    return detail::logits::lm_loss_function::apply(logits, tokens, detail::logits::placeholder(mask), mask.defined(),
                                                   options.temperature, options.ignore_index.has_value(),
                                                   options.ignore_index.value_or(0));
 }
@@ -351,7 +351,7 @@ inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& t
 inline torch::Tensor pairwise_logsigmoid_loss(const torch::Tensor& chosen, const torch::Tensor& rejected,
                                               const torch::Tensor& margin = {},
                                               const pairwise_loss_options& options = {}) {
-    return logits_detail::pairwise_function::apply(chosen, rejected, logits_detail::placeholder(margin),
+    return detail::logits::pairwise_function::apply(chosen, rejected, detail::logits::placeholder(margin),
                                                    margin.defined(), options.margin, options.center_rewards_coefficient,
                                                    false);
 }
@@ -359,7 +359,7 @@ inline torch::Tensor pairwise_logsigmoid_loss(const torch::Tensor& chosen, const
 /// Log-exp reward-model loss `mean(log(1 + e^(r − c)))` (CPU, differentiable). Policies:
 /// `rlhf::log_exp_loss`.
 inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tensor& rejected) {
-    return logits_detail::pairwise_function::apply(chosen, rejected, logits_detail::placeholder({}), false, 0.0, 0.0,
+    return detail::logits::pairwise_function::apply(chosen, rejected, detail::logits::placeholder({}), false, 0.0, 0.0,
                                                    true);
 }
 
@@ -394,8 +394,8 @@ inline torch::Tensor entropy(const torch::Tensor& logp) {
 inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                             const torch::Tensor& mask = {}, const logits_options& options = {}) {
     constexpr std::string_view name = "rlhf::libtorch::torch_ops::logprobs_from_logits";
-    logits_detail::check_rank(logits, name, "logits", 3);
-    logits_detail::check_rank(tokens, name, "tokens", 2);
+    detail::logits::check_rank(logits, name, "logits", 3);
+    detail::logits::check_rank(tokens, name, "tokens", 2);
     const torch::Tensor valid = logits_ops::valid_of(mask);
     const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
     const torch::Tensor ids = valid.defined() ? torch::where(valid, tokens, torch::zeros_like(tokens)) : tokens;
@@ -406,7 +406,7 @@ inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const t
 /// `rlhf::libtorch::entropy_from_logits` composed of torch ops.
 inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
                                          const logits_options& options = {}) {
-    logits_detail::check_rank(logits, "rlhf::libtorch::torch_ops::entropy_from_logits", "logits", 3);
+    detail::logits::check_rank(logits, "rlhf::libtorch::torch_ops::entropy_from_logits", "logits", 3);
     const torch::Tensor valid = logits_ops::valid_of(mask);
     const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
     return logits_ops::zero_masked(logits_ops::entropy(logp), valid);
@@ -416,8 +416,8 @@ inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torc
 inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
                                          const torch::Tensor& mask = {}, const logits_options& options = {}) {
     constexpr std::string_view name = "rlhf::libtorch::torch_ops::full_kl_from_logits";
-    logits_detail::check_rank(policy_logits, name, "policy_logits", 3);
-    logits_detail::check_rank(reference_logits, name, "reference_logits", 3);
+    detail::logits::check_rank(policy_logits, name, "policy_logits", 3);
+    detail::logits::check_rank(reference_logits, name, "reference_logits", 3);
     const torch::Tensor valid = logits_ops::valid_of(mask);
     const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(policy_logits, valid, options.temperature), -1);
     const torch::Tensor logq =
@@ -431,8 +431,8 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
 inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& mask = {},
                              const lm_loss_options& options = {}) {
     constexpr std::string_view name = "rlhf::libtorch::torch_ops::lm_loss";
-    logits_detail::check_rank(logits, name, "logits", 3);
-    logits_detail::check_rank(tokens, name, "tokens", 2);
+    detail::logits::check_rank(logits, name, "logits", 3);
+    detail::logits::check_rank(tokens, name, "tokens", 2);
     torch::Tensor valid = mask.defined() ? mask != 0 : torch::ones_like(tokens, tokens.options().dtype(torch::kBool));
     if (options.ignore_index) valid = valid & (tokens != *options.ignore_index);
     const torch::Tensor logp = torch::log_softmax(logits_ops::scaled(logits, valid, options.temperature), -1);
