@@ -6,6 +6,8 @@
 
 #include "rlhf/libtorch.hpp"
 #include "rlhf/libtorch/kernel_concepts.hpp"
+#include "rlhf/ppo/advantage_stage.hpp"
+#include "rlhf/ppo/check_config.hpp"
 #include "rlhf/ppo/checkpoint.hpp"
 #include "rlhf/ppo/concepts.hpp"
 #include "rlhf/ppo/config.hpp"
@@ -13,4 +15,5 @@
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/presets.hpp"
 #include "rlhf/ppo/trainer.hpp"

@@ -29,9 +29,11 @@
 #include "rlhf/libtorch/adapter.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/view.hpp"
+#include "rlhf/ppo/check_config.hpp"
 #include "rlhf/ppo/config.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/presets.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {

@@ -46,20 +46,11 @@ enum class remainder_policy {
     allow_partial,  ///< keep them as a smaller last minibatch
 };
 
-}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
+// Names for configs read from text (`rlhf::parse_option`), with the frameworks' spellings as aliases.
+RLHF_OPTION_NAMES(remainder_policy, {remainder_policy::error, "error"}, {remainder_policy::drop_last, "drop_last"},
+                  {remainder_policy::allow_partial, "allow_partial"})
 
-namespace rlhf::inline RLHF_ABI_NAMESPACE {
-template <>
-struct option_names<ppo::remainder_policy> {
-    static constexpr std::string_view type = "remainder_policy";
-    static constexpr std::array<std::pair<ppo::remainder_policy, std::string_view>, 3> values{{
-        {ppo::remainder_policy::error, "error"},
-        {ppo::remainder_policy::drop_last, "drop_last"},
-        {ppo::remainder_policy::allow_partial, "allow_partial"},
-    }};
-    static constexpr std::array<std::pair<ppo::remainder_policy, std::string_view>, 0> aliases{};
-};
-}  // namespace rlhf::inline RLHF_ABI_NAMESPACE
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 

@@ -35,6 +35,7 @@
 #include "rlhf/libtorch/kernel_concepts.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/advantage_stage.hpp"
+#include "rlhf/ppo/check_config.hpp"
 #include "rlhf/ppo/checkpoint.hpp"
 #include "rlhf/ppo/concepts.hpp"
 #include "rlhf/ppo/config.hpp"
@@ -42,6 +43,7 @@
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/optimization.hpp"
+#include "rlhf/ppo/presets.hpp"
 #include "rlhf/ppo/ptx.hpp"
 #include "rlhf/version.hpp"
 
