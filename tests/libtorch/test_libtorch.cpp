@@ -48,8 +48,8 @@ TEST_CASE("libtorch::checked_mask validates once and returns the bool mask every
     CHECK(rlhf::libtorch::checked_mask(checked).is_same(checked));  // bool: no copy, no scan
     const torch::Tensor values = torch::randn({2, 3}, torch::kFloat64);
     CHECK(rlhf::masked_mean(values, checked) == rlhf::masked_mean(values, mask));
-    auto e = rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(mask * 2); }, rlhf::error_kind::value,
-                                    "mask");
+    auto e =
+        rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(mask * 2); }, rlhf::error_kind::value, "mask");
     CHECK(e.function() == "rlhf::libtorch::checked_mask");
     rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(mask.to(torch::kFloat16)); },
                            rlhf::error_kind::dtype, "mask");

@@ -746,8 +746,7 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
     CHECK(rlhf::ppo::presets::deepspeed_chat().reward.slot == rlhf::reward_slot::last_valid_token);
 }
 
-TEST_CASE("ppo::check_config against the models / minibatch_rows / advantage_preset_of" *
-          doctest::test_suite("unit")) {
+TEST_CASE("ppo::check_config against the models / minibatch_rows / advantage_preset_of" * doctest::test_suite("unit")) {
     using rlhf::ppo::trainer_capabilities;
     const auto field_of = [](const rlhf::ppo::config& c, const trainer_capabilities& models) {
         const auto e = expect_error([&] { rlhf::ppo::check_config(c, models); });

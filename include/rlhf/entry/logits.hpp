@@ -217,7 +217,7 @@ template <backend_container L, backend_container Y, backend_container GL, backen
 [[nodiscard]] auto logprobs_from_logits_backward(const L& logits, const Y& tokens, const GL& grad_logprobs,
                                                  const GH& grad_entropy, const logits_options& options = {}) {
     return detail::entry::logprobs_backward(logits, tokens, detail::entry::no_mask{}, grad_logprobs, grad_entropy,
-                                           options);
+                                            options);
 }
 
 /// Entropy `[B, T]` of `logits` masked by `mask` (`rlhf::entropy_from_logits`).

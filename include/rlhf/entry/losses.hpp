@@ -44,7 +44,8 @@ template <backend_container L, backend_container O, backend_container A, backend
                                const policy_loss_options& options = {}, R&& reducer = {}) {
     return detail::entry::on_values("rlhf::policy_loss", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
-        policy_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
+        policy_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0,
+                                                                                  c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
             return policy_loss(lp, c.in(old_log_probs, "old_log_probs"), c.in(advantages, "advantages"), m, options,
                                c.out(out.grad_log_probs, lp.extents()), {}, reducer);

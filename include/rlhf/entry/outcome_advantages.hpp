@@ -59,7 +59,7 @@ template <backend_container R, backend_container M, backend_container G>
 template <backend_container S, backend_container G>
 [[nodiscard]] auto compute_grpo_advantages(const S& scores, const G& group_ids, const grpo_options& options = {}) {
     return detail::entry::group_scores("rlhf::compute_grpo_advantages", scores, group_ids,
-                                      [&](auto s, auto g, auto out) { compute_grpo_advantages(s, g, out, options); });
+                                       [&](auto s, auto g, auto out) { compute_grpo_advantages(s, g, out, options); });
 }
 
 /// Dr.GRPO advantages `[B, T]` (`rlhf::compute_dr_grpo_advantages`).
@@ -93,7 +93,7 @@ template <backend_container R, backend_container M, backend_container G>
 template <backend_container S, backend_container G>
 [[nodiscard]] auto compute_rloo_advantages(const S& scores, const G& group_ids, const rloo_options& options = {}) {
     return detail::entry::group_scores("rlhf::compute_rloo_advantages", scores, group_ids,
-                                      [&](auto s, auto g, auto out) { compute_rloo_advantages(s, g, out, options); });
+                                       [&](auto s, auto g, auto out) { compute_rloo_advantages(s, g, out, options); });
 }
 
 /// OPO advantages `[B, T]` (`rlhf::compute_opo_advantages`).

@@ -97,7 +97,7 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
                                               const mut_view<T, 1>& grad_rejected = {},
                                               const pairwise_loss_options& options = {}) {
     return detail::reward_loss::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, nullptr, grad_chosen,
-                                       grad_rejected, options.margin, options.center_rewards_coefficient);
+                                        grad_rejected, options.margin, options.center_rewards_coefficient);
 }
 
 /// `rlhf::pairwise_logsigmoid_loss` with a margin per pair, `margin [N]` (finite), added to
@@ -108,7 +108,7 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
                                               const mut_view<T, 1>& grad_rejected,
                                               const pairwise_loss_options& options = {}) {
     return detail::reward_loss::loss<T>("rlhf::pairwise_logsigmoid_loss", chosen, rejected, &margin, grad_chosen,
-                                       grad_rejected, options.margin, options.center_rewards_coefficient);
+                                        grad_rejected, options.margin, options.center_rewards_coefficient);
 }
 
 /// Log-exp reward-model loss `mean_i(log(1 + e^(r_i − c_i)))` over `chosen [N]` and
@@ -122,8 +122,8 @@ pairwise_loss_result pairwise_logsigmoid_loss(const view<T, 1>& chosen, const vi
 template <class T>
 pairwise_loss_result log_exp_loss(const view<T, 1>& chosen, const view<T, 1>& rejected,
                                   const mut_view<T, 1>& grad_chosen = {}, const mut_view<T, 1>& grad_rejected = {}) {
-    return detail::reward_loss::loss<T>("rlhf::log_exp_loss", chosen, rejected, nullptr, grad_chosen, grad_rejected, 0.0,
-                                       0.0);
+    return detail::reward_loss::loss<T>("rlhf::log_exp_loss", chosen, rejected, nullptr, grad_chosen, grad_rejected,
+                                        0.0, 0.0);
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE

@@ -97,8 +97,8 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
             const auto y = as_view<std::int64_t>(tokens, name, "tokens");
             with_mask<T>(mask, name, [&](auto m) {
                 rlhf::detail::logits::forward(name, z, &y, m, as_mut_view<T>(lp, name, "logprobs"),
-                                             as_mut_view<T>(h, name, "entropy"),
-                                             as_mut_view<double>(lse, name, "logsumexp"), temperature);
+                                              as_mut_view<T>(h, name, "entropy"),
+                                              as_mut_view<double>(lse, name, "logsumexp"), temperature);
             });
         });
         ctx->set_materialize_grads(false);
@@ -142,9 +142,9 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
             using T = decltype(tag);
             const auto z = as_view<T, 3>(logits, name, "logits");
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::detail::logits::forward(name, z, static_cast<const view<std::int64_t>*>(nullptr), m, mut_view<T>{},
-                                             as_mut_view<T>(h, name, "entropy"),
-                                             as_mut_view<double>(lse, name, "logsumexp"), temperature);
+                rlhf::detail::logits::forward(name, z, static_cast<const view<std::int64_t>*>(nullptr), m,
+                                              mut_view<T>{}, as_mut_view<T>(h, name, "entropy"),
+                                              as_mut_view<double>(lse, name, "logsumexp"), temperature);
             });
         });
         ctx->save_for_backward({logits, mask_arg, lse, h});
@@ -205,10 +205,10 @@ struct full_kl_function : torch::autograd::Function<full_kl_function> {
         dispatch_floating(saved[0], name, "policy_logits", [&](auto tag) {
             using T = decltype(tag);
             with_mask<T>(mask, name, [&](auto m) {
-                rlhf::detail::logits::full_kl_backward(name, as_view<T, 3>(saved[0], name, "policy_logits"),
-                                                      as_view<T, 3>(saved[1], name, "reference_logits"), m,
-                                                      as_view<T>(g, name, "grad_kl"),
-                                                      as_mut_view<T, 3>(grad, name, "grad_policy_logits"), temperature);
+                rlhf::detail::logits::full_kl_backward(
+                    name, as_view<T, 3>(saved[0], name, "policy_logits"),
+                    as_view<T, 3>(saved[1], name, "reference_logits"), m, as_view<T>(g, name, "grad_kl"),
+                    as_mut_view<T, 3>(grad, name, "grad_policy_logits"), temperature);
             });
         });
         return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -239,7 +239,7 @@ struct lm_loss_function : torch::autograd::Function<lm_loss_function> {
             const auto y = as_view<std::int64_t>(tokens, name, "tokens");
             return with_mask<T>(mask, name, [&](auto m) {
                 return rlhf::detail::logits::lm_loss(name, z, y, m, static_cast<const mut_view<T, 3>*>(nullptr), 1.0,
-                                                    options)
+                                                     options)
                     .loss;
             });
         });
@@ -259,7 +259,7 @@ struct lm_loss_function : torch::autograd::Function<lm_loss_function> {
             const auto out = as_mut_view<T, 3>(grad, name, "grad_logits");
             with_mask<T>(mask, name, [&](auto m) {
                 (void)rlhf::detail::logits::lm_loss(name, as_view<T, 3>(saved[0], name, "logits"), y, m, &out, g,
-                                                   options);
+                                                    options);
             });
         });
         return {grad,           torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
@@ -313,8 +313,8 @@ namespace cpu {
 ///       `entropy_from_logits` (verl/utils/torch_functional.py).
 inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                             const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    auto out = detail::logits::logprobs_function::apply(logits, tokens, detail::logits::placeholder(mask), mask.defined(),
-                                                       options.temperature);
+    auto out = detail::logits::logprobs_function::apply(logits, tokens, detail::logits::placeholder(mask),
+                                                        mask.defined(), options.temperature);
     return {out[0], out[1]};
 }
 
@@ -322,7 +322,7 @@ inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const t
 inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
                                          const logits_options& options = {}) {
     return detail::logits::entropy_function::apply(logits, detail::logits::placeholder(mask), mask.defined(),
-                                                  options.temperature);
+                                                   options.temperature);
 }
 
 /// Full-vocabulary `KL(softmax(policy/τ) ‖ softmax(reference/τ))` per position, `[B, T]` (CPU,
@@ -332,7 +332,7 @@ inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torc
 inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
                                          const torch::Tensor& mask = {}, const logits_options& options = {}) {
     return detail::logits::full_kl_function::apply(policy_logits, reference_logits, detail::logits::placeholder(mask),
-                                                  mask.defined(), options.temperature);
+                                                   mask.defined(), options.temperature);
 }
 
 /// Token-mean LM (PTX/SFT) loss, a 0-dim tensor (CPU, differentiable w.r.t. `logits`).
@@ -341,8 +341,8 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
 inline torch::Tensor lm_loss(const torch::Tensor& logits, const torch::Tensor& tokens, const torch::Tensor& mask = {},
                              const lm_loss_options& options = {}) {
     return detail::logits::lm_loss_function::apply(logits, tokens, detail::logits::placeholder(mask), mask.defined(),
-                                                  options.temperature, options.ignore_index.has_value(),
-                                                  options.ignore_index.value_or(0));
+                                                   options.temperature, options.ignore_index.has_value(),
+                                                   options.ignore_index.value_or(0));
 }
 
 /// Pairwise log-sigmoid reward-model loss over `chosen [N]`, `rejected [N]` (CPU, differentiable
@@ -352,15 +352,15 @@ inline torch::Tensor pairwise_logsigmoid_loss(const torch::Tensor& chosen, const
                                               const torch::Tensor& margin = {},
                                               const pairwise_loss_options& options = {}) {
     return detail::logits::pairwise_function::apply(chosen, rejected, detail::logits::placeholder(margin),
-                                                   margin.defined(), options.margin, options.center_rewards_coefficient,
-                                                   false);
+                                                    margin.defined(), options.margin,
+                                                    options.center_rewards_coefficient, false);
 }
 
 /// Log-exp reward-model loss `mean(log(1 + e^(r − c)))` (CPU, differentiable). Policies:
 /// `rlhf::log_exp_loss`.
 inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tensor& rejected) {
     return detail::logits::pairwise_function::apply(chosen, rejected, detail::logits::placeholder({}), false, 0.0, 0.0,
-                                                   true);
+                                                    true);
 }
 
 }  // namespace cpu
