@@ -1,11 +1,10 @@
 #pragma once
 /// @file
-/// `rlhf::ppo::ppo_trainer`: the PPO loop over user models and loss kernels (docs/ppo.md): the
-/// rollout, the models' outputs without gradient, the advantage stage (advantage_stage.hpp),
-/// PPO epochs over seeded minibatches of an `experience_buffer` split into micro-batches
-/// (gradient accumulation, grad-norm clip, optimizer steps), EMA, KL-controller update, metrics.
-/// Every random choice comes from the trainer's own `std::mt19937_64` (seeded by `config::seed`);
-/// a checkpoint (checkpoint.hpp) holds it, so a resumed run continues like an uninterrupted one.
+/// `rlhf::ppo::ppo_trainer`, the PPO loop over user models and loss kernels (docs/ppo.md): rollout,
+/// the models' outputs without gradient, the advantage stage (advantage_stage.hpp), PPO epochs over
+/// seeded minibatches split into micro-batches (gradient accumulation, grad-norm clip, optimizer
+/// steps), EMA, KL-controller update, metrics. Randomness comes from the trainer's own
+/// `std::mt19937_64` (`config::seed`), kept in checkpoints: a resumed run continues unchanged.
 
 #include <torch/autograd.h>
 #include <torch/optim/optimizer.h>
@@ -43,7 +42,6 @@
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/optimization.hpp"
-#include "rlhf/ppo/presets.hpp"
 #include "rlhf/ppo/ptx.hpp"
 #include "rlhf/version.hpp"
 
