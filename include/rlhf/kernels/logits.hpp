@@ -545,7 +545,7 @@ void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& to
                           const mut_view<T>& logprobs, const mut_view<T>& entropy = {},
                           const mut_view<double>& logsumexp = {}, const logits_options& options = {}) {
     detail::logits::forward("rlhf::logprobs_from_logits", logits, &tokens, &mask, logprobs, entropy, logsumexp,
-                           options.temperature);
+                            options.temperature);
 }
 
 /// `rlhf::logprobs_from_logits` without a mask (every position is read).
@@ -554,7 +554,7 @@ void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& to
                           const mut_view<T>& entropy = {}, const mut_view<double>& logsumexp = {},
                           const logits_options& options = {}) {
     detail::logits::forward<T, bool>("rlhf::logprobs_from_logits", logits, &tokens, nullptr, logprobs, entropy,
-                                    logsumexp, options.temperature);
+                                     logsumexp, options.temperature);
 }
 
 /// Gradient of `Σ g_lp·logprobs + g_H·entropy` w.r.t. `logits [B, T, V]`, written into
@@ -562,26 +562,27 @@ void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& to
 /// `d lp/dz = (onehot(y) − p)/τ`, `dH/dz = −p·(x − Σp·x)/τ` with `p = softmax(x)`, `x = z / τ`.
 /// `grad_logprobs [B, T]` and `grad_entropy [B, T]` are the upstream gradients; either may be `{}`
 /// (no gradient flows through that output). `logsumexp` (double) and `entropy [B, T]` are the
-/// forward's optional outputs: given, each row is read once; `{}`, the statistics are recomputed (one more
-/// read of each row). Masked positions (mask 0) get a 0 gradient row and are not read.
+/// forward's optional outputs, inputs here (before the output `grad_logits`): given, each row is
+/// read once; `{}`, the statistics are recomputed (one more read of each row).
+/// Masked positions (mask 0) get a 0 gradient row and are not read.
 /// Upstream gradients must be finite.
 template <class T, class M>
 void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens, const view<M>& mask,
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
-                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                   const view<T>& entropy = {}, const logits_options& options = {}) {
+                                   const view<double>& logsumexp, const view<T>& entropy,
+                                   const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward("rlhf::logprobs_from_logits_backward", logits, &tokens, &mask, grad_logprobs, grad_entropy,
-                            grad_logits, logsumexp, entropy, options.temperature);
+                             grad_logits, logsumexp, entropy, options.temperature);
 }
 
 /// `rlhf::logprobs_from_logits_backward` without a mask.
 template <class T>
 void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens,
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
-                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                   const view<T>& entropy = {}, const logits_options& options = {}) {
+                                   const view<double>& logsumexp, const view<T>& entropy,
+                                   const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward<T, bool>("rlhf::logprobs_from_logits_backward", logits, &tokens, nullptr, grad_logprobs,
-                                     grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
+                                      grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }
 
 /// Entropy `H = logsumexp(x) − Σ softmax(x)·x` (`x = z / τ`) of each position of
@@ -595,7 +596,7 @@ template <class T, class M>
 void entropy_from_logits(const view<T, 3>& logits, const view<M>& mask, const mut_view<T>& entropy,
                          const mut_view<double>& logsumexp = {}, const logits_options& options = {}) {
     detail::logits::forward("rlhf::entropy_from_logits", logits, nullptr, &mask, mut_view<T>{}, entropy, logsumexp,
-                           options.temperature);
+                            options.temperature);
 }
 
 /// `rlhf::entropy_from_logits` without a mask.
@@ -603,27 +604,27 @@ template <class T>
 void entropy_from_logits(const view<T, 3>& logits, const mut_view<T>& entropy, const mut_view<double>& logsumexp = {},
                          const logits_options& options = {}) {
     detail::logits::forward<T, bool>("rlhf::entropy_from_logits", logits, nullptr, nullptr, mut_view<T>{}, entropy,
-                                    logsumexp, options.temperature);
+                                     logsumexp, options.temperature);
 }
 
 /// Gradient of `Σ g_H·entropy` w.r.t. `logits [B, T, V]`: `−p·(x − Σp·x)/τ`, into
-/// `grad_logits [B, T, V]`; optional saved `logsumexp` and `entropy` as in
-/// `rlhf::logprobs_from_logits_backward`. Masked positions get 0.
+/// `grad_logits [B, T, V]`; the saved `logsumexp` and `entropy` (each may be `{}`) come before it,
+/// as in `rlhf::logprobs_from_logits_backward`. Masked positions get 0.
 template <class T, class M>
 void entropy_from_logits_backward(const view<T, 3>& logits, const view<M>& mask, const view<T>& grad_entropy,
-                                  const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                  const view<T>& entropy = {}, const logits_options& options = {}) {
+                                  const view<double>& logsumexp, const view<T>& entropy,
+                                  const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward("rlhf::entropy_from_logits_backward", logits, nullptr, &mask, view<T>{}, grad_entropy,
-                            grad_logits, logsumexp, entropy, options.temperature);
+                             grad_logits, logsumexp, entropy, options.temperature);
 }
 
 /// `rlhf::entropy_from_logits_backward` without a mask.
 template <class T>
-void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_entropy,
-                                  const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                  const view<T>& entropy = {}, const logits_options& options = {}) {
+void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_entropy, const view<double>& logsumexp,
+                                  const view<T>& entropy, const mut_view<T, 3>& grad_logits,
+                                  const logits_options& options = {}) {
     detail::logits::backward<T, bool>("rlhf::entropy_from_logits_backward", logits, nullptr, nullptr, view<T>{},
-                                     grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
+                                      grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }
 
 /// Full-vocabulary KL per position, `KL(p‖q) = Σ_v p(v)·(log p(v) − log q(v))` with
@@ -642,7 +643,7 @@ template <class T, class M>
 void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits, const view<M>& mask,
                          const mut_view<T>& kl, const logits_options& options = {}) {
     detail::logits::full_kl("rlhf::full_kl_from_logits", policy_logits, reference_logits, &mask, kl,
-                           options.temperature);
+                            options.temperature);
 }
 
 /// `rlhf::full_kl_from_logits` without a mask.
@@ -650,7 +651,7 @@ template <class T>
 void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits, const mut_view<T>& kl,
                          const logits_options& options = {}) {
     detail::logits::full_kl<T, bool>("rlhf::full_kl_from_logits", policy_logits, reference_logits, nullptr, kl,
-                                    options.temperature);
+                                     options.temperature);
 }
 
 /// Gradient of `Σ g·KL` w.r.t. the policy logits: `dKL/dz_j = p_j·(log p_j − log q_j − KL)/τ`,
@@ -662,7 +663,7 @@ void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T,
                                   const view<M>& mask, const view<T>& grad_kl, const mut_view<T, 3>& grad_policy_logits,
                                   const logits_options& options = {}) {
     detail::logits::full_kl_backward("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits, &mask,
-                                    grad_kl, grad_policy_logits, options.temperature);
+                                     grad_kl, grad_policy_logits, options.temperature);
 }
 
 /// `rlhf::full_kl_from_logits_backward` without a mask.
@@ -671,7 +672,7 @@ void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T,
                                   const view<T>& grad_kl, const mut_view<T, 3>& grad_policy_logits,
                                   const logits_options& options = {}) {
     detail::logits::full_kl_backward<T, bool>("rlhf::full_kl_from_logits_backward", policy_logits, reference_logits,
-                                             nullptr, grad_kl, grad_policy_logits, options.temperature);
+                                              nullptr, grad_kl, grad_policy_logits, options.temperature);
 }
 
 /// Language-model loss for PTX / SFT: the token-mean negative log-likelihood
@@ -699,8 +700,8 @@ template <class T>
 lm_loss_result lm_loss(const view<T, 3>& logits, const view<std::int64_t>& tokens,
                        const mut_view<T, 3>& grad_logits = {}, const lm_loss_options& options = {}) {
     const bool want = grad_logits.data() != nullptr;
-    return detail::logits::lm_loss<T, bool>("rlhf::lm_loss", logits, tokens, nullptr, want ? &grad_logits : nullptr, 1.0,
-                                           options);
+    return detail::logits::lm_loss<T, bool>("rlhf::lm_loss", logits, tokens, nullptr, want ? &grad_logits : nullptr,
+                                            1.0, options);
 }
 
 /// Gradient of `grad_loss · lm_loss` w.r.t. `logits`, into `grad_logits [B, T, V]`.
@@ -715,7 +716,7 @@ template <class T>
 void lm_loss_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens, double grad_loss,
                       const mut_view<T, 3>& grad_logits, const lm_loss_options& options = {}) {
     (void)detail::logits::lm_loss<T, bool>("rlhf::lm_loss_backward", logits, tokens, nullptr, &grad_logits, grad_loss,
-                                          options);
+                                           options);
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE
