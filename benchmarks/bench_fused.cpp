@@ -63,8 +63,8 @@ RLHF_BENCH_KERNEL(policy_loss_problem, "policy_loss", "fused", [](const policy_l
                                    const auto result = rlhf::policy_loss(
                                        in(p.log_probs, p.batch, p.steps), in(p.old_log_probs, p.batch, p.steps),
                                        in(p.advantages, p.batch, p.steps), in(p.mask, p.batch, p.steps),
-                                       {.clip_low = p.clip_low, .clip_high = p.clip_high},
-                                       out(p.grad_log_probs, p.batch, p.steps));
+                                       out(p.grad_log_probs, p.batch, p.steps), {},
+                                       {.clip_low = p.clip_low, .clip_high = p.clip_high});
                                    *p.loss = result.loss;
                                },
                            .scratch_bytes = static_cast<std::size_t>(p.batch) * sizeof(double)};
@@ -74,7 +74,7 @@ RLHF_BENCH_KERNEL(value_loss_problem, "value_loss", "fused", [](const value_loss
     return prepared_kernel{.run = [p] {
         const auto result = rlhf::value_loss(in(p.values, p.batch, p.steps), in(p.old_values, p.batch, p.steps),
                                              in(p.returns, p.batch, p.steps), in(p.mask, p.batch, p.steps),
-                                             {.clip_range = p.clip_range}, out(p.grad_values, p.batch, p.steps));
+                                             out(p.grad_values, p.batch, p.steps), {}, {.clip_range = p.clip_range});
         *p.loss = result.loss;
     }};
 });
@@ -91,22 +91,21 @@ RLHF_BENCH_KERNEL(grpo_problem, "grpo", "fused", [](const grpo_problem& p) {
 // log-sum-exp: each vocabulary row is read twice in all, nothing [B, T, V]-sized but the gradient.
 RLHF_BENCH_KERNEL(logits_problem, "", "fused", [](const logits_problem& p) {
     auto lse = std::make_shared<std::vector<double>>(static_cast<std::size_t>(p.batch * p.steps));
-    return prepared_kernel{.run =
-                               [p, lse] {
-                                   const rlhf::view<float, 3> z(p.logits, {p.batch, p.steps, p.vocab});
-                                   const auto y = in(p.tokens, p.batch, p.steps);
-                                   const auto m = in(p.mask, p.batch, p.steps);
-                                   const auto saved = rlhf::make_mut_view(lse->data(), p.batch, p.steps);
-                                   const auto h =
-                                       p.entropy ? out(p.entropy_out, p.batch, p.steps) : rlhf::mut_view<float>{};
-                                   rlhf::logprobs_from_logits(z, y, m, out(p.logprobs, p.batch, p.steps), h, saved);
-                                   rlhf::logprobs_from_logits_backward(
-                                       z, y, m, in(p.grad_logprobs, p.batch, p.steps),
-                                       p.entropy ? in(p.grad_entropy, p.batch, p.steps) : rlhf::view<float>{},
-                                       rlhf::mut_view<float, 3>(p.grad_logits, {p.batch, p.steps, p.vocab}),
-                                       rlhf::view<double>(saved), rlhf::view<float>(h));
-                               },
-                           .scratch_bytes = lse->size() * sizeof(double)};
+    return prepared_kernel{
+        .run =
+            [p, lse] {
+                const rlhf::view<float, 3> z(p.logits, {p.batch, p.steps, p.vocab});
+                const auto y = in(p.tokens, p.batch, p.steps);
+                const auto m = in(p.mask, p.batch, p.steps);
+                const auto saved = rlhf::make_mut_view(lse->data(), p.batch, p.steps);
+                const auto h = p.entropy ? out(p.entropy_out, p.batch, p.steps) : rlhf::mut_view<float>{};
+                rlhf::logprobs_from_logits(z, y, m, out(p.logprobs, p.batch, p.steps), h, saved);
+                rlhf::logprobs_from_logits_backward(
+                    z, y, m, in(p.grad_logprobs, p.batch, p.steps),
+                    p.entropy ? in(p.grad_entropy, p.batch, p.steps) : rlhf::view<float>{}, rlhf::view<double>(saved),
+                    rlhf::view<float>(h), rlhf::mut_view<float, 3>(p.grad_logits, {p.batch, p.steps, p.vocab}));
+            },
+        .scratch_bytes = lse->size() * sizeof(double)};
 });
 
 RLHF_BENCH_KERNEL(check_problem, "check.finite", "fused", [](const check_problem& p) {

@@ -36,9 +36,9 @@ int main() {
     std::printf("rlhf %s quick start: B = %td responses, T = %td tokens\n", rlhf::version_string, rows, cols);
     for (const auto& preset : {rlhf::presets::trl_v0_11(), rlhf::presets::deepspeed_chat(), rlhf::presets::verl()}) {
         rlhf::kl_controller controller = rlhf::make_kl_controller(preset.kl_control);
-        rlhf::compute_advantages(preset, controller.value(), view(log_probs), view(ref_log_probs), view(mask),
+        rlhf::compute_advantages(view(log_probs), view(ref_log_probs), view(mask),
                                  rlhf::make_view(std::span<const double>(scores)), view(values), out(rewards),
-                                 out(advantages), out(returns));
+                                 out(advantages), out(returns), preset, controller.value());
         std::printf("\n%s (KL coefficient %.3g)\n", preset.framework.data(), controller.value());
         for (rlhf::index_t b = 0; b < rows; ++b) {
             std::printf("  response %td\n", b);
@@ -51,9 +51,9 @@ int main() {
     // Bad input is an rlhf::error naming the argument, not a NaN three layers down.
     std::vector<std::uint8_t> empty_mask(rows * cols, 0);
     try {
-        rlhf::compute_advantages(rlhf::presets::trl_v0_11(), 0.2, view(log_probs), view(ref_log_probs),
-                                 view(empty_mask), rlhf::make_view(std::span<const double>(scores)), view(values),
-                                 out(rewards), out(advantages), out(returns));
+        rlhf::compute_advantages(view(log_probs), view(ref_log_probs), view(empty_mask),
+                                 rlhf::make_view(std::span<const double>(scores)), view(values), out(rewards),
+                                 out(advantages), out(returns), rlhf::presets::trl_v0_11(), 0.2);
         return 1;
     } catch (const rlhf::error& e) {
         std::printf("\nan all-zero mask is refused:\n  %s\n", e.what());

@@ -137,19 +137,19 @@ void check_advantages(unsigned seed) {
     {  // the framework presets
         auto rew = zeros<T>(rows * cols);
         const auto preset = rlhf::presets::openrlhf();
-        rlhf::compute_advantages(preset, 0.05, view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, vec(x.scores),
+        rlhf::compute_advantages(view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, vec(x.scores),
                                  view_of(x.d, rows, cols), mut_view_of(rew, rows, cols), mut_view_of(adv, rows, cols),
-                                 mut_view_of(ret, rows, cols));
-        const auto r = rlhf::compute_advantages(preset, 0.05, A, B, M, S, C::template matrix<T>(x.d, rows, cols));
+                                 mut_view_of(ret, rows, cols), preset, 0.05);
+        const auto r = rlhf::compute_advantages(A, B, M, S, C::template matrix<T>(x.d, rows, cols), preset, 0.05);
         CHECK(C::template values<T>(r.rewards) == rew);
         CHECK(C::template values<T>(r.advantages) == adv);
         CHECK(C::template values<T>(r.returns) == ret);
         auto seq_rew = zeros<T>(rows), seq_adv = zeros<T>(rows);
-        rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, view_of(x.a, rows, cols),
-                                          view_of(x.b, rows, cols), m, vec(x.scores), vec(x.baselines),
-                                          mut_vec(seq_rew), mut_vec(seq_adv));
-        const auto s = rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, A, B, M, S,
-                                                         C::template vector<T>(x.baselines));
+        rlhf::compute_sequence_advantages(view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, vec(x.scores),
+                                          vec(x.baselines), mut_vec(seq_rew), mut_vec(seq_adv),
+                                          rlhf::presets::colossalchat_v1(), 0.1);
+        const auto s = rlhf::compute_sequence_advantages(A, B, M, S, C::template vector<T>(x.baselines),
+                                                         rlhf::presets::colossalchat_v1(), 0.1);
         CHECK(C::template values<T>(s.rewards) == seq_rew);
         CHECK(C::template values<T>(s.advantages) == seq_adv);
     }
@@ -241,7 +241,7 @@ void check_losses(unsigned seed) {
 
     const rlhf::policy_loss_options po{.clip_low = 0.2, .clip_high = 0.28, .dual_clip = 3.0};
     const auto p =
-        rlhf::policy_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.c, rows, cols), m, po, g);
+        rlhf::policy_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.c, rows, cols), m, g, {}, po);
     const auto pe = rlhf::policy_loss(A, B, Cc, M, po);
     CHECK(pe.loss == p.loss);
     CHECK(pe.stats.clip_fraction == p.stats.clip_fraction);
@@ -249,19 +249,19 @@ void check_losses(unsigned seed) {
 
     const rlhf::value_loss_options vo{.clip_range = 0.2};
     const auto v =
-        rlhf::value_loss(view_of(x.c, rows, cols), view_of(x.d, rows, cols), view_of(x.a, rows, cols), m, vo, g);
+        rlhf::value_loss(view_of(x.c, rows, cols), view_of(x.d, rows, cols), view_of(x.a, rows, cols), m, g, {}, vo);
     const auto ve = rlhf::value_loss(Cc, C::template matrix<T>(x.d, rows, cols), A, M, vo);
     CHECK(ve.loss == v.loss);
     CHECK(ve.stats.clip_fraction == v.stats.clip_fraction);
     CHECK(C::template values<T>(ve.grad_values) == grad);
 
     const rlhf::kl_loss_options ko{.coef = 0.1};
-    const auto k = rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, ko, g);
+    const auto k = rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), m, g, {}, ko);
     const auto ke = rlhf::kl_loss(A, B, M, ko);
     CHECK(ke.loss == k.loss);
     CHECK(C::template values<T>(ke.grad_log_probs) == grad);
     const auto kw =
-        rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.d, rows, cols), m, ko, g);
+        rlhf::kl_loss(view_of(x.a, rows, cols), view_of(x.b, rows, cols), view_of(x.d, rows, cols), m, g, {}, ko);
     const auto kwe = rlhf::kl_loss(A, B, C::template matrix<T>(x.d, rows, cols), M, ko);
     CHECK(kwe.loss == kw.loss);
     CHECK(C::template values<T>(kwe.grad_log_probs) == grad);
@@ -291,16 +291,16 @@ void check_logits(unsigned seed) {
     CHECK(C::template values<T>(ru.logprobs) == lp);
     CHECK(C::template values<T>(ru.entropy) == h);
 
-    rlhf::logprobs_from_logits_backward(z, y, m, view_of(x.a, rows, cols), rlhf::view<T>{}, g, {}, {}, o);
+    rlhf::logprobs_from_logits_backward(z, y, m, view_of(x.a, rows, cols), rlhf::view<T>{}, {}, {}, g, o);
     CHECK(C::template values<T>(rlhf::logprobs_from_logits_backward(Z, Y, M, GA, C::template none<T>(), o)) == grad);
-    rlhf::logprobs_from_logits_backward(z, y, view_of(x.a, rows, cols), view_of(x.c, rows, cols), g, {}, {}, o);
+    rlhf::logprobs_from_logits_backward(z, y, view_of(x.a, rows, cols), view_of(x.c, rows, cols), {}, {}, g, o);
     CHECK(C::template values<T>(rlhf::logprobs_from_logits_backward(Z, Y, GA, GC, o)) == grad);
 
     rlhf::entropy_from_logits(z, m, mut_view_of(h, rows, cols), {}, o);
     CHECK(C::template values<T>(rlhf::entropy_from_logits(Z, M, o)) == h);
     rlhf::entropy_from_logits(z, mut_view_of(h, rows, cols), {}, o);
     CHECK(C::template values<T>(rlhf::entropy_from_logits(Z, o)) == h);  // element order is [B, T] either way
-    rlhf::entropy_from_logits_backward(z, m, view_of(x.c, rows, cols), g, {}, {}, o);
+    rlhf::entropy_from_logits_backward(z, m, view_of(x.c, rows, cols), {}, {}, g, o);
     CHECK(C::template values<T>(rlhf::entropy_from_logits_backward(Z, M, GC, o)) == grad);
 
     rlhf::full_kl_from_logits(z, q, m, mut_view_of(h, rows, cols), o);

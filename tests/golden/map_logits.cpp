@@ -90,7 +90,7 @@ std::optional<mapped_outputs> map_verl_entropy(const golden_file&, const golden_
     rlhf::entropy_from_logits(logits.cube(), mask.matrix(), entropy.mut_matrix());
     // verl agg_loss with its defaults: local token / row counts, loss_scale_factor = T.
     const auto mode = rlhf::parse_option<rlhf::loss_aggregation>(c.param<std::string>("loss_agg_mode"));
-    const double value = rlhf::aggregate(entropy.matrix(), mask.matrix(), {.mode = mode});
+    const double value = rlhf::aggregate(entropy.matrix(), mask.matrix(), {}, {.mode = mode});
     mapped_outputs out;
     out.outputs["entropy_loss"] = tensor::of_scalar(value);
     return out;

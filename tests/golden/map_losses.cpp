@@ -76,7 +76,7 @@ rlhf::policy_loss_result run_policy(const policy_inputs& in, const rlhf::policy_
         tokens = token_losses->mut_matrix();
     }
     return rlhf::policy_loss(in.log_probs.matrix(), in.old_log_probs.matrix(), in.advantages.matrix(), in.mask.matrix(),
-                             options, rlhf::mut_view<double>{}, tokens);
+                             rlhf::mut_view<double>{}, tokens, options);
 }
 
 /// Whether any position of the mask is 0 (padding: ratio 1 under a masked log-ratio).
@@ -108,7 +108,7 @@ std::optional<mapped_outputs> map_trl_ppo_loss_policy(const golden_file& /*file*
         tensor entropy = tensor::zeros({logits.dim(0), logits.dim(1)});
         rlhf::entropy_from_logits(logits.cube(), mask.matrix(), entropy.mut_matrix());
         out.outputs["stats.policy/entropy"] = tensor::of_scalar(
-            rlhf::aggregate(entropy.matrix(), mask.matrix(), {.mode = rlhf::loss_aggregation::token_mean}));
+            rlhf::aggregate(entropy.matrix(), mask.matrix(), {}, {.mode = rlhf::loss_aggregation::token_mean}));
     }
     // TRL zeroes the whole minibatch loss on a skip, value part included.
     out.outputs["policy_skipped"] = tensor::of_scalar(r.stats.ratio_threshold_exceeded ? 1.0 : 0.0);
@@ -198,7 +198,7 @@ std::optional<mapped_outputs> map_verl_agg_loss(const golden_file& /*file*/, con
     const tensor loss = c.input("loss_mat");
     const tensor mask = c.input("loss_mask");
     mapped_outputs out;
-    out.outputs["loss"] = tensor::of_scalar(rlhf::aggregate(loss.matrix(), mask.matrix(), options));
+    out.outputs["loss"] = tensor::of_scalar(rlhf::aggregate(loss.matrix(), mask.matrix(), {}, options));
     return out;
 }
 
@@ -240,7 +240,7 @@ std::optional<mapped_outputs> map_openrlhf_aggregate(const golden_file& /*file*/
     const tensor loss = c.input("loss");
     const tensor mask = c.input("loss_mask");
     mapped_outputs out;
-    out.outputs["loss"] = tensor::of_scalar(rlhf::aggregate(loss.matrix(), mask.matrix(), options));
+    out.outputs["loss"] = tensor::of_scalar(rlhf::aggregate(loss.matrix(), mask.matrix(), {}, options));
     return out;
 }
 
@@ -322,7 +322,7 @@ std::optional<mapped_outputs> map_colossalchat_v2_policy(const golden_file& /*fi
     const double beta = c.number_param("beta");
     if (beta != 0.0) {  // + beta * per_token_kl (given), reduced like the surrogate
         const tensor kl = c.input("per_token_kl");
-        loss += beta * rlhf::aggregate(kl.matrix(), in.mask.matrix(), aggregation);
+        loss += beta * rlhf::aggregate(kl.matrix(), in.mask.matrix(), {}, aggregation);
     }
     out.outputs["loss"] = tensor::of_scalar(loss);
     out.outputs["ratio_max"] = tensor::of_scalar(all_positions_max(r.stats.ratio_max));

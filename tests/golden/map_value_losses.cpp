@@ -39,8 +39,8 @@ rlhf::value_loss_result run_value(const tensor& values, const tensor& old_values
         for (double& x : ones.data) x = 1.0;
         mask = &ones;
     }
-    return rlhf::value_loss(v, old_values.matrix(), returns.matrix(), mask->matrix(), options,
-                            rlhf::mut_view<double>{});
+    return rlhf::value_loss(v, old_values.matrix(), returns.matrix(), mask->matrix(), rlhf::mut_view<double>{}, {},
+                            options);
 }
 
 mapped_outputs scalar_output(const std::string& name, double value) {

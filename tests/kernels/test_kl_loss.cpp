@@ -128,7 +128,7 @@ TEST_CASE("kl_loss: hand-computed values and gradients of each estimator" * doct
     std::vector<double> g(2);
     const auto run = [&](rlhf::kl_loss_options o) {
         return rlhf::kl_loss(rlhf::make_view(lp.data(), 1, 2), rlhf::make_view(ref.data(), 1, 2),
-                             rlhf::make_view(m.data(), 1, 2), o, rlhf::make_mut_view(g.data(), 1, 2));
+                             rlhf::make_view(m.data(), 1, 2), rlhf::make_mut_view(g.data(), 1, 2), {}, o);
     };
     using rlhf::kl_estimator;
     CHECK(run({.kl = {.estimator = kl_estimator::k1}}).loss == doctest::Approx(0.125).epsilon(1e-15));
@@ -162,8 +162,8 @@ TEST_CASE("kl_loss: verl and ChatLearn clamps zero the gradient where active" * 
     std::vector<double> g(4), tokens(4);
     const auto verl =
         rlhf::kl_loss(rlhf::make_view(lp.data(), 1, 4), rlhf::make_view(ref.data(), 1, 4),
-                      rlhf::make_view(m.data(), 1, 4), {.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3)},
-                      rlhf::make_mut_view(g.data(), 1, 4), rlhf::make_mut_view(tokens.data(), 1, 4));
+                      rlhf::make_view(m.data(), 1, 4), rlhf::make_mut_view(g.data(), 1, 4),
+                      rlhf::make_mut_view(tokens.data(), 1, 4), {.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3)});
     CHECK(tokens[0] == 10.0);
     CHECK(tokens[1] == 10.0);
     CHECK(tokens[2] == doctest::Approx(std::exp(-1.0)).epsilon(1e-15));
@@ -175,13 +175,13 @@ TEST_CASE("kl_loss: verl and ChatLearn clamps zero the gradient where active" * 
     CHECK(verl.stats.clamp_fraction == 0.5);
     // Straight-through keeps the d gradient even where clamped (verl's k2 surrogate is unclamped).
     rlhf::kl_loss(rlhf::make_view(lp.data(), 1, 4), rlhf::make_view(ref.data(), 1, 4), rlhf::make_view(m.data(), 1, 4),
-                  {.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3), .straight_through = true},
-                  rlhf::make_mut_view(g.data(), 1, 4));
+                  rlhf::make_mut_view(g.data(), 1, 4), {},
+                  {.kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3), .straight_through = true});
     CHECK(g[0] == doctest::Approx(-25.0 / 4.0).epsilon(1e-15));
     CHECK(g[1] == doctest::Approx(-3.0 / 4.0).epsilon(1e-15));
     // Without clamps (TRL) the d = -25 token is e^25 - 26, finite, with gradient 1 - e^25.
     rlhf::kl_loss(rlhf::make_view(lp.data(), 1, 4), rlhf::make_view(ref.data(), 1, 4), rlhf::make_view(m.data(), 1, 4),
-                  {}, rlhf::make_mut_view(g.data(), 1, 4), rlhf::make_mut_view(tokens.data(), 1, 4));
+                  rlhf::make_mut_view(g.data(), 1, 4), rlhf::make_mut_view(tokens.data(), 1, 4));
     CHECK(tokens[0] == doctest::Approx(std::exp(25.0) - 26.0).epsilon(1e-14));
     CHECK(g[0] == doctest::Approx((1.0 - std::exp(25.0)) / 4.0).epsilon(1e-14));
 }
@@ -191,7 +191,7 @@ TEST_CASE_TEMPLATE("kl_loss: values equal rlhf::token_kl for every estimator and
     const auto x = random_batch<T>(3, 8, 21);
     for (const auto& options : every_option_set()) {
         std::vector<T> tokens(x.lp.size()), expected(x.lp.size());
-        rlhf::kl_loss(x.l(), x.r(), x.m(), options, rlhf::mut_view<T>{}, rlhf::make_mut_view(tokens.data(), 3, 8));
+        rlhf::kl_loss(x.l(), x.r(), x.m(), rlhf::mut_view<T>{}, rlhf::make_mut_view(tokens.data(), 3, 8), options);
         rlhf::token_kl(x.l(), x.r(), rlhf::make_mut_view(expected.data(), 3, 8), options.kl);
         CHECK(tokens == expected);
     }
@@ -206,8 +206,8 @@ TEST_CASE_TEMPLATE("kl_loss: every option against a naive reference" * doctest::
             std::vector<T> grad(x.lp.size(), T{7}), tokens(x.lp.size());
             const auto g = rlhf::make_mut_view(grad.data(), 4, 7);
             const auto tl = rlhf::make_mut_view(tokens.data(), 4, 7);
-            const auto result = weighted ? rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), options, g, tl)
-                                         : rlhf::kl_loss(x.l(), x.r(), x.m(), options, g, tl);
+            const auto result = weighted ? rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), g, tl, options)
+                                         : rlhf::kl_loss(x.l(), x.r(), x.m(), g, tl, options);
             double loss = 0.0, sum = 0.0, n = 0.0;
             for (std::size_t i = 0; i < x.lp.size(); ++i) {
                 const auto ref = reference_token_loss(
@@ -237,8 +237,8 @@ TEST_CASE("kl_loss: gradient matches central finite differences (double / away f
             if (options.straight_through) continue;  // not the gradient of its value, by design
             std::vector<double> grad(x.lp.size());
             const auto loss_of = [&](rlhf::mut_view<double> g) {
-                return weighted ? rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), options, g).loss
-                                : rlhf::kl_loss(x.l(), x.r(), x.m(), options, g).loss;
+                return weighted ? rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), g, {}, options).loss
+                                : rlhf::kl_loss(x.l(), x.r(), x.m(), g, {}, options).loss;
             };
             loss_of(rlhf::make_mut_view(grad.data(), 3, 7));
             int checked = 0;
@@ -272,27 +272,27 @@ TEST_CASE("kl_loss: gradient matches central finite differences (double / away f
 TEST_CASE("kl_loss: masked positions never matter / empty mask policy" * doctest::test_suite("unit")) {
     auto x = random_batch<double>(3, 5, 2);
     std::vector<double> g1(x.lp.size()), g2(x.lp.size());
-    const auto a = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), {}, rlhf::make_mut_view(g1.data(), 3, 5));
+    const auto a = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), rlhf::make_mut_view(g1.data(), 3, 5));
     for (std::size_t i = 0; i < x.lp.size(); ++i)
         if (x.mask[i] == 0.0) {
             x.lp[i] = -1000.0;   // k3 = +inf and rho = 0 there
             x.old[i] = -2000.0;  // rho = +inf there
         }
-    const auto b = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), {}, rlhf::make_mut_view(g2.data(), 3, 5));
+    const auto b = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), rlhf::make_mut_view(g2.data(), 3, 5));
     CHECK(a.loss == b.loss);
     CHECK(g1 == g2);
     std::vector<std::int64_t> long_mask(x.mask.begin(), x.mask.end());
     const auto c =
-        rlhf::kl_loss(x.l(), x.r(), x.o(), rlhf::make_view(long_mask.data(), 3, 5), {}, rlhf::mut_view<double>{});
+        rlhf::kl_loss(x.l(), x.r(), x.o(), rlhf::make_view(long_mask.data(), 3, 5), rlhf::mut_view<double>{});
     CHECK(c.loss == b.loss);
     const std::vector<double> zeros(x.lp.size(), 0.0);
     const auto e = expect_error(
-        [&] { (void)rlhf::kl_loss(x.l(), x.r(), rlhf::make_view(zeros.data(), 3, 5), {}, rlhf::mut_view<double>{}); });
+        [&] { (void)rlhf::kl_loss(x.l(), x.r(), rlhf::make_view(zeros.data(), 3, 5), rlhf::mut_view<double>{}); });
     CHECK(e.argument() == "mask");
     CHECK(e.kind() == rlhf::error_kind::value);
-    const auto z = rlhf::kl_loss(x.l(), x.r(), rlhf::make_view(zeros.data(), 3, 5),
-                                 {.aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum_norm}},
-                                 rlhf::make_mut_view(g1.data(), 3, 5));
+    const auto z =
+        rlhf::kl_loss(x.l(), x.r(), rlhf::make_view(zeros.data(), 3, 5), rlhf::make_mut_view(g1.data(), 3, 5), {},
+                      {.aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum_norm}});
     CHECK(z.loss == 0.0);
     CHECK(z.stats.kl_mean == 0.0);
     for (const double g : g1) CHECK(g == 0.0);
@@ -304,35 +304,35 @@ TEST_CASE("kl_loss: errors name the argument" * doctest::test_suite("unit")) {
     const auto wrong = rlhf::make_view(small.data(), 2, 3);
     const auto g = rlhf::make_mut_view(grad.data(), 2, 4);
     const auto argument_of = [](auto call) { return expect_error(call).argument(); };
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), wrong, x.m(), {}, g); }) == "ref_log_probs");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), wrong, x.m(), {}, g); }) == "old_log_probs");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), wrong, {}, g); }) == "mask");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {}, rlhf::make_mut_view(small.data(), 2, 3)); }) ==
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), wrong, x.m(), g); }) == "ref_log_probs");
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), wrong, x.m(), g); }) == "old_log_probs");
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), wrong, g); }) == "mask");
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), rlhf::make_mut_view(small.data(), 2, 3)); }) ==
           "grad_log_probs");
-    CHECK(argument_of([&] {
-              (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {}, g, rlhf::make_mut_view(small.data(), 2, 3));
-          }) == "token_losses");
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), g, rlhf::make_mut_view(small.data(), 2, 3)); }) ==
+          "token_losses");
     bad[2] = std::numeric_limits<double>::quiet_NaN();
     const auto nan_view = rlhf::make_view(bad.data(), 2, 4);
-    const auto e = expect_error([&] { (void)rlhf::kl_loss(nan_view, x.r(), x.m(), {}, g); });
+    const auto e = expect_error([&] { (void)rlhf::kl_loss(nan_view, x.r(), x.m(), g); });
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "log_probs");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), nan_view, x.m(), {}, g); }) == "ref_log_probs");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), nan_view, x.m(), {}, g); }) == "old_log_probs");
-    const auto c = expect_error([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {.kl = {.log_ratio_clamp = 0.0}}, g); });
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), nan_view, x.m(), g); }) == "ref_log_probs");
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), nan_view, x.m(), g); }) == "old_log_probs");
+    const auto c =
+        expect_error([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), g, {}, {.kl = {.log_ratio_clamp = 0.0}}); });
     CHECK(c.kind() == rlhf::error_kind::config);
     CHECK(c.argument() == "options.kl.log_ratio_clamp");
-    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {.kl = {.value_clamp = -10.0}}, g); }) ==
+    CHECK(argument_of([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.m(), g, {}, {.kl = {.value_clamp = -10.0}}); }) ==
           "options.kl.value_clamp");
     CHECK(argument_of([&] {
-              (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {.coef = std::numeric_limits<double>::infinity()}, g);
+              (void)rlhf::kl_loss(x.l(), x.r(), x.m(), g, {}, {.coef = std::numeric_limits<double>::infinity()});
           }) == "options.coef");
     CHECK(argument_of([&] {
-              (void)rlhf::kl_loss(x.l(), x.r(), x.m(), {.aggregation = {.token_count_epsilon = -1.0}}, g);
+              (void)rlhf::kl_loss(x.l(), x.r(), x.m(), g, {}, {.aggregation = {.token_count_epsilon = -1.0}});
           }) == "options.aggregation.token_count_epsilon");
     // An overflowed importance weight at a valid token (lp - old = 800 > 709.8).
     x.old[0] = x.lp[0] - 800.0;
-    const auto o = expect_error([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), {}, g); });
+    const auto o = expect_error([&] { (void)rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), g); });
     CHECK(o.kind() == rlhf::error_kind::value);
     CHECK(o.argument() == "log_probs");
 }
@@ -348,11 +348,11 @@ TEST_CASE("kl_loss: the reducer makes the aggregation counts global (one collect
     };
     const auto x = random_batch<double>(3, 5, 6);
     const rlhf::kl_loss_options options{.aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_mean}};
-    const auto local = rlhf::kl_loss(x.l(), x.r(), x.m(), options, rlhf::mut_view<double>{});
+    const auto local = rlhf::kl_loss(x.l(), x.r(), x.m(), rlhf::mut_view<double>{}, {}, options);
     int calls = 0;
     const auto shared =
-        rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), options, rlhf::mut_view<double>{}, {}, two_rank_reducer{&calls});
-    const auto weighted = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), options, rlhf::mut_view<double>{});
+        rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), rlhf::mut_view<double>{}, {}, options, two_rank_reducer{&calls});
+    const auto weighted = rlhf::kl_loss(x.l(), x.r(), x.o(), x.m(), rlhf::mut_view<double>{}, {}, options);
     CHECK(calls == 1);
     CHECK(shared.loss == doctest::Approx(weighted.loss / 2.0).epsilon(1e-15));
     CHECK(local.stats.ratio_mean == 1.0);

@@ -211,7 +211,8 @@ TEST_CASE("logprobs_from_logits: masked positions are not read and get 0" * doct
     tokens(0, 2) = -100;
     cube<double> grad(2, 3, 5, 9.0);
     const matrix<double> ones(2, 3, 1.0);
-    rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), ones.view(), ones.view(), grad.mut());
+    rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), ones.view(), ones.view(), {}, {},
+                                        grad.mut());
     for (rlhf::index_t k = 0; k < 5; ++k) {
         CHECK(grad(0, 2, k) == 0.0);
         CHECK(grad(1, 0, k) == 0.0);
@@ -303,7 +304,7 @@ TEST_CASE("logprobs_from_logits: errors name the argument and the position" * do
     std::vector<double> g(6), up{1.0, not_a_number};
     e = expect_error([&] {
         rlhf::logprobs_from_logits_backward(rlhf::view<double, 3>(z.data(), {1, 2, 3}), rlhf::make_view(y.data(), 1, 2),
-                                            rlhf::make_view(up.data(), 1, 2), rlhf::view<double>{},
+                                            rlhf::make_view(up.data(), 1, 2), rlhf::view<double>{}, {}, {},
                                             rlhf::mut_view<double, 3>(g.data(), {1, 2, 3}));
     });
     CHECK(e.argument() == "grad_logprobs");
@@ -311,7 +312,7 @@ TEST_CASE("logprobs_from_logits: errors name the argument and the position" * do
     up[1] = 1.0;
     e = expect_error([&] {
         rlhf::logprobs_from_logits_backward(rlhf::view<double, 3>(z.data(), {1, 2, 3}), rlhf::make_view(y.data(), 1, 2),
-                                            rlhf::make_view(up.data(), 1, 2), rlhf::view<double>{},
+                                            rlhf::make_view(up.data(), 1, 2), rlhf::view<double>{}, {}, {},
                                             rlhf::mut_view<double, 3>(g.data(), {1, 3, 2}));
     });
     CHECK(e.argument() == "grad_logits");
@@ -321,8 +322,8 @@ TEST_CASE("logprobs_from_logits: errors name the argument and the position" * do
     e = expect_error([&] {
         rlhf::logprobs_from_logits_backward(rlhf::view<double, 3>(z.data(), {1, 2, 3}), rlhf::make_view(y.data(), 1, 2),
                                             rlhf::make_view(up.data(), 1, 2), rlhf::view<double>{},
-                                            rlhf::mut_view<double, 3>(g.data(), {1, 2, 3}),
-                                            rlhf::make_view(lse.data(), 1, 2), rlhf::make_view(ent.data(), 1, 2));
+                                            rlhf::make_view(lse.data(), 1, 2), rlhf::make_view(ent.data(), 1, 2),
+                                            rlhf::mut_view<double, 3>(g.data(), {1, 2, 3}));
     });
     CHECK(e.argument() == "logits");
     CHECK(e.actual() == "nan at [0, 0, 1]");
@@ -351,19 +352,19 @@ TEST_CASE("logprobs_from_logits_backward: central finite differences" * doctest:
             return f;
         };
         cube<double> grad(b, t, v), grad_saved(b, t, v);
-        rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), g_h.view(), grad.mut(),
-                                            {}, {}, options);
+        rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), g_h.view(), {}, {},
+                                            grad.mut(), options);
         matrix<double> lp(b, t), h(b, t), lse(b, t);
         rlhf::logprobs_from_logits(z.view(), tokens.view(), mask.view(), lp.mut(), h.mut(), lse.mut(), options);
-        rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), g_h.view(),
-                                            grad_saved.mut(), lse.view(), h.view(), options);
+        rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), g_h.view(), lse.view(),
+                                            h.view(), grad_saved.mut(), options);
         check_gradient(grad, z, [&] { return objective(z); });
         for (std::size_t i = 0; i < z.data.size(); ++i)
             if (!std::isinf(z.data[i]))
                 CHECK(grad_saved.data[i] == doctest::Approx(grad.data[i]).epsilon(1e-13).scale(1.0));
         // Entropy only, through entropy_from_logits_backward.
         cube<double> grad_h(b, t, v);
-        rlhf::entropy_from_logits_backward(z.view(), mask.view(), g_h.view(), grad_h.mut(), {}, {}, options);
+        rlhf::entropy_from_logits_backward(z.view(), mask.view(), g_h.view(), {}, {}, grad_h.mut(), options);
         const auto entropy_objective = [&](const cube<double>& x) {
             matrix<double> hx(b, t);
             rlhf::entropy_from_logits(x.view(), mask.view(), hx.mut(), {}, options);
@@ -392,7 +393,7 @@ TEST_CASE_TEMPLATE("logprobs_from_logits_backward: closed form at scale / float 
     const std::vector<T> g_lp{T(0.5), T(-1.25)}, g_h{T(2.0), T(0.75)};
     cube<T> grad(b, t, v), grad_saved(b, t, v);
     rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), rlhf::make_view(g_lp.data(), 1, 2),
-                                        rlhf::make_view(g_h.data(), 1, 2), grad.mut());
+                                        rlhf::make_view(g_h.data(), 1, 2), {}, {}, grad.mut());
     // From the forward's saved statistics (logsumexp in double, entropy in T), at temperature 0.7
     // where z / τ is not representable in T.
     const rlhf::logits_options hot{.temperature = 0.7};
@@ -400,10 +401,10 @@ TEST_CASE_TEMPLATE("logprobs_from_logits_backward: closed form at scale / float 
     matrix<double> lse(b, t);
     rlhf::logprobs_from_logits(z.view(), tokens.view(), lp.mut(), h.mut(), lse.mut(), hot);
     rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), rlhf::make_view(g_lp.data(), 1, 2),
-                                        rlhf::make_view(g_h.data(), 1, 2), grad_saved.mut(), lse.view(), h.view(), hot);
+                                        rlhf::make_view(g_h.data(), 1, 2), lse.view(), h.view(), grad_saved.mut(), hot);
     cube<T> grad_hot(b, t, v);
     rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), rlhf::make_view(g_lp.data(), 1, 2),
-                                        rlhf::make_view(g_h.data(), 1, 2), grad_hot.mut(), {}, {}, hot);
+                                        rlhf::make_view(g_h.data(), 1, 2), {}, {}, grad_hot.mut(), hot);
     for (std::size_t i = 0; i < grad_hot.data.size(); ++i)
         CHECK(static_cast<double>(grad_saved.data[i]) ==
               doctest::Approx(static_cast<double>(grad_hot.data[i])).epsilon(tolerance<T>()).scale(1.0));
@@ -613,8 +614,8 @@ TEST_CASE("lm_loss: gradient by finite differences and via logprobs_from_logits_
     g_lp(0, 3) = 0.0;
     tokens(0, 3) = 0;
     cube<double> via(b, t, v);
-    rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), rlhf::view<double>{},
-                                        via.mut(), {}, {}, {.temperature = 0.9});
+    rlhf::logprobs_from_logits_backward(z.view(), tokens.view(), mask.view(), g_lp.view(), rlhf::view<double>{}, {}, {},
+                                        via.mut(), {.temperature = 0.9});
     for (std::size_t i = 0; i < z.data.size(); ++i)
         CHECK(via.data[i] == doctest::Approx(grad.data[i]).epsilon(1e-14).scale(1.0));
 }

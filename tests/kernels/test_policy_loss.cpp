@@ -37,7 +37,7 @@ rlhf::policy_loss_result run(const problem& p, const rlhf::policy_loss_options& 
         tokens->assign(p.lp.size(), -99.0);
         tl = rlhf::make_mut_view(tokens->data(), p.rows, p.cols);
     }
-    return rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask), o, g, tl);
+    return rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask), g, tl, o);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,9 +415,9 @@ TEST_CASE_TEMPLATE("policy_loss: float values and every mask type agree with dou
         adv(p.adv.begin(), p.adv.end());
     const rlhf_test::mask_buffer<M> mask(p.mask);
     std::vector<float> gf(lp.size());
-    const auto rf =
-        rlhf::policy_loss(rlhf::make_view(lp.data(), 4, 7), rlhf::make_view(old.data(), 4, 7),
-                          rlhf::make_view(adv.data(), 4, 7), mask.view(4, 7), o, rlhf::make_mut_view(gf.data(), 4, 7));
+    const auto rf = rlhf::policy_loss(rlhf::make_view(lp.data(), 4, 7), rlhf::make_view(old.data(), 4, 7),
+                                      rlhf::make_view(adv.data(), 4, 7), mask.view(4, 7),
+                                      rlhf::make_mut_view(gf.data(), 4, 7), {}, o);
     CHECK(rf.loss == doctest::Approx(rd.loss).epsilon(1e-5));
     CHECK(rf.stats.clip_fraction == rd.stats.clip_fraction);
     for (std::size_t i = 0; i < gf.size(); ++i) CHECK(gf[i] == doctest::Approx(gd[i]).epsilon(1e-5));
@@ -434,8 +434,8 @@ TEST_CASE_TEMPLATE("policy_loss: extreme log-ratios never give NaN" * doctest::t
             std::vector<T> g(2);
             const auto call = [&](const rlhf::policy_loss_options& o) {
                 return rlhf::policy_loss(rlhf::make_view(lp.data(), 1, 2), rlhf::make_view(old.data(), 1, 2),
-                                         rlhf::make_view(adv.data(), 1, 2), rlhf::make_view(mask.data(), 1, 2), o,
-                                         rlhf::make_mut_view(g.data(), 1, 2));
+                                         rlhf::make_view(adv.data(), 1, 2), rlhf::make_view(mask.data(), 1, 2),
+                                         rlhf::make_mut_view(g.data(), 1, 2), {}, o);
             };
             // With the verl/OpenRLHF clamp: finite loss and gradient; the clamped token has none.
             auto r = call({.log_ratio_min = -20, .log_ratio_max = 20});
@@ -487,27 +487,27 @@ TEST_CASE("policy_loss: bad inputs and options name the argument" * doctest::tes
     problem p{2, 3, {-1, -1, -1, -1, -1, -1}, {-1, -1, -1, -1, -1, -1}, {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0}};
     using rlhf_test::view_of;
     auto e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), view_of(p.old, 3, 2), p.v(p.adv), p.v(p.mask), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), view_of(p.old, 3, 2), p.v(p.adv), p.v(p.mask), rlhf::mut_view<double>{});
     });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "old_log_probs");
     CHECK(e.function() == "rlhf::policy_loss");
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), view_of(p.adv, 1, 6), p.v(p.mask), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), view_of(p.adv, 1, 6), p.v(p.mask), rlhf::mut_view<double>{});
     });
     CHECK(e.argument() == "advantages");
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), view_of(p.mask, 3, 2), {}, rlhf::mut_view<double>{});
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), view_of(p.mask, 3, 2), rlhf::mut_view<double>{});
     });
     CHECK(e.argument() == "mask");
     std::vector<double> small(4);
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask), {},
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask),
                                 rlhf::make_mut_view(small.data(), 2, 2));
     });
     CHECK(e.argument() == "grad_log_probs");
     e = expect_error([&] {
-        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask), {}, rlhf::mut_view<double>{},
+        (void)rlhf::policy_loss(p.v(p.lp), p.v(p.old), p.v(p.adv), p.v(p.mask), rlhf::mut_view<double>{},
                                 rlhf::make_mut_view(small.data(), 1, 4));
     });
     CHECK(e.argument() == "token_losses");
@@ -577,9 +577,9 @@ TEST_CASE("policy_loss: verl's ppo_kl uses the clamped log-ratio" * doctest::tes
     const std::vector<double> lp{0.0, -40.0, -1.0}, old{-50.0, -10.0, -1.5}, adv{1.0, -1.0, 0.5}, mask{1.0, 1.0, 1.0};
     const auto v = [](const std::vector<double>& x) { return rlhf::make_view(x.data(), 1, 3); };
     const rlhf::mut_view<double> none{};
-    auto r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), {.log_ratio_min = -20, .log_ratio_max = 20}, none, none);
+    auto r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), none, none, {.log_ratio_min = -20, .log_ratio_max = 20});
     CHECK(r.stats.policy_kl == doctest::Approx(-(50.0 - 30.0 + 0.5) / 3.0).epsilon(1e-15));
     CHECK(r.stats.policy_kl_clamped == doctest::Approx(-(20.0 - 20.0 + 0.5) / 3.0).epsilon(1e-15));
-    r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), {}, none, none);
+    r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), none, none);
     CHECK(r.stats.policy_kl_clamped == r.stats.policy_kl);
 }

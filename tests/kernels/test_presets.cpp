@@ -68,10 +68,10 @@ TEST_CASE("compute_advantages runs each preset's steps in order" * doctest::test
         CAPTURE(preset.framework);
         const double kl_coef = 0.07;
         matrix rewards(24), advantages(24), returns(24), want_rewards(24), want_advantages(24), want_returns(24);
-        rlhf::compute_advantages(preset, kl_coef, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
-                                 x.score_view(), x.view_of(x.values), rlhf::make_mut_view(rewards.data(), 4, 6),
+        rlhf::compute_advantages(x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(),
+                                 x.view_of(x.values), rlhf::make_mut_view(rewards.data(), 4, 6),
                                  rlhf::make_mut_view(advantages.data(), 4, 6),
-                                 rlhf::make_mut_view(returns.data(), 4, 6));
+                                 rlhf::make_mut_view(returns.data(), 4, 6), preset, kl_coef);
         by_hand(preset, kl_coef, x, want_rewards, want_advantages, want_returns);
         CHECK(rewards == want_rewards);
         CHECK(advantages == want_advantages);
@@ -87,11 +87,11 @@ TEST_CASE("the DeepSpeed-Chat preset by hand" * doctest::test_suite("unit")) {
     const std::vector<double> scores{7.0};
     const std::vector<std::uint8_t> mask{1, 1, 0, 0};
     std::vector<double> rewards(4), advantages(4), returns(4);
-    rlhf::compute_advantages(rlhf::presets::deepspeed_chat(), 0.1, rlhf::make_view(lp.data(), 1, 4),
-                             rlhf::make_view(ref.data(), 1, 4), rlhf::make_view(mask.data(), 1, 4),
-                             rlhf::make_view(std::span<const double>(scores)), rlhf::make_view(values.data(), 1, 4),
-                             rlhf::make_mut_view(rewards.data(), 1, 4), rlhf::make_mut_view(advantages.data(), 1, 4),
-                             rlhf::make_mut_view(returns.data(), 1, 4));
+    rlhf::compute_advantages(rlhf::make_view(lp.data(), 1, 4), rlhf::make_view(ref.data(), 1, 4),
+                             rlhf::make_view(mask.data(), 1, 4), rlhf::make_view(std::span<const double>(scores)),
+                             rlhf::make_view(values.data(), 1, 4), rlhf::make_mut_view(rewards.data(), 1, 4),
+                             rlhf::make_mut_view(advantages.data(), 1, 4), rlhf::make_mut_view(returns.data(), 1, 4),
+                             rlhf::presets::deepspeed_chat(), 0.1);
     CHECK(rewards[0] == doctest::Approx(-0.05));
     CHECK(rewards[2] == doctest::Approx(-0.05 + 5.0));
     // t = 1: δ = -0.05 + 0 - 0.4; t = 0: δ = -0.05 + 0.4 - 0.2, A0 = δ0 + 0.95·A1.
@@ -122,10 +122,11 @@ TEST_CASE("compute_advantages names the failing step's argument" * doctest::test
     std::vector<double> short_values(4 * 5), rewards(24), advantages(24), returns(24);
     rlhf_test::check_error(
         [&] {
-            rlhf::compute_advantages(
-                rlhf::presets::verl(), 0.0, x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
-                x.score_view(), rlhf::make_view(short_values.data(), 4, 5), rlhf::make_mut_view(rewards.data(), 4, 6),
-                rlhf::make_mut_view(advantages.data(), 4, 6), rlhf::make_mut_view(returns.data(), 4, 6));
+            rlhf::compute_advantages(x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(),
+                                     rlhf::make_view(short_values.data(), 4, 5),
+                                     rlhf::make_mut_view(rewards.data(), 4, 6),
+                                     rlhf::make_mut_view(advantages.data(), 4, 6),
+                                     rlhf::make_mut_view(returns.data(), 4, 6), rlhf::presets::verl(), 0.0);
         },
         rlhf::error_kind::shape, "values");
 }
@@ -141,10 +142,10 @@ TEST_CASE("the ColossalChat v1 sequence preset by hand" * doctest::test_suite("u
     CHECK(std::holds_alternative<rlhf::fixed_kl_controller>(rlhf::make_kl_controller(preset.kl_control).get()));
     std::vector<double> rewards(2), advantages(2);
     rlhf::compute_sequence_advantages(
-        preset, 0.1, rlhf::make_view(lp.data(), 2, 3), rlhf::make_view(ref.data(), 2, 3),
-        rlhf::make_view(mask.data(), 2, 3), rlhf::make_view(std::span<const double>(scores)),
-        rlhf::make_view(std::span<const double>(values)), rlhf::make_mut_view(std::span<double>(rewards)),
-        rlhf::make_mut_view(std::span<double>(advantages)));
+        rlhf::make_view(lp.data(), 2, 3), rlhf::make_view(ref.data(), 2, 3), rlhf::make_view(mask.data(), 2, 3),
+        rlhf::make_view(std::span<const double>(scores)), rlhf::make_view(std::span<const double>(values)),
+        rlhf::make_mut_view(std::span<double>(rewards)), rlhf::make_mut_view(std::span<double>(advantages)), preset,
+        0.1);
     const auto k3 = [](double r) { return std::exp(r) - 1.0 - r; };
     const double mean_kl = (k3(0.5) + k3(-0.2)) / (2.0 + 1e-8);
     CHECK(rewards[0] == doctest::Approx(1.5 - 0.1 * mean_kl).epsilon(1e-15));
@@ -157,9 +158,9 @@ TEST_CASE("compute_sequence_advantages rejects bad values" * doctest::test_suite
     const batch x(5);
     std::vector<double> values{0.1, 0.2, 0.3, 0.4}, short_values{0.1, 0.2, 0.3}, rewards(4), advantages(4);
     const auto run = [&](std::span<const double> v, std::span<double> out_rewards, std::span<double> out_advantages) {
-        rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, x.view_of(x.log_probs),
-                                          x.view_of(x.ref_log_probs), x.mask_view(), x.score_view(), rlhf::make_view(v),
-                                          rlhf::make_mut_view(out_rewards), rlhf::make_mut_view(out_advantages));
+        rlhf::compute_sequence_advantages(x.view_of(x.log_probs), x.view_of(x.ref_log_probs), x.mask_view(),
+                                          x.score_view(), rlhf::make_view(v), rlhf::make_mut_view(out_rewards),
+                                          rlhf::make_mut_view(out_advantages), rlhf::presets::colossalchat_v1(), 0.1);
     };
     rlhf_test::check_error([&] { run(short_values, rewards, advantages); }, rlhf::error_kind::shape, "values");
     rlhf_test::check_error([&] { run(values, rewards, std::span<double>(advantages).first(3)); },

@@ -131,10 +131,10 @@ TEST_CASE("value_loss: hand-computed clipped loss / gradient and statistics" * d
     // larger (e1 = 1.5 > e2 = 1.2); t2: clipped, clipped error larger (e1 = -0.1, e2 = -0.4).
     const std::vector<double> v{0.1, 0.5, 0.5}, old{0.0, 0.0, 0.0}, r{1.0, -1.0, 0.6}, m{1, 1, 1};
     std::vector<double> grad(3), tokens(3);
-    const auto result =
-        rlhf::value_loss(rlhf::make_view(v.data(), 1, 3), rlhf::make_view(old.data(), 1, 3),
-                         rlhf::make_view(r.data(), 1, 3), rlhf::make_view(m.data(), 1, 3), {.clip_range = 0.2},
-                         rlhf::make_mut_view(grad.data(), 1, 3), rlhf::make_mut_view(tokens.data(), 1, 3));
+    const auto result = rlhf::value_loss(rlhf::make_view(v.data(), 1, 3), rlhf::make_view(old.data(), 1, 3),
+                                         rlhf::make_view(r.data(), 1, 3), rlhf::make_view(m.data(), 1, 3),
+                                         rlhf::make_mut_view(grad.data(), 1, 3),
+                                         rlhf::make_mut_view(tokens.data(), 1, 3), {.clip_range = 0.2});
     CHECK(tokens[0] == doctest::Approx(0.405).epsilon(1e-14));
     CHECK(tokens[1] == doctest::Approx(1.125).epsilon(1e-14));
     CHECK(tokens[2] == doctest::Approx(0.08).epsilon(1e-14));
@@ -157,8 +157,8 @@ TEST_CASE("value_loss: hand-computed clipped loss / gradient and statistics" * d
     // Huber with δ = 1 and ½: t1's |e| = 1.5 is in the linear piece: 1·(1.5 - 0.5) = 1, slope 1.
     const auto huber = rlhf::value_loss(
         rlhf::make_view(v.data(), 1, 3), rlhf::make_view(old.data(), 1, 3), rlhf::make_view(r.data(), 1, 3),
-        rlhf::make_view(m.data(), 1, 3), {.clip_range = 0.2, .huber_delta = 1.0, .coef = 3.0},
-        rlhf::make_mut_view(grad.data(), 1, 3), rlhf::make_mut_view(tokens.data(), 1, 3));
+        rlhf::make_view(m.data(), 1, 3), rlhf::make_mut_view(grad.data(), 1, 3),
+        rlhf::make_mut_view(tokens.data(), 1, 3), {.clip_range = 0.2, .huber_delta = 1.0, .coef = 3.0});
     CHECK(tokens[1] == doctest::Approx(1.0).epsilon(1e-14));
     CHECK(grad[1] == doctest::Approx(1.0).epsilon(1e-14));  // coef 3 × slope 1 / 3 tokens
     CHECK(huber.loss == doctest::Approx(0.405 + 1.0 + 0.08).epsilon(1e-14));
@@ -166,7 +166,7 @@ TEST_CASE("value_loss: hand-computed clipped loss / gradient and statistics" * d
     // Unclipped (OpenRLHF clip_eps=None): ½(V - R)², no clip fraction.
     const auto plain = rlhf::value_loss(rlhf::make_view(v.data(), 1, 3), rlhf::make_view(old.data(), 1, 3),
                                         rlhf::make_view(r.data(), 1, 3), rlhf::make_view(m.data(), 1, 3),
-                                        {.clip_range = std::nullopt}, rlhf::mut_view<double>{});
+                                        rlhf::mut_view<double>{}, {}, {.clip_range = std::nullopt});
     CHECK(plain.loss == doctest::Approx(0.5 * 3.07 / 3.0).epsilon(1e-14));
     CHECK(plain.stats.clip_fraction == 0.0);
 }
@@ -177,8 +177,8 @@ TEST_CASE("value_loss: ColossalChat v2 target = advantages + old values" * docte
     for (std::size_t i = 0; i < adv.size(); ++i) adv[i] = x.returns[i] - x.old_values[i];
     std::vector<double> g1(adv.size()), g2(adv.size());
     const auto a = rlhf::value_loss(x.v(), x.old(), rlhf::make_view(adv.data(), 3, 5), x.m(),
-                                    {.returns_from_advantages = true}, rlhf::make_mut_view(g1.data(), 3, 5));
-    const auto b = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(g2.data(), 3, 5));
+                                    rlhf::make_mut_view(g1.data(), 3, 5), {}, {.returns_from_advantages = true});
+    const auto b = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(g2.data(), 3, 5));
     CHECK(a.loss == doctest::Approx(b.loss).epsilon(1e-13));
     for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g1[i] == doctest::Approx(g2[i]).epsilon(1e-12));
 }
@@ -190,9 +190,8 @@ TEST_CASE_TEMPLATE("value_loss: every option against a naive reference" * doctes
     const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
     for (const auto& options : every_option_set()) {
         std::vector<T> grad(x.values.size(), T{7}), tokens(x.values.size());
-        const auto result =
-            rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::make_mut_view(grad.data(), 4, 9),
-                             rlhf::make_mut_view(tokens.data(), 4, 9));
+        const auto result = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(grad.data(), 4, 9),
+                                             rlhf::make_mut_view(tokens.data(), 4, 9), options);
         const auto w = reference_weights(mask_d, 4, 9, options.aggregation);
         double loss = 0.0, clipped = 0.0, n = 0.0;
         for (std::size_t i = 0; i < x.values.size(); ++i) {
@@ -217,7 +216,7 @@ TEST_CASE("value_loss: gradient matches central finite differences (double / awa
     const rlhf::index_t rows = 3, cols = 7;
     for (const auto& options : every_option_set()) {
         std::vector<double> grad(x.values.size());
-        rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::make_mut_view(grad.data(), rows, cols));
+        rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(grad.data(), rows, cols), {}, options);
         int checked = 0;
         for (std::size_t i = 0; i < x.values.size(); ++i) {
             const double v = x.values[i], old = x.old_values[i];
@@ -232,7 +231,7 @@ TEST_CASE("value_loss: gradient matches central finite differences (double / awa
             }
             if (options.huber_delta && std::abs(std::abs(v - r) - *options.huber_delta) < 1e-4) continue;
             const auto loss = [&] {
-                return rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), options, rlhf::mut_view<double>{}).loss;
+                return rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::mut_view<double>{}, {}, options).loss;
             };
             const double fd = rlhf_test::central_difference(loss, x.values, i, 1e-6);
             CHECK(grad[i] == doctest::Approx(fd).epsilon(1e-6).scale(1.0));
@@ -245,13 +244,13 @@ TEST_CASE("value_loss: gradient matches central finite differences (double / awa
 TEST_CASE("value_loss: masked positions never matter / all-zero mask policy" * doctest::test_suite("unit")) {
     auto x = random_batch<double>(3, 6, 9);
     std::vector<double> g1(x.values.size()), g2(x.values.size());
-    const auto a = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(g1.data(), 3, 6));
+    const auto a = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(g1.data(), 3, 6));
     for (std::size_t i = 0; i < x.values.size(); ++i)
         if (x.mask[i] == 0.0) {
             x.values[i] = 1e6;
             x.returns[i] = -1e6;
         }
-    const auto b = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(g2.data(), 3, 6));
+    const auto b = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(g2.data(), 3, 6));
     CHECK(a.loss == b.loss);
     CHECK(g1 == g2);
     for (std::size_t i = 0; i < x.values.size(); ++i)
@@ -260,21 +259,21 @@ TEST_CASE("value_loss: masked positions never matter / all-zero mask policy" * d
     // Bool and integer masks give the same answer as the floating mask.
     std::vector<std::uint8_t> mask_u8(x.mask.begin(), x.mask.end());
     const auto c =
-        rlhf::value_loss(x.v(), x.old(), x.ret(), rlhf::make_view(mask_u8.data(), 3, 6), {}, rlhf::mut_view<double>{});
+        rlhf::value_loss(x.v(), x.old(), x.ret(), rlhf::make_view(mask_u8.data(), 3, 6), rlhf::mut_view<double>{});
     CHECK(c.loss == b.loss);
 
     // All-zero mask: token-mean has no divisor -> error naming `mask`; with an explicit global
     // count (another rank holds the tokens) the loss and gradient are 0.
     const std::vector<double> zeros(x.values.size(), 0.0);
     const auto e = expect_error([&] {
-        (void)rlhf::value_loss(x.v(), x.old(), x.ret(), rlhf::make_view(zeros.data(), 3, 6), {},
+        (void)rlhf::value_loss(x.v(), x.old(), x.ret(), rlhf::make_view(zeros.data(), 3, 6),
                                rlhf::make_mut_view(g1.data(), 3, 6));
     });
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "mask");
     const auto z =
         rlhf::value_loss(x.v(), x.old(), x.ret(), rlhf::make_view(zeros.data(), 3, 6),
-                         {.aggregation = {.global_token_count = 10.0}}, rlhf::make_mut_view(g1.data(), 3, 6));
+                         rlhf::make_mut_view(g1.data(), 3, 6), {}, {.aggregation = {.global_token_count = 10.0}});
     CHECK(z.loss == 0.0);
     CHECK(z.stats.clip_fraction == 0.0);
     CHECK(z.stats.valid_tokens == 0.0);
@@ -288,41 +287,43 @@ TEST_CASE("value_loss: errors name the argument" * doctest::test_suite("unit")) 
     const auto wrong = rlhf::make_view(small.data(), 2, 3);
     const auto g = rlhf::make_mut_view(grad.data(), 2, 4);
     const auto argument_of = [](auto call) { return expect_error(call).argument(); };
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, wrong, x.ret(), x.m(), {}, g); }) == "old_values");
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), wrong, x.m(), {}, g); }) == "returns");
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), wrong, {}, g); }) == "mask");
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, wrong, x.ret(), x.m(), g); }) == "old_values");
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), wrong, x.m(), g); }) == "returns");
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), wrong, g); }) == "mask");
     CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(small.data(), 2, 3));
+              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), rlhf::make_mut_view(small.data(), 2, 3));
           }) == "grad_values");
     CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {}, g, rlhf::make_mut_view(small.data(), 2, 3));
+              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, rlhf::make_mut_view(small.data(), 2, 3));
           }) == "token_losses");
     bad[3] = std::numeric_limits<double>::quiet_NaN();
     const auto nan_view = rlhf::make_view(bad.data(), 2, 4);
-    const auto e = expect_error([&] { (void)rlhf::value_loss(nan_view, x.old(), x.ret(), x.m(), {}, g); });
+    const auto e = expect_error([&] { (void)rlhf::value_loss(nan_view, x.old(), x.ret(), x.m(), g); });
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "values");
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, nan_view, x.ret(), x.m(), {}, g); }) == "old_values");
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, nan_view, x.ret(), x.m(), g); }) == "old_values");
     bad[3] = std::numeric_limits<double>::infinity();
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), nan_view, x.m(), {}, g); }) == "returns");
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), nan_view, x.m(), g); }) == "returns");
     std::vector<double> mask2 = x.mask;
     mask2[1] = 0.5;
-    CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), rlhf::make_view(mask2.data(), 2, 4), {}, g);
-          }) == "mask");
-    const auto c = expect_error([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {.clip_range = -0.1}, g); });
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), rlhf::make_view(mask2.data(), 2, 4), g); }) ==
+          "mask");
+    const auto c =
+        expect_error([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, {}, {.clip_range = -0.1}); });
     CHECK(c.kind() == rlhf::error_kind::config);
     CHECK(c.argument() == "options.clip_range");
-    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {.huber_delta = 0.0}, g); }) ==
+    CHECK(argument_of([&] { (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, {}, {.huber_delta = 0.0}); }) ==
           "options.huber_delta");
     CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {.scale = std::numeric_limits<double>::infinity()}, g);
+              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, {},
+                                     {.scale = std::numeric_limits<double>::infinity()});
           }) == "options.scale");
     CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {.coef = std::numeric_limits<double>::quiet_NaN()}, g);
+              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, {},
+                                     {.coef = std::numeric_limits<double>::quiet_NaN()});
           }) == "options.coef");
     CHECK(argument_of([&] {
-              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), {.aggregation = {.dp_size = 0.0}}, g);
+              (void)rlhf::value_loss(v, x.old(), x.ret(), x.m(), g, {}, {.aggregation = {.dp_size = 0.0}});
           }) == "options.aggregation.dp_size");
 }
 
@@ -339,9 +340,9 @@ TEST_CASE("value_loss: the reducer makes the aggregation counts global (one coll
     };
     const auto x = random_batch<double>(3, 5, 4);
     std::vector<double> g1(x.values.size()), g2(x.values.size());
-    const auto local = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(g1.data(), 3, 5));
+    const auto local = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(g1.data(), 3, 5));
     int calls = 0;
-    const auto shared = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), {}, rlhf::make_mut_view(g2.data(), 3, 5), {},
+    const auto shared = rlhf::value_loss(x.v(), x.old(), x.ret(), x.m(), rlhf::make_mut_view(g2.data(), 3, 5), {}, {},
                                          two_rank_reducer{&calls});
     CHECK(calls == 1);
     CHECK(shared.loss == doctest::Approx(local.loss / 2.0).epsilon(1e-15));

@@ -250,12 +250,12 @@ TEST_CASE_TEMPLATE("libtorch::compute_advantages runs each preset as the kernel 
                                rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::verl(),
                                rlhf::presets::chatlearn()}) {
         CAPTURE(preset.framework);
-        const auto got = rlhf::compute_advantages(preset, 0.05, lp, ref, mask, scores, values);
+        const auto got = rlhf::compute_advantages(lp, ref, mask, scores, values, preset, 0.05);
         torch::Tensor rewards = torch::empty_like(lp), advantages = torch::empty_like(lp),
                       returns = torch::empty_like(lp);
-        rlhf::compute_advantages(preset, 0.05, kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
+        rlhf::compute_advantages(kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
                                  rlhf::view<T, 1>{scores.data_ptr<T>(), {rows}}, kview<T>(values), kmut<T>(rewards),
-                                 kmut<T>(advantages), kmut<T>(returns));
+                                 kmut<T>(advantages), kmut<T>(returns), preset, 0.05);
         CHECK((got.rewards.scalar_type() == lp.scalar_type()));
         CHECK(torch::equal(got.rewards, rewards));
         CHECK(torch::equal(got.advantages, advantages));
@@ -263,13 +263,13 @@ TEST_CASE_TEMPLATE("libtorch::compute_advantages runs each preset as the kernel 
     }
 
     const torch::Tensor sequence_values = random_values<T>(rng, 1, rows).reshape({rows});
-    const auto got = rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, ref, mask, scores,
-                                                       sequence_values);
+    const auto got = rlhf::compute_sequence_advantages(lp, ref, mask, scores, sequence_values,
+                                                       rlhf::presets::colossalchat_v1(), 0.1);
     torch::Tensor rewards = torch::empty({rows}, lp.options()), advantages = torch::empty({rows}, lp.options());
     rlhf::compute_sequence_advantages(
-        rlhf::presets::colossalchat_v1(), 0.1, kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8),
-        rlhf::view<T, 1>{scores.data_ptr<T>(), {rows}}, rlhf::view<T, 1>{sequence_values.data_ptr<T>(), {rows}},
-        rlhf::mut_view<T, 1>{rewards.data_ptr<T>(), {rows}}, rlhf::mut_view<T, 1>{advantages.data_ptr<T>(), {rows}});
+        kview<T>(lp), kview<T>(ref), kview<std::uint8_t>(mask8), rlhf::view<T, 1>{scores.data_ptr<T>(), {rows}},
+        rlhf::view<T, 1>{sequence_values.data_ptr<T>(), {rows}}, rlhf::mut_view<T, 1>{rewards.data_ptr<T>(), {rows}},
+        rlhf::mut_view<T, 1>{advantages.data_ptr<T>(), {rows}}, rlhf::presets::colossalchat_v1(), 0.1);
     CHECK(torch::equal(got.rewards, rewards));
     CHECK(torch::equal(got.advantages, advantages));
     CHECK(torch::allclose(got.advantages, got.rewards - sequence_values));
@@ -281,16 +281,16 @@ TEST_CASE("libtorch::compute_advantages names the tensor it rejects" * doctest::
     const torch::Tensor scores = torch::zeros({2}, torch::kFloat64);
     const auto preset = rlhf::presets::verl();
     auto e = expect_error(
-        [&] { (void)rlhf::compute_advantages(preset, 0.0, lp, lp, mask, scores, lp.to(torch::kFloat32)); });
+        [&] { (void)rlhf::compute_advantages(lp, lp, mask, scores, lp.to(torch::kFloat32), preset, 0.0); });
     CHECK(e.kind() == rlhf::error_kind::dtype);
     CHECK(e.argument() == "values");
     e = expect_error(
-        [&] { (void)rlhf::compute_advantages(preset, 0.0, lp, lp, mask, torch::zeros({3}, torch::kFloat64), lp); });
+        [&] { (void)rlhf::compute_advantages(lp, lp, mask, torch::zeros({3}, torch::kFloat64), lp, preset, 0.0); });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "scores");
     e = expect_error([&] {
-        (void)rlhf::compute_sequence_advantages(rlhf::presets::colossalchat_v1(), 0.1, lp, lp, mask, scores,
-                                                torch::zeros({3}, torch::kFloat64));
+        (void)rlhf::compute_sequence_advantages(lp, lp, mask, scores, torch::zeros({3}, torch::kFloat64),
+                                                rlhf::presets::colossalchat_v1(), 0.1);
     });
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "values");

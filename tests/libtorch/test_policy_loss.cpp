@@ -144,7 +144,7 @@ TEST_CASE_TEMPLATE("libtorch: fused kernel and composed torch ops agree in loss 
         (void)rlhf::policy_loss(
             rlhf::libtorch::as_view<T>(in.lp, "t", "lp"), rlhf::libtorch::as_view<T>(in.old, "t", "old"),
             rlhf::libtorch::as_view<T>(in.adv, "t", "adv"), rlhf::libtorch::as_view<std::uint8_t>(m8, "t", "mask"),
-            options, rlhf::make_mut_view(g.data(), in.lp.size(0), in.lp.size(1)));
+            rlhf::make_mut_view(g.data(), in.lp.size(0), in.lp.size(1)), {}, options);
         const torch::Tensor expected =
             torch::tensor(std::vector<double>(g.begin(), g.end()), torch::kFloat64).reshape(gf.sizes()) * 3.0;
         CHECK(torch::allclose(gf, expected, std::is_same_v<T, float> ? 1e-6 : 1e-15, 0.0));

@@ -102,7 +102,7 @@ TEST_CASE_TEMPLATE("libtorch::value_loss: kernel Function == kernel == composed 
         const auto direct = rlhf::value_loss(
             rlhf::libtorch::as_view<T>(in.values, "t", "v"), rlhf::libtorch::as_view<T>(in.old_values, "t", "o"),
             rlhf::libtorch::as_view<T>(in.returns, "t", "r"), rlhf::libtorch::as_view<std::uint8_t>(mask_u8, "t", "m"),
-            options, rlhf::make_mut_view(grad.data(), 4, 9));
+            rlhf::make_mut_view(grad.data(), 4, 9), {}, options);
         CHECK(kernel.loss.item().toDouble() == static_cast<double>(static_cast<T>(direct.loss)));
         const torch::Tensor expected = 2.0 * torch::from_blob(grad.data(), {4, 9}, rlhf::libtorch::dtype_of<T>());
         CHECK(torch::equal(v1.grad(), expected));

@@ -59,9 +59,10 @@ advantage_outputs kernel_preset(const rlhf::advantage_preset& preset, double bet
     advantage_outputs out{.rewards = torch::empty_like(in.log_probs),
                           .advantages = torch::empty_like(in.log_probs),
                           .returns = torch::empty_like(in.log_probs)};
-    rlhf::compute_advantages(preset, beta, v<T>(in.log_probs), v<T>(in.ref_log_probs), v<bool>(in.mask),
+    rlhf::compute_advantages(v<T>(in.log_probs), v<T>(in.ref_log_probs), v<bool>(in.mask),
                              rlhf::libtorch::as_view<T, 1>(in.scores, test_fn, "scores"), v<T>(in.values),
-                             out_view<T>(out.rewards), out_view<T>(out.advantages), out_view<T>(out.returns));
+                             out_view<T>(out.rewards), out_view<T>(out.advantages), out_view<T>(out.returns), preset,
+                             beta);
     return out;
 }
 

@@ -183,11 +183,12 @@ batch_moments update_running_moments(running_moments& moments, const V& values, 
 }
 
 /// Runs `preset` with the KL coefficient `kl_coef` (`rlhf::compute_advantages`): `log_probs`,
-/// `ref_log_probs`, `mask`, `values` `[B, T]`, `scores` `[B]`; `reducer` makes the whitening global.
+/// `ref_log_probs`, `mask`, `values` `[B, T]`, `scores` `[B]`, then `preset`, `kl_coef` and
+/// `reducer` (which makes the whitening global).
 template <backend_container L, backend_container F, backend_container M, backend_container S, backend_container V,
           Reducer R = local_reducer>
-[[nodiscard]] auto compute_advantages(const advantage_preset& preset, double kl_coef, const L& log_probs,
-                                      const F& ref_log_probs, const M& mask, const S& scores, const V& values,
+[[nodiscard]] auto compute_advantages(const L& log_probs, const F& ref_log_probs, const M& mask, const S& scores,
+                                      const V& values, const advantage_preset& preset, double kl_coef,
                                       R&& reducer = {}) {
     return detail::entry::on_values("rlhf::compute_advantages", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
@@ -195,30 +196,30 @@ template <backend_container L, backend_container F, backend_container M, backend
         preset_advantages<C> out{c.template make<2>(lp.extents()), c.template make<2>(lp.extents()),
                                  c.template make<2>(lp.extents())};
         c.with_mask(mask, [&](auto m) {
-            compute_advantages(preset, kl_coef, lp, c.in(ref_log_probs, "ref_log_probs"), m,
-                               c.template in<1>(scores, "scores"), c.in(values, "values"),
-                               c.out(out.rewards, lp.extents()), c.out(out.advantages, lp.extents()),
-                               c.out(out.returns, lp.extents()), reducer);
+            compute_advantages(lp, c.in(ref_log_probs, "ref_log_probs"), m, c.template in<1>(scores, "scores"),
+                               c.in(values, "values"), c.out(out.rewards, lp.extents()),
+                               c.out(out.advantages, lp.extents()), c.out(out.returns, lp.extents()), preset, kl_coef,
+                               reducer);
         });
         return out;
     });
 }
 
 /// Runs a sequence-level preset (`rlhf::compute_sequence_advantages`): `log_probs`,
-/// `ref_log_probs`, `mask` `[B, T]`, `scores` and `values` `[B]`.
+/// `ref_log_probs`, `mask` `[B, T]`, `scores` and `values` `[B]`, then `preset` and `kl_coef`.
 template <backend_container L, backend_container F, backend_container M, backend_container S, backend_container V>
-[[nodiscard]] auto compute_sequence_advantages(const sequence_advantage_preset& preset, double kl_coef,
-                                               const L& log_probs, const F& ref_log_probs, const M& mask,
-                                               const S& scores, const V& values) {
+[[nodiscard]] auto compute_sequence_advantages(const L& log_probs, const F& ref_log_probs, const M& mask,
+                                               const S& scores, const V& values,
+                                               const sequence_advantage_preset& preset, double kl_coef) {
     return detail::entry::on_values("rlhf::compute_sequence_advantages", log_probs, "log_probs", [&](const auto& c) {
         const auto lp = c.in(log_probs, "log_probs");
         const extents_t<1> rows{lp.extent(0)};
         using C = detail::entry::container_t<decltype(c), 1>;
         sequence_preset_advantages<C> out{c.template make<1>(rows), c.template make<1>(rows)};
         c.with_mask(mask, [&](auto m) {
-            compute_sequence_advantages(preset, kl_coef, lp, c.in(ref_log_probs, "ref_log_probs"), m,
-                                        c.template in<1>(scores, "scores"), c.template in<1>(values, "values"),
-                                        c.out(out.rewards, rows), c.out(out.advantages, rows));
+            compute_sequence_advantages(lp, c.in(ref_log_probs, "ref_log_probs"), m, c.template in<1>(scores, "scores"),
+                                        c.template in<1>(values, "values"), c.out(out.rewards, rows),
+                                        c.out(out.advantages, rows), preset, kl_coef);
         });
         return out;
     });

@@ -91,7 +91,7 @@ template <class L, class Y, class M, class GL, class GH>
         auto grad = c.template make<3>(z.extents());
         with_optional_mask(c, mask, [&](const auto&... m) {
             logprobs_from_logits_backward(z, y, m..., c.optional_in(grad_logprobs, "grad_logprobs"),
-                                          c.optional_in(grad_entropy, "grad_entropy"), c.out(grad, z.extents()), {}, {},
+                                          c.optional_in(grad_entropy, "grad_entropy"), {}, {}, c.out(grad, z.extents()),
                                           options);
         });
         return grad;
@@ -117,7 +117,7 @@ template <class L, class M, class GH>
         const auto z = c.template in<3>(logits, "logits", leading_of(c, mask));
         auto grad = c.template make<3>(z.extents());
         with_optional_mask(c, mask, [&](const auto&... m) {
-            entropy_from_logits_backward(z, m..., c.in(grad_entropy, "grad_entropy"), c.out(grad, z.extents()), {}, {},
+            entropy_from_logits_backward(z, m..., c.in(grad_entropy, "grad_entropy"), {}, {}, c.out(grad, z.extents()),
                                          options);
         });
         return grad;

@@ -47,8 +47,8 @@ template <backend_container L, backend_container O, backend_container A, backend
         policy_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0,
                                                                                   c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
-            return policy_loss(lp, c.in(old_log_probs, "old_log_probs"), c.in(advantages, "advantages"), m, options,
-                               c.out(out.grad_log_probs, lp.extents()), {}, reducer);
+            return policy_loss(lp, c.in(old_log_probs, "old_log_probs"), c.in(advantages, "advantages"), m,
+                               c.out(out.grad_log_probs, lp.extents()), {}, options, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -65,8 +65,8 @@ template <backend_container V, backend_container O, backend_container Ret, backe
         const auto v = c.in(values, "values");
         value_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(v.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
-            return value_loss(v, c.in(old_values, "old_values"), c.in(returns, "returns"), m, options,
-                              c.out(out.grad_values, v.extents()), {}, reducer);
+            return value_loss(v, c.in(old_values, "old_values"), c.in(returns, "returns"), m,
+                              c.out(out.grad_values, v.extents()), {}, options, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -82,8 +82,8 @@ template <backend_container L, backend_container F, backend_container M, Reducer
         const auto lp = c.in(log_probs, "log_probs");
         kl_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
-            return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), m, options,
-                           c.out(out.grad_log_probs, lp.extents()), {}, reducer);
+            return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), m, c.out(out.grad_log_probs, lp.extents()), {},
+                           options, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;
@@ -99,8 +99,8 @@ template <backend_container L, backend_container F, backend_container O, backend
         const auto lp = c.in(log_probs, "log_probs");
         kl_loss_with_gradient<detail::entry::container_t<decltype(c), 2>> out{0.0, c.template make<2>(lp.extents())};
         const auto result = c.with_mask(mask, [&](auto m) {
-            return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), c.in(old_log_probs, "old_log_probs"), m, options,
-                           c.out(out.grad_log_probs, lp.extents()), {}, reducer);
+            return kl_loss(lp, c.in(ref_log_probs, "ref_log_probs"), c.in(old_log_probs, "old_log_probs"), m,
+                           c.out(out.grad_log_probs, lp.extents()), {}, options, reducer);
         });
         out.loss = result.loss;
         out.stats = result.stats;

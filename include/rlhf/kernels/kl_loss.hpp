@@ -238,7 +238,7 @@ kl_loss_result kl_loss_impl(std::string_view function, view<T> log_probs, view<T
 /// Shapes: `log_probs` (current policy), `ref_log_probs` (reference), `mask`, all `[B, T]`;
 /// `mask` ∈ {0,1} (bool, integer or floating). Only tokens with m = 1 enter the loss, the
 /// gradient and the statistics.
-/// Outputs (caller-provided, optional: pass a default-constructed view to skip):
+/// Outputs (caller-provided, after the inputs and before `options`; optional: `{}` skips one):
 /// `grad_log_probs` `[B, T]` receives d loss / d log_probs (0 on masked tokens);
 /// `token_losses` `[B, T]` receives the per-token term `L_bt` at every position.
 ///
@@ -252,8 +252,8 @@ kl_loss_result kl_loss_impl(std::string_view function, view<T> log_probs, view<T
 /// Allocates one scratch vector of B doubles; `reducer` sums the aggregation counts across ranks
 /// (at most one collective call; the statistics stay local).
 template <class T, class M, Reducer R = local_reducer>
-kl_loss_result kl_loss(view<T> log_probs, view<T> ref_log_probs, view<M> mask, const kl_loss_options& options,
-                       mut_view<T> grad_log_probs, mut_view<T> token_losses = {}, R&& reducer = R{}) {
+kl_loss_result kl_loss(view<T> log_probs, view<T> ref_log_probs, view<M> mask, mut_view<T> grad_log_probs = {},
+                       mut_view<T> token_losses = {}, const kl_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::kl_loss: values must be float or double");
     return detail::kl_loss_impl<T, M>("rlhf::kl_loss", log_probs, ref_log_probs, view<T>{}, false, mask, options,
                                       grad_log_probs, token_losses, reducer);
@@ -269,8 +269,8 @@ kl_loss_result kl_loss(view<T> log_probs, view<T> ref_log_probs, view<M> mask, c
 /// exp(lp − old) unclamped, before the `delta` clamp).
 template <class T, class M, Reducer R = local_reducer>
 kl_loss_result kl_loss(view<T> log_probs, view<T> ref_log_probs, view<T> old_log_probs, view<M> mask,
-                       const kl_loss_options& options, mut_view<T> grad_log_probs, mut_view<T> token_losses = {},
-                       R&& reducer = R{}) {
+                       mut_view<T> grad_log_probs = {}, mut_view<T> token_losses = {},
+                       const kl_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::kl_loss: values must be float or double");
     return detail::kl_loss_impl<T, M>("rlhf::kl_loss", log_probs, ref_log_probs, old_log_probs, true, mask, options,
                                       grad_log_probs, token_losses, reducer);

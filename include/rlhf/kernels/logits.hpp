@@ -562,14 +562,15 @@ void logprobs_from_logits(const view<T, 3>& logits, const view<std::int64_t>& to
 /// `d lp/dz = (onehot(y) − p)/τ`, `dH/dz = −p·(x − Σp·x)/τ` with `p = softmax(x)`, `x = z / τ`.
 /// `grad_logprobs [B, T]` and `grad_entropy [B, T]` are the upstream gradients; either may be `{}`
 /// (no gradient flows through that output). `logsumexp` (double) and `entropy [B, T]` are the
-/// forward's optional outputs: given, each row is read once; `{}`, the statistics are recomputed (one more
-/// read of each row). Masked positions (mask 0) get a 0 gradient row and are not read.
+/// forward's optional outputs, inputs here (before the output `grad_logits`): given, each row is
+/// read once; `{}`, the statistics are recomputed (one more read of each row).
+/// Masked positions (mask 0) get a 0 gradient row and are not read.
 /// Upstream gradients must be finite.
 template <class T, class M>
 void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens, const view<M>& mask,
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
-                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                   const view<T>& entropy = {}, const logits_options& options = {}) {
+                                   const view<double>& logsumexp, const view<T>& entropy,
+                                   const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward("rlhf::logprobs_from_logits_backward", logits, &tokens, &mask, grad_logprobs, grad_entropy,
                              grad_logits, logsumexp, entropy, options.temperature);
 }
@@ -578,8 +579,8 @@ void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int
 template <class T>
 void logprobs_from_logits_backward(const view<T, 3>& logits, const view<std::int64_t>& tokens,
                                    const view<T>& grad_logprobs, const view<T>& grad_entropy,
-                                   const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                   const view<T>& entropy = {}, const logits_options& options = {}) {
+                                   const view<double>& logsumexp, const view<T>& entropy,
+                                   const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward<T, bool>("rlhf::logprobs_from_logits_backward", logits, &tokens, nullptr, grad_logprobs,
                                       grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }
@@ -607,21 +608,21 @@ void entropy_from_logits(const view<T, 3>& logits, const mut_view<T>& entropy, c
 }
 
 /// Gradient of `Σ g_H·entropy` w.r.t. `logits [B, T, V]`: `−p·(x − Σp·x)/τ`, into
-/// `grad_logits [B, T, V]`; optional saved `logsumexp` and `entropy` as in
-/// `rlhf::logprobs_from_logits_backward`. Masked positions get 0.
+/// `grad_logits [B, T, V]`; the saved `logsumexp` and `entropy` (each may be `{}`) come before it,
+/// as in `rlhf::logprobs_from_logits_backward`. Masked positions get 0.
 template <class T, class M>
 void entropy_from_logits_backward(const view<T, 3>& logits, const view<M>& mask, const view<T>& grad_entropy,
-                                  const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                  const view<T>& entropy = {}, const logits_options& options = {}) {
+                                  const view<double>& logsumexp, const view<T>& entropy,
+                                  const mut_view<T, 3>& grad_logits, const logits_options& options = {}) {
     detail::logits::backward("rlhf::entropy_from_logits_backward", logits, nullptr, &mask, view<T>{}, grad_entropy,
                              grad_logits, logsumexp, entropy, options.temperature);
 }
 
 /// `rlhf::entropy_from_logits_backward` without a mask.
 template <class T>
-void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_entropy,
-                                  const mut_view<T, 3>& grad_logits, const view<double>& logsumexp = {},
-                                  const view<T>& entropy = {}, const logits_options& options = {}) {
+void entropy_from_logits_backward(const view<T, 3>& logits, const view<T>& grad_entropy, const view<double>& logsumexp,
+                                  const view<T>& entropy, const mut_view<T, 3>& grad_logits,
+                                  const logits_options& options = {}) {
     detail::logits::backward<T, bool>("rlhf::entropy_from_logits_backward", logits, nullptr, nullptr, view<T>{},
                                       grad_entropy, grad_logits, logsumexp, entropy, options.temperature);
 }

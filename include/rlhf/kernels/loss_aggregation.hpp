@@ -139,15 +139,16 @@ aggregation_counts compute_row_weights(std::string_view function, view<M> mask, 
 
 /// Per-row aggregation coefficients c_b (the token weight is `m_bt · c_b`).
 ///
-/// `mask` `[B, T]` ∈ {0,1}; `weights` length B, written. Rows with no valid token get 0 in the
-/// `seq_mean_*` modes (they are excluded from the row count, as in verl and OpenRLHF).
+/// `mask` `[B, T]` ∈ {0,1}; `weights` length B, the output (written; before `options`). Rows
+/// with no valid token get 0 in the `seq_mean_*` modes (they are excluded from the row count, as
+/// in verl and OpenRLHF).
 /// Empty-mask policy: an `rlhf::error` (kind value, argument `mask`) when the mode's divisor is
 /// 0 (no valid token anywhere for `token_mean`, no non-empty row for `seq_mean_*`, T = 0 for
 /// the default sum-norm divisor); when the divisor is positive (explicit or summed over ranks by
 /// `reducer`) an all-zero local mask is fine and every weight of its tokens is 0.
 /// `reducer` is called at most once (a collective: every rank must call with the same options).
 template <class M, Reducer R = local_reducer>
-aggregation_counts row_weights(view<M> mask, const aggregation_options& options, mut_view<double, 1> weights,
+aggregation_counts row_weights(view<M> mask, mut_view<double, 1> weights, const aggregation_options& options,
                                R&& reducer = R{}) {
     constexpr std::string_view function = "rlhf::row_weights";
     detail::check_aggregation_options(function, "options.", options);
@@ -158,13 +159,14 @@ aggregation_counts row_weights(view<M> mask, const aggregation_options& options,
 
 /// Aggregates a per-token loss matrix: returns `Σ_bt m_bt · c_b · L_bt` (see this file's table).
 ///
-/// `losses` `[B, T]` (finite), `mask` `[B, T]` ∈ {0,1}. If `grad_losses` has data it must be
-/// `[B, T]` and receives `∂ loss / ∂ losses = m_bt · c_b` (the backward of the aggregation).
+/// `losses` `[B, T]` (finite), `mask` `[B, T]` ∈ {0,1}. `grad_losses`, the optional output
+/// (before `options`; `{}` skips it), must be `[B, T]` if it has data and receives
+/// `∂ loss / ∂ losses = m_bt · c_b` (the backward of the aggregation).
 /// The sum is accumulated in double. Empty-mask policy: that of `rlhf::row_weights`.
 /// Allocates one scratch vector of B doubles per call.
 /// @note reproduces verl `agg_loss` and OpenRLHF `aggregate_loss` (see this file's comment).
 template <class T, class M, Reducer R = local_reducer>
-double aggregate(view<T> losses, view<M> mask, const aggregation_options& options = {}, mut_view<T> grad_losses = {},
+double aggregate(view<T> losses, view<M> mask, mut_view<T> grad_losses = {}, const aggregation_options& options = {},
                  R&& reducer = R{}) {
     constexpr std::string_view function = "rlhf::aggregate";
     detail::check_aggregation_options(function, "options.", options);

@@ -205,7 +205,7 @@ struct policy_buffers {
 /// Shapes: `log_probs`, `old_log_probs`, `advantages`, `mask` all `[B, T]`; `mask` ∈ {0,1}
 /// (bool, integer or floating). Only tokens with m = 1 enter the loss, the gradient and the
 /// statistics (except `ratio_mean_all_positions`).
-/// Outputs (caller-provided, optional: pass a default-constructed view to skip):
+/// Outputs (caller-provided, after the inputs and before `options`; optional: `{}` skips one):
 /// `grad_log_probs` `[B, T]` receives d loss / d log_probs (0 on masked tokens); with the
 /// sequence ratio the gradient of a row's ratio reaches each of its valid tokens,
 /// `d ρ_b / d lp_bt = ρ_b · m_bt / max(n_b, 1)`. `token_losses` `[B, T]` receives L_bt at every
@@ -230,8 +230,8 @@ struct policy_buffers {
 /// ranks (one collective call at most; the statistics stay local).
 template <class T, class M, Reducer R = local_reducer>
 policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T> advantages, view<M> mask,
-                               const policy_loss_options& options, mut_view<T> grad_log_probs,
-                               mut_view<T> token_losses = {}, R&& reducer = R{}) {
+                               mut_view<T> grad_log_probs = {}, mut_view<T> token_losses = {},
+                               const policy_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::policy_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::policy_loss";
     detail::check_policy_options(function, options);

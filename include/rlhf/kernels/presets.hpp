@@ -165,13 +165,15 @@ namespace presets {
 /// (with `kl_coef`, the controller's current value), reward whitening, GAE with `values`, and
 /// advantage whitening.
 ///
+/// Arguments: the inputs, the outputs `rewards`, `advantages`, `returns` (written), then `preset`,
+/// `kl_coef` and `reducer`.
 /// Shapes: `log_probs`, `ref_log_probs`, `mask`, `values`, `rewards`, `advantages`, `returns`
 /// `[B, T]`; `scores` `[B]`. Errors are those of the steps (`rlhf::shape_rewards_from_logprobs`,
 /// `rlhf::masked_whiten`, `rlhf::compute_gae`), each naming its argument.
 template <class T, class M, Reducer R = local_reducer>
-void compute_advantages(const advantage_preset& preset, double kl_coef, view<T> log_probs, view<T> ref_log_probs,
-                        view<M> mask, view<T, 1> scores, view<T> values, mut_view<T> rewards, mut_view<T> advantages,
-                        mut_view<T> returns, R&& reducer = {}) {
+void compute_advantages(view<T> log_probs, view<T> ref_log_probs, view<M> mask, view<T, 1> scores, view<T> values,
+                        mut_view<T> rewards, mut_view<T> advantages, mut_view<T> returns,
+                        const advantage_preset& preset, double kl_coef, R&& reducer = {}) {
     reward_shaping_options shaping = preset.rewards;
     shaping.kl_coef = kl_coef;
     shape_rewards_from_logprobs(log_probs, ref_log_probs, mask, scores, rewards, shaping);
@@ -187,13 +189,15 @@ void compute_advantages(const advantage_preset& preset, double kl_coef, view<T> 
 /// Runs a sequence-level preset: `rewards[b] = scores[b] - kl_coef · mean KL of row b` (with
 /// `kl_coef`, the controller's current value) and `advantages[b] = rewards[b] - values[b]`.
 ///
+/// Arguments: the inputs, the outputs `rewards`, `advantages` (written), then `preset` and
+/// `kl_coef`.
 /// Shapes: `log_probs`, `ref_log_probs`, `mask` `[B, T]`; `scores`, `values`, `rewards`,
 /// `advantages` `[B]`. An empty row has KL 0, so its reward is its score. Errors: those of
 /// `rlhf::sequence_rewards`, and `values` / `advantages` of the wrong length or `values` not finite.
 template <class T, class M>
-void compute_sequence_advantages(const sequence_advantage_preset& preset, double kl_coef, view<T> log_probs,
-                                 view<T> ref_log_probs, view<M> mask, view<T, 1> scores, view<T, 1> values,
-                                 mut_view<T, 1> rewards, mut_view<T, 1> advantages) {
+void compute_sequence_advantages(view<T> log_probs, view<T> ref_log_probs, view<M> mask, view<T, 1> scores,
+                                 view<T, 1> values, mut_view<T, 1> rewards, mut_view<T, 1> advantages,
+                                 const sequence_advantage_preset& preset, double kl_coef) {
     constexpr std::string_view fn = "rlhf::compute_sequence_advantages";
     check_length(fn, "values", values.extent(0), log_probs.extent(0), "one per row of 'log_probs'");
     check_length(fn, "advantages", advantages.extent(0), log_probs.extent(0), "one per row of 'log_probs'");

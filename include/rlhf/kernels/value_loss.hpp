@@ -161,7 +161,7 @@ struct value_buffers {
 /// values), `returns` (the targets, or the advantages with `returns_from_advantages`), `mask`,
 /// all `[B, T]`; `mask` ∈ {0,1} (bool, integer or floating). Only tokens with m = 1 enter the
 /// loss, the gradient and the statistics.
-/// Outputs (caller-provided, optional: pass a default-constructed view to skip):
+/// Outputs (caller-provided, after the inputs and before `options`; optional: `{}` skips one):
 /// `grad_values` `[B, T]` receives d loss / d values (0 on masked tokens); `token_losses`
 /// `[B, T]` receives `L_bt` (before aggregation and `coef`) at every position.
 ///
@@ -178,8 +178,8 @@ struct value_buffers {
 /// most; the statistics stay local).
 template <class T, class M, Reducer R = local_reducer>
 value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns, view<M> mask,
-                             const value_loss_options& options, mut_view<T> grad_values, mut_view<T> token_losses = {},
-                             R&& reducer = R{}) {
+                             mut_view<T> grad_values = {}, mut_view<T> token_losses = {},
+                             const value_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::value_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::value_loss";
     detail::check_value_loss_options(function, options);

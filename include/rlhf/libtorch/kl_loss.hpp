@@ -47,8 +47,8 @@ kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tenso
             return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
                 const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
                 const auto result = old_log_probs != nullptr
-                                        ? rlhf::kl_loss(lp, ref, old, m, options, g, mut_view<T>{}, reducer)
-                                        : rlhf::kl_loss(lp, ref, m, options, g, mut_view<T>{}, reducer);
+                                        ? rlhf::kl_loss(lp, ref, old, m, g, mut_view<T>{}, options, reducer)
+                                        : rlhf::kl_loss(lp, ref, m, g, mut_view<T>{}, options, reducer);
                 out.stats = result.stats;
                 return result.loss;
             });

@@ -52,7 +52,7 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         return with_mask_view<T>(mask, function, [&](const auto m) {
             return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
                 const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
-                const policy_loss_result result = ::rlhf::policy_loss(lp, old, adv, m, options, g);
+                const policy_loss_result result = ::rlhf::policy_loss(lp, old, adv, m, g, {}, options);
                 out.stats = result.stats;
                 return result.loss;
             });

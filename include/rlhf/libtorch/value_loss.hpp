@@ -58,7 +58,7 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
         return with_mask_view<T>(mask, function, [&](const auto m) {
             return closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
                 const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
-                const auto result = rlhf::value_loss(v, old, ret, m, options, g, mut_view<T>{}, reducer);
+                const auto result = rlhf::value_loss(v, old, ret, m, g, mut_view<T>{}, options, reducer);
                 out.stats = result.stats;
                 return result.loss;
             });

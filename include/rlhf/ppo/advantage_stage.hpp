@@ -153,7 +153,7 @@ namespace detail {
     if (c.estimator == advantage_estimator::gae) require(in.values, "values");
     if (c.estimator == advantage_estimator::gae && !dense) {
         auto out =
-            rlhf::compute_advantages(advantage_preset_of(c), beta, in.log_probs, ref, mask, in.scores, in.values);
+            rlhf::compute_advantages(in.log_probs, ref, mask, in.scores, in.values, advantage_preset_of(c), beta);
         // The preset whitens its shaped rewards in place: the metrics' unwhitened ones are shaped again.
         const torch::Tensor shaped =
             c.reward_whitening ? rlhf::shape_rewards_from_logprobs(in.log_probs, ref, mask, in.scores, shaping)

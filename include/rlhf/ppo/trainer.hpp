@@ -70,8 +70,8 @@ using clock = std::chrono::steady_clock;
     constexpr std::string_view fn = "rlhf::ppo::ppo_trainer";
     const torch::Tensor m = mask.to(torch::kCPU, torch::kUInt8).contiguous();
     std::vector<double> weights(static_cast<std::size_t>(m.size(0)));
-    (void)rlhf::row_weights(libtorch::as_view<std::uint8_t>(m, fn, "mask"), options,
-                            mut_view<double, 1>(weights.data(), {m.size(0)}));
+    (void)rlhf::row_weights(libtorch::as_view<std::uint8_t>(m, fn, "mask"),
+                            mut_view<double, 1>(weights.data(), {m.size(0)}), options);
     const torch::Tensor c = torch::tensor(weights, torch::kFloat64).to(x.device(), x.scalar_type()).unsqueeze(1);
     return (x * mask.to(x.device(), x.scalar_type()) * c).sum();
 }
