@@ -44,13 +44,9 @@ kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tenso
         const auto ref = as_view<T>(ref_log_probs, function, "ref_log_probs");
         const auto old = old_log_probs != nullptr ? as_view<T>(*old_log_probs, function, "old_log_probs") : view<T>{};
         return with_mask_view<T>(mask, function, [&](const auto m) {
-            return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
-                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
-                const auto result = old_log_probs != nullptr
-                                        ? rlhf::kl_loss(lp, ref, old, m, g, mut_view<T>{}, options, reducer)
-                                        : rlhf::kl_loss(lp, ref, m, g, mut_view<T>{}, options, reducer);
-                out.stats = result.stats;
-                return result.loss;
+            return closed_form_on_cpu<T>(function, log_probs, out.stats, [&](mut_view<T> g) {
+                return old_log_probs != nullptr ? rlhf::kl_loss(lp, ref, old, m, g, mut_view<T>{}, options, reducer)
+                                                : rlhf::kl_loss(lp, ref, m, g, mut_view<T>{}, options, reducer);
             });
         });
     });

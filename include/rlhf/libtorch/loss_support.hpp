@@ -48,6 +48,19 @@ struct closed_form_loss : torch::autograd::Function<closed_form_loss> {
 
 namespace detail {
 
+/// The CPU path of a loss: `kernel(grad)` (a `*_loss_result`) under `closed_form_loss` on `input`,
+/// `grad` the view of d loss / d input (empty when `input` needs no gradient); the result's
+/// statistics go to `stats`, its loss is the returned 0-dim tensor.
+template <class T, class Stats, class Kernel>
+torch::Tensor closed_form_on_cpu(std::string_view function, const torch::Tensor& input, Stats& stats, Kernel&& kernel) {
+    return closed_form_loss::apply(input, [&](const torch::Tensor& grad) {
+        const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
+        const auto result = kernel(g);
+        stats = result.stats;
+        return result.loss;
+    });
+}
+
 /// Checks that `tensor` is defined, floating, 2-D, and has the shape, dtype and device of
 /// `reference` (named `reference_argument`).
 inline void check_like(std::string_view function, std::string_view argument, const torch::Tensor& tensor,

@@ -50,11 +50,8 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         const view<T> old = as_view<T>(old_log_probs, function, "old_log_probs");
         const view<T> adv = as_view<T>(advantages, function, "advantages");
         return with_mask_view<T>(mask, function, [&](const auto m) {
-            return closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
-                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
-                const policy_loss_result result = ::rlhf::policy_loss(lp, old, adv, m, g, {}, options);
-                out.stats = result.stats;
-                return result.loss;
+            return libtorch::detail::closed_form_on_cpu<T>(function, log_probs, out.stats, [&](mut_view<T> g) {
+                return ::rlhf::policy_loss(lp, old, adv, m, g, {}, options);
             });
         });
     });

@@ -56,11 +56,8 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
         const auto old = as_view<T>(old_values, function, "old_values");
         const auto ret = as_view<T>(returns, function, "returns");
         return with_mask_view<T>(mask, function, [&](const auto m) {
-            return closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
-                const mut_view<T> g = grad.defined() ? as_mut_view<T>(grad, function, "grad") : mut_view<T>{};
-                const auto result = rlhf::value_loss(v, old, ret, m, g, mut_view<T>{}, options, reducer);
-                out.stats = result.stats;
-                return result.loss;
+            return libtorch::detail::closed_form_on_cpu<T>(function, values, out.stats, [&](mut_view<T> g) {
+                return rlhf::value_loss(v, old, ret, m, g, mut_view<T>{}, options, reducer);
             });
         });
     });
