@@ -47,6 +47,14 @@ concept EntropyPolicy = Policy<P> && requires(P& policy, const rollout& sequence
     { policy.log_probs_and_entropy(sequences) } -> std::convertible_to<policy_output>;
 };
 
+/// A policy with a value head on its backbone: `policy.log_probs_and_values(rollout)` →
+/// `policy_value_output` `[B, T]` in ONE forward. Given as both policy and critic of a trainer
+/// (`.critic = &policy`), it saves the second backbone forward per micro-batch.
+template <class P>
+concept ValueHeadPolicy = Policy<P> && requires(P& policy, const rollout& sequences) {
+    { policy.log_probs_and_values(sequences) } -> std::convertible_to<policy_value_output>;
+};
+
 /// The frozen reference model of the KL penalty: `reference.log_probs(rollout)` → `[B, T]`.
 /// Every `Policy` is also a `ReferenceModel` (a frozen copy of the initial policy).
 template <class R>

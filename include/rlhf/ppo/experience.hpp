@@ -69,6 +69,14 @@ struct policy_output {
     torch::Tensor entropy;    ///< `[B, T]` entropy of the token distribution at each response position
 };
 
+/// Outputs of one forward of a policy with a value head on its backbone (TRL's
+/// `AutoModelForCausalLMWithValueHead`), in the response layout `[B, T]`.
+struct policy_value_output {
+    torch::Tensor log_probs;  ///< `[B, T]` log-probabilities of the response tokens
+    torch::Tensor values;     ///< `[B, T]` the value head's estimates
+    torch::Tensor entropy;    ///< `[B, T]` token entropy; undefined when the model does not compute it
+};
+
 /// One batch of experience; every tensor has `B` rows. Undefined tensors are absent fields.
 /// Required: `sequences`, `attention_mask`, `response_start`, `response_end`. Optional: all
 /// other fields; `extras` are further response-layout tensors, `info` further per-row scalars
