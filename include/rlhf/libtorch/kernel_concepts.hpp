@@ -83,30 +83,36 @@ concept LossKernels = PolicyLossKernel<K> && ValueLossKernel<K> && KlLossKernel<
 
 /// The library's kernels by device (`rlhf::libtorch::by_device`): on CPU tensors the autograd
 /// Functions over the closed-form kernels of rlhf/kernels (`cpu::`: one pass, the kernel's
-/// gradient as the backward); on any other device the torch ops (`torch_ops_kernels`). The
-/// device is that of the first tensor.
+/// gradient as the backward); on any other device the torch ops (`torch_ops_kernels`), whose
+/// loss statistics stay on the device by default (`readback`; read them with
+/// `read_statistics`), so a training step never waits for the GPU per micro-batch. The device
+/// is that of the first tensor; bfloat16/float16 inputs are computed in float32.
 struct default_kernels {
+    /// When the torch-op losses (non-CPU tensors) read their statistics back.
+    statistics_readback readback = statistics_readback::deferred;
+
     [[nodiscard]] policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                                  const torch::Tensor& advantages, const torch::Tensor& mask,
                                                  const rlhf::policy_loss_options& options = {}) const {
-        return ::rlhf::libtorch::policy_loss(log_probs, old_log_probs, advantages, mask, options);
+        return ::rlhf::libtorch::policy_loss(log_probs, old_log_probs, advantages, mask, options, readback);
     }
 
     [[nodiscard]] value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values,
                                                const torch::Tensor& returns, const torch::Tensor& mask,
                                                const rlhf::value_loss_options& options = {}) const {
-        return ::rlhf::libtorch::value_loss(values, old_values, returns, mask, options);
+        return ::rlhf::libtorch::value_loss(values, old_values, returns, mask, options, local_reducer{}, readback);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& mask, const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, mask, options);
+        return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, mask, options, local_reducer{}, readback);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
+        return ::rlhf::libtorch::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options, local_reducer{},
+                                         readback);
     }
 
     [[nodiscard]] logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
@@ -119,28 +125,34 @@ struct default_kernels {
 /// The library's torch-op kernels: the same losses written with torch ops, on any device,
 /// differentiated by autograd (the GPU fallback). The log-prob kernel validates shapes only
 /// (no value checks, which would synchronise a GPU) and forms `[B, T, V]` intermediates.
+/// `readback = deferred` makes the losses do the same (`statistics_readback`).
 struct torch_ops_kernels {
+    /// When the losses check their values and read their statistics back.
+    statistics_readback readback = statistics_readback::immediate;
+
     [[nodiscard]] policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                                  const torch::Tensor& advantages, const torch::Tensor& mask,
                                                  const rlhf::policy_loss_options& options = {}) const {
-        return ::rlhf::libtorch::torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options);
+        return ::rlhf::libtorch::torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options, readback);
     }
 
     [[nodiscard]] value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values,
                                                const torch::Tensor& returns, const torch::Tensor& mask,
                                                const rlhf::value_loss_options& options = {}) const {
-        return ::rlhf::libtorch::torch_ops::value_loss(values, old_values, returns, mask, options);
+        return ::rlhf::libtorch::torch_ops::value_loss(values, old_values, returns, mask, options, local_reducer{},
+                                                       readback);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& mask, const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, mask, options);
+        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, mask, options, local_reducer{}, readback);
     }
 
     [[nodiscard]] kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor& old_log_probs, const torch::Tensor& mask,
                                          const rlhf::kl_loss_options& options = {}) const {
-        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options);
+        return ::rlhf::libtorch::torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options,
+                                                    local_reducer{}, readback);
     }
 
     [[nodiscard]] logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,

@@ -28,6 +28,8 @@ struct kl_loss_output {
     /// 0-dim tensor of `log_probs`' dtype and device; backpropagates into `log_probs`.
     torch::Tensor loss;
     kl_loss_stats stats{};
+    /// The statistics on the loss's device (`statistics_readback::deferred`; `read_statistics`).
+    torch::Tensor device_stats{};
 };
 
 namespace detail {
@@ -56,7 +58,7 @@ kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tenso
 template <class R>
 kl_loss_output kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                  const torch::Tensor* old_log_probs, const torch::Tensor& mask,
-                                 const rlhf::kl_loss_options& options, R& reducer);
+                                 const rlhf::kl_loss_options& options, R& reducer, statistics_readback readback);
 
 }  // namespace detail
 
@@ -90,60 +92,75 @@ namespace torch_ops {
 
 /// KL-in-loss composed of torch ops (any device; autograd differentiates it): the same formula,
 /// options, policies and statistics as `rlhf::libtorch::cpu::kl_loss`. The straight-through option
-/// is verl's `k2 − k2.detach() + X.detach()`. Reads the validation results and the statistics
-/// back to the host. (Masked positions must hold moderate values here: an overflowed weight at a
-/// masked token makes autograd's gradient NaN there, unlike the kernel.)
+/// is verl's `k2 − k2.detach() + X.detach()`. `readback` (`statistics_readback`): `immediate`
+/// validates the values and reads the statistics back to the host; `deferred` does neither. (Masked positions must hold
+/// moderate values here: an overflowed weight at a masked token makes autograd's gradient NaN there, unlike the
+/// kernel.)
 template <Reducer R = local_reducer>
 kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
-                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
-    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, nullptr, mask, options, reducer);
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{},
+                       statistics_readback readback = statistics_readback::immediate) {
+    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, nullptr, mask, options, reducer, readback);
 }
 
 /// Importance-weighted form of `torch_ops::kl_loss`: the weight `exp(lp − old)` carries gradient, as TRL.
 template <Reducer R = local_reducer>
 kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                        const torch::Tensor& old_log_probs, const torch::Tensor& mask,
-                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
-    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer);
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{},
+                       statistics_readback readback = statistics_readback::immediate) {
+    return detail::kl_loss_torch_ops(log_probs, ref_log_probs, &old_log_probs, mask, options, reducer, readback);
 }
 
 }  // namespace torch_ops
 
-/// The KL loss on tensors, by device: `cpu::kl_loss` on CPU tensors, `torch_ops::kl_loss` elsewhere.
+/// The KL loss on tensors, by device: `cpu::kl_loss` on CPU tensors, `torch_ops::kl_loss` (with
+/// `readback`) elsewhere; bfloat16/float16 inputs in float32 (`in_compute_precision`).
 template <Reducer R = local_reducer>
 kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
-                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{},
+                       statistics_readback readback = statistics_readback::immediate) {
+    const torch::Tensor lp = detail::in_compute_precision(log_probs);
+    const torch::Tensor ref = detail::in_compute_precision(ref_log_probs);
     return by_device(
-        log_probs, [&] { return cpu::kl_loss(log_probs, ref_log_probs, mask, options, reducer); },
-        [&] { return torch_ops::kl_loss(log_probs, ref_log_probs, mask, options, reducer); });
+        lp, [&] { return cpu::kl_loss(lp, ref, mask, options, reducer); },
+        [&] { return torch_ops::kl_loss(lp, ref, mask, options, reducer, readback); });
 }
 
 /// The importance-weighted KL loss on tensors, by device.
 template <Reducer R = local_reducer>
 kl_loss_output kl_loss(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                        const torch::Tensor& old_log_probs, const torch::Tensor& mask,
-                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{}) {
+                       const rlhf::kl_loss_options& options = {}, R&& reducer = R{},
+                       statistics_readback readback = statistics_readback::immediate) {
+    const torch::Tensor lp = detail::in_compute_precision(log_probs);
+    const torch::Tensor ref = detail::in_compute_precision(ref_log_probs);
+    const torch::Tensor old = detail::in_compute_precision(old_log_probs);
     return by_device(
-        log_probs, [&] { return cpu::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options, reducer); },
-        [&] { return torch_ops::kl_loss(log_probs, ref_log_probs, old_log_probs, mask, options, reducer); });
+        lp, [&] { return cpu::kl_loss(lp, ref, old, mask, options, reducer); },
+        [&] { return torch_ops::kl_loss(lp, ref, old, mask, options, reducer, readback); });
 }
 
 template <class R>
 kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                          const torch::Tensor* old_log_probs, const torch::Tensor& mask,
-                                         const rlhf::kl_loss_options& options, R& reducer) {
+                                         const rlhf::kl_loss_options& options, R& reducer,
+                                         statistics_readback readback) {
     constexpr std::string_view function = "rlhf::libtorch::torch_ops::kl_loss";
     rlhf::detail::check_kl_loss_options(function, options);
     detail::check_values_tensor(function, "log_probs", log_probs);
     detail::check_like(function, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
     const bool weighted = old_log_probs != nullptr;
     if (weighted) detail::check_like(function, "old_log_probs", *old_log_probs, "log_probs", log_probs);
-    const torch::Tensor valid = detail::binary_mask(function, mask, log_probs);
-    detail::check_finite_tensor(function, "log_probs", log_probs);
-    detail::check_finite_tensor(function, "ref_log_probs", ref_log_probs);
-    if (weighted) detail::check_finite_tensor(function, "old_log_probs", *old_log_probs);
+    const torch::Tensor valid = detail::loss_mask(function, mask, log_probs, readback);
+    const bool immediate = readback == statistics_readback::immediate;
+    if (immediate) {
+        detail::check_finite_tensor(function, "log_probs", log_probs);
+        detail::check_finite_tensor(function, "ref_log_probs", ref_log_probs);
+        if (weighted) detail::check_finite_tensor(function, "old_log_probs", *old_log_probs);
+    }
     const torch::Tensor w =
-        detail::token_weights(function, valid, options.aggregation, log_probs.scalar_type(), reducer);
+        detail::loss_weights(function, valid, options.aggregation, log_probs.scalar_type(), reducer, readback);
 
     const kl_options& o = options.kl;
     const torch::Tensor d =
@@ -183,28 +200,27 @@ kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const t
     out.loss = options.coef * aggregated;
 
     torch::NoGradGuard no_grad;
-    const torch::Tensor fm = valid.to(torch::kFloat64);
-    const double n = fm.sum().item<double>();
-    kl_loss_stats& st = out.stats;
-    st.valid_tokens = n;
-    st.kl_aggregated = aggregated.item<double>();
-    if (weighted && !torch::where(valid, torch::isfinite(rho), torch::ones_like(valid)).all().item<bool>())
+    if (immediate && weighted && !torch::where(valid, torch::isfinite(rho), torch::ones_like(valid)).all().item<bool>())
         fail(error_kind::value, function, "log_probs",
              "exp(log_probs - old_log_probs) finite at valid tokens (log-ratio below ~88.7 in float, ~709.8 in "
              "double)",
              "an overflowed importance weight");
-    if (n > 0.0) {
-        st.kl_mean =
-            torch::where(valid, per_token.to(torch::kFloat64), torch::zeros({}, fm.options())).sum().item<double>() / n;
-        torch::Tensor inside = torch::ones_like(valid);
-        if (o.log_ratio_clamp) inside = inside.logical_and(d.abs() <= *o.log_ratio_clamp);
-        if (o.value_clamp) inside = inside.logical_and(k.abs() <= *o.value_clamp);
-        st.clamp_fraction = inside.logical_not().logical_and(valid).sum().item<double>() / n;
-        st.ratio_mean =
-            weighted
-                ? torch::where(valid, rho.to(torch::kFloat64), torch::zeros({}, fm.options())).sum().item<double>() / n
-                : 1.0;
-    }
+    const torch::Tensor fm = valid.to(torch::kFloat64);
+    const torch::Tensor n = fm.sum();
+    const torch::Tensor denom = n.clamp_min(1.0);  // every mean is 0 without a valid token
+    const auto masked_mean = [&](const torch::Tensor& per) {
+        return torch::where(valid, per.to(torch::kFloat64), torch::zeros({}, fm.options())).sum() / denom;
+    };
+    torch::Tensor inside = torch::ones_like(valid);
+    if (o.log_ratio_clamp) inside = inside.logical_and(d.abs() <= *o.log_ratio_clamp);
+    if (o.value_clamp) inside = inside.logical_and(k.abs() <= *o.value_clamp);
+    const torch::Tensor ratio_mean = weighted ? masked_mean(rho) : n.gt(0).to(torch::kFloat64);
+    // The fields of `kl_loss_stats` in declaration order (`for_each_field`).
+    detail::set_statistics(
+        out,
+        torch::stack({masked_mean(per_token), aggregated.to(torch::kFloat64),
+                      inside.logical_not().logical_and(valid).sum().to(torch::kFloat64) / denom, ratio_mean, n}),
+        readback);
     return out;
 }
 

@@ -9,18 +9,90 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
+#include "rlhf/kernels/kl_loss.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/kernels/value_loss.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
+#include "rlhf/libtorch/host_reads.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
+
+/// When a composed (torch-op) loss reads its statistics back to the host.
+enum class statistics_readback {
+    /// In the call: `output.stats` is filled, after the value checks (NaN/Inf, mask entries).
+    /// Each costs a device synchronisation on a GPU.
+    immediate,
+    /// Never in the call: `output.device_stats` holds the statistics on the loss's device (read
+    /// them with `read_statistics`), and the values are not checked (the caller checked them):
+    /// a training step can run its micro-batches without waiting for the device.
+    deferred,
+};
+
+/// Calls `f(field)` on every field of a loss's statistics, in declaration order (the layout of
+/// `device_stats`).
+template <class F>
+void for_each_field(policy_loss_stats& s, F&& f) {
+    f(s.clip_fraction), f(s.clip_fraction_lower), f(s.approx_kl), f(s.policy_kl), f(s.policy_kl_clamped);
+    f(s.ratio_mean), f(s.ratio_max), f(s.ratio_mean_all_positions), f(s.valid_tokens);
+    f(s.ratio_threshold_exceeded), f(s.skip_threshold_exceeded);
+}
+template <class F>
+void for_each_field(value_loss_stats& s, F&& f) {
+    f(s.clip_fraction), f(s.value_mean), f(s.value_error), f(s.return_mean), f(s.explained_variance);
+    f(s.valid_tokens), f(s.clipped_tokens);
+}
+template <class F>
+void for_each_field(kl_loss_stats& s, F&& f) {
+    f(s.kl_mean), f(s.kl_aggregated), f(s.clamp_fraction), f(s.ratio_mean), f(s.valid_tokens);
+}
+
+/// Statistics from their float64 host tensor (`for_each_field` order).
+template <class Stats>
+[[nodiscard]] Stats stats_from_host(const torch::Tensor& host) {
+    Stats s{};
+    const double* p = host.data_ptr<double>();
+    for_each_field(s, [&](auto& field) { field = static_cast<std::remove_reference_t<decltype(field)>>(*p++); });
+    return s;
+}
+
+/// Statistics as a float64 CPU tensor (`for_each_field` order).
+template <class Stats>
+[[nodiscard]] torch::Tensor stats_to_tensor(Stats s) {
+    std::vector<double> fields;
+    for_each_field(s, [&](const auto& field) { fields.push_back(static_cast<double>(field)); });
+    return torch::tensor(fields, torch::kFloat64);
+}
+
+/// The statistics of a loss output (`policy_loss_output`, `value_loss_output`, `kl_loss_output`):
+/// `stats`, or its deferred `device_stats` read back (one counted `read_to_host`).
+template <class Output>
+[[nodiscard]] auto read_statistics(const Output& output) -> decltype(output.stats) {
+    if (!output.device_stats.defined()) return output.stats;
+    return stats_from_host<decltype(output.stats)>(read_to_host(output.device_stats));
+}
+
+namespace detail {
+
+/// A model output in the precision of the RLHF math: bfloat16 and float16 become float32
+/// (differentiably: the gradient flows back in the model's dtype); float32 and float64 stay.
+[[nodiscard]] inline torch::Tensor in_compute_precision(const torch::Tensor& t) {
+    if (t.defined() && (t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf))
+        return t.to(torch::kFloat32);
+    return t;
+}
+
+}  // namespace detail
 
 /// `closed_form_loss::apply(input, run)`: `run(grad)` evaluates the kernel and returns the loss
 /// as a double; `grad` is a contiguous tensor shaped like `input` that `run` fills with
@@ -110,6 +182,16 @@ inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor&
     return checked_mask(mask, function, "mask");
 }
 
+/// The float64 statistics vector `fields` (on the loss's device) as `output.stats` (immediate:
+/// one read) or as `output.device_stats` (deferred).
+template <class Output>
+void set_statistics(Output& output, const torch::Tensor& fields, statistics_readback readback) {
+    if (readback == statistics_readback::deferred)
+        output.device_stats = fields;
+    else
+        output.stats = stats_from_host<decltype(output.stats)>(read_to_host(fields));
+}
+
 /// Per-token aggregation weights `m_bt · c_b` as a tensor of `dtype` on the mask's device:
 /// `rlhf::row_weights` (loss_aggregation.hpp) on a CPU copy of the mask, so the composed path
 /// aggregates exactly like the kernels (and through the same reducer).
@@ -126,6 +208,57 @@ torch::Tensor token_weights(std::string_view function, const torch::Tensor& mask
                                 .to(mask_bool.device(), dtype)
                                 .unsqueeze(1);
     return torch::where(mask_bool, c, torch::zeros({}, c.options()));
+}
+
+/// `token_weights` without leaving the mask's device (deferred statistics, local reducer): the
+/// counts of `rlhf::row_weights` as tensors. An empty mask is not refused (its weights are 0).
+inline torch::Tensor device_token_weights(std::string_view function, const torch::Tensor& mask_bool,
+                                          const aggregation_options& options, torch::Dtype dtype) {
+    rlhf::detail::check_aggregation_options(function, "options.aggregation.", options);
+    const auto f64 = torch::TensorOptions(torch::kFloat64).device(mask_bool.device());
+    const torch::Tensor n = mask_bool.to(torch::kFloat64).sum(1, true);  // [B, 1]
+    const auto given = [&](const std::optional<double>& count, const torch::Tensor& local) {
+        return count ? torch::full({}, *count, f64) : local;
+    };
+    torch::Tensor c;
+    switch (options.mode) {
+        case loss_aggregation::token_mean:
+            c = options.dp_size / given(options.global_token_count, n.sum()).expand_as(n);
+            break;
+        case loss_aggregation::seq_mean_token_sum:
+        case loss_aggregation::seq_mean_token_mean: {
+            const torch::Tensor rows = given(options.global_sequence_count, n.gt(0).sum().to(torch::kFloat64));
+            const torch::Tensor per_row =
+                options.mode == loss_aggregation::seq_mean_token_mean ? (n + options.token_count_epsilon) * rows : rows;
+            c = torch::where(n.gt(0), options.dp_size / per_row, torch::zeros({}, f64));
+            break;
+        }
+        case loss_aggregation::seq_mean_token_sum_norm:
+            c = torch::full_like(
+                n, 1.0 / (options.normalizer ? *options.normalizer : static_cast<double>(mask_bool.size(1))));
+            break;
+    }
+    return torch::where(mask_bool, c.to(dtype), torch::zeros({}, torch::TensorOptions(dtype).device(c.device())));
+}
+
+/// The aggregation weights of a composed loss: on the device under `deferred` with a local
+/// reducer, else `token_weights` (exact, through `reducer`).
+template <class R>
+torch::Tensor loss_weights(std::string_view function, const torch::Tensor& mask_bool,
+                           const aggregation_options& options, torch::Dtype dtype, R& reducer,
+                           statistics_readback readback) {
+    if (readback == statistics_readback::deferred && std::is_same_v<std::decay_t<R>, local_reducer>)
+        return device_token_weights(function, mask_bool, options, dtype);
+    return token_weights(function, mask_bool, options, dtype, reducer);
+}
+
+/// The mask of a composed loss as bool: checked (`binary_mask`) unless `deferred`, where only
+/// its shape, device and dtype are.
+inline torch::Tensor loss_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values,
+                               statistics_readback readback) {
+    if (readback == statistics_readback::immediate) return binary_mask(function, mask, values);
+    check_like(function, "mask", mask, "values", values, false);
+    return mask.scalar_type() == torch::kBool ? mask : mask.ne(0);
 }
 
 }  // namespace detail

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,8 @@ namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
 struct policy_loss_output {
     torch::Tensor loss;
     policy_loss_stats stats{};
+    /// The statistics on the loss's device (`statistics_readback::deferred`; `read_statistics`).
+    torch::Tensor device_stats{};
 };
 
 namespace cpu {
@@ -64,7 +67,8 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
 /// autograd (w.r.t. `log_probs` only: `old_log_probs` and `advantages` are detached). The
 /// kink conventions are those the fused kernel reproduces (`torch.clamp` bounds inclusive,
 /// `torch.minimum` on ties, `torch.where` on the dual clip), so both agree to rounding.
-/// Validation costs a few device-to-host syncs; statistics come back in one transfer.
+/// `readback`: `immediate` validates the values (a few device-to-host syncs) and reads the
+/// statistics back in one transfer; `deferred` does neither (see `statistics_readback`).
 /// Numerics: values as the kernel's, but autograd's own: without a log-ratio clamp an
 /// overflowed ratio gives NaN gradients (0·inf in exp's backward) where the kernel gives 0 or
 /// inf; set a clamp (the verl/OpenRLHF presets do).
@@ -72,7 +76,8 @@ namespace torch_ops {
 
 inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                       const torch::Tensor& advantages, const torch::Tensor& mask,
-                                      const policy_loss_options& options = {}) {
+                                      const policy_loss_options& options = {},
+                                      statistics_readback readback = statistics_readback::immediate) {
     constexpr std::string_view function = "rlhf::libtorch::torch_ops::policy_loss";
     ::rlhf::detail::check_policy_options(function, options);
     check_defined(log_probs, function, "log_probs");
@@ -92,11 +97,13 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         mask_type != torch::kInt64 && mask_type != dtype)
         fail(error_kind::dtype, function, "mask",
              "bool, uint8, int32, int64 or " + dtype_name(dtype) + " (the dtype of the values)", dtype_name(mask_type));
-    libtorch::detail::check_finite_tensor(function, "log_probs", log_probs);
-    libtorch::detail::check_finite_tensor(function, "old_log_probs", old_log_probs);
-    libtorch::detail::check_finite_tensor(function, "advantages", advantages);
-    if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
-        fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
+    if (readback == statistics_readback::immediate) {
+        libtorch::detail::check_finite_tensor(function, "log_probs", log_probs);
+        libtorch::detail::check_finite_tensor(function, "old_log_probs", old_log_probs);
+        libtorch::detail::check_finite_tensor(function, "advantages", advantages);
+        if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
+            fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
+    }
 
     const torch::Tensor m = mask.to(dtype);
     const torch::Tensor old = old_log_probs.detach();
@@ -108,7 +115,7 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
     // Aggregation weights w = m · c_b, computed by the kernels' own rule (loss_aggregation.hpp).
     local_reducer reducer;
     const torch::Tensor weights =
-        libtorch::detail::token_weights(function, mask != 0, options.aggregation, dtype, reducer);
+        libtorch::detail::loss_weights(function, mask != 0, options.aggregation, dtype, reducer, readback);
 
     torch::Tensor d;
     if (sequence)
@@ -133,6 +140,7 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
     torch::Tensor loss = torch::where(m > 0, loss_mat * weights, torch::zeros_like(loss_mat)).sum();
 
     policy_loss_output out;
+    torch::Tensor exceeded;  // TRL's ratio threshold, decided on the device
     {
         torch::NoGradGuard no_grad;
         const torch::Tensor rho_full = rho.detach().expand_as(log_probs);
@@ -142,28 +150,23 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         const torch::Tensor lower =
             options.dual_clip ? (torch::logical_and(adv < 0, smaller < *options.dual_clip * adv).to(dtype) * m).sum()
                               : torch::zeros_like(valid);
-        const torch::Tensor packed =
-            torch::stack({valid, ((s2 < s1).to(dtype) * m).sum() / denom, lower / denom,
-                          0.5 * (raw * raw * m).sum() / denom, -(raw * m).sum() / denom, ratio_valid.sum() / denom,
-                          ratio_valid.max(), rho_full.mean(),
-                          -((clamp_log_ratio ? torch::clamp(raw, low, high) : raw) * m).sum() / denom})
-                .to(torch::kCPU, torch::kFloat64);
-        const double* p = packed.data_ptr<double>();
-        policy_loss_stats& st = out.stats;
-        st.valid_tokens = p[0];
-        st.clip_fraction = p[1];
-        st.clip_fraction_lower = p[2];
-        st.approx_kl = p[3];
-        st.policy_kl = p[4];
-        st.ratio_mean = p[5];
-        st.ratio_max = p[6];
-        st.ratio_mean_all_positions = p[7];
-        st.policy_kl_clamped = p[8];
-        st.skip_threshold_exceeded = options.skip_threshold && st.ratio_mean_all_positions > *options.skip_threshold;
-        st.ratio_threshold_exceeded = options.ratio_threshold && st.ratio_mean > *options.ratio_threshold;
+        const torch::Tensor ratio_mean = ratio_valid.sum() / denom;
+        const torch::Tensor ratio_all = rho_full.mean();
+        const auto above = [&](const torch::Tensor& x, const std::optional<double>& threshold) {
+            return threshold ? x.gt(*threshold).to(dtype) : torch::zeros_like(valid);
+        };
+        exceeded = above(ratio_mean, options.ratio_threshold);
+        // The fields of `policy_loss_stats` in declaration order (`for_each_field`).
+        const torch::Tensor fields =
+            torch::stack({((s2 < s1).to(dtype) * m).sum() / denom, lower / denom, 0.5 * (raw * raw * m).sum() / denom,
+                          -(raw * m).sum() / denom,
+                          -((clamp_log_ratio ? torch::clamp(raw, low, high) : raw) * m).sum() / denom, ratio_mean,
+                          ratio_valid.max(), ratio_all, valid, exceeded, above(ratio_all, options.skip_threshold)})
+                .to(torch::kFloat64);
+        libtorch::detail::set_statistics(out, fields, readback);
     }
-    // TRL's skip: loss 0 with a zero gradient, without multiplying a possibly infinite loss by 0.
-    if (out.stats.ratio_threshold_exceeded) loss = (log_probs * 0).sum();
+    // TRL's skip: loss 0 with a zero gradient (`where` keeps a possibly infinite loss out of it).
+    if (options.ratio_threshold) loss = torch::where(exceeded.gt(0), (log_probs * 0).sum(), loss);
     out.loss = loss;
     return out;
 }
@@ -171,13 +174,18 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
 }  // namespace torch_ops
 
 /// The policy loss on tensors, by device (`rlhf::libtorch::by_device`): `cpu::policy_loss` on CPU
-/// tensors, `torch_ops::policy_loss` elsewhere.
+/// tensors, `torch_ops::policy_loss` (with `readback`) elsewhere. bfloat16/float16 inputs (a
+/// mixed-precision model's log-probs) are computed in float32 (`in_compute_precision`).
 inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                       const torch::Tensor& advantages, const torch::Tensor& mask,
-                                      const policy_loss_options& options = {}) {
+                                      const policy_loss_options& options = {},
+                                      statistics_readback readback = statistics_readback::immediate) {
+    const torch::Tensor lp = detail::in_compute_precision(log_probs);
+    const torch::Tensor old = detail::in_compute_precision(old_log_probs);
+    const torch::Tensor adv = detail::in_compute_precision(advantages);
     return by_device(
-        log_probs, [&] { return cpu::policy_loss(log_probs, old_log_probs, advantages, mask, options); },
-        [&] { return torch_ops::policy_loss(log_probs, old_log_probs, advantages, mask, options); });
+        lp, [&] { return cpu::policy_loss(lp, old, adv, mask, options); },
+        [&] { return torch_ops::policy_loss(lp, old, adv, mask, options, readback); });
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

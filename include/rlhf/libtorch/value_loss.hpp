@@ -32,6 +32,8 @@ struct value_loss_output {
     /// 0-dim tensor of `values`' dtype and device; backpropagates into `values`.
     torch::Tensor loss;
     value_loss_stats stats{};
+    /// The statistics on the loss's device (`statistics_readback::deferred`; `read_statistics`).
+    torch::Tensor device_stats{};
 };
 
 /// Value loss of `rlhf::value_loss` (see value_loss.hpp for the formula, the options and the
@@ -68,26 +70,29 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
 /// formula, options, policies and statistics as `rlhf::libtorch::value_loss` (the aggregation
 /// weights come from `rlhf::row_weights` on a CPU copy of the mask). Kinks follow autograd's
 /// conventions (`clamp` inclusive, `max` split on ties), which the kernel reproduces.
-/// Reads the validation results and the statistics back to the host (device synchronisations).
+/// `readback`: `immediate` validates the values and reads the statistics back (device
+/// synchronisations); `deferred` does neither (`statistics_readback`).
 }  // namespace cpu
 
 namespace torch_ops {
 
 template <Reducer R = local_reducer>
 value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
-                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
-                             R&& reducer = R{}) {
+                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {}, R&& reducer = R{},
+                             statistics_readback readback = statistics_readback::immediate) {
     constexpr std::string_view function = "rlhf::libtorch::torch_ops::value_loss";
     rlhf::detail::check_value_loss_options(function, options);
     libtorch::detail::check_values_tensor(function, "values", values);
     libtorch::detail::check_like(function, "old_values", old_values, "values", values);
     libtorch::detail::check_like(function, "returns", returns, "values", values);
-    const torch::Tensor valid = libtorch::detail::binary_mask(function, mask, values);
-    libtorch::detail::check_finite_tensor(function, "values", values);
-    libtorch::detail::check_finite_tensor(function, "old_values", old_values);
-    libtorch::detail::check_finite_tensor(function, "returns", returns);
+    const torch::Tensor valid = libtorch::detail::loss_mask(function, mask, values, readback);
+    if (readback == statistics_readback::immediate) {
+        libtorch::detail::check_finite_tensor(function, "values", values);
+        libtorch::detail::check_finite_tensor(function, "old_values", old_values);
+        libtorch::detail::check_finite_tensor(function, "returns", returns);
+    }
     const torch::Tensor w =
-        libtorch::detail::token_weights(function, valid, options.aggregation, values.scalar_type(), reducer);
+        libtorch::detail::loss_weights(function, valid, options.aggregation, values.scalar_type(), reducer, readback);
 
     const torch::Tensor target = options.returns_from_advantages ? returns + old_values : returns;
     const auto psi = [&](const torch::Tensor& e) {
@@ -112,38 +117,41 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
 
     torch::NoGradGuard no_grad;
     const torch::Tensor fm = valid.to(torch::kFloat64);
-    const double n = fm.sum().item<double>();
-    value_loss_stats& st = out.stats;
-    st.valid_tokens = n;
-    if (n > 0.0) {
-        const torch::Tensor v = values.to(torch::kFloat64);
-        const torch::Tensor r = target.to(torch::kFloat64);
-        const torch::Tensor residual = r - v;
-        st.clipped_tokens = clipped.defined() ? clipped.sum().item<double>() : 0.0;
-        st.clip_fraction = st.clipped_tokens / n;
-        st.value_mean = (v * fm).sum().item<double>() / n;
-        st.value_error = (residual * residual * fm).sum().item<double>() / n;
-        st.return_mean = (r * fm).sum().item<double>() / n;
-        const double residual_mean = (residual * fm).sum().item<double>() / n;
-        const double var_target =
-            std::max((r * r * fm).sum().item<double>() / n - st.return_mean * st.return_mean, 0.0);
-        const double var_residual = std::max(st.value_error - residual_mean * residual_mean, 0.0);
-        st.explained_variance = var_target > 0.0 ? 1.0 - var_residual / var_target : 0.0;
-    }
+    const torch::Tensor n = fm.sum();
+    const torch::Tensor denom = n.clamp_min(1.0);  // every statistic is 0 without a valid token
+    const torch::Tensor v = values.to(torch::kFloat64);
+    const torch::Tensor r = target.to(torch::kFloat64);
+    const torch::Tensor residual = r - v;
+    const torch::Tensor clipped_tokens = clipped.defined() ? clipped.sum().to(torch::kFloat64) : torch::zeros_like(n);
+    const torch::Tensor value_error = (residual * residual * fm).sum() / denom;
+    const torch::Tensor return_mean = (r * fm).sum() / denom;
+    const torch::Tensor residual_mean = (residual * fm).sum() / denom;
+    const torch::Tensor var_target = ((r * r * fm).sum() / denom - return_mean * return_mean).clamp_min(0.0);
+    const torch::Tensor var_residual = (value_error - residual_mean * residual_mean).clamp_min(0.0);
+    const torch::Tensor explained =
+        torch::where(var_target > 0.0, 1.0 - var_residual / var_target.clamp_min(1e-300), torch::zeros_like(n));
+    // The fields of `value_loss_stats` in declaration order (`for_each_field`).
+    libtorch::detail::set_statistics(out,
+                                     torch::stack({clipped_tokens / denom, (v * fm).sum() / denom, value_error,
+                                                   return_mean, explained, n, clipped_tokens}),
+                                     readback);
     return out;
 }
 
 }  // namespace torch_ops
 
 /// The value loss on tensors, by device: `cpu::value_loss` on CPU tensors, `torch_ops::value_loss`
-/// elsewhere.
+/// (with `readback`) elsewhere; bfloat16/float16 inputs in float32 (`in_compute_precision`).
 template <Reducer R = local_reducer>
 value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values, const torch::Tensor& returns,
-                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {},
-                             R&& reducer = R{}) {
+                             const torch::Tensor& mask, const rlhf::value_loss_options& options = {}, R&& reducer = R{},
+                             statistics_readback readback = statistics_readback::immediate) {
+    const torch::Tensor v = detail::in_compute_precision(values);
+    const torch::Tensor old = detail::in_compute_precision(old_values);
+    const torch::Tensor ret = detail::in_compute_precision(returns);
     return by_device(
-        values, [&] { return cpu::value_loss(values, old_values, returns, mask, options, reducer); },
-        [&] { return torch_ops::value_loss(values, old_values, returns, mask, options, reducer); });
+        v, [&] { return cpu::value_loss(v, old, ret, mask, options, reducer); },
+        [&] { return torch_ops::value_loss(v, old, ret, mask, options, reducer, readback); });
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

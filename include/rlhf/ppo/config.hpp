@@ -98,6 +98,19 @@ RLHF_OPTION_NAMES(score_normalization, {score_normalization::none, "none"}, {sco
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
+/// Loss scaling for float16 training (`config::loss_scaling`): the loss is multiplied by
+/// `scale` before backward, the gradients divided by it before clipping and the step; a step
+/// with a non-finite gradient is skipped. Dynamic scaling halves the scale on such a step and
+/// doubles it after `growth_interval` finite steps in a row (PyTorch `torch.amp.GradScaler`'s
+/// defaults); static scaling keeps `initial_scale`.
+struct loss_scaling_options {
+    double initial_scale = 65536.0;
+    bool dynamic = true;
+    double growth_factor = 2.0;
+    double backoff_factor = 0.5;
+    std::int64_t growth_interval = 2000;
+};
+
 /// The configuration of `rlhf::ppo::ppo_trainer` (see the file comment; defaults are a plain
 /// PPO with GAE, KL in the reward and a fixed β = 0.1).
 struct config {
@@ -168,6 +181,8 @@ struct config {
     micro_batch_scaling scaling = micro_batch_scaling::global_counts;
     std::optional<double> max_grad_norm{};         ///< policy grad-norm clip (`clip_grad_norm_`)
     std::optional<double> critic_max_grad_norm{};  ///< critic grad-norm clip (its own optimizer)
+    /// Loss scaling for a float16 model (unset: none; bfloat16 and float32 need none).
+    std::optional<loss_scaling_options> loss_scaling{};
     /// Early stop (TRL `early_stopping`, `target_kl`): when a minibatch's policy KL
     /// `mean_m(old − lp)` exceeds `early_stop_factor · early_stop_kl`, its step is dropped and
     /// the PPO epochs of the step end.

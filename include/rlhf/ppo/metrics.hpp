@@ -82,6 +82,8 @@ struct step_metrics {
     std::int64_t ratio_threshold_hits = 0;   ///< micro-batches zeroed by `policy_loss.ratio_threshold`
     std::int64_t epochs_completed = 0;
     bool early_stopped = false;  ///< the PPO epochs ended on `early_stop_kl`
+    /// Optimizer steps skipped for a non-finite gradient under `config::loss_scaling`.
+    std::int64_t overflow_skipped_steps = 0;
 
     phase_timings time{};
     std::map<std::string, double> eval{};  ///< what the evaluation hook returned this step (often empty)
@@ -212,6 +214,7 @@ void for_each_metric(const step_metrics& m, Visitor&& visit) {
     visit("ratio_threshold_hits", m.ratio_threshold_hits);
     visit("epochs_completed", m.epochs_completed);
     visit("early_stopped", m.early_stopped);
+    visit("overflow_skipped_steps", m.overflow_skipped_steps);
     visit("time_generate", m.time.generate);
     visit("time_forward", m.time.forward);
     visit("time_advantages", m.time.advantages);

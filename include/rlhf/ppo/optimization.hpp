@@ -1,20 +1,20 @@
 #pragma once
 /// @file
 /// The optimizers of a PPO trainer (the user's `torch::optim::Optimizer`s): which it steps, the
-/// parameters they hold, and gradient-norm clipping before a step.
+/// parameters they hold, gradient-norm clipping before a step, and float16 loss scaling.
 
-// First: torch/nn/utils/clip_grad.h uses torch::Tensor without including it.
-#include <torch/types.h>
-
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/optimizer.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <unordered_set>
 #include <vector>
 
+#include "rlhf/libtorch/host_reads.hpp"
+#include "rlhf/ppo/config.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -44,17 +44,58 @@ struct trainer_optimizers {
                        [&](const torch::Tensor& p) { return held.count(p.unsafeGetTensorImpl()) > 0; });
 }
 
-/// The gradient norm of `params` before clipping; clips it to `max_norm` when set
-/// (`torch::nn::utils::clip_grad_norm_`).
-inline double clip_gradients(const std::vector<torch::Tensor>& params, std::optional<double> max_norm) {
-    if (max_norm) return torch::nn::utils::clip_grad_norm_(params, *max_norm);
-    double squares = 0.0;
+/// The gradient norm of `params` before clipping, as a 0-dim tensor on the gradients' device
+/// (float64 zero on the CPU when no parameter has a gradient); with `max_norm`, scales every
+/// gradient by `min(max_norm / (norm + 1e-6), 1)` — `torch::nn::utils::clip_grad_norm_`'s
+/// formula and norm order — without reading the norm back to the host.
+inline torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, std::optional<double> max_norm) {
+    std::vector<torch::Tensor> grads;
     for (const auto& p : params)
-        if (p.grad().defined()) {
-            const double n = p.grad().norm().item<double>();
-            squares += n * n;
-        }
-    return std::sqrt(squares);
+        if (p.grad().defined()) grads.push_back(p.grad());
+    if (grads.empty()) return torch::zeros({}, torch::kFloat64);
+    std::vector<torch::Tensor> norms;
+    norms.reserve(grads.size());
+    for (const auto& g : grads) norms.push_back(g.norm());
+    const torch::Tensor total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm();
+    if (max_norm) {
+        const torch::Tensor coef = torch::clamp(*max_norm / (total + 1e-6), c10::nullopt, 1.0);
+        for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
+    }
+    return total;
 }
+
+/// The state of loss scaling (see `loss_scaling_options`).
+class loss_scaler {
+public:
+    explicit loss_scaler(const loss_scaling_options& options) : options_(options), scale_(options.initial_scale) {}
+
+    [[nodiscard]] double scale() const noexcept { return scale_; }
+
+    /// Divides the gradients of `params` by the scale; returns whether they are all finite
+    /// (one host read: the decision to step) and updates the scale.
+    bool unscale(const std::vector<torch::Tensor>& params) {
+        std::vector<torch::Tensor> finite;
+        for (const auto& p : params)
+            if (p.grad().defined()) {
+                p.grad().div_(scale_);
+                finite.push_back(torch::isfinite(p.grad()).all());
+            }
+        const bool ok = finite.empty() || libtorch::read_scalar(torch::stack(finite).all()) != 0.0;
+        if (!options_.dynamic) return ok;
+        if (!ok) {
+            scale_ *= options_.backoff_factor;
+            good_steps_ = 0;
+        } else if (++good_steps_ >= options_.growth_interval) {
+            scale_ *= options_.growth_factor;
+            good_steps_ = 0;
+        }
+        return ok;
+    }
+
+private:
+    loss_scaling_options options_;
+    double scale_;
+    std::int64_t good_steps_ = 0;
+};
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

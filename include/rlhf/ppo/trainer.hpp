@@ -41,8 +41,10 @@
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/model_outputs.hpp"
 #include "rlhf/ppo/optimization.hpp"
 #include "rlhf/ppo/ptx.hpp"
+#include "rlhf/ppo/step_statistics.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -61,19 +63,6 @@ using clock = std::chrono::steady_clock;
 
 [[nodiscard]] inline double seconds_since(clock::time_point start) {
     return std::chrono::duration<double>(clock::now() - start).count();
-}
-
-/// `Σ_bt m_bt · c_b · x_bt` with the aggregation weights of `options` (loss_aggregation.hpp),
-/// differentiable w.r.t. `x` (the entropy bonus uses the policy loss's aggregation).
-[[nodiscard]] inline torch::Tensor aggregate(const torch::Tensor& x, const torch::Tensor& mask,
-                                             const aggregation_options& options) {
-    constexpr std::string_view fn = "rlhf::ppo::ppo_trainer";
-    const torch::Tensor m = mask.to(torch::kCPU, torch::kUInt8).contiguous();
-    std::vector<double> weights(static_cast<std::size_t>(m.size(0)));
-    (void)rlhf::row_weights(libtorch::as_view<std::uint8_t>(m, fn, "mask"),
-                            mut_view<double, 1>(weights.data(), {m.size(0)}), options);
-    const torch::Tensor c = torch::tensor(weights, torch::kFloat64).to(x.device(), x.scalar_type()).unsqueeze(1);
-    return (x * mask.to(x.device(), x.scalar_type()) * c).sum();
 }
 
 }  // namespace detail
@@ -126,6 +115,7 @@ public:
         std::seed_seq sequence{static_cast<std::uint32_t>(config_.seed),
                                static_cast<std::uint32_t>(config_.seed >> 32U)};
         engine_.seed(sequence);
+        if (config_.loss_scaling) scaler_.emplace(*config_.loss_scaling);
         if (config_.ema_beta) {
             const c10::AutoGradMode no_grad(false);
             for (const auto& p : policy_->parameters()) ema_.push_back(p.detach().clone());
@@ -182,8 +172,8 @@ public:
         const std::int64_t width = response_width(generated);
         const torch::Device device = generated.sequences.device();
 
-        const torch::Tensor model_log_probs = policy_->log_probs(generated);
-        detail::check_model_output(model_log_probs, rows, width, fn, "policy.log_probs");
+        const model_outputs models = forward_models(*policy_, critic_, generated, rows, width, false, fn);
+        const torch::Tensor& model_log_probs = models.log_probs;
         const torch::Dtype dtype = model_log_probs.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
         const auto cpu = [&](const torch::Tensor& t) { return t.to(torch::kCPU, dtype).contiguous(); };
         // Built from the checked response ranges, as bool: no kernel scans it again.
@@ -195,12 +185,8 @@ public:
             detail::check_model_output(r, rows, width, fn, "reference.log_probs");
             in.ref_log_probs = cpu(r);
         }
-        torch::Tensor model_values;
-        if constexpr (has_critic) {
-            model_values = critic_->values(generated);
-            detail::check_model_output(model_values, rows, width, fn, "critic.values");
-            in.values = cpu(model_values);
-        }
+        const torch::Tensor& model_values = models.values;
+        if constexpr (has_critic) in.values = cpu(model_values);
         if constexpr (TokenRewardModel<R>) {
             const torch::Tensor t = reward_model_->token_rewards(generated);
             detail::check_model_output(t, rows, width, fn, "reward_model.token_rewards");
@@ -281,7 +267,7 @@ public:
         std::vector<torch::Tensor> critic_params;
         if (optimizers_.critic != nullptr) critic_params = optimizer_parameters(*optimizers_.critic);
 
-        train_statistics stats;
+        deferred_statistics stats;  // read back once, after the epochs
         std::int64_t minibatch_index = 0;
         bool stop = false;
         for (std::size_t epoch = 0; epoch < plan.size() && !stop; ++epoch) {
@@ -301,6 +287,7 @@ public:
                     stop = true;
                     break;
                 }
+                if (!unscale_gradients(policy_params, critic_params, m)) continue;
                 stats.add_policy_step(clip_gradients(policy_params, config_.max_grad_norm));
                 optimizers_.policy->step();
                 if (optimizers_.critic != nullptr) {
@@ -310,15 +297,19 @@ public:
                 if (config_.ptx == ptx_mode::separate_step && config_.ptx_coef > 0.0) {
                     optimizers_.policy->zero_grad();
                     add_ptx_gradient(minibatch_index - 1, stats);
-                    (void)clip_gradients(policy_params, config_.max_grad_norm);
-                    optimizers_.policy->step();
+                    if (unscale_gradients(policy_params, {}, m)) {
+                        (void)clip_gradients(policy_params, config_.max_grad_norm);
+                        optimizers_.policy->step();
+                    }
                 }
                 update_ema();
                 zero_grad();
             }
             if (!stop) ++m.epochs_completed;
         }
-        stats.write_to(m);
+        train_statistics totals;
+        stats.replay_into(totals);
+        totals.write_to(m);
 
         // KL controller (after the epochs, as TRL and verl).
         if (data.has_kl && config_.kl != kl_placement::none)
@@ -420,6 +411,17 @@ private:
         return false;
     }
 
+    /// Loss scaling: unscales the gradients and says whether the step may run; a step with a
+    /// non-finite gradient is skipped (counted in `m`) and its gradients cleared.
+    bool unscale_gradients(std::vector<torch::Tensor> params, const std::vector<torch::Tensor>& more, step_metrics& m) {
+        if (!scaler_) return true;
+        params.insert(params.end(), more.begin(), more.end());
+        if (scaler_->unscale(params)) return true;
+        ++m.overflow_skipped_steps;
+        zero_grad();
+        return false;
+    }
+
     void zero_grad() {
         optimizers_.policy->zero_grad();
         if (optimizers_.critic != nullptr) optimizers_.critic->zero_grad();
@@ -438,7 +440,7 @@ private:
 
     /// Forward and backward of every micro-batch of one minibatch (gradients accumulate).
     minibatch_result train_minibatch(const experience_buffer& buffer, const row_indices& rows, std::int64_t micro,
-                                     double beta, const torch::Device& device, train_statistics& stats) {
+                                     double beta, const torch::Device& device, deferred_statistics& stats) {
         constexpr std::string_view fn = "rlhf::ppo::ppo_trainer::train";
         double tokens = 0.0, sequences = 0.0, width = 0.0;
         for (const std::int64_t r : rows) {
@@ -463,92 +465,97 @@ private:
         vo.aggregation = micro_aggregation(vo.aggregation, tokens, sequences, width);
 
         minibatch_result result;
-        double policy_sum = 0.0, value_sum = 0.0, kl_sum = 0.0, entropy_sum = 0.0;
+        const auto zero = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
+        torch::Tensor policy_sum = zero, value_sum = zero, kl_sum = zero, entropy_sum = zero;
+        torch::Tensor kl_weighted = zero, kl_tokens = zero;  // Σ n·policy_kl and Σ n, for the early stop
+        const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
         for (const row_indices& part : parts) {
             const experience batch = buffer.collate(
                 part, {.padding = config_.padding, .pad_token_id = config_.pad_token_id, .device = device});
-            const rollout sequences_of_part = as_rollout(batch);
             const torch::Tensor& mask = batch.action_mask;
-            const std::int64_t n = batch.sequences.size(0);
-            const std::int64_t t = mask.size(1);
             ++result.micro_batches;
-
-            torch::Tensor log_probs;
-            torch::Tensor entropy;
-            if constexpr (EntropyPolicy<P>) {
-                const policy_output o = policy_->log_probs_and_entropy(sequences_of_part);
-                log_probs = o.log_probs;
-                entropy = o.entropy;
-                detail::check_model_output(entropy, n, t, fn, "policy.log_probs_and_entropy");
-            } else {
-                log_probs = policy_->log_probs(sequences_of_part);
-            }
-            detail::check_model_output(log_probs, n, t, fn, "policy.log_probs");
+            const model_outputs out = forward_models(*policy_, critic_, as_rollout(batch), batch.sequences.size(0),
+                                                     mask.size(1), EntropyPolicy<P>, fn);
+            // Mixed precision: the RLHF math in float32 (float64 stays), the gradient flows back
+            // into the model's dtype.
+            const torch::Tensor log_probs = libtorch::detail::in_compute_precision(out.log_probs);
             const auto as_log_probs = [&](const torch::Tensor& x) { return x.to(log_probs.scalar_type()); };
 
             const libtorch::policy_loss_output pg = kernels_.policy_loss(log_probs, as_log_probs(batch.log_probs),
                                                                          as_log_probs(batch.advantages), mask, po);
-            stats.add_policy(pg.stats);
-            result.tokens += pg.stats.valid_tokens;
-            result.policy_kl += pg.stats.policy_kl * pg.stats.valid_tokens;
-            if (pg.stats.ratio_threshold_exceeded) ++result.threshold_hits;
+            stats.add_policy(pg);
+            // Scalar decisions of the config (one host read each, only when configured).
+            const bool read_now = po.ratio_threshold || po.skip_threshold;
+            const policy_loss_stats decided = read_now ? libtorch::read_statistics(pg) : policy_loss_stats{};
+            if (decided.ratio_threshold_exceeded) ++result.threshold_hits;
+            if (config_.early_stop_kl) {
+                const torch::Tensor st =
+                    pg.device_stats.defined() ? pg.device_stats : libtorch::stats_to_tensor(pg.stats);
+                kl_weighted = kl_weighted + (st[3] * st[8]).to(zero.device());
+                kl_tokens = kl_tokens + st[8].to(zero.device());
+            }
             torch::Tensor actor = pg.loss;
-            policy_sum += pg.loss.item<double>() * scale;
+            policy_sum = policy_sum + pg.loss.detach().to(zero.options()) * scale;
             if (config_.kl == kl_placement::loss && has_reference && beta != 0.0) {
                 const libtorch::kl_loss_output kl =
                     kernels_.kl_loss(log_probs, as_log_probs(batch.ref_log_probs), mask, ko);
                 actor = actor + kl.loss;
-                kl_sum += kl.loss.item<double>() * scale;
+                kl_sum = kl_sum + kl.loss.detach().to(zero.options()) * scale;
             }
-            if (entropy.defined()) {
+            if (out.entropy.defined()) {
                 const torch::Tensor valid = mask.to(torch::kFloat64);
-                stats.add_entropy((entropy.detach().to(torch::kFloat64) * valid).sum().item<double>(),
-                                  valid.sum().item<double>());
+                stats.add_entropy((out.entropy.detach().to(torch::kFloat64) * valid).sum(), valid.sum());
                 if (config_.entropy_coef > 0.0) {
-                    const torch::Tensor bonus =
-                        -config_.entropy_coef * detail::aggregate(entropy, mask, po.aggregation);
+                    const torch::Tensor h = libtorch::detail::in_compute_precision(out.entropy);
+                    const torch::Tensor weights =
+                        libtorch::detail::device_token_weights(fn, mask.ne(0), po.aggregation, h.scalar_type());
+                    const torch::Tensor bonus = -config_.entropy_coef * (h * weights).sum();
                     actor = actor + bonus;
-                    entropy_sum += bonus.item<double>() * scale;
+                    entropy_sum = entropy_sum + bonus.detach().to(zero.options()) * scale;
                 }
             }
 
             torch::Tensor value_part;
             if constexpr (has_critic) {
-                const torch::Tensor v = critic_->values(sequences_of_part);
-                detail::check_model_output(v, n, t, fn, "critic.values");
+                const torch::Tensor v = libtorch::detail::in_compute_precision(out.values);
                 // With `returns_from_advantages` (ColossalChat v2) the kernel builds the target as
                 // advantages + old values itself, so it takes the (unwhitened) advantages.
                 const torch::Tensor& targets = vo.returns_from_advantages ? batch.advantages : batch.returns;
                 const libtorch::value_loss_output vl =
                     kernels_.value_loss(v, batch.values.to(v.scalar_type()), targets.to(v.scalar_type()), mask, vo);
-                stats.add_value(vl.stats);
-                value_sum += vl.loss.item<double>() * scale;
+                stats.add_value(vl);
+                value_sum = value_sum + vl.loss.detach().to(zero.options()) * scale;
                 value_part = vl.loss * scale;
             }
 
             // ColossalChat v2: a micro-batch whose mean ratio over all positions exceeds
             // `skip_threshold` is not backpropagated into the actor.
-            const bool skip_actor = pg.stats.skip_threshold_exceeded;
+            const bool skip_actor = decided.skip_threshold_exceeded;
             if (skip_actor) ++result.skipped;
             torch::Tensor total;
             if (!skip_actor) total = actor * actor_scale;
             if (value_part.defined() && shared_value) total = total.defined() ? total + value_part : value_part;
-            if (total.defined()) total.backward();
-            if (value_part.defined() && !shared_value) value_part.backward();
+            if (total.defined()) (total * loss_scale).backward();
+            if (value_part.defined() && !shared_value) (value_part * loss_scale).backward();
         }
         stats.add_minibatch(policy_sum, value_sum, kl_sum, entropy_sum);
-        if (result.tokens > 0.0) result.policy_kl /= result.tokens;
+        // TRL's early stop decides on the minibatch's policy KL: one host read per minibatch.
+        if (config_.early_stop_kl) {
+            const torch::Tensor read = libtorch::read_to_host(torch::stack({kl_weighted, kl_tokens}));
+            result.tokens = read[1].item<double>();
+            if (result.tokens > 0.0) result.policy_kl = read[0].item<double>() / result.tokens;
+        }
         return result;
     }
 
     /// Backpropagates `ptx_coef ·` the LM loss of the PTX batch of minibatch `index` of this step.
-    void add_ptx_gradient(std::int64_t index, train_statistics& stats) {
+    void add_ptx_gradient(std::int64_t index, deferred_statistics& stats) {
         if constexpr (LanguageModelPolicy<P>) {  // else `check_config` refused PTX
             if (config_.ptx_coef <= 0.0) return;
             const torch::Tensor lm =
                 ptx_loss(*policy_, ptx_source_(step_, index), config_.ptx_loss, "rlhf::ppo::ppo_trainer::train");
-            (lm * config_.ptx_coef).backward();
-            stats.add_ptx(lm.item<double>());
+            (lm * (config_.ptx_coef * (scaler_ ? scaler_->scale() : 1.0))).backward();
+            stats.add_ptx(lm.detach());
         }
     }
 
@@ -585,6 +592,7 @@ private:
     std::mt19937_64 engine_{};
     std::int64_t step_ = 0;
     std::vector<torch::Tensor> ema_;
+    std::optional<loss_scaler> scaler_;
     std::vector<metrics_callback> callbacks_;
     evaluator evaluator_;
     ptx_source ptx_source_;
