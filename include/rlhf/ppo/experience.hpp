@@ -61,6 +61,13 @@ struct rollout {
     torch::Tensor attention_mask;  ///< `[B, S]`, entries in {0, 1} (bool, uint8, int32, int64, float, double)
     torch::Tensor response_start;  ///< `[B]` int64, first response position of each row
     torch::Tensor response_end;    ///< `[B]` int64, one past the last response position
+    /// Optional `[B, T]` mask ∈ {0,1} in the response layout: the response tokens the policy
+    /// chose. 0 at tokens it did not (the observations or tool outputs between the turns of a
+    /// multi-turn rollout), which then neither train nor count; undefined: every response token.
+    torch::Tensor action_mask{};
+    /// Optional `[B]` bool: the row was cut at the length limit, not ended by the policy
+    /// (`config::bootstrap_truncated` bootstraps its return); undefined: no row was.
+    torch::Tensor truncated{};
 };
 
 /// Per-token outputs of a policy forward pass in the response layout `[B, T]`.
@@ -248,6 +255,22 @@ inline void check_rollout(const rollout& batch, std::string_view function) {
         detail::require_rank(*tensor, 1, function, name);
         detail::require_rows(*tensor, rows, function, name);
         detail::require_device(*tensor, device, function, name);
+    }
+    if (batch.truncated.defined()) {
+        if (batch.truncated.scalar_type() != torch::kBool)
+            fail(error_kind::dtype, function, "truncated", "bool", detail::dtype_text(batch.truncated.scalar_type()));
+        detail::require_rank(batch.truncated, 1, function, "truncated");
+        detail::require_rows(batch.truncated, rows, function, "truncated");
+        detail::require_device(batch.truncated, device, function, "truncated");
+    }
+    if (batch.action_mask.defined()) {
+        if (!detail::is_mask_dtype(batch.action_mask.scalar_type()))
+            fail(error_kind::dtype, function, "action_mask", "bool, uint8, int32, int64, float32 or float64",
+                 detail::dtype_text(batch.action_mask.scalar_type()));
+        detail::require_rank(batch.action_mask, 2, function, "action_mask");
+        detail::require_rows(batch.action_mask, rows, function, "action_mask");
+        detail::require_device(batch.action_mask, device, function, "action_mask");
+        detail::require_binary(batch.action_mask, function, "action_mask");
     }
     if (rows == 0) return;
     const torch::Tensor start = batch.response_start.to(torch::kCPU).contiguous();
