@@ -40,9 +40,11 @@
 #include "rlhf/ppo/config.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/loop_rules.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/optimization.hpp"
 #include "rlhf/ppo/ptx.hpp"
+#include "rlhf/ppo/schedule.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -63,19 +65,6 @@ using clock = std::chrono::steady_clock;
     return std::chrono::duration<double>(clock::now() - start).count();
 }
 
-/// `Σ_bt m_bt · c_b · x_bt` with the aggregation weights of `options` (loss_aggregation.hpp),
-/// differentiable w.r.t. `x` (the entropy bonus uses the policy loss's aggregation).
-[[nodiscard]] inline torch::Tensor aggregate(const torch::Tensor& x, const torch::Tensor& mask,
-                                             const aggregation_options& options) {
-    constexpr std::string_view fn = "rlhf::ppo::ppo_trainer";
-    const torch::Tensor m = mask.to(torch::kCPU, torch::kUInt8).contiguous();
-    std::vector<double> weights(static_cast<std::size_t>(m.size(0)));
-    (void)rlhf::row_weights(libtorch::as_view<std::uint8_t>(m, fn, "mask"),
-                            mut_view<double, 1>(weights.data(), {m.size(0)}), options);
-    const torch::Tensor c = torch::tensor(weights, torch::kFloat64).to(x.device(), x.scalar_type()).unsqueeze(1);
-    return (x * mask.to(x.device(), x.scalar_type()) * c).sum();
-}
-
 }  // namespace detail
 
 /// The PPO trainer (see the file comment). Template arguments: the policy, the critic (or
@@ -88,6 +77,7 @@ class ppo_trainer {
 public:
     static constexpr bool has_critic = !std::same_as<C, no_critic>;
     static constexpr bool has_reference = !std::same_as<Ref, no_reference>;
+    static constexpr bool refreshable_reference = has_reference && HasParameters<Ref>;  // for sync_ref_model
     using metrics_callback = std::function<void(const step_metrics&)>;
     using evaluator = std::function<std::map<std::string, double>(std::int64_t step)>;
     /// Gives the PTX batch of minibatch `minibatch` (counted from 0 within the step) of step `step`.
@@ -122,7 +112,10 @@ public:
                                                    .language_model = LanguageModelPolicy<P>,
                                                    .sequence_rewards = SequenceRewardModel<R> && !TokenRewardModel<R>,
                                                    .token_rewards = TokenRewardModel<R>,
-                                                   .policy_optimizer_holds_critic = holds_critic()});
+                                                   .policy_optimizer_holds_critic = holds_critic(),
+                                                   .reference_parameters = refreshable_reference});
+        policy_lr_ = lr_scheduler(optimizers_.policy, config_.lr_schedule);
+        critic_lr_ = lr_scheduler(optimizers_.critic, config_.critic_lr_schedule);
         std::seed_seq sequence{static_cast<std::uint32_t>(config_.seed),
                                static_cast<std::uint32_t>(config_.seed >> 32U)};
         engine_.seed(sequence);
@@ -282,43 +275,46 @@ public:
         if (optimizers_.critic != nullptr) critic_params = optimizer_parameters(*optimizers_.critic);
 
         train_statistics stats;
+        minibatch_result r;
         std::int64_t minibatch_index = 0;
         bool stop = false;
         for (std::size_t epoch = 0; epoch < plan.size() && !stop; ++epoch) {
             for (const row_indices& rows_of_minibatch : plan[epoch]) {
                 zero_grad();
-                const minibatch_result r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats);
+                r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats);
                 m.micro_batches += r.micro_batches;
                 m.skipped_micro_batches += r.skipped;
                 m.ratio_threshold_hits += r.threshold_hits;
+                if (minibatch_ratio_exceeded(config_, r.ratio_sum, r.tokens)) {
+                    zero_gradients(policy_params, critic_params);  // the whole minibatch's loss × 0 (TRL `loss()`)
+                    ++m.ratio_threshold_hits;
+                }
                 if (config_.ptx == ptx_mode::mixed) add_ptx_gradient(minibatch_index, stats);
                 ++minibatch_index;
-                if (config_.early_stop_kl && r.tokens > 0.0 &&
-                    r.policy_kl > config_.early_stop_factor * *config_.early_stop_kl) {
-                    // TRL `_early_stop`: the gradient is zeroed and the step skipped.
-                    zero_grad();
-                    m.early_stopped = true;
-                    stop = true;
+                if (early_stop_due(config_, early_stop_rule::each_minibatch_before_step, r.policy_kl, r.tokens)) {
+                    zero_grad();  // the minibatch's gradient is dropped, no step
+                    m.early_stopped = stop = true;
                     break;
                 }
-                stats.add_policy_step(clip_gradients(policy_params, config_.max_grad_norm));
-                optimizers_.policy->step();
-                if (optimizers_.critic != nullptr) {
-                    stats.add_critic_step(clip_gradients(critic_params, config_.critic_max_grad_norm));
-                    optimizers_.critic->step();
-                }
+                stats.add_policy_step(policy_lr_.clip_and_step(policy_params, config_.max_grad_norm));
+                if (optimizers_.critic != nullptr)
+                    stats.add_critic_step(critic_lr_.clip_and_step(critic_params, config_.critic_max_grad_norm));
                 if (config_.ptx == ptx_mode::separate_step && config_.ptx_coef > 0.0) {
                     optimizers_.policy->zero_grad();
                     add_ptx_gradient(minibatch_index - 1, stats);
-                    (void)clip_gradients(policy_params, config_.max_grad_norm);
-                    optimizers_.policy->step();
+                    (void)policy_lr_.clip_and_step(policy_params, config_.max_grad_norm);  // a step of its own
                 }
                 update_ema();
                 zero_grad();
             }
             if (!stop) ++m.epochs_completed;
+            // TRL `step`: judged once per epoch, after its last step, on the last `loss()` call's policy KL.
+            m.early_stopped = stop =
+                stop || early_stop_due(config_, early_stop_rule::after_epoch, r.last_policy_kl, r.last_tokens);
         }
         stats.write_to(m);
+        m.policy_lr = policy_lr_.last_lr();
+        m.critic_lr = critic_lr_.last_lr();
 
         // KL controller (after the epochs, as TRL and verl).
         if (data.has_kl && config_.kl != kl_placement::none)
@@ -327,6 +323,7 @@ public:
 
         ++step_;
         m.step = step_;
+        if constexpr (refreshable_reference) refresh_reference(config_, step_, *policy_, *reference_);
         m.time.train = detail::seconds_since(start);
         m.time.total += m.time.train;
         if (config_.eval_every > 0 && evaluator_ && step_ % config_.eval_every == 0) m.eval = evaluator_(step_);
@@ -346,6 +343,12 @@ public:
     void set_evaluator(evaluator hook) { evaluator_ = std::move(hook); }
     /// Sets the source of PTX batches (required when `config::ptx` is not `none`).
     void set_ptx_source(ptx_source source) { ptx_source_ = std::move(source); }
+    /// Schedules the LRs with factors on the optimizers' initial LRs, called with the count of
+    /// each optimizer's steps taken (torch `LambdaLR`); replaces `lr_schedule` / `critic_lr_schedule`.
+    void set_lr_lambda(lr_lambda policy, lr_lambda critic = {}) {
+        policy_lr_.set_lambda(std::move(policy));
+        critic_lr_.set_lambda(std::move(critic));
+    }
 
     // ---- State ------------------------------------------------------------------------------
 
@@ -378,10 +381,10 @@ public:
     /// score moments, the EMA and the generator's state. Errors: an unwritable path (kind
     /// state, argument `path`).
     void save_checkpoint(const std::filesystem::path& path) const {
-        checkpoint::save_trainer(
-            path,
-            {.step = step_, .engine = engine_, .kl_coef = controller_.value(), .score_moments = score_moments_.state()},
-            checkpoint_parts(), "rlhf::ppo::ppo_trainer::save_checkpoint");
+        checkpoint::trainer_state state{.step = step_, .engine = engine_, .kl_coef = controller_.value()};
+        state.score_moments = score_moments_.state();
+        state.lr_steps = {policy_lr_.steps(), critic_lr_.steps()};
+        checkpoint::save_trainer(path, state, checkpoint_parts(), "rlhf::ppo::ppo_trainer::save_checkpoint");
     }
 
     /// Restores a checkpoint written by `save_checkpoint` into this trainer's models and
@@ -396,12 +399,15 @@ public:
         engine_ = state.engine;
         controller_ = make_kl_controller(config_.kl_control, state.kl_coef);
         score_moments_ = running_moments(state.score_moments);
+        policy_lr_.set_steps(state.lr_steps[0]);
+        critic_lr_.set_steps(state.lr_steps[1]);
     }
 
 private:
     struct minibatch_result {
-        double tokens = 0.0;
-        double policy_kl = 0.0;  // token-weighted mean of the minibatch's micro-batches
+        double tokens = 0.0, ratio_sum = 0.0;            // valid tokens, Σ ρ over them
+        double policy_kl = 0.0;                          // token-weighted mean of the minibatch's micro-batches
+        double last_policy_kl = 0.0, last_tokens = 0.0;  // of the last micro-batch
         std::int64_t micro_batches = 0, skipped = 0, threshold_hits = 0;
     };
 
@@ -411,6 +417,8 @@ private:
                                         .policy_optimizer = optimizers_.policy,
                                         .critic_optimizer = optimizers_.critic};
         if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_);
+        if constexpr (refreshable_reference)
+            if (config_.sync_ref_model) parts.reference = checkpoint::model_tensors(*reference_);
         return parts;
     }
 
@@ -423,17 +431,6 @@ private:
     void zero_grad() {
         optimizers_.policy->zero_grad();
         if (optimizers_.critic != nullptr) optimizers_.critic->zero_grad();
-    }
-
-    /// The aggregation of one loss for a micro-batch of a minibatch with `tokens` valid tokens in
-    /// `sequences` non-empty rows and responses up to `width` columns.
-    [[nodiscard]] aggregation_options micro_aggregation(aggregation_options a, double tokens, double sequences,
-                                                        double width) const {
-        if (config_.scaling != micro_batch_scaling::global_counts) return a;
-        if (!a.global_token_count) a.global_token_count = tokens;
-        if (!a.global_sequence_count) a.global_sequence_count = sequences;
-        if (!a.normalizer) a.normalizer = width;
-        return a;
     }
 
     /// Forward and backward of every micro-batch of one minibatch (gradients accumulate).
@@ -454,13 +451,14 @@ private:
                                  : 1.0;
         const double actor_scale = config_.ptx == ptx_mode::mixed ? scale * (1.0 - config_.ptx_coef) : scale;
         const bool shared_value = has_critic && optimizers_.critic == nullptr;
-        policy_loss_options po = config_.policy_loss;
-        po.aggregation = micro_aggregation(po.aggregation, tokens, sequences, width);
+        policy_loss_options po = kernel_policy_options(config_);
+        const minibatch_counts counts{.tokens = tokens, .sequences = sequences, .width = width};
+        po.aggregation = micro_aggregation(po.aggregation, config_, counts);
         kl_loss_options ko = config_.kl_loss;
         ko.coef = beta;
-        ko.aggregation = micro_aggregation(ko.aggregation, tokens, sequences, width);
+        ko.aggregation = micro_aggregation(ko.aggregation, config_, counts);
         value_loss_options vo = config_.value_loss;
-        vo.aggregation = micro_aggregation(vo.aggregation, tokens, sequences, width);
+        vo.aggregation = micro_aggregation(vo.aggregation, config_, counts);
 
         minibatch_result result;
         double policy_sum = 0.0, value_sum = 0.0, kl_sum = 0.0, entropy_sum = 0.0;
@@ -491,7 +489,12 @@ private:
             stats.add_policy(pg.stats);
             result.tokens += pg.stats.valid_tokens;
             result.policy_kl += pg.stats.policy_kl * pg.stats.valid_tokens;
-            if (pg.stats.ratio_threshold_exceeded) ++result.threshold_hits;
+            result.ratio_sum += pg.stats.ratio_mean * pg.stats.valid_tokens;
+            result.last_policy_kl = pg.stats.policy_kl;
+            result.last_tokens = pg.stats.valid_tokens;
+            // TRL `loss()`: a micro-batch over the ratio threshold has its whole loss × 0.
+            const double keep = pg.stats.ratio_threshold_exceeded ? 0.0 : 1.0;
+            if (keep == 0.0) ++result.threshold_hits;
             torch::Tensor actor = pg.loss;
             policy_sum += pg.loss.item<double>() * scale;
             if (config_.kl == kl_placement::loss && has_reference && beta != 0.0) {
@@ -522,8 +525,8 @@ private:
                 const libtorch::value_loss_output vl =
                     kernels_.value_loss(v, batch.values.to(v.scalar_type()), targets.to(v.scalar_type()), mask, vo);
                 stats.add_value(vl.stats);
-                value_sum += vl.loss.item<double>() * scale;
-                value_part = vl.loss * scale;
+                value_sum += vl.loss.item<double>() * scale * keep;
+                value_part = vl.loss * (scale * keep);
             }
 
             // ColossalChat v2: a micro-batch whose mean ratio over all positions exceeds
@@ -531,7 +534,7 @@ private:
             const bool skip_actor = pg.stats.skip_threshold_exceeded;
             if (skip_actor) ++result.skipped;
             torch::Tensor total;
-            if (!skip_actor) total = actor * actor_scale;
+            if (!skip_actor) total = actor * (actor_scale * keep);
             if (value_part.defined() && shared_value) total = total.defined() ? total + value_part : value_part;
             if (total.defined()) total.backward();
             if (value_part.defined() && !shared_value) value_part.backward();
@@ -543,13 +546,9 @@ private:
 
     /// Backpropagates `ptx_coef ·` the LM loss of the PTX batch of minibatch `index` of this step.
     void add_ptx_gradient(std::int64_t index, train_statistics& stats) {
-        if constexpr (LanguageModelPolicy<P>) {  // else `check_config` refused PTX
-            if (config_.ptx_coef <= 0.0) return;
-            const torch::Tensor lm =
-                ptx_loss(*policy_, ptx_source_(step_, index), config_.ptx_loss, "rlhf::ppo::ppo_trainer::train");
-            (lm * config_.ptx_coef).backward();
-            stats.add_ptx(lm.item<double>());
-        }
+        if constexpr (LanguageModelPolicy<P>)  // else `check_config` refused PTX
+            if (config_.ptx_coef > 0.0)
+                stats.add_ptx(backward_ptx(*policy_, ptx_source_(step_, index), config_.ptx_coef, config_.ptx_loss));
     }
 
     /// ReMax's baseline: the scores of a greedy rollout of the same prompts (no gradient).
@@ -585,6 +584,7 @@ private:
     std::mt19937_64 engine_{};
     std::int64_t step_ = 0;
     std::vector<torch::Tensor> ema_;
+    lr_scheduler policy_lr_, critic_lr_;
     std::vector<metrics_callback> callbacks_;
     evaluator evaluator_;
     ptx_source ptx_source_;
