@@ -341,6 +341,11 @@ TEST_CASE("ppo presets: one step of each preset equals its framework's loop comp
         {"rloo", small(presets::rloo())},
         {"reinforce_plus_plus", small(presets::reinforce_plus_plus())},
     };
+    // The minibatch order of the frameworks: DeepSpeed-Chat's `MiniDataset` and verl's split keep
+    // rollout order; the others draw a permutation per epoch.
+    CHECK(!presets::deepspeed_chat().shuffle);
+    CHECK(!presets::verl().shuffle);
+    CHECK(presets::openrlhf().shuffle);
     for (const preset_case& p : cases) {
         const step_outcome m = check_preset(p);
         CHECK(m.optimizer_steps == 4);  // 2 epochs × 2 minibatches, no early stop by default

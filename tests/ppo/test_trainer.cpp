@@ -810,39 +810,9 @@ TEST_CASE("ppo_trainer: the ratio threshold zeroes the whole loss and the skip t
     }
 }
 
-TEST_CASE("ppo_trainer: the after-epoch early stop of TRL takes the epoch's steps before it stops" *
-          doctest::test_suite("unit")) {
-    const auto run = [](rlhf::ppo::early_stop_rule rule) {
-        toy_policy policy(1);
-        toy_policy reference(3);
-        toy_critic critic(2);
-        count_reward reward;
-        torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(1.0));
-        torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
-        rlhf::ppo::config cfg = gae_config();
-        cfg.ppo_epochs = 4;
-        cfg.early_stop_kl = 1e-9;  // the policy KL after a step of SGD(1.0) exceeds 1.5e-9
-        cfg.early_stop = rule;
-        rlhf::ppo::ppo_trainer trainer(
-            cfg,
-            rlhf::ppo::trainer_models{
-                .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
-            {.policy = &po, .critic = &co});
-        return trainer.step(make_prompts(0, 4));
-    };
-    const auto after_epoch = run(rlhf::ppo::early_stop_rule::after_epoch);
-    CHECK(after_epoch.early_stopped);
-    CHECK(after_epoch.epochs_completed == 1);
-    CHECK(after_epoch.optimizer_steps == 2);  // both minibatches of the first epoch stepped
-    // Judged before every step instead: the first minibatch (KL 0) steps, the second's step is dropped.
-    const auto before_step = run(rlhf::ppo::early_stop_rule::each_minibatch_before_step);
-    CHECK(before_step.early_stopped);
-    CHECK(before_step.epochs_completed == 0);
-    CHECK(before_step.optimizer_steps == 1);
-}
-
 TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::test_suite("unit")) {
-    const auto run = [](std::optional<double> target) {
+    using rule = rlhf::ppo::early_stop_rule;
+    const auto run = [](std::optional<double> target, rule when = rule::each_minibatch_before_step) {
         toy_policy policy(1);
         toy_policy reference(3);
         toy_critic critic(2);
@@ -852,6 +822,7 @@ TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::
         rlhf::ppo::config cfg = gae_config();
         cfg.ppo_epochs = 4;
         cfg.early_stop_kl = target;
+        cfg.early_stop = when;
         rlhf::ppo::ppo_trainer trainer(
             cfg,
             rlhf::ppo::trainer_models{
@@ -865,9 +836,16 @@ TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::
     CHECK(free_run.epochs_completed == 4);
     const auto stopped = run(1e-9);
     CHECK(stopped.early_stopped);
-    CHECK(stopped.optimizer_steps < 8);
-    CHECK(stopped.epochs_completed < 4);
     CHECK(run(1e9).optimizer_steps == 8);
+    // Judged before every step: the first minibatch (KL 0) steps, the second's step is dropped.
+    CHECK(stopped.optimizer_steps == 1);
+    CHECK(stopped.epochs_completed == 0);
+    // TRL: judged after the epoch, whose steps were all taken.
+    const auto after_epoch = run(1e-9, rule::after_epoch);
+    CHECK(after_epoch.early_stopped);
+    CHECK(after_epoch.epochs_completed == 1);
+    CHECK(after_epoch.optimizer_steps == 2);
+    CHECK(!run(1e9, rule::after_epoch).early_stopped);
 }
 
 TEST_CASE("ppo_trainer: PTX mixing and the EMA actor" * doctest::test_suite("unit")) {

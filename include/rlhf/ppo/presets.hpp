@@ -65,7 +65,8 @@ namespace presets {
 
 /// DeepSpeed-Chat step 3 (dschat/rlhf/ppo_trainer.py, training/step3_rlhf_finetuning/main.py):
 /// `rlhf::presets::deepspeed_chat()`, log-ratio masked before exp, clip 0.2, value clip 0.2,
-/// token-mean, 1 PPO epoch, gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true`
+/// token-mean, 1 PPO epoch over the minibatches in rollout order (`MiniDataset` slices the
+/// generation batch; no shuffle), gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true`
 /// adds its PTX form: a separate `27.8·lm_loss` step after each actor step. EMA
 /// (`--enable_ema`) is `.ema_beta = 0.992`.
 /// @note DeepSpeed-Chat places the score one slot after the last response token
@@ -78,6 +79,7 @@ namespace presets {
                                       .ptx = unsupervised ? ptx_mode::separate_step : ptx_mode::none,
                                       .ptx_coef = unsupervised ? 27.8 : 0.0,
                                       .ppo_epochs = 1,
+                                      .shuffle = false,
                                       .scaling = micro_batch_scaling::mean_of_micro_batches,
                                       .max_grad_norm = 1.0,
                                       .critic_max_grad_norm = 1.0});
