@@ -501,7 +501,7 @@ private:
                 const libtorch::kl_loss_output kl =
                     kernels_.kl_loss(log_probs, as_log_probs(batch.ref_log_probs), mask, ko);
                 actor = actor + kl.loss;
-                kl_sum += kl.loss.item<double>() * scale;
+                kl_sum += kl.loss.item<double>() * scale * keep;
             }
             if (entropy.defined()) {
                 const torch::Tensor valid = mask.to(torch::kFloat64);
@@ -511,7 +511,7 @@ private:
                     const torch::Tensor bonus =
                         -config_.entropy_coef * detail::aggregate(entropy, mask, po.aggregation);
                     actor = actor + bonus;
-                    entropy_sum += bonus.item<double>() * scale;
+                    entropy_sum += bonus.item<double>() * scale * keep;
                 }
             }
 
