@@ -14,6 +14,8 @@
 #include "rlhf/ppo/engine.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/loop_rules.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/presets.hpp"
+#include "rlhf/ppo/schedule.hpp"
 #include "rlhf/ppo/trainer.hpp"

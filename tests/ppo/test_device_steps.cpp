@@ -1,6 +1,7 @@
 // Device-resident training steps: deferred loss statistics, counted host reads, sync-free
 // gradient clipping and loss scaling (docs/ppo.md, "Device-resident steps" and "Mixed precision").
 #include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
 
 #include <cmath>
 #include <cstdint>
@@ -237,13 +238,27 @@ TEST_CASE("ppo_trainer: loss scaling by a power of two leaves the step unchanged
     CHECK(x.policy_loss == y.policy_loss);
     CHECK(y.overflow_skipped_steps == 0);
 
-    // A scale that overflows every gradient: every step is skipped, nothing moves.
+    // A policy whose gradients overflow (a float16 model under too large a scale): every step is
+    // skipped and counted, the dynamic scale backs off once per skip, nothing moves.
+    toy_policy policy{7};
+    policy.head_b.register_hook(
+        [](const torch::Tensor& grad) { return grad * std::numeric_limits<double>::infinity(); });
+    toy_policy reference{7};
+    toy_critic critic{8};
+    count_reward reward;
+    torch::optim::Adam policy_optimizer{policy.parameters(), torch::optim::AdamOptions(1e-2)};
+    torch::optim::Adam critic_optimizer{critic.parameters(), torch::optim::AdamOptions(1e-2)};
     rlhf::ppo::config overflowing = step_config(2);
-    overflowing.loss_scaling = rlhf::ppo::loss_scaling_options{.initial_scale = 1e308, .dynamic = false};
+    overflowing.loss_scaling = rlhf::ppo::loss_scaling_options{.initial_scale = 1024.0};
+    auto overflow_trainer = rlhf::ppo::ppo_trainer(
+        overflowing,
+        rlhf::ppo::trainer_models{
+            .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+        {.policy = &policy_optimizer, .critic = &critic_optimizer});
     const std::vector<torch::Tensor> start = toy_policy(7).parameters();
-    auto overflow_trainer = make_trainer(c, overflowing);
     const rlhf::ppo::step_metrics z = overflow_trainer.step(make_prompts(0, 4));
     CHECK(z.overflow_skipped_steps == 4);
     CHECK(z.optimizer_steps == 0);
-    CHECK(bitwise_equal(c.policy.parameters(), start));
+    CHECK(bitwise_equal(policy.parameters(), start));
+    CHECK(bitwise_equal(critic.parameters(), toy_critic(8).parameters()));
 }

@@ -13,178 +13,14 @@
 #include <string>
 #include <vector>
 
+#include "ppo/toy_models.hpp"
 #include "rlhf/ppo.hpp"
 #include "support/test_helpers.hpp"
 
 namespace {
 
-using rlhf::ppo::generation_options;
-using rlhf::ppo::policy_output;
-using rlhf::ppo::prompt_batch;
-using rlhf::ppo::rollout;
+using namespace rlhf_test::toys;
 using rlhf_test::expect_error;
-
-constexpr std::int64_t vocab = 8;
-constexpr std::int64_t hidden = 6;
-constexpr std::int64_t eos = 1;
-constexpr std::int64_t target_token = 3;
-
-torch::Generator seeded(std::uint64_t seed) {
-    return at::make_generator<at::CPUGeneratorImpl>(seed);
-}
-
-// A bigram policy: the logits of the next token are head(embed(previous token)). It samples with
-// its own seeded generator, stops a row at EOS, and computes log-probs and entropies with the
-// library's log-prob kernel (rlhf::libtorch::default_kernels::logprobs_from_logits).
-struct toy_policy {
-    torch::Tensor embed;   // [V, H]
-    torch::Tensor head_w;  // [H, V]
-    torch::Tensor head_b;  // [V]
-
-    explicit toy_policy(std::uint64_t seed, double scale = 0.3) {
-        auto g = seeded(seed);
-        const auto o = torch::TensorOptions(torch::kFloat64);
-        embed = torch::randn({vocab, hidden}, g, o).requires_grad_(true);
-        head_w = (torch::randn({hidden, vocab}, g, o) * scale).requires_grad_(true);
-        head_b = torch::zeros({vocab}, o).requires_grad_(true);
-    }
-
-    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return {embed, head_w, head_b}; }
-
-    [[nodiscard]] torch::Tensor logits_of(const torch::Tensor& tokens) const {
-        return embed.index_select(0, tokens.reshape({-1}))
-                   .reshape({tokens.size(0), tokens.size(1), hidden})
-                   .matmul(head_w) +
-               head_b;
-    }
-
-    rollout generate(const prompt_batch& prompts, const generation_options& options) {
-        const torch::NoGradGuard no_grad;
-        auto g = seeded(options.seed);
-        const std::int64_t b = prompts.input_ids.size(0);
-        const std::int64_t p = prompts.input_ids.size(1);
-        const std::int64_t n = options.max_new_tokens;
-        torch::Tensor sequences = torch::zeros({b, p + n}, torch::kInt64);
-        torch::Tensor attention = torch::zeros({b, p + n}, torch::kInt64);
-        sequences.narrow(1, 0, p).copy_(prompts.input_ids);
-        attention.narrow(1, 0, p).copy_(prompts.attention_mask);
-        torch::Tensor alive = torch::ones({b}, torch::kBool);
-        torch::Tensor lengths = torch::zeros({b}, torch::kInt64);
-        torch::Tensor last = prompts.input_ids.select(1, p - 1);
-        for (std::int64_t i = 0; i < n; ++i) {
-            const torch::Tensor logits = logits_of(last.unsqueeze(1)).squeeze(1) / options.temperature;
-            const torch::Tensor next = options.greedy
-                                           ? logits.argmax(1)
-                                           : torch::multinomial(torch::softmax(logits, 1), 1, false, g).squeeze(1);
-            sequences.select(1, p + i).copy_(torch::where(alive, next, torch::zeros_like(next)));
-            attention.select(1, p + i).copy_(alive.to(torch::kInt64));
-            lengths += alive.to(torch::kInt64);
-            alive = alive.logical_and(next.ne(eos));
-            last = next;
-        }
-        return {sequences, attention, torch::full({b}, p, torch::kInt64), lengths + p};
-    }
-
-    policy_output log_probs_and_entropy(const rollout& r) {
-        const std::int64_t s = r.sequences.size(1);
-        const torch::Tensor logits = logits_of(r.sequences.narrow(1, 0, s - 1));
-        const torch::Tensor tokens = r.sequences.narrow(1, 1, s - 1);
-        const torch::Tensor mask = r.attention_mask.narrow(1, 1, s - 1).ne(0);
-        const auto out = rlhf::libtorch::default_kernels{}.logprobs_from_logits(logits, tokens, mask);
-        const torch::Tensor pad = torch::zeros({r.sequences.size(0), 1}, logits.options());
-        return {rlhf::ppo::gather_response(torch::cat({pad, out.logprobs}, 1), r),
-                rlhf::ppo::gather_response(torch::cat({pad, out.entropy}, 1), r)};
-    }
-
-    torch::Tensor log_probs(const rollout& r) { return log_probs_and_entropy(r).log_probs; }
-
-    torch::Tensor lm_logits(const torch::Tensor& input_ids, const torch::Tensor& /*attention_mask*/) {
-        return logits_of(input_ids);
-    }
-};
-
-// The same policy without entropy or LM logits (a plain Policy).
-struct plain_policy {
-    toy_policy inner;
-    explicit plain_policy(std::uint64_t seed) : inner(seed) {}
-    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return inner.parameters(); }
-    rollout generate(const prompt_batch& prompts, const generation_options& options) {
-        return inner.generate(prompts, options);
-    }
-    torch::Tensor log_probs(const rollout& r) { return inner.log_probs(r); }
-};
-
-// V(prefix up to token t) = w · embed_c(token t) + b.
-struct toy_critic {
-    torch::Tensor embed;  // [V, H]
-    torch::Tensor w;      // [H]
-    torch::Tensor b;      // [1]
-
-    explicit toy_critic(std::uint64_t seed) {
-        auto g = seeded(seed);
-        const auto o = torch::TensorOptions(torch::kFloat64);
-        embed = (torch::randn({vocab, hidden}, g, o) * 0.3).requires_grad_(true);
-        w = (torch::randn({hidden}, g, o) * 0.3).requires_grad_(true);
-        b = torch::zeros({1}, o).requires_grad_(true);
-    }
-    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return {embed, w, b}; }
-    torch::Tensor values(const rollout& r) const {
-        const torch::Tensor per_position = embed.index_select(0, r.sequences.reshape({-1}))
-                                               .reshape({r.sequences.size(0), r.sequences.size(1), hidden})
-                                               .matmul(w) +
-                                           b;
-        return rlhf::ppo::gather_response(per_position, r);
-    }
-};
-
-// Score: the number of target tokens in the response.
-struct count_reward {
-    torch::Tensor score(const rollout& r) const {
-        const torch::Tensor mask = rlhf::ppo::response_mask(r);
-        const torch::Tensor tokens =
-            rlhf::ppo::gather_response(r.sequences.to(torch::kFloat64), r).eq(static_cast<double>(target_token));
-        return (tokens.logical_and(mask)).sum(1).to(torch::kFloat64);
-    }
-};
-
-// Dense reward: 1 at every target token.
-struct token_count_reward {
-    torch::Tensor token_rewards(const rollout& r) const {
-        return rlhf::ppo::gather_response(r.sequences.to(torch::kFloat64), r)
-            .eq(static_cast<double>(target_token))
-            .logical_and(rlhf::ppo::response_mask(r))
-            .to(torch::kFloat64);
-    }
-};
-
-prompt_batch make_prompts(std::int64_t step, std::int64_t count) {
-    auto g = seeded(1000 + static_cast<std::uint64_t>(step));
-    const torch::Tensor ids = torch::randint(2, vocab, {count, 2}, g, torch::TensorOptions(torch::kInt64));
-    return {ids, torch::ones_like(ids)};
-}
-
-double max_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-    double worst = 0.0;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        worst = std::max(worst, (a[i].detach() - b[i].detach()).abs().max().item<double>());
-    return worst;
-}
-
-bool bitwise_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (!torch::equal(a[i].detach(), b[i].detach())) return false;
-    return true;
-}
-
-rollout select_rows(const rollout& r, std::int64_t begin, std::int64_t count) {
-    return {r.sequences.narrow(0, begin, count), r.attention_mask.narrow(0, begin, count),
-            r.response_start.narrow(0, begin, count), r.response_end.narrow(0, begin, count)};
-}
-
-torch::Tensor block(const torch::Tensor& t, std::int64_t begin, std::int64_t count, std::int64_t width) {
-    return t.narrow(0, begin, count).narrow(1, 0, width).contiguous();
-}
 
 // Concept checks at the API boundary: a type that misses a member cannot name a trainer.
 struct policy_without_generate {
@@ -937,9 +773,11 @@ TEST_CASE("ppo_trainer: models that do not fit the config are refused with the f
     }
 }
 
-TEST_CASE("ppo_trainer: ratio threshold and skip threshold leave the actor unchanged" * doctest::test_suite("unit")) {
-    for (const bool ratio_threshold : {true, false}) {
-        CAPTURE(ratio_threshold);
+TEST_CASE("ppo_trainer: the ratio threshold zeroes the whole loss and the skip threshold the actor's" *
+          doctest::test_suite("unit")) {
+    enum class mode { threshold_micro_batch, threshold_minibatch, skip };
+    for (const mode which : {mode::threshold_micro_batch, mode::threshold_minibatch, mode::skip}) {
+        CAPTURE(static_cast<int>(which));
         toy_policy policy(1);
         toy_policy reference(3);
         toy_critic critic(2);
@@ -947,25 +785,34 @@ TEST_CASE("ppo_trainer: ratio threshold and skip threshold leave the actor uncha
         torch::optim::SGD po(policy.parameters(), torch::optim::SGDOptions(0.1));
         torch::optim::SGD co(critic.parameters(), torch::optim::SGDOptions(0.1));
         rlhf::ppo::config cfg = gae_config();
-        cfg.entropy_coef = 0.0;
-        if (ratio_threshold)
-            cfg.policy_loss.ratio_threshold = 1e-6;  // TRL: every micro-batch's mean ratio (1) exceeds it
-        else
+        if (which == mode::skip) {
             cfg.policy_loss.skip_threshold = 1e-6;  // ColossalChat v2
+        } else {
+            cfg.policy_loss.ratio_threshold = 1e-6;  // TRL: every batch's mean ratio (1) exceeds it
+            if (which == mode::threshold_minibatch) cfg.threshold_scope = rlhf::ppo::ratio_threshold_scope::minibatch;
+        }
         rlhf::ppo::ppo_trainer trainer(
             cfg,
             rlhf::ppo::trainer_models{
                 .policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
             {.policy = &po, .critic = &co});
         const auto m = trainer.step(make_prompts(0, 4));
+        CHECK(m.optimizer_steps == 2);  // the optimizer still steps, with zero gradients
         CHECK(bitwise_equal(policy.parameters(), toy_policy(1).parameters()));
-        CHECK(!bitwise_equal(critic.parameters(), toy_critic(2).parameters()));  // the critic still learns
-        CHECK((ratio_threshold ? m.ratio_threshold_hits : m.skipped_micro_batches) == m.micro_batches);
+        if (which == mode::skip) {
+            CHECK(!bitwise_equal(critic.parameters(), toy_critic(2).parameters()));  // the critic still learns
+            CHECK(m.skipped_micro_batches == m.micro_batches);
+        } else {
+            CHECK(bitwise_equal(critic.parameters(), toy_critic(2).parameters()));  // TRL: value loss × 0 too
+            CHECK(m.ratio_threshold_hits == (which == mode::threshold_minibatch ? 2 : m.micro_batches));
+            CHECK(m.value_loss == (which == mode::threshold_minibatch ? m.value_loss : 0.0));
+        }
     }
 }
 
 TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::test_suite("unit")) {
-    const auto run = [](std::optional<double> target) {
+    using rule = rlhf::ppo::early_stop_rule;
+    const auto run = [](std::optional<double> target, rule when = rule::each_minibatch_before_step) {
         toy_policy policy(1);
         toy_policy reference(3);
         toy_critic critic(2);
@@ -975,6 +822,7 @@ TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::
         rlhf::ppo::config cfg = gae_config();
         cfg.ppo_epochs = 4;
         cfg.early_stop_kl = target;
+        cfg.early_stop = when;
         rlhf::ppo::ppo_trainer trainer(
             cfg,
             rlhf::ppo::trainer_models{
@@ -988,9 +836,16 @@ TEST_CASE("ppo_trainer: early stop on the policy KL ends the epochs" * doctest::
     CHECK(free_run.epochs_completed == 4);
     const auto stopped = run(1e-9);
     CHECK(stopped.early_stopped);
-    CHECK(stopped.optimizer_steps < 8);
-    CHECK(stopped.epochs_completed < 4);
     CHECK(run(1e9).optimizer_steps == 8);
+    // Judged before every step: the first minibatch (KL 0) steps, the second's step is dropped.
+    CHECK(stopped.optimizer_steps == 1);
+    CHECK(stopped.epochs_completed == 0);
+    // TRL: judged after the epoch, whose steps were all taken.
+    const auto after_epoch = run(1e-9, rule::after_epoch);
+    CHECK(after_epoch.early_stopped);
+    CHECK(after_epoch.epochs_completed == 1);
+    CHECK(after_epoch.optimizer_steps == 2);
+    CHECK(!run(1e9, rule::after_epoch).early_stopped);
 }
 
 TEST_CASE("ppo_trainer: PTX mixing and the EMA actor" * doctest::test_suite("unit")) {

@@ -67,7 +67,8 @@ struct policy_loss_options {
     /// trainer decides to skip the step.
     std::optional<double> skip_threshold{};
     /// TRL: when the masked mean of ρ exceeds it, the loss is 0 and the gradient 0
-    /// (`stats.ratio_threshold_exceeded`).
+    /// (`stats.ratio_threshold_exceeded`). The PPO trainer then zeroes the batch's value loss
+    /// too, as TRL's `loss()` (`rlhf::ppo::config::threshold_scope`).
     std::optional<double> ratio_threshold{};
     /// Token ratio (PPO) or sequence ratio (GSPO; OpenRLHF `policy_loss_type='gspo'`).
     importance_ratio_level level = importance_ratio_level::token;

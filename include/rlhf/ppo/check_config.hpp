@@ -56,6 +56,14 @@ void check_field(std::string_view prefix, Check&& check) {
            e == advantage_estimator::opo || e == advantage_estimator::reinforce_plus_plus_baseline;
 }
 
+/// Whether the config's estimator already normalises the advantages (GRPO dividing by the group
+/// std, REINFORCE++ and REINFORCE++-baseline whitening in the estimator).
+[[nodiscard]] inline bool estimator_normalises(const config& c) noexcept {
+    return (c.estimator == advantage_estimator::grpo && c.grpo.normalize_by_std) ||
+           c.estimator == advantage_estimator::reinforce_plus_plus ||
+           c.estimator == advantage_estimator::reinforce_plus_plus_baseline;
+}
+
 }  // namespace detail
 
 /// Checks a config on its own: every option in range, options that do not contradict each other.
@@ -104,6 +112,12 @@ inline void check_config(const config& c) {
                              "at least 2 for the group estimator '" + std::string(to_string(c.estimator)) +
                                  "' (every group would be a single row)",
                              std::to_string(c.samples_per_prompt));
+    if (c.advantage_whitening && detail::estimator_normalises(c) && !c.allow_double_whitening)
+        detail::config_error("advantage_whitening",
+                             "unset: the estimator '" + std::string(to_string(c.estimator)) +
+                                 "' already normalises the advantages (set allow_double_whitening = true to "
+                                 "whiten them twice)",
+                             "set");
     if (c.estimator == advantage_estimator::remax && c.score_norm != score_normalization::none)
         detail::config_error("score_norm", "none under remax (the greedy baseline is not normalised)", "set");
     if (c.value_loss.returns_from_advantages && c.advantage_whitening)
@@ -144,6 +158,18 @@ inline void check_config(const config& c) {
     if (c.critic_max_grad_norm) check_positive(fn, "critic_max_grad_norm", *c.critic_max_grad_norm);
     if (c.early_stop_kl) check_positive(fn, "early_stop_kl", *c.early_stop_kl);
     check_positive(fn, "early_stop_factor", c.early_stop_factor);
+    if (c.threshold_scope != ratio_threshold_scope::micro_batch &&
+        c.threshold_scope != ratio_threshold_scope::minibatch)
+        detail::config_error("threshold_scope", "micro_batch or minibatch", "an unknown value");
+    if (c.early_stop != early_stop_rule::each_minibatch_before_step && c.early_stop != early_stop_rule::after_epoch)
+        detail::config_error("early_stop", "each_minibatch_before_step or after_epoch", "an unknown value");
+    if (c.lr_schedule) check_lr_schedule(*c.lr_schedule, "lr_schedule");
+    if (c.critic_lr_schedule) check_lr_schedule(*c.critic_lr_schedule, "critic_lr_schedule");
+    if (c.sync_ref_model) {
+        check_positive(fn, "ref_model_sync_steps", c.ref_model_sync_steps);
+        check_positive(fn, "ref_model_mixup_alpha", c.ref_model_mixup_alpha);  // 0 never moves the reference
+        check_in_range(fn, "ref_model_mixup_alpha", c.ref_model_mixup_alpha, 0.0, 1.0);
+    }
     if (c.ema_beta) check_in_range(fn, "ema_beta", *c.ema_beta, 0.0, 1.0);
     check_non_negative(fn, "eval_every", c.eval_every);
     if (c.padding != padding_side::left && c.padding != padding_side::right)
@@ -158,6 +184,7 @@ inline void check_config(const config& c) {
 /// - PTX needs a `LanguageModelPolicy` (argument `ptx`);
 /// - ReMax needs a `SequenceRewardModel` for its greedy baseline (argument `estimator`);
 /// - score normalisation needs sequence scores, not per-token rewards (argument `score_norm`);
+/// - `sync_ref_model` needs a reference model with parameters (argument `sync_ref_model`);
 /// - a critic optimizer needs a critic, and a critic needs an optimizer: its own, or the
 ///   policy's holding its parameters (argument `optimizers.critic`).
 inline void check_config(const config& c, const trainer_capabilities& models) {
@@ -187,6 +214,10 @@ inline void check_config(const config& c, const trainer_capabilities& models) {
     if (c.score_norm != score_normalization::none && models.token_rewards)
         detail::config_error("score_norm",
                              "none: the reward model gives per-token rewards (no sequence score to normalise)", "set");
+    if (c.sync_ref_model && !models.reference_parameters)
+        detail::config_error(
+            "sync_ref_model", "false: the reference refresh needs a reference model with parameters() (HasParameters)",
+            models.reference ? "true, and a reference without parameters()" : "true, and no reference");
     if (models.critic_optimizer && !models.critic)
         detail::config_error("optimizers.critic", "nullptr: the trainer has no critic", "an optimizer");
     if (models.critic && !models.critic_optimizer && !models.policy_optimizer_holds_critic)

@@ -11,6 +11,7 @@
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -183,15 +184,19 @@ struct trainer_state {
     std::mt19937_64 engine{};               ///< the trainer's generator
     double kl_coef = 0.0;                   ///< β of the KL controller
     running_moments_state score_moments{};  ///< the running score moments
+    /// Optimizer steps the policy's and the critic's LR schedules have counted (schedule.hpp: a
+    /// schedule's whole position); 0 when read from a checkpoint written before schedules.
+    std::array<std::int64_t, 2> lr_steps{};
 };
 
 /// The live tensors and optimizers a trainer checkpoint saves and restores (non-owning).
 struct trainer_parts {
-    std::vector<torch::Tensor> policy{};                  ///< `model_tensors(policy)`
-    std::optional<std::vector<torch::Tensor>> critic{};   ///< `model_tensors(critic)`, with a critic
-    std::vector<torch::Tensor> ema{};                     ///< the EMA copy (empty without one)
-    torch::optim::Optimizer* policy_optimizer = nullptr;  ///< not null
-    torch::optim::Optimizer* critic_optimizer = nullptr;  ///< null without one
+    std::vector<torch::Tensor> policy{};                    ///< `model_tensors(policy)`
+    std::optional<std::vector<torch::Tensor>> critic{};     ///< `model_tensors(critic)`, with a critic
+    std::vector<torch::Tensor> ema{};                       ///< the EMA copy (empty without one)
+    std::optional<std::vector<torch::Tensor>> reference{};  ///< a refreshed reference (`sync_ref_model`)
+    torch::optim::Optimizer* policy_optimizer = nullptr;    ///< not null
+    torch::optim::Optimizer* critic_optimizer = nullptr;    ///< null without one
 };
 
 /// Writes a trainer checkpoint to `path` atomically (`write_atomically`). Errors: an unwritable
@@ -207,6 +212,9 @@ inline void save_trainer(const std::filesystem::path& path, const trainer_state&
     archive.write("score_std", c10::IValue(state.score_moments.std));
     archive.write("score_var", c10::IValue(state.score_moments.var));
     archive.write("score_count", c10::IValue(state.score_moments.count));
+    archive.write("policy_lr_steps", c10::IValue(state.lr_steps[0]));
+    archive.write("critic_lr_steps", c10::IValue(state.lr_steps[1]));
+    if (parts.reference) write_tensors(archive, "reference", *parts.reference);
     write_tensors(archive, "policy", parts.policy);
     if (parts.critic) write_tensors(archive, "critic", *parts.critic);
     write_optimizer(archive, "policy_optimizer", *parts.policy_optimizer);
@@ -250,11 +258,19 @@ inline void save_trainer(const std::filesystem::path& path, const trainer_state&
         }
         const std::vector<torch::Tensor> ema = read_tensors(archive, "ema");
         check_same_shapes(ema, parts.ema, "ema", function);
+        if (archive.try_read("policy_lr_steps", value)) state.lr_steps[0] = value.toInt();
+        if (archive.try_read("critic_lr_steps", value)) state.lr_steps[1] = value.toInt();
+        std::vector<torch::Tensor> reference;
+        if (parts.reference) {
+            reference = read_tensors(archive, "reference");
+            check_same_shapes(reference, *parts.reference, "reference", function);
+        }
 
         // Everything read and checked: commit.
         copy_into(policy, parts.policy, "policy", function);
         if (parts.critic) copy_into(critic, *parts.critic, "critic", function);
         copy_into(ema, parts.ema, "ema", function);
+        if (parts.reference) copy_into(reference, *parts.reference, "reference", function);
         read_optimizer(archive, "policy_optimizer", *parts.policy_optimizer);
         if (parts.critic_optimizer != nullptr) read_optimizer(archive, "critic_optimizer", *parts.critic_optimizer);
         return state;

@@ -113,22 +113,26 @@ concept HasParameters = requires(M& model) {
 /// The default `ParameterSync` for two models of the same architecture: copies every
 /// parameter (then every buffer, when both list them) in order, under no-grad; `copy_` casts
 /// dtype and device, so a float32 trainer can feed a bfloat16 or GPU inference copy.
+/// With `alpha < 1` it mixes instead: `to ← α·from + (1 − α)·to`, parameters only (TRL
+/// `SyncRefModelCallback._sync_target_model`: `mul_(1 − α).add_(from, alpha=α)`).
 /// Errors: a different parameter count or shape → `rlhf::error` (kind shape, argument `to`).
 struct copy_parameters {
+    double alpha = 1.0;  ///< the weight of `from`; 1: a copy
+
     template <HasParameters From, HasParameters To>
     void sync(From& from, To& to) const {
         constexpr std::string_view function = "rlhf::ppo::copy_parameters::sync";
-        copy_all(from.parameters(), to.parameters(), "parameters", function);
+        copy_all(from.parameters(), to.parameters(), "parameters", function, alpha);
         if constexpr (requires {
                           { from.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                           { to.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                       })
-            copy_all(from.buffers(), to.buffers(), "buffers", function);
+            if (alpha == 1.0) copy_all(from.buffers(), to.buffers(), "buffers", function, 1.0);
     }
 
 private:
     static void copy_all(const std::vector<torch::Tensor>& source, const std::vector<torch::Tensor>& target,
-                         std::string_view what, std::string_view function) {
+                         std::string_view what, std::string_view function, double alpha) {
         if (source.size() != target.size())
             fail(error_kind::shape, function, "to",
                  std::to_string(source.size()) + " " + std::string(what) + " (as 'from')",
@@ -142,7 +146,10 @@ private:
         const c10::AutoGradMode no_grad(false);
         for (std::size_t i = 0; i < source.size(); ++i) {
             torch::Tensor destination = target[i];
-            destination.copy_(source[i]);
+            if (alpha == 1.0)
+                destination.copy_(source[i]);
+            else
+                destination.mul_(1.0 - alpha).add_(source[i].to(destination.options()), alpha);
         }
     }
 };

@@ -33,6 +33,7 @@
 #include "rlhf/options/value_loss.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/schedule.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -77,6 +78,39 @@ enum class score_normalization {
     scale_and_shift,  ///< `(score − running_mean) / (running_std + eps)`
 };
 
+/// Over which batch the mean ratio is compared with `policy_loss.ratio_threshold`. Either way a
+/// hit zeroes that batch's WHOLE loss (policy, value, KL, entropy: `loss * 0`) and the optimizer
+/// still steps, with zero gradients from it.
+/// @note TRL v0.11 `PPOTrainer.loss` (trl/trainer/ppo_trainer.py) zeroes `pg_loss`, `vf_loss`
+/// and `loss`; `loss()` runs once per forward batch of its `mini_batch_size` rows, inside
+/// `accelerator.accumulate` over `gradient_accumulation_steps` of them: TRL's mini-batch is this
+/// library's micro-batch, its `backward_batch_size` this library's `minibatch_size`.
+enum class ratio_threshold_scope {
+    /// Each micro-batch on its own mean ratio over its valid tokens (TRL v0.11).
+    micro_batch,
+    /// The minibatch on the mean ratio over all its valid tokens: a hit zeroes the gradients the
+    /// minibatch accumulated (TRL v0.11 whenever `gradient_accumulation_steps = 1`).
+    minibatch,
+};
+
+/// When the KL early stop (`early_stop_kl`) is judged and what it drops.
+enum class early_stop_rule {
+    /// After every minibatch's backward, on its token-weighted policy KL `mean_m(old − lp)`: a hit
+    /// drops that minibatch's gradients (no step) and ends the epochs.
+    /// @note Stable-Baselines3 `PPO.train` (`target_kl`, checked before the optimizer step).
+    each_minibatch_before_step,
+    /// After each epoch's last optimizer step, on the policy KL of the epoch's last micro-batch
+    /// (the last `loss()` call): a hit ends the epochs; every step of the epoch was taken.
+    /// @note TRL v0.11 `PPOTrainer.step` (`early_stopping`, `target_kl`, `_early_stop`).
+    after_epoch,
+};
+
+RLHF_OPTION_NAMES(ratio_threshold_scope, {ratio_threshold_scope::micro_batch, "micro_batch"},
+                  {ratio_threshold_scope::minibatch, "minibatch"})
+
+RLHF_OPTION_NAMES(early_stop_rule, {early_stop_rule::each_minibatch_before_step, "each_minibatch_before_step"},
+                  {early_stop_rule::after_epoch, "after_epoch"})
+
 // Names for configs read from text (`rlhf::parse_option`); aliases: verl's `use_kl_in_reward` and
 // `use_kl_loss`, TRL v0.11's `use_score_scaling` and `use_score_norm`.
 RLHF_OPTION_NAMES(kl_placement, {kl_placement::none, "none"}, {kl_placement::reward, "reward"},
@@ -97,19 +131,6 @@ RLHF_OPTION_NAMES(score_normalization, {score_normalization::none, "none"}, {sco
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
-
-/// Loss scaling for float16 training (`config::loss_scaling`): the loss is multiplied by
-/// `scale` before backward, the gradients divided by it before clipping and the step; a step
-/// with a non-finite gradient is skipped. Dynamic scaling halves the scale on such a step and
-/// doubles it after `growth_interval` finite steps in a row (PyTorch `torch.amp.GradScaler`'s
-/// defaults); static scaling keeps `initial_scale`.
-struct loss_scaling_options {
-    double initial_scale = 65536.0;
-    bool dynamic = true;
-    double growth_factor = 2.0;
-    double backoff_factor = 0.5;
-    std::int64_t growth_interval = 2000;
-};
 
 /// The configuration of `rlhf::ppo::ppo_trainer` (see the file comment; defaults are a plain
 /// PPO with GAE, KL in the reward and a fixed β = 0.1).
@@ -159,6 +180,11 @@ struct config {
     /// Whiten the advantages over every element of the `[B, T]` batch, padding included
     /// (ChatLearn's older PPO), instead of over the valid tokens.
     bool whiten_unmasked = false;
+    /// Whiten the advantages of an estimator that already normalises them (GRPO with
+    /// `normalize_by_std`, REINFORCE++, REINFORCE++-baseline) once more with
+    /// `advantage_whitening`; without it `check_config` refuses the pair (a silent double
+    /// normalisation, peer-formulas.md §c.6).
+    bool allow_double_whitening = false;
 
     // ---- Losses -----------------------------------------------------------------------------
     policy_loss_options policy_loss{};
@@ -183,17 +209,32 @@ struct config {
     std::optional<double> critic_max_grad_norm{};  ///< critic grad-norm clip (its own optimizer)
     /// Loss scaling for a float16 model (unset: none; bfloat16 and float32 need none).
     std::optional<loss_scaling_options> loss_scaling{};
-    /// Early stop (TRL `early_stopping`, `target_kl`): when a minibatch's policy KL
-    /// `mean_m(old − lp)` exceeds `early_stop_factor · early_stop_kl`, its step is dropped and
-    /// the PPO epochs of the step end.
+    /// Where the ratio threshold (`policy_loss.ratio_threshold`) is judged; a hit zeroes the whole
+    /// loss of that batch (loop_rules.hpp; TRL v0.11: `micro_batch`).
+    ratio_threshold_scope threshold_scope = ratio_threshold_scope::micro_batch;
+    /// Early stop on the policy KL (TRL `early_stopping`, `target_kl`): it fires when the policy
+    /// KL `mean_m(old − lp)` exceeds `early_stop_factor · early_stop_kl`, judged as
+    /// `early_stop` says (loop_rules.hpp; TRL v0.11: `after_epoch`), and ends the PPO epochs.
     std::optional<double> early_stop_kl{};
     double early_stop_factor = 1.5;
+    early_stop_rule early_stop = early_stop_rule::each_minibatch_before_step;
+    /// The policy optimizer's LR schedule, stepped once per policy optimizer step (schedule.hpp;
+    /// unset: the trainer leaves the LR alone).
+    std::optional<lr_schedule_options> lr_schedule{};
+    /// The critic optimizer's LR schedule, stepped once per critic optimizer step.
+    std::optional<lr_schedule_options> critic_lr_schedule{};
     /// EMA of the actor: `ema ← β·ema + (1 − β)·θ` after every actor optimizer step.
     /// @note DeepSpeed-Chat `dschat/utils/utils.py: moving_average`, OpenRLHF
     /// `openrlhf/utils/deepspeed/deepspeed.py: moving_average` (β = 0.992 in both).
     std::optional<double> ema_beta{};
     /// Call the evaluation hook every N steps (0: never).
     std::int64_t eval_every = 0;
+    /// Reference refresh (TRL `sync_ref_model`): after every `ref_model_sync_steps`-th step the
+    /// reference becomes `α·policy + (1 − α)·reference`, `α = ref_model_mixup_alpha` (TRL
+    /// `SyncRefModelCallback`; defaults 512 and 0.6 as TRL's). Needs a reference with parameters.
+    bool sync_ref_model = false;
+    std::int64_t ref_model_sync_steps = 512;
+    double ref_model_mixup_alpha = 0.6;
 
     // ---- Data handling ----------------------------------------------------------------------
     padding_side padding = padding_side::right;  ///< padding of the collated training batches
@@ -214,6 +255,8 @@ struct trainer_capabilities {
     bool token_rewards = false;     ///< the reward model gives per-token rewards (`TokenRewardModel`)
     /// The policy's optimizer holds every critic parameter (a value head sharing it, as TRL's).
     bool policy_optimizer_holds_critic = false;
+    /// The reference model lists its parameters (`HasParameters`): `sync_ref_model` can mix into it.
+    bool reference_parameters = false;
 };
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

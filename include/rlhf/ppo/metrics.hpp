@@ -75,11 +75,13 @@ struct step_metrics {
     double explained_variance = 0.0;
     double policy_grad_norm = 0.0;  ///< mean over actor steps of the norm before clipping
     double critic_grad_norm = 0.0;  ///< mean over critic steps of the norm before clipping
+    double policy_lr = 0.0;         ///< the policy LR of the step's last optimizer step (TRL `ppo/learning_rate`)
+    double critic_lr = 0.0;         ///< the critic LR of the step's last critic step (0 without a critic optimizer)
 
     std::int64_t optimizer_steps = 0;        ///< actor optimizer steps (PTX steps not counted)
     std::int64_t micro_batches = 0;          ///< forward/backward passes
     std::int64_t skipped_micro_batches = 0;  ///< actor backward skipped (`policy_loss.skip_threshold`)
-    std::int64_t ratio_threshold_hits = 0;   ///< micro-batches zeroed by `policy_loss.ratio_threshold`
+    std::int64_t ratio_threshold_hits = 0;   ///< batches zeroed by `policy_loss.ratio_threshold` (`threshold_scope`)
     std::int64_t epochs_completed = 0;
     bool early_stopped = false;  ///< the PPO epochs ended on `early_stop_kl`
     /// Optimizer steps skipped for a non-finite gradient under `config::loss_scaling`.
@@ -208,6 +210,8 @@ void for_each_metric(const step_metrics& m, Visitor&& visit) {
     visit("explained_variance", m.explained_variance);
     visit("policy_grad_norm", m.policy_grad_norm);
     visit("critic_grad_norm", m.critic_grad_norm);
+    visit("policy_lr", m.policy_lr);
+    visit("critic_lr", m.critic_lr);
     visit("optimizer_steps", m.optimizer_steps);
     visit("micro_batches", m.micro_batches);
     visit("skipped_micro_batches", m.skipped_micro_batches);

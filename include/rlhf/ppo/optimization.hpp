@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "rlhf/libtorch/host_reads.hpp"
-#include "rlhf/ppo/config.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -63,6 +62,19 @@ inline torch::Tensor clip_gradients(const std::vector<torch::Tensor>& params, st
     }
     return total;
 }
+
+/// Loss scaling for float16 training (`config::loss_scaling`): the loss is multiplied by
+/// `scale` before backward, the gradients divided by it before clipping and the step; a step
+/// with a non-finite gradient is skipped. Dynamic scaling halves the scale on such a step and
+/// doubles it after `growth_interval` finite steps in a row (PyTorch `torch.amp.GradScaler`'s
+/// defaults); static scaling keeps `initial_scale`.
+struct loss_scaling_options {
+    double initial_scale = 65536.0;
+    bool dynamic = true;
+    double growth_factor = 2.0;
+    double backoff_factor = 0.5;
+    std::int64_t growth_interval = 2000;
+};
 
 /// The state of loss scaling (see `loss_scaling_options`).
 class loss_scaler {

@@ -48,6 +48,9 @@ namespace presets {
 /// `rlhf::presets::trl_v0_11()` (adaptive β fed the per-sequence KL sum), ratio threshold 10,
 /// value clip 0.2 with vf_coef 0.1, 4 PPO epochs, token-mean losses, micro-batches averaged
 /// (accelerate). TRL's value head shares the policy's optimizer: pass no critic optimizer.
+/// TRL's loop: a forward batch (`mini_batch_size`: this library's micro-batch) over the ratio
+/// threshold has its whole loss (policy and value) zeroed; the early stop (`early_stop_kl` =
+/// `target_kl`, off by default) is judged after each epoch from its last forward batch's KL.
 [[nodiscard]] inline config trl_v0_11() {
     return from_advantage_preset(rlhf::presets::trl_v0_11(),
                                  {.kl_metric = kl_measure::seq_mean_token_sum,
@@ -55,12 +58,15 @@ namespace presets {
                                   .value_loss = {.clip_range = 0.2, .coef = 0.1},
                                   .ppo_epochs = 4,
                                   .scaling = micro_batch_scaling::mean_of_micro_batches,
-                                  .early_stop_factor = 1.5});
+                                  .threshold_scope = ratio_threshold_scope::micro_batch,
+                                  .early_stop_factor = 1.5,
+                                  .early_stop = early_stop_rule::after_epoch});
 }
 
 /// DeepSpeed-Chat step 3 (dschat/rlhf/ppo_trainer.py, training/step3_rlhf_finetuning/main.py):
 /// `rlhf::presets::deepspeed_chat()`, log-ratio masked before exp, clip 0.2, value clip 0.2,
-/// token-mean, 1 PPO epoch, gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true`
+/// token-mean, 1 PPO epoch over the minibatches in rollout order (`MiniDataset` slices the
+/// generation batch; no shuffle), gradient clipping 1.0 (its DeepSpeed config). `unsupervised = true`
 /// adds its PTX form: a separate `27.8·lm_loss` step after each actor step. EMA
 /// (`--enable_ema`) is `.ema_beta = 0.992`.
 /// @note DeepSpeed-Chat places the score one slot after the last response token
@@ -73,6 +79,7 @@ namespace presets {
                                       .ptx = unsupervised ? ptx_mode::separate_step : ptx_mode::none,
                                       .ptx_coef = unsupervised ? 27.8 : 0.0,
                                       .ppo_epochs = 1,
+                                      .shuffle = false,
                                       .scaling = micro_batch_scaling::mean_of_micro_batches,
                                       .max_grad_norm = 1.0,
                                       .critic_max_grad_norm = 1.0});

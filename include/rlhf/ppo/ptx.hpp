@@ -54,4 +54,14 @@ template <LanguageModelPolicy P>
     return libtorch::torch_ops::lm_loss(predicting, tokens, mask, options);
 }
 
+/// Backpropagates `coef · ptx_loss(policy, batch)` into the policy's gradients and returns the LM
+/// loss (before `coef`, detached, on the model's device: no host read). Errors: those of
+/// `ptx_loss` (function `rlhf::ppo::ppo_trainer::train`).
+template <LanguageModelPolicy P>
+torch::Tensor backward_ptx(P& policy, const ptx_batch& batch, double coef, const lm_loss_options& options) {
+    const torch::Tensor lm = ptx_loss(policy, batch, options, "rlhf::ppo::ppo_trainer::train");
+    (lm * coef).backward();
+    return lm.detach();
+}
+
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

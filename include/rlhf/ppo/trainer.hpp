@@ -40,10 +40,12 @@
 #include "rlhf/ppo/config.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/loop_rules.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/model_outputs.hpp"
 #include "rlhf/ppo/optimization.hpp"
 #include "rlhf/ppo/ptx.hpp"
+#include "rlhf/ppo/schedule.hpp"
 #include "rlhf/ppo/step_statistics.hpp"
 #include "rlhf/version.hpp"
 
@@ -77,6 +79,7 @@ class ppo_trainer {
 public:
     static constexpr bool has_critic = !std::same_as<C, no_critic>;
     static constexpr bool has_reference = !std::same_as<Ref, no_reference>;
+    static constexpr bool refreshable_reference = has_reference && HasParameters<Ref>;  // for sync_ref_model
     using metrics_callback = std::function<void(const step_metrics&)>;
     using evaluator = std::function<std::map<std::string, double>(std::int64_t step)>;
     /// Gives the PTX batch of minibatch `minibatch` (counted from 0 within the step) of step `step`.
@@ -111,7 +114,10 @@ public:
                                                    .language_model = LanguageModelPolicy<P>,
                                                    .sequence_rewards = SequenceRewardModel<R> && !TokenRewardModel<R>,
                                                    .token_rewards = TokenRewardModel<R>,
-                                                   .policy_optimizer_holds_critic = holds_critic()});
+                                                   .policy_optimizer_holds_critic = holds_critic(),
+                                                   .reference_parameters = refreshable_reference});
+        policy_lr_ = lr_scheduler(optimizers_.policy, config_.lr_schedule);
+        critic_lr_ = lr_scheduler(optimizers_.critic, config_.critic_lr_schedule);
         std::seed_seq sequence{static_cast<std::uint32_t>(config_.seed),
                                static_cast<std::uint32_t>(config_.seed >> 32U)};
         engine_.seed(sequence);
@@ -268,48 +274,50 @@ public:
         if (optimizers_.critic != nullptr) critic_params = optimizer_parameters(*optimizers_.critic);
 
         deferred_statistics stats;  // read back once, after the epochs
+        minibatch_result r;
         std::int64_t minibatch_index = 0;
         bool stop = false;
         for (std::size_t epoch = 0; epoch < plan.size() && !stop; ++epoch) {
             for (const row_indices& rows_of_minibatch : plan[epoch]) {
                 zero_grad();
-                const minibatch_result r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats);
+                r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats);
                 m.micro_batches += r.micro_batches;
                 m.skipped_micro_batches += r.skipped;
                 m.ratio_threshold_hits += r.threshold_hits;
+                if (minibatch_ratio_exceeded(config_, r.ratio_sum, r.tokens)) {
+                    zero_gradients(policy_params, critic_params);  // the whole minibatch's loss × 0 (TRL `loss()`)
+                    ++m.ratio_threshold_hits;
+                }
                 if (config_.ptx == ptx_mode::mixed) add_ptx_gradient(minibatch_index, stats);
                 ++minibatch_index;
-                if (config_.early_stop_kl && r.tokens > 0.0 &&
-                    r.policy_kl > config_.early_stop_factor * *config_.early_stop_kl) {
-                    // TRL `_early_stop`: the gradient is zeroed and the step skipped.
-                    zero_grad();
-                    m.early_stopped = true;
-                    stop = true;
+                if (early_stop_due(config_, early_stop_rule::each_minibatch_before_step, r.policy_kl, r.tokens)) {
+                    zero_grad();  // the minibatch's gradient is dropped, no step
+                    m.early_stopped = stop = true;
                     break;
                 }
                 if (!unscale_gradients(policy_params, critic_params, m)) continue;
-                stats.add_policy_step(clip_gradients(policy_params, config_.max_grad_norm));
-                optimizers_.policy->step();
-                if (optimizers_.critic != nullptr) {
-                    stats.add_critic_step(clip_gradients(critic_params, config_.critic_max_grad_norm));
-                    optimizers_.critic->step();
-                }
+                stats.add_policy_step(policy_lr_.clip_and_step(policy_params, config_.max_grad_norm));
+                if (optimizers_.critic != nullptr)
+                    stats.add_critic_step(critic_lr_.clip_and_step(critic_params, config_.critic_max_grad_norm));
                 if (config_.ptx == ptx_mode::separate_step && config_.ptx_coef > 0.0) {
                     optimizers_.policy->zero_grad();
                     add_ptx_gradient(minibatch_index - 1, stats);
-                    if (unscale_gradients(policy_params, {}, m)) {
-                        (void)clip_gradients(policy_params, config_.max_grad_norm);
-                        optimizers_.policy->step();
-                    }
+                    if (unscale_gradients(policy_params, {}, m))  // a step of its own
+                        (void)policy_lr_.clip_and_step(policy_params, config_.max_grad_norm);
                 }
                 update_ema();
                 zero_grad();
             }
             if (!stop) ++m.epochs_completed;
+            // TRL `step`: judged once per epoch, after its last step, on the last `loss()` call's policy KL.
+            m.early_stopped = stop =
+                stop || early_stop_due(config_, early_stop_rule::after_epoch, r.last_policy_kl, r.last_tokens);
         }
         train_statistics totals;
         stats.replay_into(totals);
         totals.write_to(m);
+        m.policy_lr = policy_lr_.last_lr();
+        m.critic_lr = critic_lr_.last_lr();
 
         // KL controller (after the epochs, as TRL and verl).
         if (data.has_kl && config_.kl != kl_placement::none)
@@ -318,6 +326,7 @@ public:
 
         ++step_;
         m.step = step_;
+        if constexpr (refreshable_reference) refresh_reference(config_, step_, *policy_, *reference_);
         m.time.train = detail::seconds_since(start);
         m.time.total += m.time.train;
         if (config_.eval_every > 0 && evaluator_ && step_ % config_.eval_every == 0) m.eval = evaluator_(step_);
@@ -337,6 +346,12 @@ public:
     void set_evaluator(evaluator hook) { evaluator_ = std::move(hook); }
     /// Sets the source of PTX batches (required when `config::ptx` is not `none`).
     void set_ptx_source(ptx_source source) { ptx_source_ = std::move(source); }
+    /// Schedules the LRs with factors on the optimizers' initial LRs, called with the count of
+    /// each optimizer's steps taken (torch `LambdaLR`); replaces `lr_schedule` / `critic_lr_schedule`.
+    void set_lr_lambda(lr_lambda policy, lr_lambda critic = {}) {
+        policy_lr_.set_lambda(std::move(policy));
+        critic_lr_.set_lambda(std::move(critic));
+    }
 
     // ---- State ------------------------------------------------------------------------------
 
@@ -369,10 +384,10 @@ public:
     /// score moments, the EMA and the generator's state. Errors: an unwritable path (kind
     /// state, argument `path`).
     void save_checkpoint(const std::filesystem::path& path) const {
-        checkpoint::save_trainer(
-            path,
-            {.step = step_, .engine = engine_, .kl_coef = controller_.value(), .score_moments = score_moments_.state()},
-            checkpoint_parts(), "rlhf::ppo::ppo_trainer::save_checkpoint");
+        checkpoint::trainer_state state{.step = step_, .engine = engine_, .kl_coef = controller_.value()};
+        state.score_moments = score_moments_.state();
+        state.lr_steps = {policy_lr_.steps(), critic_lr_.steps()};
+        checkpoint::save_trainer(path, state, checkpoint_parts(), "rlhf::ppo::ppo_trainer::save_checkpoint");
     }
 
     /// Restores a checkpoint written by `save_checkpoint` into this trainer's models and
@@ -387,12 +402,15 @@ public:
         engine_ = state.engine;
         controller_ = make_kl_controller(config_.kl_control, state.kl_coef);
         score_moments_ = running_moments(state.score_moments);
+        policy_lr_.set_steps(state.lr_steps[0]);
+        critic_lr_.set_steps(state.lr_steps[1]);
     }
 
 private:
     struct minibatch_result {
-        double tokens = 0.0;
-        double policy_kl = 0.0;  // token-weighted mean of the minibatch's micro-batches
+        double tokens = 0.0, ratio_sum = 0.0;            // valid tokens, Σ ρ over them
+        double policy_kl = 0.0;                          // token-weighted mean of the minibatch's micro-batches
+        double last_policy_kl = 0.0, last_tokens = 0.0;  // of the last micro-batch
         std::int64_t micro_batches = 0, skipped = 0, threshold_hits = 0;
     };
 
@@ -402,6 +420,8 @@ private:
                                         .policy_optimizer = optimizers_.policy,
                                         .critic_optimizer = optimizers_.critic};
         if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_);
+        if constexpr (refreshable_reference)
+            if (config_.sync_ref_model) parts.reference = checkpoint::model_tensors(*reference_);
         return parts;
     }
 
@@ -427,17 +447,6 @@ private:
         if (optimizers_.critic != nullptr) optimizers_.critic->zero_grad();
     }
 
-    /// The aggregation of one loss for a micro-batch of a minibatch with `tokens` valid tokens in
-    /// `sequences` non-empty rows and responses up to `width` columns.
-    [[nodiscard]] aggregation_options micro_aggregation(aggregation_options a, double tokens, double sequences,
-                                                        double width) const {
-        if (config_.scaling != micro_batch_scaling::global_counts) return a;
-        if (!a.global_token_count) a.global_token_count = tokens;
-        if (!a.global_sequence_count) a.global_sequence_count = sequences;
-        if (!a.normalizer) a.normalizer = width;
-        return a;
-    }
-
     /// Forward and backward of every micro-batch of one minibatch (gradients accumulate).
     minibatch_result train_minibatch(const experience_buffer& buffer, const row_indices& rows, std::int64_t micro,
                                      double beta, const torch::Device& device, deferred_statistics& stats) {
@@ -456,18 +465,22 @@ private:
                                  : 1.0;
         const double actor_scale = config_.ptx == ptx_mode::mixed ? scale * (1.0 - config_.ptx_coef) : scale;
         const bool shared_value = has_critic && optimizers_.critic == nullptr;
-        policy_loss_options po = config_.policy_loss;
-        po.aggregation = micro_aggregation(po.aggregation, tokens, sequences, width);
+        policy_loss_options po = kernel_policy_options(config_);
+        const minibatch_counts counts{.tokens = tokens, .sequences = sequences, .width = width};
+        po.aggregation = micro_aggregation(po.aggregation, config_, counts);
         kl_loss_options ko = config_.kl_loss;
         ko.coef = beta;
-        ko.aggregation = micro_aggregation(ko.aggregation, tokens, sequences, width);
+        ko.aggregation = micro_aggregation(ko.aggregation, config_, counts);
         value_loss_options vo = config_.value_loss;
-        vo.aggregation = micro_aggregation(vo.aggregation, tokens, sequences, width);
+        vo.aggregation = micro_aggregation(vo.aggregation, config_, counts);
 
         minibatch_result result;
         const auto zero = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
         torch::Tensor policy_sum = zero, value_sum = zero, kl_sum = zero, entropy_sum = zero;
-        torch::Tensor kl_weighted = zero, kl_tokens = zero;  // Σ n·policy_kl and Σ n, for the early stop
+        // Σ n·policy_kl, Σ n·ratio_mean, Σ n, then the last micro-batch's policy_kl and n: the
+        // inputs of the early stop and of the minibatch ratio threshold, read once per minibatch.
+        torch::Tensor rule_inputs = torch::zeros({5}, zero.options());
+        const bool per_minibatch_rule = config_.early_stop_kl || config_.policy_loss.ratio_threshold;
         const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
         for (const row_indices& part : parts) {
             const experience batch = buffer.collate(
@@ -484,23 +497,26 @@ private:
             const libtorch::policy_loss_output pg = kernels_.policy_loss(log_probs, as_log_probs(batch.log_probs),
                                                                          as_log_probs(batch.advantages), mask, po);
             stats.add_policy(pg);
-            // Scalar decisions of the config (one host read each, only when configured).
-            const bool read_now = po.ratio_threshold || po.skip_threshold;
-            const policy_loss_stats decided = read_now ? libtorch::read_statistics(pg) : policy_loss_stats{};
-            if (decided.ratio_threshold_exceeded) ++result.threshold_hits;
-            if (config_.early_stop_kl) {
+            if (per_minibatch_rule) {
                 const torch::Tensor st =
-                    pg.device_stats.defined() ? pg.device_stats : libtorch::stats_to_tensor(pg.stats);
-                kl_weighted = kl_weighted + (st[3] * st[8]).to(zero.device());
-                kl_tokens = kl_tokens + st[8].to(zero.device());
+                    (pg.device_stats.defined() ? pg.device_stats : libtorch::stats_to_tensor(pg.stats)).to(device);
+                rule_inputs =
+                    torch::cat({rule_inputs.narrow(0, 0, 3) + torch::stack({st[3] * st[8], st[5] * st[8], st[8]}),
+                                torch::stack({st[3], st[8]})});
             }
+            // Scalar decisions of the config, one host read each and only when configured: TRL's
+            // micro-batch ratio threshold (the whole micro-batch loss × 0) and ColossalChat's skip.
+            const bool decide_now = po.ratio_threshold || po.skip_threshold;
+            const policy_loss_stats decided = decide_now ? libtorch::read_statistics(pg) : policy_loss_stats{};
+            const double keep = decided.ratio_threshold_exceeded ? 0.0 : 1.0;
+            if (keep == 0.0) ++result.threshold_hits;
             torch::Tensor actor = pg.loss;
             policy_sum = policy_sum + pg.loss.detach().to(zero.options()) * scale;
             if (config_.kl == kl_placement::loss && has_reference && beta != 0.0) {
                 const libtorch::kl_loss_output kl =
                     kernels_.kl_loss(log_probs, as_log_probs(batch.ref_log_probs), mask, ko);
                 actor = actor + kl.loss;
-                kl_sum = kl_sum + kl.loss.detach().to(zero.options()) * scale;
+                kl_sum = kl_sum + kl.loss.detach().to(zero.options()) * (scale * keep);
             }
             if (out.entropy.defined()) {
                 const torch::Tensor valid = mask.to(torch::kFloat64);
@@ -511,7 +527,7 @@ private:
                         libtorch::detail::device_token_weights(fn, mask.ne(0), po.aggregation, h.scalar_type());
                     const torch::Tensor bonus = -config_.entropy_coef * (h * weights).sum();
                     actor = actor + bonus;
-                    entropy_sum = entropy_sum + bonus.detach().to(zero.options()) * scale;
+                    entropy_sum = entropy_sum + bonus.detach().to(zero.options()) * (scale * keep);
                 }
             }
 
@@ -524,8 +540,8 @@ private:
                 const libtorch::value_loss_output vl =
                     kernels_.value_loss(v, batch.values.to(v.scalar_type()), targets.to(v.scalar_type()), mask, vo);
                 stats.add_value(vl);
-                value_sum = value_sum + vl.loss.detach().to(zero.options()) * scale;
-                value_part = vl.loss * scale;
+                value_sum = value_sum + vl.loss.detach().to(zero.options()) * (scale * keep);
+                value_part = vl.loss * (scale * keep);
             }
 
             // ColossalChat v2: a micro-batch whose mean ratio over all positions exceeds
@@ -533,30 +549,30 @@ private:
             const bool skip_actor = decided.skip_threshold_exceeded;
             if (skip_actor) ++result.skipped;
             torch::Tensor total;
-            if (!skip_actor) total = actor * actor_scale;
+            if (!skip_actor) total = actor * (actor_scale * keep);
             if (value_part.defined() && shared_value) total = total.defined() ? total + value_part : value_part;
             if (total.defined()) (total * loss_scale).backward();
             if (value_part.defined() && !shared_value) (value_part * loss_scale).backward();
         }
         stats.add_minibatch(policy_sum, value_sum, kl_sum, entropy_sum);
-        // TRL's early stop decides on the minibatch's policy KL: one host read per minibatch.
-        if (config_.early_stop_kl) {
-            const torch::Tensor read = libtorch::read_to_host(torch::stack({kl_weighted, kl_tokens}));
-            result.tokens = read[1].item<double>();
-            if (result.tokens > 0.0) result.policy_kl = read[0].item<double>() / result.tokens;
+        if (per_minibatch_rule) {
+            const torch::Tensor r = libtorch::read_to_host(rule_inputs);
+            const double* p = r.data_ptr<double>();
+            result.tokens = p[2];
+            result.policy_kl = p[2] > 0.0 ? p[0] / p[2] : 0.0;
+            result.ratio_sum = p[1];
+            result.last_policy_kl = p[3];
+            result.last_tokens = p[4];
         }
         return result;
     }
 
     /// Backpropagates `ptx_coef ·` the LM loss of the PTX batch of minibatch `index` of this step.
     void add_ptx_gradient(std::int64_t index, deferred_statistics& stats) {
-        if constexpr (LanguageModelPolicy<P>) {  // else `check_config` refused PTX
-            if (config_.ptx_coef <= 0.0) return;
-            const torch::Tensor lm =
-                ptx_loss(*policy_, ptx_source_(step_, index), config_.ptx_loss, "rlhf::ppo::ppo_trainer::train");
-            (lm * (config_.ptx_coef * (scaler_ ? scaler_->scale() : 1.0))).backward();
-            stats.add_ptx(lm.detach());
-        }
+        if constexpr (LanguageModelPolicy<P>)  // else `check_config` refused PTX
+            if (config_.ptx_coef > 0.0)
+                stats.add_ptx(backward_ptx(*policy_, ptx_source_(step_, index),
+                                           config_.ptx_coef * (scaler_ ? scaler_->scale() : 1.0), config_.ptx_loss));
     }
 
     /// ReMax's baseline: the scores of a greedy rollout of the same prompts (no gradient).
@@ -593,6 +609,7 @@ private:
     std::int64_t step_ = 0;
     std::vector<torch::Tensor> ema_;
     std::optional<loss_scaler> scaler_;
+    lr_scheduler policy_lr_, critic_lr_;
     std::vector<metrics_callback> callbacks_;
     evaluator evaluator_;
     ptx_source ptx_source_;

@@ -1,0 +1,90 @@
+#pragma once
+/// @file
+/// The rules of the PPO epoch loop on which the frameworks differ (`rlhf::ppo::config`): where the
+/// ratio threshold is judged and what it zeroes, when the KL early stop is judged, and the
+/// reference-model refresh (TRL `sync_ref_model`). The trainer's loop calls these; docs/ppo.md
+/// ("The loop of each preset") says which framework runs which rule.
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "rlhf/core/view.hpp"
+#include "rlhf/kernels/loss_aggregation.hpp"
+#include "rlhf/libtorch/view.hpp"
+#include "rlhf/options/loss_aggregation.hpp"
+#include "rlhf/options/policy_loss.hpp"
+#include "rlhf/ppo/concepts.hpp"
+#include "rlhf/ppo/config.hpp"
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
+
+/// The policy-loss options the kernel gets: under `ratio_threshold_scope::minibatch` without the
+/// ratio threshold (the loop judges it over the whole minibatch).
+[[nodiscard]] inline policy_loss_options kernel_policy_options(const config& c) {
+    policy_loss_options o = c.policy_loss;
+    if (c.threshold_scope == ratio_threshold_scope::minibatch) o.ratio_threshold.reset();
+    return o;
+}
+
+/// Whether a minibatch whose valid tokens sum `ratio_sum` (Σ of ρ) over `tokens` exceeds the ratio
+/// threshold under `ratio_threshold_scope::minibatch`.
+[[nodiscard]] inline bool minibatch_ratio_exceeded(const config& c, double ratio_sum, double tokens) {
+    return c.threshold_scope == ratio_threshold_scope::minibatch && c.policy_loss.ratio_threshold && tokens > 0.0 &&
+           ratio_sum / tokens > *c.policy_loss.ratio_threshold;
+}
+
+/// Zeroes every defined gradient of each parameter list (a skipped batch: the optimizer still
+/// steps, as after TRL's `loss * 0` backward).
+template <class... Lists>
+void zero_gradients(const Lists&... lists) {
+    const auto zero = [](const std::vector<torch::Tensor>& params) {
+        for (const auto& p : params)
+            if (p.grad().defined()) {
+                torch::Tensor g = p.grad();
+                g.zero_();
+            }
+    };
+    (zero(lists), ...);
+}
+
+/// Whether the KL early stop fires at the point `when` of the loop: the config's rule is `when`,
+/// `early_stop_kl` is set, there were tokens, and the policy KL exceeds `early_stop_factor ·
+/// early_stop_kl` (TRL: 1.5·`target_kl`).
+[[nodiscard]] inline bool early_stop_due(const config& c, early_stop_rule when, double policy_kl, double tokens) {
+    return c.early_stop == when && c.early_stop_kl && tokens > 0.0 &&
+           policy_kl > c.early_stop_factor * *c.early_stop_kl;
+}
+
+/// The valid tokens, non-empty rows and widest response of a minibatch.
+struct minibatch_counts {
+    double tokens = 0.0;
+    double sequences = 0.0;
+    double width = 0.0;
+};
+
+/// The aggregation of one loss for a micro-batch of a minibatch: under
+/// `micro_batch_scaling::global_counts` (verl) with the minibatch's counts, unless set.
+[[nodiscard]] inline aggregation_options micro_aggregation(aggregation_options a, const config& c,
+                                                           const minibatch_counts& minibatch) {
+    if (c.scaling != micro_batch_scaling::global_counts) return a;
+    if (!a.global_token_count) a.global_token_count = minibatch.tokens;
+    if (!a.global_sequence_count) a.global_sequence_count = minibatch.sequences;
+    if (!a.normalizer) a.normalizer = minibatch.width;
+    return a;
+}
+
+/// After trainer step `step` (counted from 1), every `ref_model_sync_steps` steps under
+/// `sync_ref_model`: `reference ← α·policy + (1 − α)·reference` (`copy_parameters{.alpha}`).
+/// @note TRL `SyncRefModelCallback.on_step_end`: `global_step % ref_model_sync_steps == 0`.
+template <HasParameters Policy, HasParameters Reference>
+void refresh_reference(const config& c, std::int64_t step, Policy& policy, Reference& reference) {
+    if (c.sync_ref_model && step % c.ref_model_sync_steps == 0)
+        copy_parameters{.alpha = c.ref_model_mixup_alpha}.sync(policy, reference);
+}
+
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
