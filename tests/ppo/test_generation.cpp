@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rlhf/ppo/concepts.hpp"
@@ -329,20 +330,24 @@ TEST_CASE("ppo::generate log-probs equal the policy log-probs of the rollout" * 
     CHECK((joint.values.sizes() == result.log_probs.sizes()));
 }
 
-TEST_CASE("ppo::generate runs a bfloat16 model" * doctest::test_suite("unit")) {
-    tiny_transformer model({.seed = 2});
-    model.to(torch::kBFloat16);
-    const auto result = rlhf::ppo::generate(model, left_padded_prompts(),
-                                            {.max_new_tokens = 6, .top_p = 0.9, .seed = 4, .eos_token_id = {3}});
-    const rollout& r = result.rollout;
-    CHECK((result.log_probs.scalar_type() == torch::kFloat32));
-    CHECK(r.sequences.max().item<std::int64_t>() < vocab);
-    CHECK(torch::isfinite(result.log_probs).all().item<bool>());
-    CHECK(result.log_probs.max().item<double>() <= 0.0);
-    const torch::Tensor scored = model.log_probs(r);
-    CHECK((scored.scalar_type() == torch::kFloat32));
-    // Cached bfloat16 attention vs the full forward: close at bfloat16 precision.
-    CHECK(max_abs(result.log_probs, scored) < 0.1);
+TEST_CASE("ppo::generate runs float32 and bfloat16 models" * doctest::test_suite("unit")) {
+    // Cached vs full-forward log-probs agree to the precision of the model's dtype.
+    for (const auto& [dtype, tolerance] : {std::pair{torch::kFloat32, 1e-4}, std::pair{torch::kBFloat16, 0.1}}) {
+        CAPTURE(dtype);
+        tiny_transformer model({.seed = 2});
+        model.to(dtype);
+        const auto result = rlhf::ppo::generate(model, left_padded_prompts(),
+                                                {.max_new_tokens = 6, .top_p = 0.9, .seed = 4, .eos_token_id = {3}});
+        const rollout& r = result.rollout;
+        CHECK((result.log_probs.scalar_type() == torch::kFloat32));
+        CHECK(r.sequences.max().item<std::int64_t>() < vocab);
+        CHECK(torch::isfinite(result.log_probs).all().item<bool>());
+        CHECK(result.log_probs.max().item<double>() <= 0.0);
+        const torch::Tensor scored = model.log_probs(r);
+        CHECK((scored.scalar_type() == torch::kFloat32));
+        CHECK(max_abs(result.log_probs, scored) < tolerance);
+        CHECK((model.values(r).scalar_type() == dtype));
+    }
 }
 
 TEST_CASE("ppo::generate and the sampling steps name every bad argument" * doctest::test_suite("unit")) {
