@@ -1,8 +1,8 @@
 #pragma once
 /// @file
 /// Umbrella of the PPO layer (link `rlhf::libtorch`): model concepts, experience and its buffer,
-/// the trainer's configuration and presets, metrics and their sinks, checkpoints, the trainer
-/// and the engine. docs/ppo.md describes the loop.
+/// the trainer's configuration and presets, metrics and their sinks, checkpoints, generation with a KV cache, the
+/// trainer and the engine. docs/ppo.md describes the loop.
 
 #include "rlhf/libtorch.hpp"
 #include "rlhf/libtorch/kernel_concepts.hpp"
@@ -14,6 +14,7 @@
 #include "rlhf/ppo/engine.hpp"
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
+#include "rlhf/ppo/generation.hpp"
 #include "rlhf/ppo/loop_rules.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/presets.hpp"

@@ -31,14 +31,22 @@
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
 
-/// Options of `Policy::generate`. Validated by `check_generation_options`.
+/// Options of `Policy::generate` (and of `rlhf::ppo::generate`, rlhf/ppo/generation.hpp).
+/// Validated by `check_generation_options`. The sampling distribution is built in the order of
+/// Hugging Face `generate` (transformers/generation/utils.py: `_get_logits_processor`):
+/// repetition penalty, temperature, top-k, top-p, min-p.
 struct generation_options {
-    std::int64_t max_new_tokens = 128;  ///< response tokens to generate at most (> 0)
-    double temperature = 1.0;           ///< softmax temperature (> 0; ignored when `greedy`)
-    std::int64_t top_k = 0;             ///< keep the k most likely tokens; 0 keeps all
-    double top_p = 1.0;                 ///< nucleus mass in (0, 1]; 1 keeps all
-    bool greedy = false;                ///< argmax decoding
-    std::uint64_t seed = 0;             ///< sampling seed: same seed, same prompts → same rollout
+    std::int64_t max_new_tokens = 128;         ///< response tokens to generate at most (> 0)
+    double temperature = 1.0;                  ///< softmax temperature (> 0; ignored when `greedy`)
+    std::int64_t top_k = 0;                    ///< keep the k most likely tokens; 0 keeps all
+    double top_p = 1.0;                        ///< nucleus mass in (0, 1]; 1 keeps all
+    bool greedy = false;                       ///< argmax decoding
+    std::uint64_t seed = 0;                    ///< sampling seed: same seed, same prompts → same rollout
+    double min_p = 0.0;                        ///< keep tokens with p >= min_p · max p, in [0, 1]; 0 keeps all
+    double repetition_penalty = 1.0;           ///< CTRL penalty (> 0) on tokens already in the row; 1: none
+    std::vector<std::int64_t> eos_token_id{};  ///< ids (>= 0) that end a row; empty: none
+    std::vector<std::vector<std::int64_t>> stop_sequences{};  ///< non-empty id sequences that end a row
+    std::int64_t pad_token_id = 0;  ///< id (>= 0) written after a row's end and in prompt padding
 };
 
 /// Prompts to generate from: token ids `[B, P]` and their attention mask `[B, P]` (any padding side).
@@ -290,14 +298,32 @@ inline void check_rollout(const rollout& batch, std::string_view function) {
     }
 }
 
-/// Checks generation options: `max_new_tokens > 0`, `temperature > 0` (unless `greedy`),
-/// `top_k >= 0`, `top_p ∈ (0, 1]`. Throws `rlhf::error` (kind config) naming the option.
+/// Checks generation options: `max_new_tokens > 0`, `temperature > 0` and finite (unless
+/// `greedy`), `top_k >= 0`, `top_p ∈ (0, 1]`, `min_p ∈ [0, 1]`, `repetition_penalty > 0` and
+/// finite, `eos_token_id` entries >= 0, `stop_sequences` non-empty with entries >= 0,
+/// `pad_token_id >= 0`. Throws `rlhf::error` (kind config) naming the option.
 inline void check_generation_options(const generation_options& options, std::string_view function) {
     check_positive(function, "max_new_tokens", options.max_new_tokens);
     if (!options.greedy) check_positive(function, "temperature", options.temperature);
     check_non_negative(function, "top_k", options.top_k);
     if (!(options.top_p > 0.0 && options.top_p <= 1.0))
         fail(error_kind::config, function, "top_p", "a value in (0, 1]", number_string(options.top_p));
+    if (!(options.min_p >= 0.0 && options.min_p <= 1.0))
+        fail(error_kind::config, function, "min_p", "a value in [0, 1]", number_string(options.min_p));
+    check_positive(function, "repetition_penalty", options.repetition_penalty);
+    for (const std::int64_t id : options.eos_token_id)
+        if (id < 0) fail(error_kind::config, function, "eos_token_id", "token ids >= 0", std::to_string(id));
+    for (std::size_t i = 0; i < options.stop_sequences.size(); ++i) {
+        const auto& sequence = options.stop_sequences[i];
+        const std::string at = "stop_sequences[" + std::to_string(i) + "]";
+        if (sequence.empty())
+            fail(error_kind::config, function, "stop_sequences", "non-empty sequences", at + " empty");
+        for (const std::int64_t id : sequence)
+            if (id < 0)
+                fail(error_kind::config, function, "stop_sequences", "token ids >= 0",
+                     at + " holds " + std::to_string(id));
+    }
+    check_non_negative(function, "pad_token_id", options.pad_token_id);
 }
 
 /// The rollout part of an experience batch (shares the tensors, no copy).
