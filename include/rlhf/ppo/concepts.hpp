@@ -24,6 +24,7 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/libtorch/kernel_concepts.hpp"
 #include "rlhf/ppo/experience.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -104,38 +105,25 @@ concept HasParameters = requires(M& model) {
 
 /// The default `ParameterSync` for two models of the same architecture: copies every
 /// parameter (then every buffer, when both list them) in order, under no-grad; `copy_` casts
-/// dtype and device, so a float32 trainer can feed a bfloat16 or GPU inference copy.
-/// Errors: a different parameter count or shape → `rlhf::error` (kind shape, argument `to`).
+/// dtype and device, so a float32 trainer can feed a bfloat16 or GPU inference copy. With
+/// `trainable_only` (parameter-efficient training) it copies only the parameters with
+/// `requires_grad()` on each side, and no buffers: the frozen backbone is not sent again.
+/// Errors: a different parameter count or shape (with `trainable_only`: a different trainable
+/// set) → `rlhf::error` (kind shape, argument `to`).
 struct copy_parameters {
+    bool trainable_only = false;  ///< copy only the parameters with `requires_grad()`
+
     template <HasParameters From, HasParameters To>
     void sync(From& from, To& to) const {
         constexpr std::string_view function = "rlhf::ppo::copy_parameters::sync";
-        copy_all(from.parameters(), to.parameters(), "parameters", function);
+        copy_tensors(trainable_tensors(from.parameters(), trainable_only),
+                     trainable_tensors(to.parameters(), trainable_only),
+                     trainable_only ? "trainable parameters" : "parameters", function);
         if constexpr (requires {
                           { from.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                           { to.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                       })
-            copy_all(from.buffers(), to.buffers(), "buffers", function);
-    }
-
-private:
-    static void copy_all(const std::vector<torch::Tensor>& source, const std::vector<torch::Tensor>& target,
-                         std::string_view what, std::string_view function) {
-        if (source.size() != target.size())
-            fail(error_kind::shape, function, "to",
-                 std::to_string(source.size()) + " " + std::string(what) + " (as 'from')",
-                 std::to_string(target.size()) + " " + std::string(what));
-        for (std::size_t i = 0; i < source.size(); ++i)
-            if (source[i].sizes() != target[i].sizes())
-                fail(error_kind::shape, function, "to",
-                     libtorch::shape_string(source[i]) + " for " + std::string(what) + "[" + std::to_string(i) +
-                         "] (as 'from')",
-                     libtorch::shape_string(target[i]));
-        const c10::AutoGradMode no_grad(false);
-        for (std::size_t i = 0; i < source.size(); ++i) {
-            torch::Tensor destination = target[i];
-            destination.copy_(source[i]);
-        }
+            if (!trainable_only) copy_tensors(from.buffers(), to.buffers(), "buffers", function);
     }
 };
 

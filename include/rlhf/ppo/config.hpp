@@ -79,6 +79,12 @@ enum class score_normalization {
 
 // Names for configs read from text (`rlhf::parse_option`); aliases: verl's `use_kl_in_reward` and
 // `use_kl_loss`, TRL v0.11's `use_score_scaling` and `use_score_norm`.
+/// Which implementation the advantage stage runs (ppo/advantage_stage.hpp).
+enum class advantage_route {
+    by_device,  ///< CPU tensors: the fused CPU kernels; other devices: the `torch_ops::` compositions
+    torch_ops,  ///< the `torch_ops::` compositions on every device, the CPU included
+};
+
 RLHF_OPTION_NAMES(kl_placement, {kl_placement::none, "none"}, {kl_placement::reward, "reward"},
                   {kl_placement::loss, "loss"}, {kl_placement::reward, "use_kl_in_reward"},
                   {kl_placement::loss, "use_kl_loss"})
@@ -89,6 +95,7 @@ RLHF_OPTION_NAMES(ptx_mode, {ptx_mode::none, "none"}, {ptx_mode::mixed, "mixed"}
 RLHF_OPTION_NAMES(micro_batch_scaling, {micro_batch_scaling::global_counts, "global_counts"},
                   {micro_batch_scaling::mean_of_micro_batches, "mean_of_micro_batches"})
 
+RLHF_OPTION_NAMES(advantage_route, {advantage_route::by_device, "by_device"}, {advantage_route::torch_ops, "torch_ops"})
 RLHF_OPTION_NAMES(score_normalization, {score_normalization::none, "none"}, {score_normalization::scale, "scale"},
                   {score_normalization::scale_and_shift, "scale_and_shift"},
                   {score_normalization::scale, "use_score_scaling"},
@@ -146,6 +153,9 @@ struct config {
     /// Whiten the advantages over every element of the `[B, T]` batch, padding included
     /// (ChatLearn's older PPO), instead of over the valid tokens.
     bool whiten_unmasked = false;
+    /// The implementation of the advantage stage: by the tensors' device (the models' device is
+    /// kept: no copy to the host), or the `torch_ops::` compositions everywhere.
+    advantage_route advantage_ops = advantage_route::by_device;
 
     // ---- Losses -----------------------------------------------------------------------------
     policy_loss_options policy_loss{};
@@ -177,6 +187,10 @@ struct config {
     /// @note DeepSpeed-Chat `dschat/utils/utils.py: moving_average`, OpenRLHF
     /// `openrlhf/utils/deepspeed/deepspeed.py: moving_average` (β = 0.992 in both).
     std::optional<double> ema_beta{};
+    /// Parameter-efficient training (LoRA-style adapters): the EMA, the checkpoints' model tensors
+    /// and `copy_ema_to` cover only the parameters with `requires_grad()` (no buffers); frozen ones
+    /// are neither cloned nor written (`trainable_tensors`, ppo/parameter_selection.hpp).
+    bool trainable_parameters_only = false;
     /// Call the evaluation hook every N steps (0: never).
     std::int64_t eval_every = 0;
 

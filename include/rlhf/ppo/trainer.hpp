@@ -42,6 +42,7 @@
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/optimization.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/ppo/ptx.hpp"
 #include "rlhf/version.hpp"
 
@@ -128,7 +129,8 @@ public:
         engine_.seed(sequence);
         if (config_.ema_beta) {
             const c10::AutoGradMode no_grad(false);
-            for (const auto& p : policy_->parameters()) ema_.push_back(p.detach().clone());
+            for (const auto& p : trainable_tensors(policy_->parameters(), config_.trainable_parameters_only))
+                ema_.push_back(p.detach().clone());
         }
     }
 
@@ -163,7 +165,7 @@ public:
 
     /// Builds the step's experience from a rollout generated elsewhere (an inference copy of the
     /// policy, synced by an engine): the models' outputs without gradient, then the advantage
-    /// stage on CPU copies. Errors (`rlhf::error`, function
+    /// stage on the models' device. Errors (`rlhf::error`, function
     /// `rlhf::ppo::ppo_trainer::make_experience`): those of `check_rollout`; a rollout whose row
     /// count is not the request's (kind shape, `rollout`); a model output of the wrong shape or
     /// dtype (argument `policy.log_probs`, `reference.log_probs`, `critic.values`,
@@ -185,11 +187,11 @@ public:
         const torch::Tensor model_log_probs = policy_->log_probs(generated);
         detail::check_model_output(model_log_probs, rows, width, fn, "policy.log_probs");
         const torch::Dtype dtype = model_log_probs.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-        const auto cpu = [&](const torch::Tensor& t) { return t.to(torch::kCPU, dtype).contiguous(); };
+        const auto cpu = [&](const torch::Tensor& t) { return t.to(device, dtype).contiguous(); };
         // Built from the checked response ranges, as bool: no kernel scans it again.
         advantage_inputs in{.log_probs = cpu(model_log_probs),
-                            .mask = response_mask(generated, width, torch::kBool).to(torch::kCPU),
-                            .group_ids = request.group_ids.to(torch::kCPU, torch::kInt64).contiguous()};
+                            .mask = response_mask(generated, width, torch::kBool).to(device),
+                            .group_ids = request.group_ids.to(device, torch::kInt64).contiguous()};
         if constexpr (has_reference) {
             const torch::Tensor r = reference_->log_probs(generated);
             detail::check_model_output(r, rows, width, fn, "reference.log_probs");
@@ -364,11 +366,8 @@ public:
     void copy_ema_to(M& model) const {
         if (!config_.ema_beta)
             fail(error_kind::state, "rlhf::ppo::ppo_trainer::copy_ema_to", "ema_beta", "set (an EMA is kept)", "unset");
-        struct ema_view {
-            const std::vector<torch::Tensor>* tensors;
-            [[nodiscard]] std::vector<torch::Tensor> parameters() const { return *tensors; }
-        } source{&ema_};
-        copy_parameters{}.sync(source, model);
+        copy_tensors(ema_, trainable_tensors(model.parameters(), config_.trainable_parameters_only), "parameters",
+                     "rlhf::ppo::ppo_trainer::copy_ema_to");
     }
 
     // ---- Checkpoints ------------------------------------------------------------------------
@@ -406,11 +405,12 @@ private:
     };
 
     [[nodiscard]] checkpoint::trainer_parts checkpoint_parts() const {
-        checkpoint::trainer_parts parts{.policy = checkpoint::model_tensors(*policy_),
+        const bool only_trainable = config_.trainable_parameters_only;
+        checkpoint::trainer_parts parts{.policy = checkpoint::model_tensors(*policy_, only_trainable),
                                         .ema = ema_,
                                         .policy_optimizer = optimizers_.policy,
                                         .critic_optimizer = optimizers_.critic};
-        if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_);
+        if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_, only_trainable);
         return parts;
     }
 
@@ -567,10 +567,8 @@ private:
     /// `ema ← β·ema + (1 − β)·θ` (as `torch.lerp(θ, ema, β)`, DeepSpeed-Chat's form).
     void update_ema() {
         if (!config_.ema_beta) return;
-        const c10::AutoGradMode no_grad(false);
-        const std::vector<torch::Tensor> params = policy_->parameters();
-        for (std::size_t i = 0; i < params.size() && i < ema_.size(); ++i)
-            ema_[i].copy_(torch::lerp(params[i].detach(), ema_[i], *config_.ema_beta));
+        rlhf::ppo::update_ema(ema_, trainable_tensors(policy_->parameters(), config_.trainable_parameters_only),
+                              *config_.ema_beta, "rlhf::ppo::ppo_trainer::train");
     }
 
     config config_;
