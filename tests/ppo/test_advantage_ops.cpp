@@ -62,7 +62,7 @@ void agree(counts& n, const std::string& name, double tol, const std::function<T
         ++n.both_threw;
         return;
     }
-    CHECK(got.scalar_type() == expected.scalar_type());
+    CHECK((got.scalar_type() == expected.scalar_type()));
     const conf::comparison c = conf::compare(got, expected, false);
     CAPTURE(c.worst);
     CHECK(c.max_error <= tol);
@@ -311,7 +311,7 @@ TEST_CASE("ppo::compute_advantage_stage: the torch_ops route equals the fused ro
                   std::pair{composed.advantages, fused.advantages}, std::pair{composed.returns, fused.returns}}) {
                 const conf::comparison cmp = conf::compare(got, expected, false);
                 CAPTURE(cmp.worst);
-                CHECK(got.scalar_type() == dtype);
+                CHECK((got.scalar_type() == dtype));
                 CHECK(cmp.max_error <= tolerance(dtype));
                 ++compared;
             }
@@ -341,7 +341,7 @@ TEST_CASE("ppo::compute_advantage_stage: bfloat16 and float16 inputs compute in 
             c.advantage_ops = route;
             const auto got = rlhf::ppo::compute_advantage_stage(c, 0.1, half);
             const auto expected = rlhf::ppo::compute_advantage_stage(c, 0.1, widened);
-            CHECK(got.advantages.scalar_type() == torch::kFloat32);
+            CHECK((got.advantages.scalar_type() == torch::kFloat32));
             CHECK(torch::equal(got.advantages, expected.advantages));
             CHECK(torch::equal(got.returns, expected.returns));
             rlhf::ppo::step_metrics m;
