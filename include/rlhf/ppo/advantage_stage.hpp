@@ -92,15 +92,27 @@ namespace detail {
         t, [] { return false; }, [] { return true; });
 }
 
+/// Checks that `t` (when defined) has a floating dtype, else `rlhf::error` (kind dtype) naming
+/// `argument`.
+inline void require_floating(const torch::Tensor& t, std::string_view function, std::string_view argument) {
+    if (t.defined() && !c10::isFloatingType(t.scalar_type()))
+        fail(error_kind::dtype, function, argument, "a floating dtype (float32, float64, bfloat16 or float16)",
+             libtorch::dtype_name(t.scalar_type()));
+}
+
 /// The stage's dtype: float64 log-probs stay float64, any other floating dtype (bfloat16 and
 /// float16 included) computes in float32.
-[[nodiscard]] inline torch::Tensor in_math_dtype(const torch::Tensor& log_probs) {
+[[nodiscard]] inline torch::Tensor in_math_dtype(const torch::Tensor& log_probs, std::string_view function) {
+    require_floating(log_probs, function, "log_probs");
     return log_probs.to(log_probs.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32);
 }
 
-/// `t` in the dtype and on the device of `like` (undefined stays undefined).
-[[nodiscard]] inline torch::Tensor like(const torch::Tensor& t, const torch::Tensor& like) {
-    return t.defined() ? t.to(like.device(), like.scalar_type()) : t;
+/// `t` (floating, else an error naming `argument`) in the dtype and on the device of `reference`;
+/// undefined stays undefined.
+[[nodiscard]] inline torch::Tensor like(const torch::Tensor& t, const torch::Tensor& reference,
+                                        std::string_view function, std::string_view argument) {
+    require_floating(t, function, argument);
+    return t.defined() ? t.to(reference.device(), reference.scalar_type()) : t;
 }
 
 template <class Result>
@@ -222,13 +234,13 @@ struct stage_ops {
                                                    const torch::Tensor& ref_log_probs, const torch::Tensor& mask) {
     constexpr std::string_view fn = "rlhf::ppo::measure_rollout_kl";
     libtorch::check_defined(log_probs, fn, "log_probs");
-    const torch::Tensor lp = detail::in_math_dtype(log_probs);
+    const torch::Tensor lp = detail::in_math_dtype(log_probs, fn);
     const torch::Tensor valid = detail::checked_mask(mask, fn).to(lp.device());
     const kl_options& estimator = c.kl == kl_placement::loss ? c.kl_loss.kl : c.reward.kl;
     const kl_measure unit = controller_measure(c.kl_control, c.kl_metric);
     libtorch::deferred_checks checks;
     const detail::stage_ops ops{detail::composed(c, lp), &checks};
-    const torch::Tensor kl = ops.token_kl(lp, detail::like(ref_log_probs, lp), valid, estimator);
+    const torch::Tensor kl = ops.token_kl(lp, detail::like(ref_log_probs, lp, fn, "ref_log_probs"), valid, estimator);
     if (ops.composed) {
         const torch::Tensor both = torch::stack({libtorch::torch_ops::measure_kl(kl, valid, c.kl_metric),
                                                  libtorch::torch_ops::measure_kl(kl, valid, unit)})
@@ -256,16 +268,16 @@ struct stage_ops {
     constexpr std::string_view fn = "rlhf::ppo::compute_advantage_stage";
     const auto require = [&](const torch::Tensor& t, std::string_view name) { libtorch::check_defined(t, fn, name); };
     require(in.log_probs, "log_probs");
-    const torch::Tensor lp = detail::in_math_dtype(in.log_probs);
+    const torch::Tensor lp = detail::in_math_dtype(in.log_probs, fn);
     const torch::Tensor mask = detail::checked_mask(in.mask, fn).to(lp.device());
     const bool dense = in.token_rewards.defined();
     if (!dense) require(in.scores, "scores");
     const double beta = c.kl == kl_placement::reward ? kl_coef : 0.0;
     if (beta > 0.0) require(in.ref_log_probs, "ref_log_probs");
     // Without the KL term the log-probs stand in for the reference: their KL is 0.
-    const torch::Tensor ref = beta > 0.0 ? detail::like(in.ref_log_probs, lp) : lp;
-    const torch::Tensor scores = detail::like(in.scores, lp);
-    const torch::Tensor values = detail::like(in.values, lp);
+    const torch::Tensor ref = beta > 0.0 ? detail::like(in.ref_log_probs, lp, fn, "ref_log_probs") : lp;
+    const torch::Tensor scores = detail::like(in.scores, lp, fn, "scores");
+    const torch::Tensor values = detail::like(in.values, lp, fn, "values");
     reward_shaping_options shaping = c.reward;
     shaping.kl_coef = beta;
     libtorch::deferred_checks checks;
@@ -289,9 +301,10 @@ struct stage_ops {
         shaping.score_clip_range = std::nullopt;
         shaping.mask_kl = true;
         const torch::Tensor zeros = torch::zeros({lp.size(0)}, lp.options());
-        out.shaped_rewards = ops.shape(lp, ref, mask, zeros, shaping) + detail::like(in.token_rewards, lp);
+        out.shaped_rewards =
+            ops.shape(lp, ref, mask, zeros, shaping) + detail::like(in.token_rewards, lp, fn, "token_rewards");
     } else {
-        out.shaped_rewards = detail::like(in.token_rewards, lp).clone();
+        out.shaped_rewards = detail::like(in.token_rewards, lp, fn, "token_rewards").clone();
     }
     out.rewards =
         c.reward_whitening ? ops.masked_whiten(out.shaped_rewards, mask, *c.reward_whitening) : out.shaped_rewards;
@@ -303,7 +316,7 @@ struct stage_ops {
     torch::Tensor baseline;
     if (c.estimator == advantage_estimator::remax) {
         require(in.baseline, "baseline");
-        baseline = detail::like(in.baseline, r).contiguous();
+        baseline = detail::like(in.baseline, r, fn, "baseline").contiguous();
         if (c.reward.score_clip) baseline = baseline.clamp(-*c.reward.score_clip, *c.reward.score_clip);
         if (c.reward.score_clip_range)
             baseline = baseline.clamp(c.reward.score_clip_range->first, c.reward.score_clip_range->second);
