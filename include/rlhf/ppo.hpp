@@ -15,5 +15,6 @@
 #include "rlhf/ppo/experience.hpp"
 #include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/ppo/presets.hpp"
 #include "rlhf/ppo/trainer.hpp"

@@ -103,63 +103,65 @@ std::vector<batch> batches(torch::Dtype dtype) {
     return out;
 }
 
+// Calls `body(batch, tolerance, name)` for every batch in float32 and float64.
+void for_each_batch(const std::function<void(const batch&, double, const std::string&)>& body) {
+    for (const torch::Dtype dtype : {torch::kFloat32, torch::kFloat64})
+        for (const batch& x : batches(dtype))
+            body(x, tolerance(dtype), x.name + (dtype == torch::kFloat32 ? "/f32" : "/f64"));
+}
+
 }  // namespace
 
 TEST_CASE("torch_ops advantage stage: KL shaping and whitening agree with the fused kernels" *
           doctest::test_suite("unit")) {
     counts n;
-    for (const torch::Dtype dtype : {torch::kFloat32, torch::kFloat64}) {
-        const double tol = tolerance(dtype);
-        for (const batch& x : batches(dtype)) {
-            const std::string at = x.name + (dtype == torch::kFloat32 ? "/f32" : "/f64");
-            for (const rlhf::kl_options& kl :
-                 {rlhf::kl_preset::trl(), rlhf::kl_preset::trl(rlhf::kl_estimator::abs),
-                  rlhf::kl_preset::trl(rlhf::kl_estimator::k2), rlhf::kl_preset::verl(rlhf::kl_estimator::k3),
-                  rlhf::kl_preset::openrlhf(rlhf::kl_estimator::k3), rlhf::kl_preset::chatlearn()}) {
-                agree(
-                    n, "token_kl/" + at, tol, [&] { return rlhf::token_kl(x.a, x.b, x.mask, kl); },
-                    [&] { return ops::token_kl(x.a, x.b, x.mask, kl); });
-            }
-            std::vector<rlhf::reward_shaping_options> shapings;
-            for (const rlhf::advantage_preset& p :
-                 {rlhf::presets::trl_v0_11(), rlhf::presets::trl(), rlhf::presets::deepspeed_chat(),
-                  rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::chatlearn()})
-                shapings.push_back(p.rewards);
-            shapings.push_back({.kl_coef = 0.3, .empty_rows = rlhf::empty_row_policy::drop_score});
-            shapings.push_back({.kl_coef = 0.3,
-                                .slot = rlhf::reward_slot::every_valid_token,
-                                .empty_rows = rlhf::empty_row_policy::drop_score});
-            shapings.push_back({.kl_coef = 0.3,
-                                .slot = rlhf::reward_slot::first_pad_slot,
-                                .empty_rows = rlhf::empty_row_policy::peer_slot,
-                                .kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3)});
-            for (const rlhf::reward_shaping_options& s : shapings)
-                agree(
-                    n, "shape_rewards/" + at, tol,
-                    [&] { return rlhf::shape_rewards_from_logprobs(x.a, x.b, x.mask, x.scores, s); },
-                    [&] { return ops::shape_rewards_from_logprobs(x.a, x.b, x.mask, x.scores, s); });
-            for (const rlhf::whiten_options& w : std::vector<rlhf::whiten_options>{
-                     {},
-                     {.shift_mean = false},
-                     {.variance = rlhf::variance_estimator::biased,
-                     .epsilon_mode = rlhf::whiten_epsilon::clamp_variance},
-                     {.variance = rlhf::variance_estimator::biased,
-                     .scope = rlhf::whiten_scope::per_row,
-                     .epsilon_mode = rlhf::whiten_epsilon::clamp_variance,
-                     .small_sample = rlhf::small_sample_policy::zero_variance,
-                     .zero_masked = true},
-                     {.scope = rlhf::whiten_scope::per_row, .small_sample = rlhf::small_sample_policy::skip},
-                     {.small_sample = rlhf::small_sample_policy::skip, .zero_masked = true, .count_epsilon = 1e-8},
-                     {.scale = false}}) {
-                agree(
-                    n, "masked_whiten/" + at, tol, [&] { return rlhf::masked_whiten(x.values, x.mask, w); },
-                    [&] { return ops::masked_whiten(x.values, x.mask, w); });
-                agree(
-                    n, "whiten/" + at, tol, [&] { return rlhf::whiten(x.values, w); },
-                    [&] { return ops::whiten(x.values, w); });
-            }
+    for_each_batch([&](const batch& x, double tol, const std::string& at) {
+        for (const rlhf::kl_options& kl :
+             {rlhf::kl_preset::trl(), rlhf::kl_preset::trl(rlhf::kl_estimator::abs),
+              rlhf::kl_preset::trl(rlhf::kl_estimator::k2), rlhf::kl_preset::verl(rlhf::kl_estimator::k3),
+              rlhf::kl_preset::openrlhf(rlhf::kl_estimator::k3), rlhf::kl_preset::chatlearn()}) {
+            agree(
+                n, "token_kl/" + at, tol, [&] { return rlhf::token_kl(x.a, x.b, x.mask, kl); },
+                [&] { return ops::token_kl(x.a, x.b, x.mask, kl); });
         }
-    }
+        std::vector<rlhf::reward_shaping_options> shapings;
+        for (const rlhf::advantage_preset& p :
+             {rlhf::presets::trl_v0_11(), rlhf::presets::trl(), rlhf::presets::deepspeed_chat(),
+              rlhf::presets::colossalchat_v2(), rlhf::presets::openrlhf(), rlhf::presets::chatlearn()})
+            shapings.push_back(p.rewards);
+        shapings.push_back({.kl_coef = 0.3, .empty_rows = rlhf::empty_row_policy::drop_score});
+        shapings.push_back({.kl_coef = 0.3,
+                            .slot = rlhf::reward_slot::every_valid_token,
+                            .empty_rows = rlhf::empty_row_policy::drop_score});
+        shapings.push_back({.kl_coef = 0.3,
+                            .slot = rlhf::reward_slot::first_pad_slot,
+                            .empty_rows = rlhf::empty_row_policy::peer_slot,
+                            .kl = rlhf::kl_preset::verl(rlhf::kl_estimator::k3)});
+        for (const rlhf::reward_shaping_options& s : shapings)
+            agree(
+                n, "shape_rewards/" + at, tol,
+                [&] { return rlhf::shape_rewards_from_logprobs(x.a, x.b, x.mask, x.scores, s); },
+                [&] { return ops::shape_rewards_from_logprobs(x.a, x.b, x.mask, x.scores, s); });
+        for (const rlhf::whiten_options& w : std::vector<rlhf::whiten_options>{
+                 {},
+                 {.shift_mean = false},
+                 {.variance = rlhf::variance_estimator::biased, .epsilon_mode = rlhf::whiten_epsilon::clamp_variance},
+                 {.variance = rlhf::variance_estimator::biased,
+                 .scope = rlhf::whiten_scope::per_row,
+                 .epsilon_mode = rlhf::whiten_epsilon::clamp_variance,
+                 .small_sample = rlhf::small_sample_policy::zero_variance,
+                 .zero_masked = true},
+                 {.scope = rlhf::whiten_scope::per_row, .small_sample = rlhf::small_sample_policy::skip},
+                 {.small_sample = rlhf::small_sample_policy::skip, .zero_masked = true, .count_epsilon = 1e-8},
+                 {.scale = false}}) {
+            agree(
+                n, "masked_whiten/" + at, tol, [&] { return rlhf::masked_whiten(x.values, x.mask, w); },
+                [&] { return ops::masked_whiten(x.values, x.mask, w); });
+            agree(
+                n, "whiten/" + at, tol, [&] { return rlhf::whiten(x.values, w); },
+                [&] { return ops::whiten(x.values, w); });
+        }
+    });
     CHECK(n.compared > 1000);
     CHECK(n.both_threw > 20);  // empty rows under raise, one token under an unbiased variance
 }
@@ -167,67 +169,62 @@ TEST_CASE("torch_ops advantage stage: KL shaping and whitening agree with the fu
 TEST_CASE("torch_ops advantage stage: GAE and the outcome estimators agree with the fused kernels" *
           doctest::test_suite("unit")) {
     counts n;
-    for (const torch::Dtype dtype : {torch::kFloat32, torch::kFloat64}) {
-        const double tol = tolerance(dtype);
-        for (const batch& x : batches(dtype)) {
-            const std::string at = x.name + (dtype == torch::kFloat32 ? "/f32" : "/f64");
-            for (const rlhf::gae_masking masking :
-                 {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
-                for (const double lambda : {0.95, 1.0}) {
-                    const rlhf::gae_options g{.gamma = 0.99, .lambda = lambda, .masking = masking};
-                    agree(
-                        n, "gae/" + at, tol, [&] { return pair(rlhf::compute_gae(x.a, x.values, x.mask, g)); },
-                        [&] { return pair(ops::compute_gae(x.a, x.values, x.mask, g)); });
-                    agree(
-                        n, "gae_bootstrap/" + at, tol,
-                        [&] { return pair(rlhf::compute_gae(x.a, x.values, x.mask, x.boot, g)); },
-                        [&] { return pair(ops::compute_gae(x.a, x.values, x.mask, x.boot, g)); });
-                }
+    for_each_batch([&](const batch& x, double tol, const std::string& at) {
+        for (const rlhf::gae_masking masking :
+             {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
+            for (const double lambda : {0.95, 1.0}) {
+                const rlhf::gae_options g{.gamma = 0.99, .lambda = lambda, .masking = masking};
+                agree(
+                    n, "gae/" + at, tol, [&] { return pair(rlhf::compute_gae(x.a, x.values, x.mask, g)); },
+                    [&] { return pair(ops::compute_gae(x.a, x.values, x.mask, g)); });
+                agree(
+                    n, "gae_bootstrap/" + at, tol,
+                    [&] { return pair(rlhf::compute_gae(x.a, x.values, x.mask, x.boot, g)); },
+                    [&] { return pair(ops::compute_gae(x.a, x.values, x.mask, x.boot, g)); });
             }
-            const Tensor r = x.a;  // token rewards
-            for (const rlhf::singleton_group_policy single :
-                 {rlhf::singleton_group_policy::raw_score, rlhf::singleton_group_policy::zero,
-                  rlhf::singleton_group_policy::raise}) {
-                for (const rlhf::grpo_options& o :
-                     {rlhf::grpo_options{.singleton = single},
-                      rlhf::grpo_options{
-                          .epsilon = 1e-5, .std_estimator = rlhf::variance_estimator::biased, .singleton = single},
-                      rlhf::grpo_options{.normalize_by_std = false, .singleton = single}})
-                    agree(
-                        n, "grpo/" + at, tol, [&] { return rlhf::compute_grpo_advantages(r, x.mask, x.groups, o); },
-                        [&] { return ops::compute_grpo_advantages(r, x.mask, x.groups, o); });
-                agree(
-                    n, "dr_grpo/" + at, tol,
-                    [&] { return rlhf::compute_dr_grpo_advantages(r, x.mask, x.groups, {.singleton = single}); },
-                    [&] { return ops::compute_dr_grpo_advantages(r, x.mask, x.groups, {.singleton = single}); });
-                agree(
-                    n, "rloo/" + at, tol,
-                    [&] { return rlhf::compute_rloo_advantages(r, x.mask, x.groups, {.singleton = single}); },
-                    [&] { return ops::compute_rloo_advantages(r, x.mask, x.groups, {.singleton = single}); });
-                agree(
-                    n, "opo/" + at, tol,
-                    [&] { return rlhf::compute_opo_advantages(r, x.mask, x.groups, {.singleton = single}); },
-                    [&] { return ops::compute_opo_advantages(r, x.mask, x.groups, {.singleton = single}); });
-            }
-            for (const rlhf::reinforce_plus_plus_options& o :
-                 {rlhf::reinforce_plus_plus_preset::verl(0.9), rlhf::reinforce_plus_plus_preset::openrlhf(0.9),
-                  rlhf::reinforce_plus_plus_options{.masking = rlhf::return_masking::skip_masked}})
-                agree(
-                    n, "reinforce_pp/" + at, tol,
-                    [&] { return pair(rlhf::compute_reinforce_plus_plus_advantages(r, x.mask, o)); },
-                    [&] { return pair(ops::compute_reinforce_plus_plus_advantages(r, x.mask, o)); });
-            for (const rlhf::reinforce_plus_plus_baseline_options& o :
-                 {rlhf::reinforce_plus_plus_baseline_preset::verl(),
-                  rlhf::reinforce_plus_plus_baseline_preset::openrlhf()})
-                agree(
-                    n, "reinforce_pp_baseline/" + at, tol,
-                    [&] { return pair(rlhf::compute_reinforce_plus_plus_baseline_advantages(r, x.mask, x.groups, o)); },
-                    [&] { return pair(ops::compute_reinforce_plus_plus_baseline_advantages(r, x.mask, x.groups, o)); });
-            agree(
-                n, "remax/" + at, tol, [&] { return pair(rlhf::compute_remax_advantages(r, x.mask, x.scores)); },
-                [&] { return pair(ops::compute_remax_advantages(r, x.mask, x.scores)); });
         }
-    }
+        const Tensor r = x.a;  // token rewards
+        for (const rlhf::singleton_group_policy single :
+             {rlhf::singleton_group_policy::raw_score, rlhf::singleton_group_policy::zero,
+              rlhf::singleton_group_policy::raise}) {
+            for (const rlhf::grpo_options& o :
+                 {rlhf::grpo_options{.singleton = single},
+                  rlhf::grpo_options{
+                      .epsilon = 1e-5, .std_estimator = rlhf::variance_estimator::biased, .singleton = single},
+                  rlhf::grpo_options{.normalize_by_std = false, .singleton = single}})
+                agree(
+                    n, "grpo/" + at, tol, [&] { return rlhf::compute_grpo_advantages(r, x.mask, x.groups, o); },
+                    [&] { return ops::compute_grpo_advantages(r, x.mask, x.groups, o); });
+            agree(
+                n, "dr_grpo/" + at, tol,
+                [&] { return rlhf::compute_dr_grpo_advantages(r, x.mask, x.groups, {.singleton = single}); },
+                [&] { return ops::compute_dr_grpo_advantages(r, x.mask, x.groups, {.singleton = single}); });
+            agree(
+                n, "rloo/" + at, tol,
+                [&] { return rlhf::compute_rloo_advantages(r, x.mask, x.groups, {.singleton = single}); },
+                [&] { return ops::compute_rloo_advantages(r, x.mask, x.groups, {.singleton = single}); });
+            agree(
+                n, "opo/" + at, tol,
+                [&] { return rlhf::compute_opo_advantages(r, x.mask, x.groups, {.singleton = single}); },
+                [&] { return ops::compute_opo_advantages(r, x.mask, x.groups, {.singleton = single}); });
+        }
+        for (const rlhf::reinforce_plus_plus_options& o :
+             {rlhf::reinforce_plus_plus_preset::verl(0.9), rlhf::reinforce_plus_plus_preset::openrlhf(0.9),
+              rlhf::reinforce_plus_plus_options{.masking = rlhf::return_masking::skip_masked}})
+            agree(
+                n, "reinforce_pp/" + at, tol,
+                [&] { return pair(rlhf::compute_reinforce_plus_plus_advantages(r, x.mask, o)); },
+                [&] { return pair(ops::compute_reinforce_plus_plus_advantages(r, x.mask, o)); });
+        for (const rlhf::reinforce_plus_plus_baseline_options& o :
+             {rlhf::reinforce_plus_plus_baseline_preset::verl(), rlhf::reinforce_plus_plus_baseline_preset::openrlhf()})
+            agree(
+                n, "reinforce_pp_baseline/" + at, tol,
+                [&] { return pair(rlhf::compute_reinforce_plus_plus_baseline_advantages(r, x.mask, x.groups, o)); },
+                [&] { return pair(ops::compute_reinforce_plus_plus_baseline_advantages(r, x.mask, x.groups, o)); });
+        agree(
+            n, "remax/" + at, tol, [&] { return pair(rlhf::compute_remax_advantages(r, x.mask, x.scores)); },
+            [&] { return pair(ops::compute_remax_advantages(r, x.mask, x.scores)); });
+    });
     CHECK(n.compared > 800);
     CHECK(n.both_threw > 20);  // holes under valid_range, singleton groups under raise, small samples
 }

@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -356,16 +357,12 @@ inline void record_advantage_metrics(step_metrics& m, const torch::Tensor& mask,
     const torch::Tensor host = torch::stack({tokens, length, score.first, score.second, reward.first, reward.second,
                                              advantage.first, advantage.second, returns.first, value})
                                    .to(torch::kCPU);
+    constexpr std::array fields{
+        &step_metrics::response_tokens, &step_metrics::response_length_mean, &step_metrics::score_mean,
+        &step_metrics::score_std,       &step_metrics::reward_mean,          &step_metrics::reward_std,
+        &step_metrics::advantage_mean,  &step_metrics::advantage_std,        &step_metrics::return_mean};
     const double* h = host.data_ptr<double>();
-    m.response_tokens = h[0];
-    m.response_length_mean = h[1];
-    m.score_mean = h[2];
-    m.score_std = h[3];
-    m.reward_mean = h[4];
-    m.reward_std = h[5];
-    m.advantage_mean = h[6];
-    m.advantage_std = h[7];
-    m.return_mean = h[8];
+    for (std::size_t i = 0; i < fields.size(); ++i) m.*fields[i] = h[i];
     if (values.defined()) m.value_mean = h[9];
 }
 
