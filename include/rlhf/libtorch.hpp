@@ -6,6 +6,7 @@
 
 #include "rlhf/entry.hpp"
 #include "rlhf/libtorch/adapter.hpp"
+#include "rlhf/libtorch/advantage_ops.hpp"
 #include "rlhf/libtorch/dispatch.hpp"
 #include "rlhf/libtorch/kl_loss.hpp"
 #include "rlhf/libtorch/logits.hpp"

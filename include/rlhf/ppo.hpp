@@ -17,6 +17,7 @@
 #include "rlhf/ppo/generation.hpp"
 #include "rlhf/ppo/loop_rules.hpp"
 #include "rlhf/ppo/metrics.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/ppo/presets.hpp"
 #include "rlhf/ppo/schedule.hpp"
 #include "rlhf/ppo/trainer.hpp"

@@ -537,3 +537,25 @@ TEST_CASE("running_moments: TRL's update formula / merge / policies / reducer" *
     CHECK(g.count == 5.0);
     CHECK(g.std == doctest::Approx(std::sqrt(4.64 * 5 / 4)));
 }
+
+TEST_CASE("masked_whiten: skip copies a small scope under a bool mask per row and per batch" *
+          doctest::test_suite("unit")) {
+    // GCC 12 at -O2 once compiled the skip branch away for bool masks (the scope was whitened).
+    for (const auto& [rows, cols] : std::vector<std::pair<rlhf::index_t, rlhf::index_t>>{{4, 1}, {3, 5}, {1, 4}}) {
+        std::vector<double> x(static_cast<std::size_t>(rows * cols)), out(x.size(), 9.0);
+        bool mask[64] = {};
+        for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.1 * static_cast<double>(i + 1);
+        for (rlhf::index_t r = 0; r < rows; ++r) mask[r * cols] = true;  // one valid element per row
+        const rlhf::view<double> v(x.data(), {rows, cols});
+        const rlhf::view<bool> m(mask, {rows, cols});
+        const rlhf::mut_view<double> o(out.data(), {rows, cols});
+        rlhf::masked_whiten(v, m, o,
+                            {.scope = rlhf::whiten_scope::per_row, .small_sample = rlhf::small_sample_policy::skip});
+        CHECK(out == x);
+        if (rows == 1) {
+            std::fill(out.begin(), out.end(), 9.0);
+            rlhf::masked_whiten(v, m, o, {.small_sample = rlhf::small_sample_policy::skip, .count_epsilon = 1e-8});
+            CHECK(out == x);
+        }
+    }
+}

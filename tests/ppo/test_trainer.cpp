@@ -1111,3 +1111,141 @@ TEST_CASE("ppo::engine: flows with parameter sync reproduce the trainer's steps"
     const auto e = expect_error([&] { (void)plain.learn(-1); });
     CHECK(e.argument() == "episodes");
 }
+
+TEST_CASE("ppo_trainer: the torch_ops advantage route gives the fused route's steps on the CPU" *
+          doctest::test_suite("unit")) {
+    // The device path (the composed advantage stage) run on CPU tensors: equal to the fused
+    // stage within float64 rounding, step after step.
+    struct run {
+        toy_policy policy{1};
+        toy_critic critic{2};
+        toy_policy reference{3};
+        count_reward reward;
+        torch::optim::Adam policy_optimizer{policy.parameters(), torch::optim::AdamOptions(0.01)};
+        torch::optim::Adam critic_optimizer{critic.parameters(), torch::optim::AdamOptions(0.01)};
+        rlhf::ppo::ppo_trainer<toy_policy, toy_critic, count_reward, toy_policy> trainer;
+        explicit run(const rlhf::ppo::config& c)
+            : trainer(c, {.policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+                      {.policy = &policy_optimizer, .critic = &critic_optimizer}) {}
+    };
+    for (rlhf::ppo::config cfg : {gae_config(), rlhf::ppo::from_advantage_preset(rlhf::presets::verl(), gae_config()),
+                                  rlhf::ppo::from_advantage_preset(rlhf::presets::openrlhf(), gae_config())}) {
+        run fused(cfg);
+        cfg.advantage_ops = rlhf::ppo::advantage_route::torch_ops;
+        run composed(cfg);
+        for (std::int64_t step = 0; step < 3; ++step) {
+            const auto a = fused.trainer.step(make_prompts(step, 4));
+            const auto b = composed.trainer.step(make_prompts(step, 4));
+            CHECK(b.generation_seed == a.generation_seed);
+            CHECK(b.kl == doctest::Approx(a.kl).epsilon(1e-12));
+            CHECK(b.advantage_mean == doctest::Approx(a.advantage_mean).epsilon(1e-12));
+            CHECK(b.advantage_std == doctest::Approx(a.advantage_std).epsilon(1e-12));
+            CHECK(b.return_mean == doctest::Approx(a.return_mean).epsilon(1e-12));
+            CHECK(b.reward_mean == doctest::Approx(a.reward_mean).epsilon(1e-12));
+            CHECK(b.policy_loss == doctest::Approx(a.policy_loss).epsilon(1e-10));
+            CHECK(b.value_loss == doctest::Approx(a.value_loss).epsilon(1e-10));
+        }
+        CHECK(max_difference(composed.policy.parameters(), fused.policy.parameters()) < 1e-10);
+        CHECK(max_difference(composed.critic.parameters(), fused.critic.parameters()) < 1e-10);
+    }
+}
+
+namespace {
+
+// A frozen backbone (embedding and head weights, requires_grad false) with a small trainable
+// adapter (the head's bias): parameter-efficient training.
+struct adapted_policy : toy_policy {
+    explicit adapted_policy(std::uint64_t backbone_seed, double adapter_value = 0.0) : toy_policy(backbone_seed) {
+        embed.requires_grad_(false);
+        head_w.requires_grad_(false);
+        head_b = torch::full({vocab}, adapter_value, torch::kFloat64).requires_grad_(true);
+    }
+};
+
+std::vector<torch::Tensor> trainable(const adapted_policy& p) {
+    return rlhf::ppo::trainable_tensors(p.parameters(), true);
+}
+
+}  // namespace
+
+TEST_CASE("ppo_trainer: trainable_parameters_only keeps saves and syncs the adapter alone" *
+          doctest::test_suite("unit")) {
+    const std::filesystem::path path = std::filesystem::temp_directory_path() / "rlhf_trainer_adapter_test.pt";
+    rlhf::ppo::config cfg = gae_config();
+    cfg.ema_beta = 0.9;
+    cfg.trainable_parameters_only = true;
+    struct run {
+        adapted_policy policy;
+        toy_critic critic{2};
+        toy_policy reference{3};
+        count_reward reward;
+        torch::optim::Adam policy_optimizer;
+        torch::optim::Adam critic_optimizer{critic.parameters(), torch::optim::AdamOptions(0.01)};
+        rlhf::ppo::ppo_trainer<adapted_policy, toy_critic, count_reward, toy_policy> trainer;
+        run(const rlhf::ppo::config& c, double adapter_value)
+            : policy(1, adapter_value),
+              policy_optimizer(trainable(policy), torch::optim::AdamOptions(0.05)),
+              trainer(c, {.policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+                      {.policy = &policy_optimizer, .critic = &critic_optimizer}) {}
+    };
+
+    run uninterrupted(cfg, 0.0);
+    // The EMA clones the adapter only.
+    REQUIRE(uninterrupted.trainer.ema_parameters().size() == 1);
+    CHECK(uninterrupted.trainer.ema_parameters()[0].sizes() == uninterrupted.policy.head_b.sizes());
+    for (std::int64_t step = 0; step < 4; ++step) (void)uninterrupted.trainer.step(make_prompts(step, 4));
+    CHECK(bitwise_equal({uninterrupted.policy.embed, uninterrupted.policy.head_w},
+                        {adapted_policy(1).embed, adapted_policy(1).head_w}));  // the backbone did not move
+    CHECK(max_difference({uninterrupted.policy.head_b}, {adapted_policy(1).head_b}) > 1e-6);
+
+    {
+        run first(cfg, 0.0);
+        for (std::int64_t step = 0; step < 2; ++step) (void)first.trainer.step(make_prompts(step, 4));
+        first.trainer.save_checkpoint(path);
+    }
+    // The file holds the adapter alone (policy and EMA), the critic whole.
+    {
+        torch::serialize::InputArchive archive;
+        archive.load_from(path.string());
+        CHECK(rlhf::ppo::checkpoint::read_tensors(archive, "policy").size() == 1);
+        CHECK(rlhf::ppo::checkpoint::read_tensors(archive, "ema").size() == 1);
+        CHECK(rlhf::ppo::checkpoint::read_tensors(archive, "critic").size() == 3);
+    }
+    run resumed(cfg, 0.7);  // another adapter: the checkpoint must overwrite it
+    resumed.trainer.load_checkpoint(path);
+    for (std::int64_t step = 2; step < 4; ++step) (void)resumed.trainer.step(make_prompts(step, 4));
+    CHECK(bitwise_equal(resumed.policy.parameters(), uninterrupted.policy.parameters()));
+    CHECK(bitwise_equal(resumed.critic.parameters(), uninterrupted.critic.parameters()));
+    CHECK(bitwise_equal(resumed.trainer.ema_parameters(), uninterrupted.trainer.ema_parameters()));
+
+    // The sync copies the adapter only; the target's backbone stays its own.
+    adapted_policy target(9, 0.3);
+    const torch::Tensor own_embed = target.embed.clone();
+    rlhf::ppo::copy_parameters{.trainable_only = true}.sync(uninterrupted.policy, target);
+    CHECK(torch::equal(target.head_b, uninterrupted.policy.head_b));
+    CHECK(torch::equal(target.embed, own_embed));
+    adapted_policy ema_target(9, 0.3);
+    uninterrupted.trainer.copy_ema_to(ema_target);
+    CHECK(torch::equal(ema_target.head_b, uninterrupted.trainer.ema_parameters()[0]));
+    CHECK(torch::equal(ema_target.embed, own_embed));
+
+    // A different trainable set is an error naming the argument: the sync's target, the
+    // checkpoint's path, the policy's parameters at the next EMA update.
+    adapted_policy wider(9);
+    wider.head_w.requires_grad_(true);
+    auto e =
+        expect_error([&] { rlhf::ppo::copy_parameters{.trainable_only = true}.sync(uninterrupted.policy, wider); });
+    CHECK(e.kind() == rlhf::error_kind::shape);
+    CHECK(e.argument() == "to");
+    {
+        run other(cfg, 0.0);
+        other.policy.head_w.requires_grad_(true);
+        e = expect_error([&] { other.trainer.load_checkpoint(path); });
+        CHECK(e.kind() == rlhf::error_kind::value);
+        CHECK(e.argument() == "path");
+        e = expect_error([&] { (void)other.trainer.step(make_prompts(0, 4)); });
+        CHECK(e.kind() == rlhf::error_kind::shape);
+        CHECK(e.argument() == "policy.parameters");
+    }
+    std::filesystem::remove(path);
+}

@@ -70,6 +70,9 @@ public:
 
     [[nodiscard]] const tiny_transformer_options& options() const { return o_; }
 
+    // Full-sequence backbone forwards so far (the value-head tests count them).
+    std::int64_t backbone_forwards = 0;
+
     // ---- CausalDecoder ----
     kv_cache new_cache(std::int64_t /*rows*/) const {
         return {std::vector<torch::Tensor>(static_cast<std::size_t>(o_.layers)),
@@ -115,6 +118,7 @@ private:
     };
 
     torch::Tensor full_hidden(const torch::Tensor& ids, const torch::Tensor& mask) {
+        ++backbone_forwards;
         kv_cache cache = new_cache(ids.size(0));
         return hidden(ids, mask, rlhf::ppo::position_ids(mask), cache);
     }

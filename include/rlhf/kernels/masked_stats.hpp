@@ -259,9 +259,12 @@ void whiten_scope_rows(std::string_view function, view<T> values, const Mask& ma
     const index_t cols = values.extent(1);
     const bool need_variance = options.scale;  // centring alone needs one valid element
     // `skip` must know whether the statistics exist: compute them leniently, then decide.
-    const bool skip = options.small_sample == small_sample_policy::skip;
-    const moments_options moments{options.variance, skip ? small_sample_policy::zero_variance : options.small_sample,
-                                  options.count_epsilon};
+    // Set after the initialisation: GCC 12 -O2 (tree-vrp) dropped `skip` when the policy was chosen
+    // by a conditional inside the braced initialiser, so `skip` never copied a small scope.
+    const small_sample_policy policy = options.small_sample;
+    const bool skip = policy == small_sample_policy::skip;
+    moments_options moments{options.variance, policy, options.count_epsilon};
+    if (skip) moments.small_sample = small_sample_policy::zero_variance;
     const masked_moments m =
         scope_moments(function, values, mask, row_begin, row_end, need_variance, moments, reducer, row);
     if (skip && m.count < static_cast<double>(needed(need_variance, options.variance))) {

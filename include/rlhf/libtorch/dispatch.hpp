@@ -89,6 +89,18 @@ decltype(auto) by_device(const torch::Tensor& tensor, Cpu&& cpu, TorchOps&& torc
     return mask != 0;
 }
 
+namespace detail {
+
+/// A model output in the precision of the RLHF math: bfloat16 and float16 become float32
+/// (differentiably: the gradient flows back in the model's dtype); float32 and float64 stay.
+[[nodiscard]] inline torch::Tensor in_compute_precision(const torch::Tensor& t) {
+    if (t.defined() && (t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf))
+        return t.to(torch::kFloat32);
+    return t;
+}
+
+}  // namespace detail
+
 /// Checks that `tensor` has the dtype of `reference` (named `reference_argument`).
 inline void check_same_dtype(const torch::Tensor& tensor, std::string_view function, std::string_view argument,
                              const torch::Tensor& reference, std::string_view reference_argument) {

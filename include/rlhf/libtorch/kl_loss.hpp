@@ -55,6 +55,37 @@ kl_loss_output kl_loss_kernel(const torch::Tensor& log_probs, const torch::Tenso
     return out;
 }
 
+/// The per-token KL of `rlhf::token_kl` composed of torch ops: the log-ratio `d` (in float32 first
+/// under `float32_log_ratio`), the estimate `k` of the clamped `d`, and `estimate`, `k` clamped.
+struct kl_terms_output {
+    torch::Tensor d, k, estimate;
+};
+
+[[nodiscard]] inline kl_terms_output kl_terms(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                              const kl_options& o) {
+    const torch::Tensor d =
+        o.float32_log_ratio
+            ? (log_probs.to(torch::kFloat32) - ref_log_probs.to(torch::kFloat32)).to(log_probs.scalar_type())
+            : log_probs - ref_log_probs;
+    const torch::Tensor dc = o.log_ratio_clamp ? torch::clamp(d, -*o.log_ratio_clamp, *o.log_ratio_clamp) : d;
+    torch::Tensor k;
+    switch (o.estimator) {
+        case kl_estimator::abs:
+            k = dc.abs();
+            break;
+        case kl_estimator::k2:
+            k = 0.5 * dc * dc;
+            break;
+        case kl_estimator::k3:
+            k = torch::expm1(-dc) + dc;
+            break;
+        case kl_estimator::k1:
+            k = dc;
+            break;
+    }
+    return {d, k, o.value_clamp ? torch::clamp(k, -*o.value_clamp, *o.value_clamp) : k};
+}
+
 template <class R>
 kl_loss_output kl_loss_torch_ops(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
                                  const torch::Tensor* old_log_probs, const torch::Tensor& mask,
@@ -163,27 +194,7 @@ kl_loss_output detail::kl_loss_torch_ops(const torch::Tensor& log_probs, const t
         detail::loss_weights(function, valid, options.aggregation, log_probs.scalar_type(), reducer, readback);
 
     const kl_options& o = options.kl;
-    const torch::Tensor d =
-        o.float32_log_ratio
-            ? (log_probs.to(torch::kFloat32) - ref_log_probs.to(torch::kFloat32)).to(log_probs.scalar_type())
-            : log_probs - ref_log_probs;
-    const torch::Tensor dc = o.log_ratio_clamp ? torch::clamp(d, -*o.log_ratio_clamp, *o.log_ratio_clamp) : d;
-    torch::Tensor k;
-    switch (o.estimator) {
-        case kl_estimator::abs:
-            k = dc.abs();
-            break;
-        case kl_estimator::k2:
-            k = 0.5 * dc * dc;
-            break;
-        case kl_estimator::k3:
-            k = torch::expm1(-dc) + dc;
-            break;
-        case kl_estimator::k1:
-            k = dc;
-            break;
-    }
-    const torch::Tensor x = o.value_clamp ? torch::clamp(k, -*o.value_clamp, *o.value_clamp) : k;
+    const auto [d, k, x] = detail::kl_terms(log_probs, ref_log_probs, o);
     torch::Tensor per_token = x;
     if (options.straight_through) {
         const torch::Tensor k2 = 0.5 * d * d;

@@ -82,18 +82,6 @@ template <class Output>
     return stats_from_host<decltype(output.stats)>(read_to_host(output.device_stats));
 }
 
-namespace detail {
-
-/// A model output in the precision of the RLHF math: bfloat16 and float16 become float32
-/// (differentiably: the gradient flows back in the model's dtype); float32 and float64 stay.
-[[nodiscard]] inline torch::Tensor in_compute_precision(const torch::Tensor& t) {
-    if (t.defined() && (t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf))
-        return t.to(torch::kFloat32);
-    return t;
-}
-
-}  // namespace detail
-
 /// `closed_form_loss::apply(input, run)`: `run(grad)` evaluates the kernel and returns the loss
 /// as a double; `grad` is a contiguous tensor shaped like `input` that `run` fills with
 /// d loss / d input, or an undefined tensor when `input` does not require grad (then `run` must

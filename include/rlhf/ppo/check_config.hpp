@@ -129,6 +129,15 @@ inline void check_config(const config& c) {
     detail::check_field("policy_loss.", [&] { rlhf::detail::check_policy_options(fn, c.policy_loss); });
     detail::check_field("value_loss.", [&] { rlhf::detail::check_value_loss_options(fn, c.value_loss); });
     check_non_negative(fn, "entropy_coef", c.entropy_coef);
+    if (c.missing_eos_penalty) {
+        if (!std::isfinite(*c.missing_eos_penalty))
+            detail::config_error("missing_eos_penalty", "a finite number", number_string(*c.missing_eos_penalty));
+        if (c.generation.eos_token_id.empty())
+            detail::config_error("missing_eos_penalty", "unset: generation.eos_token_id names no EOS token", "set");
+    }
+    if (c.bootstrap_truncated && c.estimator != advantage_estimator::gae)
+        detail::config_error("bootstrap_truncated", "false: only GAE bootstraps from values",
+                             std::string(to_string(c.estimator)));
     switch (c.ptx) {
         case ptx_mode::none:
             break;

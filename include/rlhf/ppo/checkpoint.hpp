@@ -27,6 +27,7 @@
 #include "rlhf/kernels/masked_stats.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/ppo/concepts.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo::checkpoint {
@@ -129,9 +130,11 @@ inline void copy_into(const std::vector<torch::Tensor>& source, const std::vecto
 }
 
 /// A model's parameters, then (when it lists them) its buffers, in their deterministic order.
+/// With `trainable_only` (parameter-efficient training), only the parameters with `requires_grad()`.
 template <HasParameters M>
-[[nodiscard]] std::vector<torch::Tensor> model_tensors(M& model) {
-    std::vector<torch::Tensor> tensors = model.parameters();
+[[nodiscard]] std::vector<torch::Tensor> model_tensors(M& model, bool trainable_only = false) {
+    std::vector<torch::Tensor> tensors = trainable_tensors(model.parameters(), trainable_only);
+    if (trainable_only) return tensors;
     if constexpr (requires {
                       { model.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                   }) {

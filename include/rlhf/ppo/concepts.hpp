@@ -24,6 +24,7 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/libtorch/kernel_concepts.hpp"
 #include "rlhf/ppo/experience.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -114,43 +115,26 @@ concept HasParameters = requires(M& model) {
 /// parameter (then every buffer, when both list them) in order, under no-grad; `copy_` casts
 /// dtype and device, so a float32 trainer can feed a bfloat16 or GPU inference copy.
 /// With `alpha < 1` it mixes instead: `to ← α·from + (1 − α)·to`, parameters only (TRL
-/// `SyncRefModelCallback._sync_target_model`: `mul_(1 − α).add_(from, alpha=α)`).
-/// Errors: a different parameter count or shape → `rlhf::error` (kind shape, argument `to`).
+/// `SyncRefModelCallback._sync_target_model`: `mul_(1 − α).add_(from, alpha=α)`). With
+/// `trainable_only` (parameter-efficient training) it copies only the parameters with
+/// `requires_grad()` on each side, and no buffers: the frozen backbone is not sent again.
+/// Errors: a different parameter count or shape (with `trainable_only`: a different trainable
+/// set) → `rlhf::error` (kind shape, argument `to`).
 struct copy_parameters {
-    double alpha = 1.0;  ///< the weight of `from`; 1: a copy
+    double alpha = 1.0;           ///< the weight of `from`; 1: a copy
+    bool trainable_only = false;  ///< copy only the parameters with `requires_grad()`
 
     template <HasParameters From, HasParameters To>
     void sync(From& from, To& to) const {
         constexpr std::string_view function = "rlhf::ppo::copy_parameters::sync";
-        copy_all(from.parameters(), to.parameters(), "parameters", function, alpha);
+        copy_tensors(trainable_tensors(from.parameters(), trainable_only),
+                     trainable_tensors(to.parameters(), trainable_only),
+                     trainable_only ? "trainable parameters" : "parameters", function, "to", alpha);
         if constexpr (requires {
                           { from.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                           { to.buffers() } -> std::convertible_to<std::vector<torch::Tensor>>;
                       })
-            if (alpha == 1.0) copy_all(from.buffers(), to.buffers(), "buffers", function, 1.0);
-    }
-
-private:
-    static void copy_all(const std::vector<torch::Tensor>& source, const std::vector<torch::Tensor>& target,
-                         std::string_view what, std::string_view function, double alpha) {
-        if (source.size() != target.size())
-            fail(error_kind::shape, function, "to",
-                 std::to_string(source.size()) + " " + std::string(what) + " (as 'from')",
-                 std::to_string(target.size()) + " " + std::string(what));
-        for (std::size_t i = 0; i < source.size(); ++i)
-            if (source[i].sizes() != target[i].sizes())
-                fail(error_kind::shape, function, "to",
-                     libtorch::shape_string(source[i]) + " for " + std::string(what) + "[" + std::to_string(i) +
-                         "] (as 'from')",
-                     libtorch::shape_string(target[i]));
-        const c10::AutoGradMode no_grad(false);
-        for (std::size_t i = 0; i < source.size(); ++i) {
-            torch::Tensor destination = target[i];
-            if (alpha == 1.0)
-                destination.copy_(source[i]);
-            else
-                destination.mul_(1.0 - alpha).add_(source[i].to(destination.options()), alpha);
-        }
+            if (!trainable_only && alpha == 1.0) copy_tensors(from.buffers(), to.buffers(), "buffers", function);
     }
 };
 

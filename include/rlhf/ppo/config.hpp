@@ -113,6 +113,12 @@ RLHF_OPTION_NAMES(early_stop_rule, {early_stop_rule::each_minibatch_before_step,
 
 // Names for configs read from text (`rlhf::parse_option`); aliases: verl's `use_kl_in_reward` and
 // `use_kl_loss`, TRL v0.11's `use_score_scaling` and `use_score_norm`.
+/// Which implementation the advantage stage runs (ppo/advantage_stage.hpp).
+enum class advantage_route {
+    by_device,  ///< CPU tensors: the fused CPU kernels; other devices: the `torch_ops::` compositions
+    torch_ops,  ///< the `torch_ops::` compositions on every device, the CPU included
+};
+
 RLHF_OPTION_NAMES(kl_placement, {kl_placement::none, "none"}, {kl_placement::reward, "reward"},
                   {kl_placement::loss, "loss"}, {kl_placement::reward, "use_kl_in_reward"},
                   {kl_placement::loss, "use_kl_loss"})
@@ -123,6 +129,7 @@ RLHF_OPTION_NAMES(ptx_mode, {ptx_mode::none, "none"}, {ptx_mode::mixed, "mixed"}
 RLHF_OPTION_NAMES(micro_batch_scaling, {micro_batch_scaling::global_counts, "global_counts"},
                   {micro_batch_scaling::mean_of_micro_batches, "mean_of_micro_batches"})
 
+RLHF_OPTION_NAMES(advantage_route, {advantage_route::by_device, "by_device"}, {advantage_route::torch_ops, "torch_ops"})
 RLHF_OPTION_NAMES(score_normalization, {score_normalization::none, "none"}, {score_normalization::scale, "scale"},
                   {score_normalization::scale_and_shift, "scale_and_shift"},
                   {score_normalization::scale, "use_score_scaling"},
@@ -154,6 +161,12 @@ struct config {
     reward_shaping_options reward{};
     /// Where the KL term goes.
     kl_placement kl = kl_placement::reward;
+    /// Subtracted from the score of a row whose response holds no token of
+    /// `generation.eos_token_id` (sequence reward models; TRL `missing_eos_penalty`).
+    std::optional<double> missing_eos_penalty{};
+    /// GAE bootstraps a row the rollout marks `truncated` (cut at the length limit) from the
+    /// value at its last action (`truncation_bootstrap`), instead of taking the cut as the end.
+    bool bootstrap_truncated = false;
     /// The controller of β (used by the reward or the loss, as `kl` says).
     kl_control_options kl_control = fixed_kl_options{};
     /// The unit of the KL reported in the metrics (`step_metrics::kl`).
@@ -185,6 +198,9 @@ struct config {
     /// `advantage_whitening`; without it `check_config` refuses the pair (a silent double
     /// normalisation, peer-formulas.md §c.6).
     bool allow_double_whitening = false;
+    /// The implementation of the advantage stage: by the tensors' device (the models' device is
+    /// kept: no copy to the host), or the `torch_ops::` compositions everywhere.
+    advantage_route advantage_ops = advantage_route::by_device;
 
     // ---- Losses -----------------------------------------------------------------------------
     policy_loss_options policy_loss{};
@@ -227,6 +243,10 @@ struct config {
     /// @note DeepSpeed-Chat `dschat/utils/utils.py: moving_average`, OpenRLHF
     /// `openrlhf/utils/deepspeed/deepspeed.py: moving_average` (β = 0.992 in both).
     std::optional<double> ema_beta{};
+    /// Parameter-efficient training (LoRA-style adapters): the EMA, the checkpoints' model tensors
+    /// and `copy_ema_to` cover only the parameters with `requires_grad()` (no buffers); frozen ones
+    /// are neither cloned nor written (`trainable_tensors`, ppo/parameter_selection.hpp).
+    bool trainable_parameters_only = false;
     /// Call the evaluation hook every N steps (0: never).
     std::int64_t eval_every = 0;
     /// Reference refresh (TRL `sync_ref_model`): after every `ref_model_sync_steps`-th step the

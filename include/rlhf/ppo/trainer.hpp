@@ -44,7 +44,9 @@
 #include "rlhf/ppo/metrics.hpp"
 #include "rlhf/ppo/model_outputs.hpp"
 #include "rlhf/ppo/optimization.hpp"
+#include "rlhf/ppo/parameter_selection.hpp"
 #include "rlhf/ppo/ptx.hpp"
+#include "rlhf/ppo/rollout_rewards.hpp"
 #include "rlhf/ppo/schedule.hpp"
 #include "rlhf/ppo/step_statistics.hpp"
 #include "rlhf/version.hpp"
@@ -124,7 +126,8 @@ public:
         if (config_.loss_scaling) scaler_.emplace(*config_.loss_scaling);
         if (config_.ema_beta) {
             const c10::AutoGradMode no_grad(false);
-            for (const auto& p : policy_->parameters()) ema_.push_back(p.detach().clone());
+            for (const auto& p : trainable_tensors(policy_->parameters(), config_.trainable_parameters_only))
+                ema_.push_back(p.detach().clone());
         }
     }
 
@@ -159,7 +162,7 @@ public:
 
     /// Builds the step's experience from a rollout generated elsewhere (an inference copy of the
     /// policy, synced by an engine): the models' outputs without gradient, then the advantage
-    /// stage on CPU copies. Errors (`rlhf::error`, function
+    /// stage on the models' device. Errors (`rlhf::error`, function
     /// `rlhf::ppo::ppo_trainer::make_experience`): those of `check_rollout`; a rollout whose row
     /// count is not the request's (kind shape, `rollout`); a model output of the wrong shape or
     /// dtype (argument `policy.log_probs`, `reference.log_probs`, `critic.values`,
@@ -181,29 +184,32 @@ public:
         const model_outputs models = forward_models(*policy_, critic_, generated, rows, width, false, fn);
         const torch::Tensor& model_log_probs = models.log_probs;
         const torch::Dtype dtype = model_log_probs.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-        const auto cpu = [&](const torch::Tensor& t) { return t.to(torch::kCPU, dtype).contiguous(); };
+        const auto in_math = [&](const torch::Tensor& t) { return t.to(device, dtype).contiguous(); };
         // Built from the checked response ranges, as bool: no kernel scans it again.
-        advantage_inputs in{.log_probs = cpu(model_log_probs),
-                            .mask = response_mask(generated, width, torch::kBool).to(torch::kCPU),
-                            .group_ids = request.group_ids.to(torch::kCPU, torch::kInt64).contiguous()};
+        advantage_inputs in{.log_probs = in_math(model_log_probs),
+                            .mask = rollout_action_mask(generated, width, fn).to(device),
+                            .group_ids = request.group_ids.to(device, torch::kInt64).contiguous()};
         if constexpr (has_reference) {
             const torch::Tensor r = reference_->log_probs(generated);
             detail::check_model_output(r, rows, width, fn, "reference.log_probs");
-            in.ref_log_probs = cpu(r);
+            in.ref_log_probs = in_math(r);
         }
-        const torch::Tensor& model_values = models.values;
-        if constexpr (has_critic) in.values = cpu(model_values);
+        if constexpr (has_critic) in.values = in_math(models.values);
         if constexpr (TokenRewardModel<R>) {
             const torch::Tensor t = reward_model_->token_rewards(generated);
             detail::check_model_output(t, rows, width, fn, "reward_model.token_rewards");
-            in.token_rewards = cpu(t) * in.mask.to(dtype);
+            in.token_rewards = in_math(t) * in.mask.to(dtype);
             in.scores = in.token_rewards.sum(1);
         } else {
             const torch::Tensor s = reward_model_->score(generated);
             detail::check_model_output(s, rows, -1, fn, "reward_model.score");
-            in.scores = cpu(s);
+            in.scores = in_math(s);
+            if (config_.missing_eos_penalty)
+                in.scores = penalize_missing_eos(in.scores, generated, config_.generation.eos_token_id,
+                                                 *config_.missing_eos_penalty);
             if (config_.estimator == advantage_estimator::remax) in.baseline = greedy_scores(request);
         }
+        if (config_.bootstrap_truncated) in.bootstrap = truncation_bootstrap(in.values, in.mask, generated.truncated);
         const double forward_seconds = detail::seconds_since(start);
         const auto advantages_start = detail::clock::now();
 
@@ -233,7 +239,7 @@ public:
         e.action_mask = in.mask.to(device);
         e.log_probs = in.log_probs.to(device);
         if constexpr (has_reference) e.ref_log_probs = in.ref_log_probs.to(device);
-        if constexpr (has_critic) e.values = model_values.detach().to(device);
+        if constexpr (has_critic) e.values = in.values;  // float32 for a reduced-precision critic
         e.rewards = a.rewards.to(device);
         e.advantages = a.advantages.to(device);
         e.returns = a.returns.to(device);
@@ -370,11 +376,8 @@ public:
     void copy_ema_to(M& model) const {
         if (!config_.ema_beta)
             fail(error_kind::state, "rlhf::ppo::ppo_trainer::copy_ema_to", "ema_beta", "set (an EMA is kept)", "unset");
-        struct ema_view {
-            const std::vector<torch::Tensor>* tensors;
-            [[nodiscard]] std::vector<torch::Tensor> parameters() const { return *tensors; }
-        } source{&ema_};
-        copy_parameters{}.sync(source, model);
+        copy_tensors(ema_, trainable_tensors(model.parameters(), config_.trainable_parameters_only), "parameters",
+                     "rlhf::ppo::ppo_trainer::copy_ema_to");
     }
 
     // ---- Checkpoints ------------------------------------------------------------------------
@@ -415,11 +418,12 @@ private:
     };
 
     [[nodiscard]] checkpoint::trainer_parts checkpoint_parts() const {
-        checkpoint::trainer_parts parts{.policy = checkpoint::model_tensors(*policy_),
+        const bool only_trainable = config_.trainable_parameters_only;
+        checkpoint::trainer_parts parts{.policy = checkpoint::model_tensors(*policy_, only_trainable),
                                         .ema = ema_,
                                         .policy_optimizer = optimizers_.policy,
                                         .critic_optimizer = optimizers_.critic};
-        if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_);
+        if constexpr (has_critic) parts.critic = checkpoint::model_tensors(*critic_, only_trainable);
         if constexpr (refreshable_reference)
             if (config_.sync_ref_model) parts.reference = checkpoint::model_tensors(*reference_);
         return parts;
@@ -590,10 +594,8 @@ private:
     /// `ema ← β·ema + (1 − β)·θ` (as `torch.lerp(θ, ema, β)`, DeepSpeed-Chat's form).
     void update_ema() {
         if (!config_.ema_beta) return;
-        const c10::AutoGradMode no_grad(false);
-        const std::vector<torch::Tensor> params = policy_->parameters();
-        for (std::size_t i = 0; i < params.size() && i < ema_.size(); ++i)
-            ema_[i].copy_(torch::lerp(params[i].detach(), ema_[i], *config_.ema_beta));
+        rlhf::ppo::update_ema(ema_, trainable_tensors(policy_->parameters(), config_.trainable_parameters_only),
+                              *config_.ema_beta, "rlhf::ppo::ppo_trainer::train");
     }
 
     config config_;
