@@ -81,8 +81,8 @@ struct minibatch_counts {
 /// After trainer step `step` (counted from 1), every `ref_model_sync_steps` steps under
 /// `sync_ref_model`: `reference ← α·policy + (1 − α)·reference` (`copy_parameters{.alpha}`).
 /// @note TRL `SyncRefModelCallback.on_step_end`: `global_step % ref_model_sync_steps == 0`.
-template <HasParameters Policy, HasParameters Reference>
-void refresh_reference(const config& c, std::int64_t step, Policy& policy, Reference& reference) {
+template <HasParameters From, HasParameters To>
+void refresh_reference(const config& c, std::int64_t step, From& policy, To& reference) {
     if (c.sync_ref_model && step % c.ref_model_sync_steps == 0)
         copy_parameters{.alpha = c.ref_model_mixup_alpha}.sync(policy, reference);
 }
