@@ -7,11 +7,15 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/libtorch/view.hpp"
@@ -19,6 +23,7 @@
 #include "rlhf/options/policy_loss.hpp"
 #include "rlhf/ppo/concepts.hpp"
 #include "rlhf/ppo/config.hpp"
+#include "rlhf/ppo/experience_buffer.hpp"
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo {
@@ -66,6 +71,25 @@ struct minibatch_counts {
     double sequences = 0.0;
     double width = 0.0;
 };
+
+/// The counts of the rows `rows` of `buffer`: valid tokens (`action_tokens[r]`, the rows' action
+/// masks, when given; else the response lengths), non-empty rows, widest response.
+[[nodiscard]] inline minibatch_counts count_minibatch(const experience_buffer& buffer,
+                                                      std::span<const std::int64_t> rows,
+                                                      const std::vector<double>& action_tokens) {
+    if (!action_tokens.empty() && static_cast<std::int64_t>(action_tokens.size()) != buffer.size())
+        fail(error_kind::shape, "rlhf::ppo::ppo_trainer::train", "action_tokens",
+             std::to_string(buffer.size()) + " counts (one per row) or none", std::to_string(action_tokens.size()));
+    minibatch_counts c;
+    for (const std::int64_t r : rows) {
+        const auto length = static_cast<double>(buffer.response_length(r));
+        const double n = action_tokens.empty() ? length : action_tokens[static_cast<std::size_t>(r)];
+        c.tokens += n;
+        c.sequences += n > 0.0 ? 1.0 : 0.0;
+        c.width = std::max(c.width, length);
+    }
+    return c;
+}
 
 /// The aggregation of one loss for a micro-batch of a minibatch: under
 /// `micro_batch_scaling::global_counts` (verl) with the minibatch's counts, unless set.

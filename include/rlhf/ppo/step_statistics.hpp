@@ -105,4 +105,39 @@ private:
     std::vector<std::pair<event, torch::Tensor>> events_;
 };
 
+/// What the loop rules read of a minibatch (`early_stop_kl`, the minibatch ratio threshold):
+/// its valid tokens, token-weighted policy KL and Σ ρ, and its last micro-batch's policy KL
+/// and tokens.
+struct minibatch_policy_totals {
+    double tokens = 0.0, policy_kl = 0.0, ratio_sum = 0.0;
+    double last_policy_kl = 0.0, last_tokens = 0.0;
+};
+
+/// Accumulates `minibatch_policy_totals` on the loss's device over the micro-batches of a
+/// minibatch; `read` makes the one host read.
+class minibatch_policy_accumulator {
+public:
+    void add(const libtorch::policy_loss_output& o) {
+        const torch::Tensor st = o.device_stats.defined() ? o.device_stats : libtorch::stats_to_tensor(o.stats);
+        // `policy_loss_stats` fields: 3 policy_kl, 5 ratio_mean, 8 valid_tokens (`for_each_field`).
+        const torch::Tensor sums = torch::stack({st[3] * st[8], st[5] * st[8], st[8]});
+        sums_ = sums_.defined() ? sums_ + sums.to(sums_.device()) : sums;
+        last_ = torch::stack({st[3], st[8]}).to(sums_.device());
+    }
+
+    [[nodiscard]] minibatch_policy_totals read() const {
+        if (!sums_.defined()) return {};
+        const torch::Tensor host = libtorch::read_to_host(torch::cat({sums_, last_}));
+        const double* p = host.data_ptr<double>();
+        return {.tokens = p[2],
+                .policy_kl = p[2] > 0.0 ? p[0] / p[2] : 0.0,
+                .ratio_sum = p[1],
+                .last_policy_kl = p[3],
+                .last_tokens = p[4]};
+    }
+
+private:
+    torch::Tensor sums_, last_;
+};
+
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo

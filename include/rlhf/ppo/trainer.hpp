@@ -59,6 +59,8 @@ struct step_experience {
     step_metrics metrics;       ///< the rollout part of the step's metrics
     measured_kl controller_kl;  ///< the rollout KL in the controller's unit
     bool has_kl = false;        ///< a reference model measured `controller_kl`
+    /// Valid (action-mask) tokens of each row, on the host: the minibatches' token counts.
+    std::vector<double> action_tokens;
 };
 
 namespace detail {
@@ -124,11 +126,9 @@ public:
                                static_cast<std::uint32_t>(config_.seed >> 32U)};
         engine_.seed(sequence);
         if (config_.loss_scaling) scaler_.emplace(*config_.loss_scaling);
-        if (config_.ema_beta) {
-            const c10::AutoGradMode no_grad(false);
+        if (config_.ema_beta)
             for (const auto& p : trainable_tensors(policy_->parameters(), config_.trainable_parameters_only))
                 ema_.push_back(p.detach().clone());
-        }
     }
 
     ppo_trainer(const ppo_trainer&) = delete;
@@ -182,11 +182,10 @@ public:
         const torch::Device device = generated.sequences.device();
 
         const model_outputs models = forward_models(*policy_, critic_, generated, rows, width, false, fn);
-        const torch::Tensor& model_log_probs = models.log_probs;
-        const torch::Dtype dtype = model_log_probs.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+        const torch::Dtype dtype = libtorch::detail::in_compute_precision(models.log_probs).scalar_type();
         const auto in_math = [&](const torch::Tensor& t) { return t.to(device, dtype).contiguous(); };
         // Built from the checked response ranges, as bool: no kernel scans it again.
-        advantage_inputs in{.log_probs = in_math(model_log_probs),
+        advantage_inputs in{.log_probs = in_math(models.log_probs),
                             .mask = rollout_action_mask(generated, width, fn).to(device),
                             .group_ids = request.group_ids.to(device, torch::kInt64).contiguous()};
         if constexpr (has_reference) {
@@ -229,6 +228,8 @@ public:
             out.has_kl = true;
         }
         const advantage_outputs a = compute_advantage_stage(config_, m.kl_coef, in);
+        const torch::Tensor counts = libtorch::read_to_host(in.mask.sum(1));
+        out.action_tokens.assign(counts.data_ptr<double>(), counts.data_ptr<double>() + rows);
         record_advantage_metrics(m, in.mask, raw_scores, a, in.values);
 
         experience& e = out.batch;
@@ -278,6 +279,8 @@ public:
         const std::vector<torch::Tensor> policy_params = optimizer_parameters(*optimizers_.policy);
         std::vector<torch::Tensor> critic_params;
         if (optimizers_.critic != nullptr) critic_params = optimizer_parameters(*optimizers_.critic);
+        std::vector<torch::Tensor> trained_params = policy_params;
+        trained_params.insert(trained_params.end(), critic_params.begin(), critic_params.end());
 
         deferred_statistics stats;  // read back once, after the epochs
         minibatch_result r;
@@ -286,29 +289,34 @@ public:
         for (std::size_t epoch = 0; epoch < plan.size() && !stop; ++epoch) {
             for (const row_indices& rows_of_minibatch : plan[epoch]) {
                 zero_grad();
-                r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats);
+                r = train_minibatch(buffer, rows_of_minibatch, micro, m.kl_coef, device, stats, data.action_tokens);
                 m.micro_batches += r.micro_batches;
                 m.skipped_micro_batches += r.skipped;
                 m.ratio_threshold_hits += r.threshold_hits;
-                if (minibatch_ratio_exceeded(config_, r.ratio_sum, r.tokens)) {
+                if (minibatch_ratio_exceeded(config_, r.policy.ratio_sum, r.policy.tokens)) {
                     zero_gradients(policy_params, critic_params);  // the whole minibatch's loss × 0 (TRL `loss()`)
                     ++m.ratio_threshold_hits;
                 }
                 if (config_.ptx == ptx_mode::mixed) add_ptx_gradient(minibatch_index, stats);
                 ++minibatch_index;
-                if (early_stop_due(config_, early_stop_rule::each_minibatch_before_step, r.policy_kl, r.tokens)) {
+                if (early_stop_due(config_, early_stop_rule::each_minibatch_before_step, r.policy.policy_kl,
+                                   r.policy.tokens)) {
                     zero_grad();  // the minibatch's gradient is dropped, no step
                     m.early_stopped = stop = true;
                     break;
                 }
-                if (!unscale_gradients(policy_params, critic_params, m)) continue;
+                if (scaler_ && !scaler_->unscale(trained_params)) {  // an overflow: no step (loss scaling)
+                    ++m.overflow_skipped_steps;
+                    zero_grad();
+                    continue;
+                }
                 stats.add_policy_step(policy_lr_.clip_and_step(policy_params, config_.max_grad_norm));
                 if (optimizers_.critic != nullptr)
                     stats.add_critic_step(critic_lr_.clip_and_step(critic_params, config_.critic_max_grad_norm));
                 if (config_.ptx == ptx_mode::separate_step && config_.ptx_coef > 0.0) {
                     optimizers_.policy->zero_grad();
                     add_ptx_gradient(minibatch_index - 1, stats);
-                    if (unscale_gradients(policy_params, {}, m))  // a step of its own
+                    if (!scaler_ || scaler_->unscale(policy_params))  // a step of its own
                         (void)policy_lr_.clip_and_step(policy_params, config_.max_grad_norm);
                 }
                 update_ema();
@@ -316,8 +324,8 @@ public:
             }
             if (!stop) ++m.epochs_completed;
             // TRL `step`: judged once per epoch, after its last step, on the last `loss()` call's policy KL.
-            m.early_stopped = stop =
-                stop || early_stop_due(config_, early_stop_rule::after_epoch, r.last_policy_kl, r.last_tokens);
+            m.early_stopped = stop = stop || early_stop_due(config_, early_stop_rule::after_epoch,
+                                                            r.policy.last_policy_kl, r.policy.last_tokens);
         }
         train_statistics totals;
         stats.replay_into(totals);
@@ -411,9 +419,7 @@ public:
 
 private:
     struct minibatch_result {
-        double tokens = 0.0, ratio_sum = 0.0;            // valid tokens, Σ ρ over them
-        double policy_kl = 0.0;                          // token-weighted mean of the minibatch's micro-batches
-        double last_policy_kl = 0.0, last_tokens = 0.0;  // of the last micro-batch
+        minibatch_policy_totals policy;  // read only when a loop rule needs it
         std::int64_t micro_batches = 0, skipped = 0, threshold_hits = 0;
     };
 
@@ -435,17 +441,6 @@ private:
         return false;
     }
 
-    /// Loss scaling: unscales the gradients and says whether the step may run; a step with a
-    /// non-finite gradient is skipped (counted in `m`) and its gradients cleared.
-    bool unscale_gradients(std::vector<torch::Tensor> params, const std::vector<torch::Tensor>& more, step_metrics& m) {
-        if (!scaler_) return true;
-        params.insert(params.end(), more.begin(), more.end());
-        if (scaler_->unscale(params)) return true;
-        ++m.overflow_skipped_steps;
-        zero_grad();
-        return false;
-    }
-
     void zero_grad() {
         optimizers_.policy->zero_grad();
         if (optimizers_.critic != nullptr) optimizers_.critic->zero_grad();
@@ -453,15 +448,9 @@ private:
 
     /// Forward and backward of every micro-batch of one minibatch (gradients accumulate).
     minibatch_result train_minibatch(const experience_buffer& buffer, const row_indices& rows, std::int64_t micro,
-                                     double beta, const torch::Device& device, deferred_statistics& stats) {
+                                     double beta, const torch::Device& device, deferred_statistics& stats,
+                                     const std::vector<double>& action_tokens) {
         constexpr std::string_view fn = "rlhf::ppo::ppo_trainer::train";
-        double tokens = 0.0, sequences = 0.0, width = 0.0;
-        for (const std::int64_t r : rows) {
-            const auto n = static_cast<double>(buffer.response_length(r));
-            tokens += n;
-            sequences += n > 0.0 ? 1.0 : 0.0;
-            width = std::max(width, n);
-        }
         const std::vector<row_indices> parts =
             buffer.micro_batches(rows, {.micro_batch_size = micro, .token_balanced = config_.token_balanced});
         const double scale = config_.scaling == micro_batch_scaling::mean_of_micro_batches
@@ -470,7 +459,7 @@ private:
         const double actor_scale = config_.ptx == ptx_mode::mixed ? scale * (1.0 - config_.ptx_coef) : scale;
         const bool shared_value = has_critic && optimizers_.critic == nullptr;
         policy_loss_options po = kernel_policy_options(config_);
-        const minibatch_counts counts{.tokens = tokens, .sequences = sequences, .width = width};
+        const minibatch_counts counts = count_minibatch(buffer, rows, action_tokens);
         po.aggregation = micro_aggregation(po.aggregation, config_, counts);
         kl_loss_options ko = config_.kl_loss;
         ko.coef = beta;
@@ -481,10 +470,7 @@ private:
         minibatch_result result;
         const auto zero = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
         torch::Tensor policy_sum = zero, value_sum = zero, kl_sum = zero, entropy_sum = zero;
-        // Σ n·policy_kl, Σ n·ratio_mean, Σ n, then the last micro-batch's policy_kl and n: the
-        // inputs of the early stop and of the minibatch ratio threshold, read once per minibatch.
-        torch::Tensor rule_inputs = torch::zeros({5}, zero.options());
-        const bool per_minibatch_rule = config_.early_stop_kl || config_.policy_loss.ratio_threshold;
+        minibatch_policy_accumulator rule_inputs;  // read once, only when a rule needs it
         const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
         for (const row_indices& part : parts) {
             const experience batch = buffer.collate(
@@ -501,13 +487,7 @@ private:
             const libtorch::policy_loss_output pg = kernels_.policy_loss(log_probs, as_log_probs(batch.log_probs),
                                                                          as_log_probs(batch.advantages), mask, po);
             stats.add_policy(pg);
-            if (per_minibatch_rule) {
-                const torch::Tensor st =
-                    (pg.device_stats.defined() ? pg.device_stats : libtorch::stats_to_tensor(pg.stats)).to(device);
-                rule_inputs =
-                    torch::cat({rule_inputs.narrow(0, 0, 3) + torch::stack({st[3] * st[8], st[5] * st[8], st[8]}),
-                                torch::stack({st[3], st[8]})});
-            }
+            rule_inputs.add(pg);
             // Scalar decisions of the config, one host read each and only when configured: TRL's
             // micro-batch ratio threshold (the whole micro-batch loss × 0) and ColossalChat's skip.
             const bool decide_now = po.ratio_threshold || po.skip_threshold;
@@ -559,15 +539,7 @@ private:
             if (value_part.defined() && !shared_value) (value_part * loss_scale).backward();
         }
         stats.add_minibatch(policy_sum, value_sum, kl_sum, entropy_sum);
-        if (per_minibatch_rule) {
-            const torch::Tensor r = libtorch::read_to_host(rule_inputs);
-            const double* p = r.data_ptr<double>();
-            result.tokens = p[2];
-            result.policy_kl = p[2] > 0.0 ? p[0] / p[2] : 0.0;
-            result.ratio_sum = p[1];
-            result.last_policy_kl = p[3];
-            result.last_tokens = p[4];
-        }
+        if (config_.early_stop_kl || config_.policy_loss.ratio_threshold) result.policy = rule_inputs.read();
         return result;
     }
 
