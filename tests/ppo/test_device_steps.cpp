@@ -262,3 +262,27 @@ TEST_CASE("ppo_trainer: loss scaling by a power of two leaves the step unchanged
     CHECK(bitwise_equal(policy.parameters(), start));
     CHECK(bitwise_equal(critic.parameters(), toy_critic(8).parameters()));
 }
+
+TEST_CASE("libtorch losses take bfloat16 and float16 model outputs and compute in float32" *
+          doctest::test_suite("unit")) {
+    const loss_inputs in = random_inputs(9);
+    for (const torch::Dtype low : {torch::kBFloat16, torch::kHalf}) {
+        const torch::Tensor lp = in.lp.detach().to(low).requires_grad_(true);
+        const torch::Tensor lp32 = lp.detach().to(torch::kFloat32).requires_grad_(true);
+        const rlhf::policy_loss_options po{.clip_low = 0.2, .clip_high = 0.2};
+        const auto reduced = rlhf::libtorch::policy_loss(lp, in.old.to(low), in.adv.to(low), in.mask, po);
+        const auto reference = rlhf::libtorch::policy_loss(lp32, in.old.to(low).to(torch::kFloat32),
+                                                           in.adv.to(low).to(torch::kFloat32), in.mask, po);
+        CHECK((reduced.loss.scalar_type() == torch::kFloat32));
+        CHECK(reduced.loss.item<double>() == reference.loss.item<double>());  // the same float32 arithmetic
+        const torch::Tensor g = torch::autograd::grad({reduced.loss}, {lp})[0];
+        const torch::Tensor g32 = torch::autograd::grad({reference.loss}, {lp32})[0];
+        CHECK((g.scalar_type() == low));  // the gradient flows back in the model's dtype
+        CHECK(torch::equal(g, g32.to(low)));
+        const auto value = rlhf::libtorch::value_loss(in.values.detach().to(low), in.old_values.to(low),
+                                                      in.returns.to(low), in.mask, rlhf::value_loss_options{});
+        const auto kl = rlhf::libtorch::kl_loss(lp, in.ref.to(low), in.mask, rlhf::kl_loss_options{});
+        CHECK((value.loss.scalar_type() == torch::kFloat32));
+        CHECK((kl.loss.scalar_type() == torch::kFloat32));
+    }
+}

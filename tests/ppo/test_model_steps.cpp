@@ -188,7 +188,7 @@ TEST_CASE("ppo_trainer: a bfloat16 model's step equals the float32 step within t
     CHECK(std::abs(m32.entropy - m16.entropy) < 3e-2);
 }
 
-TEST_CASE("ppo_trainer: action masks of multi-turn rollouts, truncation bootstrap and the missing-EOS penalty" *
+TEST_CASE("ppo_trainer: action masks of multi-turn rollouts with truncation bootstrap and the missing-EOS penalty" *
           doctest::test_suite("unit")) {
     tiny_transformer model({.seed = 4});
     count_reward reward;
