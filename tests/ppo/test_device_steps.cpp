@@ -143,6 +143,19 @@ TEST_CASE("torch_ops losses: deferred statistics equal the immediate ones and re
     (void)rlhf_test::check_error([&] { (void)ops::policy_loss(bad, in.old, in.adv, in.mask, po); },
                                  rlhf::error_kind::value, "log_probs");
     CHECK_NOTHROW((void)ops::policy_loss(bad, in.old, in.adv, in.mask, po, statistics_readback::deferred));
+    // Shapes and dtypes are still checked there (no host read needed).
+    (void)rlhf_test::check_error(
+        [&] {
+            (void)ops::value_loss(in.values, in.old_values, in.returns, in.mask.to(torch::kFloat32), vo,
+                                  rlhf::local_reducer{}, statistics_readback::deferred);
+        },
+        rlhf::error_kind::dtype, "mask");
+    (void)rlhf_test::check_error(
+        [&] {
+            (void)ops::kl_loss(in.lp, in.ref, in.mask.narrow(1, 0, 3), ko, rlhf::local_reducer{},
+                               statistics_readback::deferred);
+        },
+        rlhf::error_kind::shape, "mask");
 }
 
 TEST_CASE("ppo_trainer: the host reads of a step do not grow with its micro-batches" * doctest::test_suite("unit")) {

@@ -157,9 +157,9 @@ inline void check_finite_tensor(std::string_view function, std::string_view argu
     }
 }
 
-/// The mask as a bool tensor (`checked_mask`), after checking its shape and device against the
-/// values and its dtype (bool, an integer type or the values').
-inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values) {
+/// Checks a mask's shape and device against the values and its dtype (bool, an integer type or
+/// the values'), without reading its entries.
+inline void check_mask_like(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values) {
     check_like(function, "mask", mask, "values", values, false);
     const auto type = mask.scalar_type();
     if (type != torch::kBool && type != torch::kUInt8 && type != torch::kInt32 && type != torch::kInt64 &&
@@ -167,6 +167,11 @@ inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor&
         fail(error_kind::dtype, function, "mask",
              "bool, uint8, int32, int64 or " + dtype_name(values.scalar_type()) + " (the dtype of the values)",
              dtype_name(type));
+}
+
+/// The mask as a bool tensor (`checked_mask`), after `check_mask_like`.
+inline torch::Tensor binary_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values) {
+    check_mask_like(function, mask, values);
     return checked_mask(mask, function, "mask");
 }
 
@@ -245,7 +250,7 @@ torch::Tensor loss_weights(std::string_view function, const torch::Tensor& mask_
 inline torch::Tensor loss_mask(std::string_view function, const torch::Tensor& mask, const torch::Tensor& values,
                                statistics_readback readback) {
     if (readback == statistics_readback::immediate) return binary_mask(function, mask, values);
-    check_like(function, "mask", mask, "values", values, false);
+    check_mask_like(function, mask, values);
     return mask.scalar_type() == torch::kBool ? mask : mask.ne(0);
 }
 
