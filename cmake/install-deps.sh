@@ -8,6 +8,8 @@ packages=(
   cmake ninja-build g++ clang-format clang-tidy  # toolchain, the format and clang-tidy checks
   python3                                       # extracts the docs' code blocks for their test
   libtorch-dev libeigen3-dev xtensor-dev  # backends (rlhf::libtorch, rlhf::eigen, rlhf::xtensor)
+  libopenblas0-pthread  # an optimised BLAS for LibTorch's matmuls (an examples' SFT step: 2.9 s on the reference BLAS, 0.2 s)
+  fortunes              # the English text of the language-model examples
   doctest-dev nlohmann-json3-dev        # tests and the golden runner
   libbenchmark-dev python3-matplotlib   # benchmarks and their chart
 )

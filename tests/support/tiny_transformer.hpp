@@ -1,169 +1,32 @@
 #pragma once
-// A tiny GPT-style causal transformer for tests: token + position embeddings, pre-LN blocks
-// (multi-head causal self-attention, GELU MLP), final LayerNorm, LM head and a scalar value head
-// on the last hidden state. About 5k parameters, initialised from a seed; runs in float32,
-// float64 and bfloat16 (`to(dtype)`). It is a `CausalDecoder` (incremental forward with a KV
-// cache) and a policy, critic and value-head policy of the PPO loop.
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/nn/module.h>
-#include <torch/types.h>
-
-#include <cmath>
-#include <cstddef>
+// The examples' GPT (examples/common/gpt.hpp) at test size: about 7k parameters, initialised with
+// a wide spread (std 0.3) so that a few sampled tokens already differ between rows. A
+// `CausalDecoder` and every model concept of the PPO loop; runs in float32, float64 and bfloat16.
 #include <cstdint>
-#include <limits>
-#include <string>
-#include <vector>
 
-#include "rlhf/ppo/concepts.hpp"
-#include "rlhf/ppo/experience.hpp"
-#include "rlhf/ppo/generation.hpp"
+#include "common/gpt.hpp"
 
 namespace rlhf_test {
 
 struct tiny_transformer_options {
     std::int64_t vocab = 16;
-    std::int64_t width = 16;  // model dimension
+    std::int64_t width = 16;
     std::int64_t heads = 2;
     std::int64_t layers = 2;
-    std::int64_t positions = 48;  // longest sequence
+    std::int64_t positions = 48;
     std::uint64_t seed = 0;
 };
 
-// Keys and values of every layer, `[B, heads, past, head width]` each (undefined while empty).
-struct kv_cache {
-    std::vector<torch::Tensor> keys;
-    std::vector<torch::Tensor> values;
-    [[nodiscard]] std::int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
-};
-
-class tiny_transformer : public torch::nn::Module {
+class tiny_transformer : public rlhf_examples::gpt {
 public:
-    explicit tiny_transformer(const tiny_transformer_options& o = {}) : o_(o) {
-        torch::Generator g = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-        const auto f = torch::TensorOptions(torch::kFloat32);
-        const std::int64_t d = o.width;
-        auto normal = [&](const std::string& name, std::vector<std::int64_t> shape, double scale) {
-            return register_parameter(name, torch::randn(shape, g, f) * scale);
-        };
-        auto constant = [&](const std::string& name, std::vector<std::int64_t> shape, double value) {
-            return register_parameter(name, torch::full(shape, value, f));
-        };
-        wte_ = normal("wte", {o.vocab, d}, 0.5);
-        wpe_ = normal("wpe", {o.positions, d}, 0.2);
-        for (std::int64_t l = 0; l < o.layers; ++l) {
-            const std::string p = "h" + std::to_string(l) + "_";
-            blocks_.push_back({constant(p + "ln1_w", {d}, 1.0), constant(p + "ln1_b", {d}, 0.0),
-                               normal(p + "qkv_w", {d, 3 * d}, 0.3), constant(p + "qkv_b", {3 * d}, 0.0),
-                               normal(p + "proj_w", {d, d}, 0.3), constant(p + "proj_b", {d}, 0.0),
-                               constant(p + "ln2_w", {d}, 1.0), constant(p + "ln2_b", {d}, 0.0),
-                               normal(p + "fc_w", {d, 2 * d}, 0.3), constant(p + "fc_b", {2 * d}, 0.0),
-                               normal(p + "out_w", {2 * d, d}, 0.3), constant(p + "out_b", {d}, 0.0)});
-        }
-        lnf_w_ = constant("lnf_w", {d}, 1.0);
-        lnf_b_ = constant("lnf_b", {d}, 0.0);
-        head_w_ = normal("head_w", {d, o.vocab}, 0.5);
-        head_b_ = constant("head_b", {o.vocab}, 0.0);
-        value_w_ = normal("value_w", {d, 1}, 0.3);
-        value_b_ = constant("value_b", {1}, 0.0);
-    }
-
-    [[nodiscard]] const tiny_transformer_options& options() const { return o_; }
-
-    // Full-sequence backbone forwards so far (the value-head tests count them).
-    std::int64_t backbone_forwards = 0;
-
-    // ---- CausalDecoder ----
-    kv_cache new_cache(std::int64_t /*rows*/) const {
-        return {std::vector<torch::Tensor>(static_cast<std::size_t>(o_.layers)),
-                std::vector<torch::Tensor>(static_cast<std::size_t>(o_.layers))};
-    }
-
-    // ids [B, n], mask [B, past + n], positions [B, n] → logits [B, n, V]; appends to the cache.
-    torch::Tensor forward(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& positions,
-                          kv_cache& cache) {
-        return lm_head(hidden(ids, mask, positions, cache));
-    }
-
-    // ---- the policy ----
-    rlhf::ppo::rollout generate(const rlhf::ppo::prompt_batch& prompts, const rlhf::ppo::generation_options& options) {
-        return rlhf::ppo::generate(*this, prompts, options).rollout;
-    }
-
-    // Next-token logits [B, S, V] of a whole batch (no cache), position p predicting token p + 1.
-    torch::Tensor lm_logits(const torch::Tensor& ids, const torch::Tensor& mask) {
-        return lm_head(full_hidden(ids, mask));
-    }
-
-    rlhf::ppo::policy_output log_probs_and_entropy(const rlhf::ppo::rollout& r) {
-        return rlhf::ppo::response_log_probs(lm_logits(r.sequences, r.attention_mask), r);
-    }
-    torch::Tensor log_probs(const rlhf::ppo::rollout& r) { return log_probs_and_entropy(r).log_probs; }
-
-    // V(prefix up to and including response token t) [B, T].
-    torch::Tensor values(const rlhf::ppo::rollout& r) {
-        return rlhf::ppo::gather_response(value_head(full_hidden(r.sequences, r.attention_mask)), r);
-    }
-
-    // Log-probs, entropies and values from ONE backbone forward.
-    rlhf::ppo::policy_value_output log_probs_and_values(const rlhf::ppo::rollout& r) {
-        const torch::Tensor h = full_hidden(r.sequences, r.attention_mask);
-        const rlhf::ppo::policy_output out = rlhf::ppo::response_log_probs(lm_head(h), r);
-        return {out.log_probs, rlhf::ppo::gather_response(value_head(h), r), out.entropy};
-    }
-
-private:
-    struct block {
-        torch::Tensor ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_w, out_b;
-    };
-
-    torch::Tensor full_hidden(const torch::Tensor& ids, const torch::Tensor& mask) {
-        ++backbone_forwards;
-        kv_cache cache = new_cache(ids.size(0));
-        return hidden(ids, mask, rlhf::ppo::position_ids(mask), cache);
-    }
-
-    torch::Tensor lm_head(const torch::Tensor& h) const { return h.matmul(head_w_) + head_b_; }
-    torch::Tensor value_head(const torch::Tensor& h) const { return (h.matmul(value_w_) + value_b_).squeeze(-1); }
-
-    torch::Tensor hidden(const torch::Tensor& ids, const torch::Tensor& mask, const torch::Tensor& positions,
-                         kv_cache& cache) {
-        const std::int64_t rows = ids.size(0), n = ids.size(1), d = o_.width, heads = o_.heads, hd = d / heads;
-        const std::int64_t past = cache.length();
-        torch::Tensor x = wte_.index_select(0, ids.reshape({-1}).to(torch::kInt64)).reshape({rows, n, d}) +
-                          wpe_.index_select(0, positions.reshape({-1}).to(torch::kInt64)).reshape({rows, n, d});
-        // Query i (absolute position past + i) sees key j <= past + i whose mask entry is 1, and itself.
-        const auto i64 = torch::TensorOptions(torch::kInt64).device(ids.device());
-        const torch::Tensor query = torch::arange(past, past + n, i64).unsqueeze(1);
-        const torch::Tensor key = torch::arange(past + n, i64).unsqueeze(0);
-        const torch::Tensor allowed =
-            mask.ne(0).unsqueeze(1).logical_and(key.le(query).unsqueeze(0)).logical_or(key.eq(query).unsqueeze(0));
-        const torch::Tensor blocked = allowed.logical_not().unsqueeze(1);  // [B, 1, n, past + n]
-        auto split = [&](const torch::Tensor& t) { return t.reshape({rows, n, heads, hd}).transpose(1, 2); };
-        for (std::size_t l = 0; l < blocks_.size(); ++l) {
-            const block& b = blocks_[l];
-            const torch::Tensor h = torch::layer_norm(x, {d}, b.ln1_w, b.ln1_b);
-            const std::vector<torch::Tensor> qkv = (h.matmul(b.qkv_w) + b.qkv_b).split(d, -1);
-            torch::Tensor k = split(qkv[1]), v = split(qkv[2]);
-            if (cache.keys[l].defined()) {
-                k = torch::cat({cache.keys[l], k}, 2);
-                v = torch::cat({cache.values[l], v}, 2);
-            }
-            cache.keys[l] = k;
-            cache.values[l] = v;
-            const torch::Tensor scores = split(qkv[0]).matmul(k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
-            const torch::Tensor attention =
-                scores.masked_fill(blocked, -std::numeric_limits<double>::infinity()).softmax(-1).matmul(v);
-            x = x + attention.transpose(1, 2).reshape({rows, n, d}).matmul(b.proj_w) + b.proj_b;
-            const torch::Tensor m = torch::layer_norm(x, {d}, b.ln2_w, b.ln2_b);
-            x = x + torch::gelu(m.matmul(b.fc_w) + b.fc_b).matmul(b.out_w) + b.out_b;
-        }
-        return torch::layer_norm(x, {d}, lnf_w_, lnf_b_);
-    }
-
-    tiny_transformer_options o_;
-    torch::Tensor wte_, wpe_, lnf_w_, lnf_b_, head_w_, head_b_, value_w_, value_b_;
-    std::vector<block> blocks_;
+    explicit tiny_transformer(const tiny_transformer_options& o = {})
+        : gpt({.vocab = o.vocab,
+               .width = o.width,
+               .heads = o.heads,
+               .layers = o.layers,
+               .positions = o.positions,
+               .seed = o.seed,
+               .init_std = 0.3}) {}
 };
 
 }  // namespace rlhf_test

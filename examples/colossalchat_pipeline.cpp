@@ -1,0 +1,79 @@
+// ColossalChat's three stages on a small byte-level GPT (applications/ColossalChat: train_sft.py,
+// train_rm.py, train_ppo.py): SFT on English sentences (Debian's fortunes); a reward model from
+// the SFT weights trained with the pairwise log-sigmoid loss (coati/models/loss.py `LogSigLoss`)
+// on preference pairs derived from the text, with its held-out accuracy; PPO with the ColossalChat
+// v2 preset (coati/trainer/ppo.py) — a critic initialised from the reward model, the reference
+// the SFT model, and the PTX loss mixed into the actor's loss as `(1 − ptx_coef)·actor + ptx_coef·lm`.
+//
+//   rlhf_colossalchat_pipeline [--stage sft|rm|ppo|all] [--out DIR] ...   (--help lists every flag)
+//
+// Each stage writes its checkpoint to DIR (sft.pt, rm.pt, policy.pt); `--stage rm` starts from
+// sft.pt and `--stage ppo` from sft.pt and rm.pt of the --from folder (default DIR). PPO writes
+// chart.png and samples.md.
+#include <torch/optim/adam.h>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include "common/stages.hpp"
+
+int main(int argc, char** argv) try {
+    using namespace rlhf_examples;
+    run_options o;
+    o.out = "colossalchat_run";
+    std::string stage = "all";
+    double ptx_coef = 0.9;
+    std::int64_t ptx_rows = 8;
+    command_line cli("rlhf_colossalchat_pipeline",
+                     "ColossalChat's SFT, reward-model and PPO stages on a small GPT trained on Debian's fortunes.");
+    cli.option("stage", stage, "sft, rm, ppo or all");
+    cli.option("ptx-coef", ptx_coef, "PTX weight of the mixed actor loss (ColossalChat's trainer default)");
+    cli.option("ptx-rows", ptx_rows, "corpus sentences per PTX batch");
+    add_run_flags(cli, o);
+    if (!cli.parse(argc, argv)) return 0;
+    if (stage != "sft" && stage != "rm" && stage != "ppo" && stage != "all")
+        throw std::invalid_argument("option '--stage': expected sft, rm, ppo or all, got '" + stage + "'");
+    start_run(o);
+    const run_text text = load_run_text(o);
+
+    // Each stage starts from the previous one's checkpoint: trained now (`all`), or in --from (default: --out).
+    const bool all = stage == "all";
+    const std::filesystem::path earlier = o.from.empty() ? o.out : o.from;
+    const gpt sft = all || stage == "sft" ? supervised_fine_tuning(o, text) : load_stage(earlier, "sft.pt", "SFT");
+    if (stage == "sft") return 0;
+    if (stage == "rm") o.from.clear();  // train it
+    if (stage == "ppo" && o.from.empty()) o.from = o.out;
+    const reward_model_result reward = train_reward_model(o, text, sft);
+    if (stage == "rm") return check_learning(o, {}, reward.held_out_accuracy) ? 0 : 1;
+
+    gpt actor = copy_of(sft);
+    gpt reference = copy_of(sft, /*frozen=*/true);
+    gpt critic = copy_of(reward.model);
+    critic.value_head_from_score_head(o.zero_value_head);
+    gpt reward_model = copy_of(reward.model, /*frozen=*/true);
+
+    rlhf::ppo::config cfg = rlhf::ppo::presets::colossalchat_v2(/*with_ptx=*/ptx_coef > 0.0);
+    cfg.ptx_coef = ptx_coef;
+    cfg.rollout_batch_size = o.rollout_batch;
+    cfg.minibatch_size = o.minibatch;
+    cfg.micro_batch_size = o.minibatch;
+    cfg.generation = sampling(o, text.tokens);
+    cfg.seed = o.seed;
+    torch::optim::Adam actor_optimizer(actor.parameters(), torch::optim::AdamOptions(o.actor_lr));
+    torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(o.critic_lr));
+    rlhf::ppo::ppo_trainer trainer(
+        cfg,
+        rlhf::ppo::trainer_models{
+            .policy = &actor, .reward_model = &reward_model, .critic = &critic, .reference = &reference},
+        {.policy = &actor_optimizer, .critic = &critic_optimizer});
+    if (ptx_coef > 0.0)
+        trainer.set_ptx_source(corpus_ptx_source(text, ptx_rows, o.seed + 3, actor.options().positions));
+    const ppo_outcome ppo =
+        run_ppo(trainer, actor, reward_model, o, text, "colossalchat_pipeline (ColossalChat v2 PPO + PTX)");
+    return check_learning(o, ppo, reward.held_out_accuracy) ? 0 : 1;
+} catch (const std::exception& e) {
+    std::fprintf(stderr, "rlhf_colossalchat_pipeline: %s\n", e.what());
+    return 2;
+}
