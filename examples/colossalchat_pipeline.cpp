@@ -24,12 +24,16 @@ int main(int argc, char** argv) try {
     run_options o;
     o.out = "colossalchat_run";
     std::string stage = "all";
-    double ptx_coef = 0.9;
+    // ColossalChat's trainer defaults to 0.9; at this model size that weight holds the reward flat
+    // (measured: held-out reward 0.59 -> 0.82 in 80 steps, against 0.59 -> 2.09 at 0.3).
+    double ptx_coef = 0.3;
     std::int64_t ptx_rows = 8;
+    o.actor_lr = 1e-3;  // measured to learn at this scale (ColossalChat's own are for 7B models)
+    o.critic_lr = 2e-3;
     command_line cli("rlhf_colossalchat_pipeline",
                      "ColossalChat's SFT, reward-model and PPO stages on a small GPT trained on Debian's fortunes.");
     cli.option("stage", stage, "sft, rm, ppo or all");
-    cli.option("ptx-coef", ptx_coef, "PTX weight of the mixed actor loss (ColossalChat's trainer default)");
+    cli.option("ptx-coef", ptx_coef, "PTX weight of the mixed actor loss (ColossalChat's trainer: 0.9)");
     cli.option("ptx-rows", ptx_rows, "corpus sentences per PTX batch");
     add_run_flags(cli, o);
     if (!cli.parse(argc, argv)) return 0;

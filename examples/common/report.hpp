@@ -18,7 +18,7 @@
 
 namespace rlhf_examples {
 
-// A small command line: `--name value` options bound to variables, `--flag` switches, `--help`.
+// A small command line: `--name value` options bound to variables, `--flag`/`--no-flag` switches, `--help`.
 class command_line {
 public:
     using target = std::variant<std::int64_t*, std::uint64_t*, double*, std::string*, std::filesystem::path*, bool*>;
@@ -41,11 +41,14 @@ public:
                 return false;
             }
             const entry* found = nullptr;
-            for (const auto& e : options_)
+            bool negated = false;  // `--no-name` turns a switch off
+            for (const auto& e : options_) {
                 if ("--" + e.name == arg) found = &e;
+                if ("--no-" + e.name == arg && std::holds_alternative<bool*>(e.value)) found = &e, negated = true;
+            }
             if (found == nullptr) throw std::invalid_argument("unknown option '" + arg + "' (see --help)");
             if (std::holds_alternative<bool*>(found->value)) {
-                *std::get<bool*>(found->value) = true;
+                *std::get<bool*>(found->value) = !negated;
                 continue;
             }
             if (i + 1 == argc) throw std::invalid_argument("option '" + arg + "' needs a value");
@@ -58,7 +61,8 @@ public:
         std::printf("%s\n\nusage: %s [options]\n\n", description_.c_str(), program_.c_str());
         for (const auto& e : options_) {
             const std::string shown = std::visit([](auto* p) { return current(*p); }, e.value);
-            std::printf("  --%-22s %s%s\n", (e.name + (std::holds_alternative<bool*>(e.value) ? "" : " V")).c_str(),
+            const bool is_switch = std::holds_alternative<bool*>(e.value);
+            std::printf("  %-24s %s%s\n", ((is_switch ? "--[no-]" : "--") + e.name + (is_switch ? "" : " V")).c_str(),
                         e.help.c_str(), shown.empty() ? "" : (" (default " + shown + ")").c_str());
         }
     }

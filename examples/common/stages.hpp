@@ -39,12 +39,15 @@ struct run_options {
     std::int64_t merges = 1024, width = 96, layers = 2, heads = 4;
     std::int64_t sft_steps = 600, sft_batch = 32;
     double sft_lr = 6e-3;
-    std::int64_t rm_steps = 200, rm_batch = 32;
+    std::int64_t rm_steps = 300, rm_batch = 32;
     double rm_lr = 1e-3;
     std::int64_t ppo_steps = 80, rollout_batch = 64, minibatch = 32, max_new_tokens = 12, prompt_words = 2;
     double actor_lr = 5e-4, critic_lr = 5e-4;
     std::int64_t eval_prompts = 256, eval_every = 10, samples = 8;
-    bool zero_value_head = false;  // a critic's value head starts at 0, not at the reward model's score head
+    // A critic made from the reward model starts with a zero value head, not with the score head
+    // (DeepSpeed-Chat's and ColossalChat's start): the score head's outputs on partial responses
+    // steered the actors away from the reward here (docs/examples.md has the figures).
+    bool zero_value_head = true;
     std::filesystem::path from;  // load sft.pt and rm.pt from this earlier run instead of training them
     // The learning check (NaN: not checked): held-out reward gain, final KL, kept share of the
     // best gain, reward-model accuracy on held-out pairs.
@@ -81,7 +84,7 @@ inline void add_run_flags(command_line& cli, run_options& o) {
     cli.option("max-new-tokens", o.max_new_tokens, "response length limit (tokens)");
     cli.option("actor-lr", o.actor_lr, "policy learning rate (Adam)");
     cli.option("critic-lr", o.critic_lr, "critic learning rate (Adam; a separate critic only)");
-    cli.option("zero-value-head", o.zero_value_head, "start the critic's value head at 0, not at the RM's score head");
+    cli.option("zero-value-head", o.zero_value_head, "start a critic's value head at 0 (off: as the RM's score head)");
     cli.option("eval-prompts", o.eval_prompts, "held-out prompts of each evaluation");
     cli.option("eval-every", o.eval_every, "PPO steps between evaluations");
     cli.option("from", o.from, "load sft.pt and rm.pt from this earlier run's folder instead of training");

@@ -30,7 +30,7 @@ static_assert(rlhf::ppo::EntropyPolicy<tiny_transformer>);
 static_assert(rlhf::ppo::ValueHeadPolicy<tiny_transformer>);
 static_assert(rlhf::ppo::Critic<tiny_transformer>);
 static_assert(rlhf::ppo::LanguageModelPolicy<tiny_transformer>);
-static_assert(!rlhf::ppo::CausalDecoder<rlhf_test::kv_cache>);
+static_assert(!rlhf::ppo::CausalDecoder<rlhf_examples::kv_cache>);
 
 constexpr std::int64_t vocab = 16;
 
