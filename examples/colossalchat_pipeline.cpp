@@ -10,7 +10,6 @@
 // Each stage writes its checkpoint to DIR (sft.pt, rm.pt, policy.pt); `--stage rm` starts from
 // sft.pt and `--stage ppo` from sft.pt and rm.pt of the --from folder (default DIR). PPO writes
 // chart.png and samples.md.
-#include <torch/optim/adam.h>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -52,30 +51,15 @@ int main(int argc, char** argv) try {
     const reward_model_result reward = train_reward_model(o, text, sft);
     if (stage == "rm") return check_learning(o, {}, reward.held_out_accuracy) ? 0 : 1;
 
-    gpt actor = copy_of(sft);
-    gpt reference = copy_of(sft, /*frozen=*/true);
-    gpt critic = copy_of(reward.model);
-    critic.value_head_from_score_head(o.zero_value_head);
-    gpt reward_model = copy_of(reward.model, /*frozen=*/true);
-
-    rlhf::ppo::config cfg = rlhf::ppo::presets::colossalchat_v2(/*with_ptx=*/ptx_coef > 0.0);
+    actor_critic_models m(sft, reward.model, o);
+    rlhf::ppo::config cfg =
+        with_run_sizes(rlhf::ppo::presets::colossalchat_v2(/*with_ptx=*/ptx_coef > 0.0), o, text.tokens);
     cfg.ptx_coef = ptx_coef;
-    cfg.rollout_batch_size = o.rollout_batch;
-    cfg.minibatch_size = o.minibatch;
-    cfg.micro_batch_size = o.minibatch;
-    cfg.generation = sampling(o, text.tokens);
-    cfg.seed = o.seed;
-    torch::optim::Adam actor_optimizer(actor.parameters(), torch::optim::AdamOptions(o.actor_lr));
-    torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(o.critic_lr));
-    rlhf::ppo::ppo_trainer trainer(
-        cfg,
-        rlhf::ppo::trainer_models{
-            .policy = &actor, .reward_model = &reward_model, .critic = &critic, .reference = &reference},
-        {.policy = &actor_optimizer, .critic = &critic_optimizer});
+    rlhf::ppo::ppo_trainer trainer(cfg, m.models(), m.optimizers());
     if (ptx_coef > 0.0)
-        trainer.set_ptx_source(corpus_ptx_source(text, ptx_rows, o.seed + 3, actor.options().positions));
+        trainer.set_ptx_source(corpus_ptx_source(text, ptx_rows, o.seed + 3, m.actor.options().positions));
     const ppo_outcome ppo =
-        run_ppo(trainer, actor, reward_model, o, text, "colossalchat_pipeline (ColossalChat v2 PPO + PTX)");
+        run_ppo(trainer, m.actor, m.reward_model, o, text, "colossalchat_pipeline (ColossalChat v2 PPO + PTX)");
     return check_learning(o, ppo, reward.held_out_accuracy) ? 0 : 1;
 } catch (const std::exception& e) {
     std::fprintf(stderr, "rlhf_colossalchat_pipeline: %s\n", e.what());

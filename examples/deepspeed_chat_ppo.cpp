@@ -10,7 +10,6 @@
 //
 // Writes DIR/chart.png, DIR/samples.md, the stages' JSON Lines, sft.pt, rm.pt, policy.pt and
 // ema_policy.pt (the EMA actor, evaluated on the same held-out prompts).
-#include <torch/optim/adam.h>
 #include <cstdio>
 #include <exception>
 
@@ -39,34 +38,20 @@ int main(int argc, char** argv) try {
     const gpt sft = supervised_fine_tuning(o, text);                // step 1
     reward_model_result reward = train_reward_model(o, text, sft);  // step 2
 
-    gpt actor = copy_of(sft);
-    gpt reference = copy_of(sft, /*frozen=*/true);
-    gpt critic = copy_of(reward.model);
-    critic.value_head_from_score_head(o.zero_value_head);
-
-    rlhf::ppo::config cfg = rlhf::ppo::presets::deepspeed_chat(unsupervised);
+    actor_critic_models m(sft, reward.model, o);
+    rlhf::ppo::config cfg = with_run_sizes(rlhf::ppo::presets::deepspeed_chat(unsupervised), o, text.tokens);
     cfg.ema_beta = 0.992;
-    cfg.rollout_batch_size = o.rollout_batch;
-    cfg.minibatch_size = o.minibatch;
-    cfg.micro_batch_size = o.minibatch;
-    cfg.generation = sampling(o, text.tokens);
-    cfg.seed = o.seed;
-    torch::optim::Adam actor_optimizer(actor.parameters(), torch::optim::AdamOptions(o.actor_lr));
-    torch::optim::Adam critic_optimizer(critic.parameters(), torch::optim::AdamOptions(o.critic_lr));
-    rlhf::ppo::ppo_trainer trainer(
-        cfg,
-        rlhf::ppo::trainer_models{
-            .policy = &actor, .reward_model = &reward.model, .critic = &critic, .reference = &reference},
-        {.policy = &actor_optimizer, .critic = &critic_optimizer});
-    if (unsupervised) trainer.set_ptx_source(corpus_ptx_source(text, ptx_rows, o.seed + 3, actor.options().positions));
+    rlhf::ppo::ppo_trainer trainer(cfg, m.models(), m.optimizers());
+    if (unsupervised)
+        trainer.set_ptx_source(corpus_ptx_source(text, ptx_rows, o.seed + 3, m.actor.options().positions));
     const ppo_outcome ppo =
-        run_ppo(trainer, actor, reward.model, o, text, "deepspeed_chat_ppo (DeepSpeed-Chat step 3)");
+        run_ppo(trainer, m.actor, m.reward_model, o, text, "deepspeed_chat_ppo (DeepSpeed-Chat step 3)");
 
     gpt ema_actor = copy_of(sft);
     trainer.copy_ema_to(ema_actor);
     save_gpt(ema_actor, o.out / "ema_policy.pt");
     std::printf("EMA actor: held-out reward %.3f (actor %.3f)\n",
-                evaluate(ema_actor, reward.model, text.tokens, held_out_prompts(o, text), o).mean_reward,
+                evaluate(ema_actor, m.reward_model, text.tokens, held_out_prompts(o, text), o).mean_reward,
                 ppo.reward_after);
     return check_learning(o, ppo, reward.held_out_accuracy) ? 0 : 1;
 } catch (const std::exception& e) {

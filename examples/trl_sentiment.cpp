@@ -31,12 +31,7 @@ int main(int argc, char** argv) try {
 
     gpt reference = copy_of(policy, /*frozen=*/true);  // the SFT model
 
-    rlhf::ppo::config cfg = rlhf::ppo::presets::trl_v0_11();
-    cfg.rollout_batch_size = o.rollout_batch;
-    cfg.minibatch_size = o.minibatch;
-    cfg.micro_batch_size = o.minibatch;
-    cfg.generation = sampling(o, text.tokens);
-    cfg.seed = o.seed;
+    const rlhf::ppo::config cfg = with_run_sizes(rlhf::ppo::presets::trl_v0_11(), o, text.tokens);
     // TRL's value head lives on the policy and shares its optimizer: the policy is its own critic.
     torch::optim::Adam optimizer(policy.parameters(), torch::optim::AdamOptions(o.actor_lr));
     rlhf::ppo::ppo_trainer trainer(

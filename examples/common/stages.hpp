@@ -41,7 +41,7 @@ struct run_options {
     double sft_lr = 6e-3;
     std::int64_t rm_steps = 300, rm_batch = 32;
     double rm_lr = 1e-3;
-    std::int64_t ppo_steps = 80, rollout_batch = 64, minibatch = 32, max_new_tokens = 12, prompt_words = 2;
+    std::int64_t ppo_steps = 60, rollout_batch = 64, minibatch = 32, max_new_tokens = 12, prompt_words = 2;
     double actor_lr = 5e-4, critic_lr = 5e-4;
     std::int64_t eval_prompts = 256, eval_every = 10, samples = 8;
     // A critic made from the reward model starts with a zero value head, not with the score head
@@ -279,6 +279,44 @@ inline reward_model_result train_reward_model(const run_options& o, const run_te
 inline rlhf::ppo::generation_options sampling(const run_options& o, const tokenizer& tokens) {
     return {.max_new_tokens = o.max_new_tokens, .eos_token_id = {tokens.eos_id()}, .pad_token_id = tokens.pad_id()};
 }
+
+// A framework preset with this run's sizes: rollout and minibatch rows, sampling, seed.
+inline rlhf::ppo::config with_run_sizes(rlhf::ppo::config preset, const run_options& o, const tokenizer& tokens) {
+    preset.rollout_batch_size = o.rollout_batch;
+    preset.minibatch_size = o.minibatch;
+    preset.micro_batch_size = o.minibatch;
+    preset.generation = sampling(o, tokens);
+    preset.seed = o.seed;
+    return preset;
+}
+
+// The models and optimizers of an actor-critic PPO run from the SFT model and the reward model:
+// the actor and the frozen reference start as the SFT model, the critic as the reward model (its
+// value head zeroed or copied from the score head, `zero_value_head`), the reward model frozen;
+// Adam for the actor and for the critic. Built in place: the trainer keeps pointers to them.
+struct actor_critic_models {
+    actor_critic_models(const gpt& sft, const gpt& reward, const run_options& o)
+        : actor(copy_of(sft)),
+          reference(copy_of(sft, /*frozen=*/true)),
+          critic(copy_of(reward)),
+          reward_model(copy_of(reward, /*frozen=*/true)),
+          actor_optimizer(actor.parameters(), torch::optim::AdamOptions(o.actor_lr)),
+          critic_optimizer(critic.parameters(), torch::optim::AdamOptions(o.critic_lr)) {
+        critic.value_head_from_score_head(o.zero_value_head);
+    }
+    actor_critic_models(const actor_critic_models&) = delete;
+    actor_critic_models& operator=(const actor_critic_models&) = delete;
+
+    [[nodiscard]] rlhf::ppo::trainer_models<gpt, gpt, gpt, gpt> models() {
+        return {.policy = &actor, .reward_model = &reward_model, .critic = &critic, .reference = &reference};
+    }
+    [[nodiscard]] rlhf::ppo::trainer_optimizers optimizers() {
+        return {.policy = &actor_optimizer, .critic = &critic_optimizer};
+    }
+
+    gpt actor, reference, critic, reward_model;
+    torch::optim::Adam actor_optimizer, critic_optimizer;
+};
 
 struct evaluation {
     double mean_reward = 0.0;

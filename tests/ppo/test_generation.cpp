@@ -3,10 +3,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/tokenizer.hpp"
 #include "rlhf/ppo/concepts.hpp"
 #include "rlhf/ppo/generation.hpp"
 #include "support/test_helpers.hpp"
@@ -414,4 +416,65 @@ TEST_CASE("ppo::generate and the sampling steps name every bad argument" * docte
                 "uniforms");
     const rollout r{longs({1, 2, 3}, {1, 3}), longs({1, 1, 1}, {1, 3}), longs({1}, {1}), longs({3}, {1})};
     check_error([&] { (void)rlhf::ppo::response_log_probs(torch::zeros({1, 2, 4}), r); }, error_kind::shape, "logits");
+}
+
+// ---- The examples' model kit (examples/common/) ----
+
+TEST_CASE("model kit: the BPE tokenizer round-trips text and is the same for the same corpus" *
+          doctest::test_suite("unit")) {
+    const std::vector<std::string> corpus{"The cat sat on the mat.", "The dog sat on the log!",
+                                          "A cat and a dog: 42 friends.", "Nothing is what it seems."};
+    const rlhf_examples::tokenizer bytes(corpus, 0);
+    const rlhf_examples::tokenizer bpe(corpus, 40);
+    CHECK(bytes.vocab_size() == 258);
+    CHECK(bpe.vocab_size() > 258);
+    CHECK(bpe.vocab_size() <= 258 + 40);
+    for (const std::string text : {"The cat sat on the log.", "unseen words, 7 digits & symbols ~", "", " a  b "}) {
+        CAPTURE(text);
+        CHECK(bpe.decode(bpe.encode(text)) == text);
+        CHECK(bytes.encode(text).size() == text.size());
+    }
+    // Merges shorten frequent words; a second tokenizer from the same corpus gives the same ids.
+    CHECK(bpe.encode("The cat sat on the mat.").size() < bytes.encode("The cat sat on the mat.").size());
+    CHECK(rlhf_examples::tokenizer(corpus, 40).encode("the dog sat") == bpe.encode("the dog sat"));
+    // Decoding stops at end-of-sequence and skips padding.
+    std::vector<std::int64_t> ids = bpe.encode("The cat");
+    ids.push_back(bpe.eos_id());
+    ids.push_back(bpe.encode("x")[0]);
+    CHECK(bpe.decode(ids) == "The cat");
+
+    // Prompts are left-padded, texts right-padded and ended by end-of-sequence.
+    const prompt_batch prompts = bpe.prompts({"The cat", "A"});
+    CHECK(to_vector<std::int64_t>(prompts.attention_mask.select(0, 1)).back() == 1);
+    CHECK(to_vector<std::int64_t>(prompts.attention_mask.select(0, 1)).front() == 0);
+    CHECK(prompts.input_ids[1][0].item<std::int64_t>() == bpe.pad_id());
+    const prompt_batch texts = bpe.texts({"The cat", "A"}, 64);
+    const std::int64_t a_length = texts.attention_mask[1].sum().item<std::int64_t>();
+    CHECK(texts.input_ids[1][a_length - 1].item<std::int64_t>() == bpe.eos_id());
+    CHECK(texts.attention_mask[1][0].item<std::int64_t>() == 1);
+    CHECK(bpe.texts({"The cat sat on the mat."}, 3).input_ids.size(1) == 3);  // cut to the length limit
+}
+
+TEST_CASE("model kit: a GPT checkpoint restores options and weights and scores the last attended token" *
+          doctest::test_suite("unit")) {
+    rlhf_examples::gpt model({.vocab = 20, .width = 16, .heads = 2, .layers = 2, .positions = 12, .seed = 5});
+    const std::filesystem::path path = std::filesystem::temp_directory_path() / "rlhf_model_kit_test" / "gpt.pt";
+    rlhf_examples::save_gpt(model, path);
+    CHECK_FALSE(std::filesystem::exists(path.string() + ".partial"));
+    rlhf_examples::gpt loaded = rlhf_examples::load_gpt(path);
+    CHECK(loaded.options().width == 16);
+    CHECK(loaded.options().vocab == 20);
+    const torch::Tensor ids = torch::tensor({3, 4, 5, 6, 7, 8, 0, 1}, torch::kInt64).reshape({2, 4});
+    const torch::Tensor mask = torch::tensor({1, 1, 1, 1, 0, 1, 1, 0}, torch::kInt64).reshape({2, 4});
+    const torch::NoGradGuard no_grad;
+    CHECK(torch::equal(loaded.lm_logits(ids, mask), model.lm_logits(ids, mask)));
+    // Row 1 ends at position 2: its score is the score of the same row cut after that position.
+    const torch::Tensor scores = model.sequence_scores(ids, mask);
+    const torch::Tensor cut = model.sequence_scores(ids.narrow(1, 0, 3), mask.narrow(1, 0, 3));
+    CHECK(scores[1].item<double>() == doctest::Approx(cut[1].item<double>()).epsilon(1e-6));
+    // A critic from a reward model starts with the score head, or with zero values.
+    model.value_head_from_score_head(/*zero=*/true);
+    const rollout r{ids, torch::ones_like(ids), torch::full({2}, 2, torch::kInt64), torch::full({2}, 4, torch::kInt64)};
+    CHECK(model.values(r).abs().max().item<double>() == 0.0);
+    std::filesystem::remove_all(path.parent_path());
 }
