@@ -4,6 +4,7 @@
 // (plot_metrics.py beside this header, with Debian's python3-matplotlib) and sample generations.
 #include <unistd.h>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -78,6 +79,7 @@ private:
     static std::string current(const std::string& v) { return v; }
     static std::string current(const std::filesystem::path& v) { return v.string(); }
     static std::string current(const double& v) {
+        if (std::isnan(v)) return "off";
         char buffer[32];
         std::snprintf(buffer, sizeof buffer, "%g", v);
         return buffer;
