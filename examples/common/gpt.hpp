@@ -131,13 +131,15 @@ public:
     }
     torch::Tensor score(const rlhf::ppo::rollout& r) { return sequence_scores(r.sequences, r.attention_mask); }
 
-    // A critic made from a reward model starts with its score head as the value head, so its first
-    // values are the reward model's scores (DeepSpeed-Chat and ColossalChat build the critic so);
-    // with `zero`, the value head starts at 0 instead (values learned from the first returns).
-    void value_head_from_score_head(bool zero = false) {
+    // How a critic made from a reward model starts its value head: as a copy of the score head, so
+    // its first values are the reward model's scores (DeepSpeed-Chat and ColossalChat build the
+    // critic so), or at zero (values learned from the first returns).
+    enum class value_head_start { score_head, zero };
+    void start_value_head(value_head_start start) {
         const torch::NoGradGuard no_grad;
-        value_w_.copy_(zero ? torch::zeros_like(score_w_) : score_w_);
-        value_b_.copy_(zero ? torch::zeros_like(score_b_) : score_b_);
+        const bool copy = start == value_head_start::score_head;
+        value_w_.copy_(copy ? score_w_ : torch::zeros_like(score_w_));
+        value_b_.copy_(copy ? score_b_ : torch::zeros_like(score_b_));
     }
 
 private:

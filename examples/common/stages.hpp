@@ -302,7 +302,7 @@ struct actor_critic_models {
           reward_model(copy_of(reward, /*frozen=*/true)),
           actor_optimizer(actor.parameters(), torch::optim::AdamOptions(o.actor_lr)),
           critic_optimizer(critic.parameters(), torch::optim::AdamOptions(o.critic_lr)) {
-        critic.value_head_from_score_head(o.zero_value_head);
+        critic.start_value_head(o.zero_value_head ? gpt::value_head_start::zero : gpt::value_head_start::score_head);
     }
     actor_critic_models(const actor_critic_models&) = delete;
     actor_critic_models& operator=(const actor_critic_models&) = delete;

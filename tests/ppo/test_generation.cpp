@@ -473,8 +473,10 @@ TEST_CASE("model kit: a GPT checkpoint restores options and weights and scores t
     const torch::Tensor cut = model.sequence_scores(ids.narrow(1, 0, 3), mask.narrow(1, 0, 3));
     CHECK(scores[1].item<double>() == doctest::Approx(cut[1].item<double>()).epsilon(1e-6));
     // A critic from a reward model starts with the score head, or with zero values.
-    model.value_head_from_score_head(/*zero=*/true);
     const rollout r{ids, torch::ones_like(ids), torch::full({2}, 2, torch::kInt64), torch::full({2}, 4, torch::kInt64)};
+    model.start_value_head(rlhf_examples::gpt::value_head_start::score_head);
+    CHECK(torch::allclose(model.values(r).select(1, 1), model.score(r)));  // the last token's value is the score
+    model.start_value_head(rlhf_examples::gpt::value_head_start::zero);
     CHECK(model.values(r).abs().max().item<double>() == 0.0);
     std::filesystem::remove_all(path.parent_path());
 }
