@@ -1,10 +1,12 @@
-# rlhf_add_backend(<name> PACKAGE <pkg> [VERSION <v>] [ARGS ...] DEBIAN <deb> LINK <target>)
+# rlhf_add_backend(<name> PACKAGE <pkg> [VERSION <v>] [ARGS ...] DEBIAN <deb> LINK <target>
+#                  [LINK_BEFORE <libs...>])
 #
 # Makes the INTERFACE target rlhf_<name> (exported as rlhf::<name>) when <pkg> is found.
 # RLHF_WITH_<NAME> decides: AUTO makes it when found, ON fails with a message naming the
-# Debian package when not found, OFF never makes it. Sets RLHF_HAS_<NAME>.
+# Debian package when not found, OFF never makes it. Sets RLHF_HAS_<NAME>. LINK_BEFORE names
+# libraries that must come before <target> on a consumer's link line.
 function(rlhf_add_backend name)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "" "PACKAGE;VERSION;DEBIAN;LINK" "ARGS")
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "PACKAGE;VERSION;DEBIAN;LINK" "ARGS;LINK_BEFORE")
   string(TOUPPER "${name}" upper)
   set(mode "${RLHF_WITH_${upper}}")
   set(RLHF_HAS_${upper} OFF PARENT_SCOPE)
@@ -36,7 +38,7 @@ function(rlhf_add_backend name)
   add_library(rlhf_${name} INTERFACE)
   add_library(rlhf::${name} ALIAS rlhf_${name})
   set_target_properties(rlhf_${name} PROPERTIES EXPORT_NAME ${name})
-  target_link_libraries(rlhf_${name} INTERFACE rlhf ${arg_LINK})
+  target_link_libraries(rlhf_${name} INTERFACE rlhf ${arg_LINK_BEFORE} ${arg_LINK})
   set(RLHF_HAS_${upper} ON PARENT_SCOPE)
   message(STATUS "rlhf::${name}: enabled (${arg_PACKAGE} ${${arg_PACKAGE}_VERSION})")
 endfunction()

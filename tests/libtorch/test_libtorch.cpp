@@ -1,5 +1,8 @@
+#include <dlfcn.h>
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "rlhf/libtorch.hpp"
@@ -55,4 +58,25 @@ TEST_CASE("libtorch::checked_mask validates once and returns the bool mask every
                            rlhf::error_kind::dtype, "mask");
     rlhf_test::check_error([&] { (void)rlhf::libtorch::checked_mask(torch::Tensor()); }, rlhf::error_kind::value,
                            "mask");
+}
+
+// LibTorch 2.x wheels export std::filesystem functions built against a newer libstdc++; a program
+// whose calls bind to them crashes in remove_all (a null weak symbol on Debian 12). rlhf::libtorch
+// names libstdc++ first on the link line, so the calls bind to the system's copies.
+TEST_CASE("libtorch: a program linking rlhf::libtorch binds std::filesystem to the C++ library" *
+          doctest::test_suite("unit")) {
+#if defined(__GLIBCXX__)
+    // The dynamic linker's choice for the program's own references: the first definition in
+    // load order.
+    void* const remove_all = dlsym(RTLD_DEFAULT, "_ZNSt10filesystem10remove_allERKNS_7__cxx114pathE");
+    REQUIRE(remove_all != nullptr);
+    Dl_info where{};
+    REQUIRE(dladdr(remove_all, &where) != 0);
+    CHECK(std::string(where.dli_fname).find("libstdc++") != std::string::npos);
+#endif
+    const std::filesystem::path root = std::filesystem::temp_directory_path() / "rlhf_test_remove_all";
+    std::filesystem::create_directories(root / "nested" / "deeper");
+    std::ofstream(root / "nested" / "file.bin") << "bytes";
+    CHECK(std::filesystem::remove_all(root) == 4);
+    CHECK_FALSE(std::filesystem::exists(root));
 }
