@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   cmake ninja-build g++ clang-format clang-tidy  # toolchain, the format and clang-tidy checks
+  clang libclang-rt-14-dev  # the second compiler: sanitizer builds and the libFuzzer targets
   python3                                       # extracts the docs' code blocks for their test
   libtorch-dev libeigen3-dev xtensor-dev  # backends (rlhf::libtorch, rlhf::eigen, rlhf::xtensor)
   libopenblas0-pthread  # an optimised BLAS for LibTorch's matmuls (an examples' SFT step: 2.9 s on the reference BLAS, 0.2 s)

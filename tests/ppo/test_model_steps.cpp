@@ -22,14 +22,15 @@ using rlhf_test::tiny_transformer;
 constexpr std::int64_t target_token = 3;
 constexpr std::int64_t eos_token = 1;
 
-// Reward: the number of target tokens in the response.
+// Reward: the number of target tokens in the response, plus (the sum of its token ids mod 7) / 8
+// so that the rows of a group seldom tie (a GRPO step of tied rows has no gradient) and the
+// score stays exact in float32.
 struct count_reward {
     torch::Tensor score(const rollout& r) const {
-        const torch::Tensor tokens = rlhf::ppo::gather_response(r.sequences.to(torch::kFloat64), r);
-        return tokens.eq(static_cast<double>(target_token))
-            .logical_and(rlhf::ppo::response_mask(r))
-            .sum(1)
-            .to(torch::kFloat32);
+        const torch::Tensor mask = rlhf::ppo::response_mask(r);
+        const torch::Tensor tokens = rlhf::ppo::gather_response(r.sequences, r).masked_fill(mask.logical_not(), 0);
+        const torch::Tensor count = tokens.eq(target_token).sum(1);
+        return (count.to(torch::kFloat32) + tokens.sum(1).remainder(7).to(torch::kFloat32) / 8.0f);
     }
 };
 

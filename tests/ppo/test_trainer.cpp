@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -1247,5 +1249,113 @@ TEST_CASE("ppo_trainer: trainable_parameters_only keeps saves and syncs the adap
         CHECK(e.kind() == rlhf::error_kind::shape);
         CHECK(e.argument() == "policy.parameters");
     }
+    std::filesystem::remove(path);
+}
+
+namespace {
+
+// A critic whose `values` call number `poison_call` (0-based, counting every call) returns
+// `poison` at row 0, column 0 (an action position: every response has a first token).
+struct poisoned_critic : toy_critic {
+    using toy_critic::toy_critic;
+    std::int64_t calls = 0;
+    std::int64_t poison_call = -1;
+    double poison = std::numeric_limits<double>::quiet_NaN();
+    torch::Tensor values(const rollout& r) {
+        torch::Tensor v = toy_critic::values(r);
+        if (calls++ == poison_call) v = v.detach().index_put({0, 0}, poison);
+        return v;
+    }
+};
+
+struct poisoned_run {
+    toy_policy policy{1};
+    poisoned_critic critic{2};
+    toy_policy reference{3};
+    count_reward reward;
+    torch::optim::Adam policy_optimizer{policy.parameters(), torch::optim::AdamOptions(0.01)};
+    torch::optim::Adam critic_optimizer{critic.parameters(), torch::optim::AdamOptions(0.01)};
+    rlhf::ppo::ppo_trainer<toy_policy, poisoned_critic, count_reward, toy_policy> trainer;
+    explicit poisoned_run(const rlhf::ppo::config& c)
+        : trainer(c, {.policy = &policy, .reward_model = &reward, .critic = &critic, .reference = &reference},
+                  {.policy = &policy_optimizer, .critic = &critic_optimizer}) {}
+    [[nodiscard]] std::vector<torch::Tensor> weights() const {
+        std::vector<torch::Tensor> all;
+        for (const auto& p : policy.parameters()) all.push_back(p.detach().clone());
+        for (const auto& p : critic.parameters()) all.push_back(p.detach().clone());
+        return all;
+    }
+};
+
+std::string file_bytes(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST_CASE(
+    "ppo_trainer: a NaN or Inf in a model's output stops the step naming the output and the step and the "
+    "trainer continues" *
+    doctest::test_suite("unit")) {
+    const std::filesystem::path path = std::filesystem::temp_directory_path() / "rlhf_trainer_nan_test.pt";
+    rlhf::ppo::config cfg = gae_config();
+
+    // Default checks (the rollout's outputs): the step stops in make_experience, before any update.
+    poisoned_run run(cfg);
+    (void)run.trainer.step(make_prompts(0, 4));
+    run.trainer.save_checkpoint(path);
+    const std::string checkpoint = file_bytes(path);
+    const std::vector<torch::Tensor> before = run.weights();
+    run.critic.poison_call = run.critic.calls;  // the next call: step 2's rollout values
+    auto e = expect_error([&] { (void)run.trainer.step(make_prompts(1, 4)); });
+    CHECK(e.kind() == rlhf::error_kind::value);
+    CHECK(e.function() == "rlhf::ppo::ppo_trainer::make_experience");
+    CHECK(e.argument() == "critic.values");
+    CHECK(e.expected() == "finite values on the action positions of step 2");
+    CHECK(e.actual() == "NaN at [0, 0]");
+    CHECK(bitwise_equal(run.weights(), before));
+    CHECK(run.trainer.steps() == 1);
+    CHECK(file_bytes(path) == checkpoint);
+    run.critic.poison = std::numeric_limits<double>::infinity();
+    run.critic.poison_call = run.critic.calls;
+    e = expect_error([&] { (void)run.trainer.step(make_prompts(1, 4)); });
+    CHECK(e.actual() == "+Inf at [0, 0]");
+    const rlhf::ppo::step_metrics continued = run.trainer.step(make_prompts(1, 4));  // the trainer goes on
+    CHECK(continued.step == 2);
+    CHECK(std::isfinite(continued.policy_loss));
+
+    // Every forward checked and the step restored on error: a NaN in the training forward after
+    // the first minibatch's optimizer step (1 rollout call + 2 micro-batches, then the third)
+    // leaves no trace; the retried step equals the step of a run that never failed.
+    cfg.check_finite = rlhf::ppo::finite_checks::every_forward;
+    cfg.restore_on_error = true;
+    poisoned_run failing(cfg);
+    poisoned_run clean(cfg);
+    (void)failing.trainer.step(make_prompts(0, 4));
+    (void)clean.trainer.step(make_prompts(0, 4));
+    const std::vector<torch::Tensor> start = failing.weights();
+    failing.critic.poison_call = failing.critic.calls + 3;
+    e = expect_error([&] { (void)failing.trainer.step(make_prompts(1, 4)); });
+    CHECK(e.function() == "rlhf::ppo::ppo_trainer::train");
+    CHECK(e.argument() == "critic.values");
+    CHECK(e.expected() == "finite values on the action positions of step 2");
+    CHECK(bitwise_equal(failing.weights(), start));
+    CHECK(failing.trainer.steps() == 1);
+    const rlhf::ppo::step_metrics retried = failing.trainer.step(make_prompts(1, 4));
+    const rlhf::ppo::step_metrics expected = clean.trainer.step(make_prompts(1, 4));
+    CHECK(retried.generation_seed == expected.generation_seed);
+    CHECK(retried.policy_loss == expected.policy_loss);
+    CHECK(bitwise_equal(failing.weights(), clean.weights()));
+    CHECK(failing.trainer.kl_coef() == clean.trainer.kl_coef());
+
+    // Without the restore, the updates of the minibatches before the failure stay.
+    cfg.restore_on_error = false;
+    poisoned_run kept(cfg);
+    (void)kept.trainer.step(make_prompts(0, 4));
+    const std::vector<torch::Tensor> kept_start = kept.weights();
+    kept.critic.poison_call = kept.critic.calls + 3;
+    CHECK_THROWS_AS((void)kept.trainer.step(make_prompts(1, 4)), rlhf::error);
+    CHECK_FALSE(bitwise_equal(kept.weights(), kept_start));
     std::filesystem::remove(path);
 }

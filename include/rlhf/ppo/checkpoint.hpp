@@ -11,6 +11,11 @@
 #include <torch/serialize/archive.h>
 #include <torch/types.h>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -32,9 +37,27 @@
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo::checkpoint {
 
-/// Saves `archive` to `path` atomically: written to `path` + ".tmp", then renamed over `path`.
-/// Errors: a file that cannot be written or renamed → `rlhf::error` (kind state, argument
-/// `path`); the temporary file is removed.
+namespace detail {
+
+/// Flushes a file or directory to the storage device (POSIX `fsync`; a no-op elsewhere), so that
+/// a rename published after it never names bytes a power loss could still drop.
+inline void flush_to_storage(const std::filesystem::path& path) {
+#if defined(__unix__) || defined(__APPLE__)
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) return;
+    (void)::fsync(fd);
+    (void)::close(fd);
+#else
+    (void)path;
+#endif
+}
+
+}  // namespace detail
+
+/// Saves `archive` to `path` atomically: written to `path` + ".tmp", flushed to storage, then
+/// renamed over `path` (and the directory flushed): a process killed at any point leaves either
+/// the old file or the new one, never a torn one. Errors: a file that cannot be written or
+/// renamed → `rlhf::error` (kind state, argument `path`); the temporary file is removed.
 inline void write_atomically(torch::serialize::OutputArchive& archive, const std::filesystem::path& path,
                              std::string_view function) {
     std::filesystem::path temporary = path;
@@ -46,6 +69,7 @@ inline void write_atomically(torch::serialize::OutputArchive& archive, const std
         std::filesystem::remove(temporary, ignored);
         fail(error_kind::state, function, "path", "a writable file", temporary.string() + " (" + e.what() + ")");
     }
+    detail::flush_to_storage(temporary);
     std::error_code code;
     std::filesystem::rename(temporary, path, code);
     if (code) {
@@ -53,6 +77,7 @@ inline void write_atomically(torch::serialize::OutputArchive& archive, const std
         std::filesystem::remove(temporary, ignored);
         fail(error_kind::state, function, "path", "a file that can replace '" + path.string() + "'", code.message());
     }
+    detail::flush_to_storage(path.has_parent_path() ? path.parent_path() : std::filesystem::path("."));
 }
 
 /// Loads the archive at `path`. Errors: a missing or unreadable file → `rlhf::error` (kind
@@ -202,11 +227,9 @@ struct trainer_parts {
     torch::optim::Optimizer* critic_optimizer = nullptr;    ///< null without one
 };
 
-/// Writes a trainer checkpoint to `path` atomically (`write_atomically`). Errors: an unwritable
-/// path (kind state, argument `path`).
-inline void save_trainer(const std::filesystem::path& path, const trainer_state& state, const trainer_parts& parts,
-                         std::string_view function) {
-    torch::serialize::OutputArchive archive;
+/// Writes a trainer's state, models and optimizers into `archive` (`save_trainer`'s content).
+inline void write_trainer(torch::serialize::OutputArchive& archive, const trainer_state& state,
+                          const trainer_parts& parts) {
     write_format(archive, trainer_format);
     archive.write("step", c10::IValue(state.step));
     archive.write("rng", c10::IValue(engine_state(state.engine)));
@@ -223,18 +246,21 @@ inline void save_trainer(const std::filesystem::path& path, const trainer_state&
     write_optimizer(archive, "policy_optimizer", *parts.policy_optimizer);
     if (parts.critic_optimizer != nullptr) write_optimizer(archive, "critic_optimizer", *parts.critic_optimizer);
     write_tensors(archive, "ema", parts.ema);
+}
+
+/// Writes a trainer checkpoint to `path` atomically (`write_atomically`). Errors: an unwritable
+/// path (kind state, argument `path`).
+inline void save_trainer(const std::filesystem::path& path, const trainer_state& state, const trainer_parts& parts,
+                         std::string_view function) {
+    torch::serialize::OutputArchive archive;
+    write_trainer(archive, state, parts);
     write_atomically(archive, path, function);
 }
 
-/// Reads a checkpoint written by `save_trainer` into `parts` (built as the saved ones were) and
-/// returns the state. Every entry is read and every tensor list's shapes checked before
-/// anything changes. Errors: a missing file (kind state, argument `path`); not a trainer
-/// checkpoint, a missing entry, or a model or EMA whose parameter count or shapes differ (kind
-/// value, argument `path`).
-[[nodiscard]] inline trainer_state load_trainer(const std::filesystem::path& path, const trainer_parts& parts,
-                                                std::string_view function) {
-    torch::serialize::InputArchive archive;
-    read_file(archive, path, function);
+/// Reads what `write_trainer` wrote into `archive` into `parts` and returns the state, with
+/// `load_trainer`'s checks and errors (`path`: where the archive came from, for the messages).
+[[nodiscard]] inline trainer_state read_trainer(torch::serialize::InputArchive& archive, const trainer_parts& parts,
+                                                const std::filesystem::path& path, std::string_view function) {
     read_format(archive, trainer_format, path, function);
     try {
         trainer_state state;
@@ -281,6 +307,18 @@ inline void save_trainer(const std::filesystem::path& path, const trainer_state&
         fail(error_kind::value, function, "path", "an rlhf PPO trainer checkpoint with every entry",
              path.string() + " (" + e.what_without_backtrace() + ")");
     }
+}
+
+/// Reads a checkpoint written by `save_trainer` into `parts` (built as the saved ones were) and
+/// returns the state. Every entry is read and every tensor list's shapes checked before
+/// anything changes. Errors: a missing file (kind state, argument `path`); not a trainer
+/// checkpoint, a missing entry, or a model or EMA whose parameter count or shapes differ (kind
+/// value, argument `path`).
+[[nodiscard]] inline trainer_state load_trainer(const std::filesystem::path& path, const trainer_parts& parts,
+                                                std::string_view function) {
+    torch::serialize::InputArchive archive;
+    read_file(archive, path, function);
+    return read_trainer(archive, parts, path, function);
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo::checkpoint

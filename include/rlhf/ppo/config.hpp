@@ -119,6 +119,17 @@ enum class advantage_route {
     torch_ops,  ///< the `torch_ops::` compositions on every device, the CPU included
 };
 
+/// Where the trainer checks that the models' outputs are finite (`config::check_finite`).
+enum class finite_checks {
+    off,
+    /// The rollout's outputs (policy and reference log-probs, values, scores or token rewards):
+    /// one host read per `make_experience`; a NaN never enters the experience.
+    rollout,
+    /// Also each training micro-batch's outputs before its backward: one host read per
+    /// micro-batch (the step's statistics are otherwise read once).
+    every_forward,
+};
+
 RLHF_OPTION_NAMES(kl_placement, {kl_placement::none, "none"}, {kl_placement::reward, "reward"},
                   {kl_placement::loss, "loss"}, {kl_placement::reward, "use_kl_in_reward"},
                   {kl_placement::loss, "use_kl_loss"})
@@ -130,6 +141,8 @@ RLHF_OPTION_NAMES(micro_batch_scaling, {micro_batch_scaling::global_counts, "glo
                   {micro_batch_scaling::mean_of_micro_batches, "mean_of_micro_batches"})
 
 RLHF_OPTION_NAMES(advantage_route, {advantage_route::by_device, "by_device"}, {advantage_route::torch_ops, "torch_ops"})
+RLHF_OPTION_NAMES(finite_checks, {finite_checks::off, "off"}, {finite_checks::rollout, "rollout"},
+                  {finite_checks::every_forward, "every_forward"})
 RLHF_OPTION_NAMES(score_normalization, {score_normalization::none, "none"}, {score_normalization::scale, "scale"},
                   {score_normalization::scale_and_shift, "scale_and_shift"},
                   {score_normalization::scale, "use_score_scaling"},
@@ -262,6 +275,16 @@ struct config {
     bool cpu_offload = false;  ///< keep the experience on the CPU between rollout and training
     /// Seed of the trainer's generator: generation seeds and minibatch permutations derive from it.
     std::uint64_t seed = 0;
+
+    // ---- Failure handling -------------------------------------------------------------------
+    /// Which model outputs must be finite (NaN or ±Inf on an action position → `rlhf::error`,
+    /// kind value, naming the output and the step, before anything is trained on it).
+    finite_checks check_finite = finite_checks::rollout;
+    /// A step (`step`, `train`) that throws leaves the models, optimizers and trainer state as
+    /// they were before it: the trainer keeps an in-memory checkpoint of the step's start (one
+    /// serialized copy of the checkpoint's tensors per step). Off: a `train` that throws after
+    /// some optimizer steps keeps them.
+    bool restore_on_error = false;
 };
 
 /// What the models given to a trainer can do; `check_config` checks the config against it.

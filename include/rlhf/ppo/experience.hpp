@@ -18,7 +18,9 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <string_view>
@@ -26,6 +28,7 @@
 
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
+#include "rlhf/libtorch/host_reads.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/version.hpp"
 
@@ -227,6 +230,47 @@ inline void check_model_output(const torch::Tensor& t, std::int64_t rows, std::i
              cols < 0 ? "[" + std::to_string(rows) + "]"
                       : "[" + std::to_string(rows) + ", " + std::to_string(cols) + "] (rows, response width)",
              libtorch::shape_string(t));
+}
+
+/// A model output and the name errors give it (`check_finite_outputs`).
+struct named_output {
+    const torch::Tensor* tensor = nullptr;  ///< `[B, T]` per token or `[B]` per row; undefined: skipped
+    std::string_view name;
+};
+
+/// Checks that every output in `outputs` is finite on the action positions of `mask` (`[B, T]`;
+/// a `[B]` output is checked whole), with one host read for all of them. A NaN or ±Inf →
+/// `rlhf::error` (kind value, argument: the output's name) naming the first such position and
+/// the step.
+inline void check_finite_outputs(std::initializer_list<named_output> outputs, const torch::Tensor& mask,
+                                 std::int64_t step, std::string_view function) {
+    const auto non_finite = [&](const torch::Tensor& t, const torch::Tensor& valid) {
+        const torch::Tensor bad = torch::isfinite(t).logical_not();
+        return t.dim() == 2 ? bad.logical_and(valid) : bad;
+    };
+    std::vector<torch::Tensor> found;
+    const torch::Tensor valid = mask.ne(0);
+    for (const named_output& o : outputs)
+        found.push_back(o.tensor->defined() ? non_finite(o.tensor->detach(), valid).any().to(valid.device())
+                                            : torch::zeros({}, valid.options()));
+    const torch::Tensor any = libtorch::read_to_host(torch::stack(found));
+    std::size_t i = 0;
+    for (const named_output& o : outputs) {
+        if (any[static_cast<std::int64_t>(i++)].item<double>() == 0.0) continue;
+        // The error path only: find the first bad position on the host.
+        const torch::Tensor values = libtorch::read_to_host(*o.tensor);
+        const std::int64_t flat = non_finite(values, valid.cpu()).reshape({-1}).nonzero()[0][0].item<std::int64_t>();
+        const double x = values.reshape({-1})[flat].item<double>();
+        const std::string position =
+            values.dim() == 2 ? std::to_string(flat / values.size(1)) + ", " + std::to_string(flat % values.size(1))
+                              : std::to_string(flat);
+        fail(error_kind::value, function, o.name,
+             "finite values on the action positions of step " + std::to_string(step),
+             std::string(std::isnan(x) ? "NaN"
+                         : x > 0       ? "+Inf"
+                                       : "-Inf") +
+                 " at [" + position + "]");
+    }
 }
 
 }  // namespace detail

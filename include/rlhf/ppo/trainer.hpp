@@ -20,6 +20,7 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -166,8 +167,10 @@ public:
     /// `rlhf::ppo::ppo_trainer::make_experience`): those of `check_rollout`; a rollout whose row
     /// count is not the request's (kind shape, `rollout`); a model output of the wrong shape or
     /// dtype (argument `policy.log_probs`, `reference.log_probs`, `critic.values`,
-    /// `reward_model.score`, `reward_model.token_rewards`); the errors of
-    /// `compute_advantage_stage` (an empty response under `reward.empty_rows = raise`, ...).
+    /// `reward_model.score`, `reward_model.token_rewards`); unless `config::check_finite` is off, a
+    /// NaN or Inf in one of them on an action position (kind value, the same names, the message
+    /// giving the step and the position); the errors of `compute_advantage_stage` (an empty response under
+    /// `reward.empty_rows = raise`, ...).
     [[nodiscard]] step_experience make_experience(const rollout_request& request, const rollout& generated) {
         constexpr std::string_view fn = "rlhf::ppo::ppo_trainer::make_experience";
         const auto start = detail::clock::now();
@@ -208,6 +211,13 @@ public:
                                                  *config_.missing_eos_penalty);
             if (config_.estimator == advantage_estimator::remax) in.baseline = greedy_scores(request);
         }
+        if (config_.check_finite != finite_checks::off)
+            detail::check_finite_outputs({{&in.log_probs, "policy.log_probs"},
+                                          {&in.ref_log_probs, "reference.log_probs"},
+                                          {&in.values, "critic.values"},
+                                          {&in.token_rewards, "reward_model.token_rewards"},
+                                          {&in.scores, "reward_model.score"}},
+                                         in.mask, step_ + 1, fn);
         if (config_.bootstrap_truncated) in.bootstrap = truncation_bootstrap(in.values, in.mask, generated.truncated);
         const double forward_seconds = detail::seconds_since(start);
         const auto advantages_start = detail::clock::now();
@@ -258,8 +268,102 @@ public:
     /// `rlhf::ppo::ppo_trainer::train` unless said): a minibatch size that does not divide the
     /// row count (kind config, `minibatch_size`, `rlhf::ppo::minibatch_rows`); PTX on without a
     /// source (kind state, `ptx_source`); a model output of the wrong shape (`policy.log_probs`,
-    /// `critic.values`, `policy.lm_logits`); the kernels' errors.
+    /// `critic.values`, `policy.lm_logits`); under `finite_checks::every_forward`, a NaN or Inf
+    /// in a micro-batch's outputs (kind value, naming the output and the step, before its
+    /// backward); the kernels' errors. With `config::restore_on_error`, a throw restores the
+    /// models, optimizers and state of before the call.
     step_metrics train(step_experience&& data) {
+        return restoring_on_error([&] { return train_unguarded(std::move(data)); });
+    }
+
+    /// One whole step: `train(make_experience(prompts))`; with `config::restore_on_error`, a
+    /// step that throws leaves the trainer as it was before the step.
+    step_metrics step(const prompt_batch& prompts) {
+        return restoring_on_error([&] { return train_unguarded(make_experience(prompts)); });
+    }
+
+    // ---- Hooks ------------------------------------------------------------------------------
+
+    /// Adds a callback that receives every step's metrics (a `jsonl_sink`, a `csv_sink`, ...).
+    void add_callback(metrics_callback callback) { callbacks_.push_back(std::move(callback)); }
+    /// Sets the evaluation hook, called after every `config::eval_every`-th step with the step
+    /// count; its results go to `step_metrics::eval`.
+    void set_evaluator(evaluator hook) { evaluator_ = std::move(hook); }
+    /// Sets the source of PTX batches (required when `config::ptx` is not `none`).
+    void set_ptx_source(ptx_source source) { ptx_source_ = std::move(source); }
+    /// Schedules the LRs with factors on the optimizers' initial LRs, called with the count of
+    /// each optimizer's steps taken (torch `LambdaLR`); replaces `lr_schedule` / `critic_lr_schedule`.
+    void set_lr_lambda(lr_lambda policy, lr_lambda critic = {}) {
+        policy_lr_.set_lambda(std::move(policy));
+        critic_lr_.set_lambda(std::move(critic));
+    }
+
+    // ---- State ------------------------------------------------------------------------------
+
+    [[nodiscard]] const config& get_config() const noexcept { return config_; }
+    [[nodiscard]] std::int64_t steps() const noexcept { return step_; }
+    [[nodiscard]] double kl_coef() const noexcept { return controller_.value(); }
+    [[nodiscard]] const kl_controller& controller() const noexcept { return controller_; }
+    [[nodiscard]] const running_moments& score_moments() const noexcept { return score_moments_; }
+    [[nodiscard]] P& policy() const noexcept { return *policy_; }
+    [[nodiscard]] const K& kernels() const noexcept { return kernels_; }
+    /// The EMA copy of the policy's parameters (empty without `ema_beta`), in `parameters()` order.
+    [[nodiscard]] const std::vector<torch::Tensor>& ema_parameters() const noexcept { return ema_; }
+    /// Copies the EMA parameters into `model` (a policy of the same architecture).
+    /// Errors: no EMA (kind state, `ema_beta`); a parameter count or shape mismatch (kind shape, `to`).
+    template <HasParameters M>
+    void copy_ema_to(M& model) const {
+        if (!config_.ema_beta)
+            fail(error_kind::state, "rlhf::ppo::ppo_trainer::copy_ema_to", "ema_beta", "set (an EMA is kept)", "unset");
+        copy_tensors(ema_, trainable_tensors(model.parameters(), config_.trainable_parameters_only), "parameters",
+                     "rlhf::ppo::ppo_trainer::copy_ema_to");
+    }
+
+    // ---- Checkpoints ------------------------------------------------------------------------
+
+    /// Writes a checkpoint to `path` atomically (`checkpoint::save_trainer`): the policy's and
+    /// critic's parameters and buffers, both optimizers' state, the step count, β, the running
+    /// score moments, the EMA and the generator's state. Errors: an unwritable path (kind
+    /// state, argument `path`).
+    void save_checkpoint(const std::filesystem::path& path) const {
+        checkpoint::save_trainer(path, trainer_state_now(), checkpoint_parts(),
+                                 "rlhf::ppo::ppo_trainer::save_checkpoint");
+    }
+
+    /// Restores a checkpoint written by `save_checkpoint` into this trainer's models and
+    /// optimizers (built as the saved ones were: same architectures, same config); nothing
+    /// changes unless every entry reads and fits. Errors: those of `checkpoint::load_trainer`
+    /// (a missing file: kind state; not a trainer checkpoint or a model of another shape: kind
+    /// value; argument `path`).
+    void load_checkpoint(const std::filesystem::path& path) {
+        set_trainer_state(
+            checkpoint::load_trainer(path, checkpoint_parts(), "rlhf::ppo::ppo_trainer::load_checkpoint"));
+    }
+
+private:
+    /// `body()`; with `config::restore_on_error`, a throw first restores the state of before
+    /// (an in-memory checkpoint: `checkpoint::write_trainer`).
+    template <class Body>
+    step_metrics restoring_on_error(Body&& body) {
+        if (!config_.restore_on_error) return body();
+        torch::serialize::OutputArchive archive;
+        checkpoint::write_trainer(archive, trainer_state_now(), checkpoint_parts());
+        std::ostringstream saved;
+        archive.save_to(saved);
+        try {
+            return body();
+        } catch (...) {
+            torch::serialize::InputArchive restored;
+            std::istringstream in(saved.str());
+            restored.load_from(in, torch::Device(torch::kCPU));
+            set_trainer_state(checkpoint::read_trainer(restored, checkpoint_parts(), "(the step's start, in memory)",
+                                                       "rlhf::ppo::ppo_trainer::step"));
+            zero_grad();
+            throw;
+        }
+    }
+
+    step_metrics train_unguarded(step_experience&& data) {
         constexpr std::string_view fn = "rlhf::ppo::ppo_trainer::train";
         const auto start = detail::clock::now();
         step_metrics m = std::move(data.metrics);
@@ -348,67 +452,19 @@ public:
         return m;
     }
 
-    /// One whole step: `train(make_experience(prompts))`.
-    step_metrics step(const prompt_batch& prompts) { return train(make_experience(prompts)); }
+    struct minibatch_result {
+        minibatch_policy_totals policy;  // read only when a loop rule needs it
+        std::int64_t micro_batches = 0, skipped = 0, threshold_hits = 0;
+    };
 
-    // ---- Hooks ------------------------------------------------------------------------------
-
-    /// Adds a callback that receives every step's metrics (a `jsonl_sink`, a `csv_sink`, ...).
-    void add_callback(metrics_callback callback) { callbacks_.push_back(std::move(callback)); }
-    /// Sets the evaluation hook, called after every `config::eval_every`-th step with the step
-    /// count; its results go to `step_metrics::eval`.
-    void set_evaluator(evaluator hook) { evaluator_ = std::move(hook); }
-    /// Sets the source of PTX batches (required when `config::ptx` is not `none`).
-    void set_ptx_source(ptx_source source) { ptx_source_ = std::move(source); }
-    /// Schedules the LRs with factors on the optimizers' initial LRs, called with the count of
-    /// each optimizer's steps taken (torch `LambdaLR`); replaces `lr_schedule` / `critic_lr_schedule`.
-    void set_lr_lambda(lr_lambda policy, lr_lambda critic = {}) {
-        policy_lr_.set_lambda(std::move(policy));
-        critic_lr_.set_lambda(std::move(critic));
-    }
-
-    // ---- State ------------------------------------------------------------------------------
-
-    [[nodiscard]] const config& get_config() const noexcept { return config_; }
-    [[nodiscard]] std::int64_t steps() const noexcept { return step_; }
-    [[nodiscard]] double kl_coef() const noexcept { return controller_.value(); }
-    [[nodiscard]] const kl_controller& controller() const noexcept { return controller_; }
-    [[nodiscard]] const running_moments& score_moments() const noexcept { return score_moments_; }
-    [[nodiscard]] P& policy() const noexcept { return *policy_; }
-    [[nodiscard]] const K& kernels() const noexcept { return kernels_; }
-    /// The EMA copy of the policy's parameters (empty without `ema_beta`), in `parameters()` order.
-    [[nodiscard]] const std::vector<torch::Tensor>& ema_parameters() const noexcept { return ema_; }
-    /// Copies the EMA parameters into `model` (a policy of the same architecture).
-    /// Errors: no EMA (kind state, `ema_beta`); a parameter count or shape mismatch (kind shape, `to`).
-    template <HasParameters M>
-    void copy_ema_to(M& model) const {
-        if (!config_.ema_beta)
-            fail(error_kind::state, "rlhf::ppo::ppo_trainer::copy_ema_to", "ema_beta", "set (an EMA is kept)", "unset");
-        copy_tensors(ema_, trainable_tensors(model.parameters(), config_.trainable_parameters_only), "parameters",
-                     "rlhf::ppo::ppo_trainer::copy_ema_to");
-    }
-
-    // ---- Checkpoints ------------------------------------------------------------------------
-
-    /// Writes a checkpoint to `path` atomically (`checkpoint::save_trainer`): the policy's and
-    /// critic's parameters and buffers, both optimizers' state, the step count, β, the running
-    /// score moments, the EMA and the generator's state. Errors: an unwritable path (kind
-    /// state, argument `path`).
-    void save_checkpoint(const std::filesystem::path& path) const {
+    [[nodiscard]] checkpoint::trainer_state trainer_state_now() const {
         checkpoint::trainer_state state{.step = step_, .engine = engine_, .kl_coef = controller_.value()};
         state.score_moments = score_moments_.state();
         state.lr_steps = {policy_lr_.steps(), critic_lr_.steps()};
-        checkpoint::save_trainer(path, state, checkpoint_parts(), "rlhf::ppo::ppo_trainer::save_checkpoint");
+        return state;
     }
 
-    /// Restores a checkpoint written by `save_checkpoint` into this trainer's models and
-    /// optimizers (built as the saved ones were: same architectures, same config); nothing
-    /// changes unless every entry reads and fits. Errors: those of `checkpoint::load_trainer`
-    /// (a missing file: kind state; not a trainer checkpoint or a model of another shape: kind
-    /// value; argument `path`).
-    void load_checkpoint(const std::filesystem::path& path) {
-        const checkpoint::trainer_state state =
-            checkpoint::load_trainer(path, checkpoint_parts(), "rlhf::ppo::ppo_trainer::load_checkpoint");
+    void set_trainer_state(const checkpoint::trainer_state& state) {
         step_ = state.step;
         engine_ = state.engine;
         controller_ = make_kl_controller(config_.kl_control, state.kl_coef);
@@ -416,12 +472,6 @@ public:
         policy_lr_.set_steps(state.lr_steps[0]);
         critic_lr_.set_steps(state.lr_steps[1]);
     }
-
-private:
-    struct minibatch_result {
-        minibatch_policy_totals policy;  // read only when a loop rule needs it
-        std::int64_t micro_batches = 0, skipped = 0, threshold_hits = 0;
-    };
 
     [[nodiscard]] checkpoint::trainer_parts checkpoint_parts() const {
         const bool only_trainable = config_.trainable_parameters_only;
@@ -479,6 +529,11 @@ private:
             ++result.micro_batches;
             const model_outputs out = forward_models(*policy_, critic_, as_rollout(batch), batch.sequences.size(0),
                                                      mask.size(1), EntropyPolicy<P>, fn);
+            if (config_.check_finite == finite_checks::every_forward)
+                detail::check_finite_outputs({{&out.log_probs, "policy.log_probs"},
+                                              {&out.entropy, "policy.entropy"},
+                                              {&out.values, "critic.values"}},
+                                             mask, step_ + 1, fn);
             // Mixed precision: the RLHF math in float32 (float64 stays), the gradient flows back
             // into the model's dtype.
             const torch::Tensor log_probs = libtorch::detail::in_compute_precision(out.log_probs);
