@@ -62,7 +62,10 @@ int main(int argc, char** argv) {
         rlhf::ppo::config config{
             .samples_per_prompt = 2,
             .generation = {.max_new_tokens = 8, .temperature = 1.0, .top_k = 20, .eos_token_id = {1}},
-            .kl_control = rlhf::adaptive_kl_options{.init_kl_coef = 0.05, .target = 6.0, .horizon = 1000.0},
+            .kl_control = rlhf::adaptive_kl_options{.init_kl_coef = 0.05,
+                                                    .target = 6.0,
+                                                    .horizon = 1000.0,
+                                                    .measure = rlhf::kl_measure::seq_mean_token_sum},
             .value_loss = {.clip_range = 0.2, .coef = 0.1},
             .ppo_epochs = 2,
             .minibatch_size = 8,

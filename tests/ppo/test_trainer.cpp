@@ -1263,7 +1263,10 @@ struct poisoned_critic : toy_critic {
     double poison = std::numeric_limits<double>::quiet_NaN();
     torch::Tensor values(const rollout& r) {
         torch::Tensor v = toy_critic::values(r);
-        if (calls++ == poison_call) v = v.detach().index_put({0, 0}, poison);
+        if (calls++ == poison_call) {
+            v = v.detach().clone();
+            v.index_put_({0, 0}, poison);
+        }
         return v;
     }
 };
