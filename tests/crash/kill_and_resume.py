@@ -42,8 +42,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("trainer")
     parser.add_argument("work_dir")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--kills", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -54,45 +54,46 @@ def main():
     os.makedirs(uninterrupted)
     os.makedirs(killed)
 
+    # The uninterrupted run, timed from its "start" line (models built) to its end.
+    process = subprocess.Popen([args.trainer, uninterrupted, str(args.steps)], stdout=subprocess.PIPE, text=True)
+    process.stdout.readline()
     begin = time.monotonic()
-    run_to_end(args.trainer, uninterrupted, args.steps)
-    duration = time.monotonic() - begin
-    print(f"uninterrupted run: {args.steps} steps in {duration:.2f} s")
+    if process.wait() != 0:
+        sys.exit(f"FAIL: the uninterrupted run exited {process.returncode}")
+    per_step = (time.monotonic() - begin) / args.steps
+    print(f"uninterrupted run: {args.steps} steps, {per_step * 1000:.0f} ms per step with its checkpoint")
 
     temporary = os.path.join(killed, "checkpoint.pt.tmp")
-    checkpoint = os.path.join(killed, "checkpoint.pt")
     during_write = at_random = 0
-    last_start = -1
+    starts = []
     for kill in range(args.kills):
-        # Alternate: a kill as soon as a checkpoint write is seen, and a kill at a random time.
+        # Alternate: a kill as soon as this run is seen writing a checkpoint, and one at a random
+        # time of the steps it has left.
         in_write = kill % 2 == 0
         launched = time.time_ns()
         process = subprocess.Popen([args.trainer, killed, str(args.steps)], stdout=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + (2.0 * duration if in_write else rng.uniform(0.0, duration))
+        started = start_step(process.stdout.readline())  # after the checkpoint was loaded
+        if started == -1:
+            sys.exit(f"FAIL: kill {kill}: the trainer could not start (exit {process.wait()}): "
+                     "a checkpoint it could not load?")
+        starts.append(started)
+        deadline = time.monotonic() + (args.steps - started) * per_step * (2.0 if in_write else rng.random())
         hit_write = False
         while process.poll() is None and time.monotonic() < deadline:
             if in_write and writing(temporary, launched):
-                hit_write = True
                 break
             if not in_write:
-                time.sleep(0.001)
+                time.sleep(0.0005)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-            hit_write = hit_write or writing(temporary, launched)
+            hit_write = writing(temporary, launched)
         process.wait()
-        output = process.stdout.read()
-        started = start_step(output)
         if process.returncode not in (0, -signal.SIGKILL):
-            sys.exit(f"FAIL: kill {kill}: the trainer exited {process.returncode} (a checkpoint it could not load?)")
-        if started != -1:
-            if started < last_start:
-                sys.exit(f"FAIL: kill {kill}: resumed at step {started} after step {last_start}")
-            last_start = started
+            sys.exit(f"FAIL: kill {kill}: the trainer exited {process.returncode}")
         during_write += hit_write
-        at_random += not hit_write
-        state = f"checkpoint of step ≥ {started}" if os.path.exists(checkpoint) else "no checkpoint yet"
-        print(f"kill {kill}: {'during a checkpoint write' if hit_write else 'at a random time'}; "
-              f"run started at step {started}; {state}")
+        at_random += not hit_write and process.returncode != 0
+        what = "during a checkpoint write" if hit_write else "at a random time" if process.returncode else "not killed"
+        print(f"run {kill}: started at step {started}; {what}")
         if process.returncode == 0:
             break
 
@@ -100,9 +101,14 @@ def main():
     print(f"final run: {output.strip()}")
     with open(os.path.join(uninterrupted, "final.bin"), "rb") as a, open(os.path.join(killed, "final.bin"), "rb") as b:
         same = a.read() == b.read()
-    print(f"kills during a checkpoint write: {during_write}, at random times: {at_random}")
+    print(f"kills during a checkpoint write: {during_write}, at random times: {at_random}; "
+          f"runs started at steps {starts}")
     if during_write == 0:
         sys.exit("FAIL: no kill landed during a checkpoint write")
+    if max(starts) == 0:
+        sys.exit("FAIL: no run resumed from a checkpoint")
+    if starts != sorted(starts):
+        sys.exit("FAIL: a run resumed from an earlier step than the run before it")
     if not same:
         sys.exit("FAIL: the resumed run's final weights differ from the uninterrupted run's")
     print("PASS: the killed and resumed run ends with the uninterrupted run's weights, byte for byte")
