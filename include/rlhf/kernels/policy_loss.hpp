@@ -128,6 +128,7 @@ struct surrogate_point {
 /// `Variants` false is the plain clipped loss (no log-ratio clamp, ratio cap, dual clip or loss
 /// cap: TRL's and most presets'): their selects are left out, which gives the same values as
 /// `Variants` with those options unset (clamps at ±inf are identities) in about half the work.
+/// (`policy_rows<false>` also leaves out the sequence ratio and the log-ratio mask.)
 template <bool Variants, class T>
 [[nodiscard]] RLHF_DETAIL_FORCE_INLINE surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
     T dc = d;
@@ -310,8 +311,11 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
                 const std::size_t t = start + k;
                 const T m = static_cast<T>(msk[t]);
                 const T raw = lp[t] - old[t];
-                const T token_d = raw * bit_select(log_ratio_mask != T{0}, m, T{1});
-                const T d = bit_select(sequence, seq_log_ratio, token_d);
+                T d = raw;
+                if constexpr (Variants) {
+                    const T token_d = raw * bit_select(log_ratio_mask != T{0}, m, T{1});
+                    d = bit_select(sequence, seq_log_ratio, token_d);
+                }
                 const surrogate_point<T> sp = surrogate<Variants>(d, adv[t], params);
                 buf.loss[k] = sp.loss;
                 buf.grad[k] = scaled(m * c, sp.grad);
@@ -407,9 +411,10 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
     const aggregation_counts counts =
         detail::weights_from_counts(function, mask.extents(), options.aggregation, weights, reducer);
 
-    // The plain clipped loss skips the selects of the options it does not use.
-    const bool variants =
-        options.log_ratio_min || options.log_ratio_max || options.ratio_cap || options.dual_clip || options.loss_cap;
+    // The plain clipped loss (token level, no log-ratio masking or clamp, no caps, no dual clip)
+    // skips the selects of the options it does not use.
+    const bool variants = options.log_ratio_min || options.log_ratio_max || options.ratio_cap || options.dual_clip ||
+                          options.loss_cap || options.mask_log_ratio || options.level != importance_ratio_level::token;
     detail::policy_accumulators acc;
     const view<double, 1> w(weights);
     const double total = variants ? detail::policy_rows<true>(log_probs, old_log_probs, advantages, mask,
