@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "rlhf/kernels/policy_loss.hpp"
+#include "rlhf/kernels/value_loss.hpp"
 #include "support/test_helpers.hpp"
 
 using rlhf_test::expect_error;
@@ -582,4 +583,48 @@ TEST_CASE("policy_loss: verl's ppo_kl uses the clamped log-ratio" * doctest::tes
     CHECK(r.stats.policy_kl_clamped == doctest::Approx(-(20.0 - 20.0 + 0.5) / 3.0).epsilon(1e-15));
     r = rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), none, none);
     CHECK(r.stats.policy_kl_clamped == r.stats.policy_kl);
+}
+
+TEST_CASE("policy_loss and value_loss: a bad input raises before any output is written" * doctest::test_suite("unit")) {
+    // The checks run in one pass over the rows (with the mask counts) before the fused pass: the
+    // outputs keep their contents, and the error names the first bad argument in argument order
+    // even when a later argument goes bad in an earlier row.
+    const rlhf::index_t b = 3, t = 300;
+    std::vector<float> lp(b * t, -1.0f), old(b * t, -1.1f), adv(b * t, 0.5f), mask(b * t, 1.0f);
+    std::vector<float> grad(b * t, 7.0f), tokens(b * t, 7.0f);
+    const auto v = [&](const std::vector<float>& x) { return rlhf::make_view(x.data(), b, t); };
+    const auto call_policy = [&] {
+        (void)rlhf::policy_loss(v(lp), v(old), v(adv), v(mask), rlhf::make_mut_view(grad.data(), b, t),
+                                rlhf::make_mut_view(tokens.data(), b, t));
+    };
+    const auto call_value = [&] {
+        (void)rlhf::value_loss(v(lp), v(old), v(adv), v(mask), rlhf::make_mut_view(grad.data(), b, t),
+                               rlhf::make_mut_view(tokens.data(), b, t));
+    };
+    const auto untouched = [&] {
+        return std::all_of(grad.begin(), grad.end(), [](float x) { return x == 7.0f; }) &&
+               std::all_of(tokens.begin(), tokens.end(), [](float x) { return x == 7.0f; });
+    };
+    mask[1] = 0.5f;                                           // row 0: the mask
+    adv[t + 5] = std::numeric_limits<float>::infinity();      // row 1: the third input
+    lp[2 * t + 9] = std::numeric_limits<float>::quiet_NaN();  // row 2: the first input
+    auto e = expect_error(call_policy);
+    CHECK(e.argument() == "log_probs");
+    CHECK(e.actual() == "nan at [2, 9]");
+    CHECK(untouched());
+    CHECK(expect_error(call_value).argument() == "values");
+    CHECK(untouched());
+    lp[2 * t + 9] = -1.0f;
+    CHECK(expect_error(call_policy).argument() == "advantages");
+    CHECK(expect_error(call_value).argument() == "returns");
+    CHECK(untouched());
+    adv[t + 5] = 0.5f;
+    e = expect_error(call_policy);
+    CHECK(e.argument() == "mask");
+    CHECK(e.actual() == "0.5 at [0, 1]");
+    CHECK(expect_error(call_value).argument() == "mask");
+    CHECK(untouched());
+    mask[1] = 1.0f;
+    call_policy();
+    CHECK(!untouched());
 }

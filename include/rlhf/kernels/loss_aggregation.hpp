@@ -31,9 +31,12 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
@@ -74,19 +77,17 @@ double reduce_one(R& reducer, double value) {
     return values[0];
 }
 
-/// Writes c_b into `weights` (length B). Counts first (a pass over the mask only), then the
-/// global divisor (explicit, or through the reducer: exactly one collective call when the mode
-/// needs a count that was not given), then the coefficients. Options must have been checked.
-template <class M, class R>
-aggregation_counts compute_row_weights(std::string_view function, view<M> mask, const aggregation_options& options,
-                                       mut_view<double, 1> weights, R& reducer) {
-    const index_t rows = mask.extent(0);
-    const index_t cols = mask.extent(1);
+/// Turns the row counts n_b that `weights` holds on entry into the coefficients c_b: the global
+/// divisor (explicit, or through the reducer: exactly one collective call when the mode needs a
+/// count that was not given), then the coefficients. Options must have been checked.
+template <class R>
+aggregation_counts weights_from_counts(std::string_view function, const extents_t<2>& mask_extents,
+                                       const aggregation_options& options, mut_view<double, 1> weights, R& reducer) {
+    const index_t rows = weights.extent(0);
+    const index_t cols = mask_extents[1];
     aggregation_counts counts;
     for (index_t b = 0; b < rows; ++b) {
-        const auto row = mask.row(b);
-        const double n = lane_sum(row.data(), row.size());  // exact: a count
-        weights(b) = n;
+        const double n = weights(b);
         counts.local_tokens += n;
         counts.local_sequences += n > 0.0 ? 1.0 : 0.0;
     }
@@ -126,13 +127,60 @@ aggregation_counts compute_row_weights(std::string_view function, view<M> mask, 
             if (!(k > 0.0))
                 fail(error_kind::value, function, "mask",
                      "at least one column (seq-mean-token-sum-norm divides by T when no normalizer is set)",
-                     shape_string(mask.extents()));
+                     shape_string(mask_extents));
             counts.divisor = k;
             for (index_t b = 0; b < rows; ++b) weights(b) = 1.0 / k;
             break;
         }
     }
     return counts;
+}
+
+/// n_b = Σ_t m_bt of one mask row (exact: a count), in partial lanes.
+template <class M>
+[[nodiscard]] double row_count(std::span<const M> row) noexcept {
+    return lane_sum(row.data(), row.size());
+}
+
+/// Writes c_b into `weights` (length B): the counts (a pass over the mask only), then
+/// `weights_from_counts`. Options must have been checked.
+template <class M, class R>
+aggregation_counts compute_row_weights(std::string_view function, view<M> mask, const aggregation_options& options,
+                                       mut_view<double, 1> weights, R& reducer) {
+    for (index_t b = 0; b < mask.extent(0); ++b) weights(b) = row_count(mask.row(b));
+    return weights_from_counts(function, mask.extents(), options, weights, reducer);
+}
+
+/// A loss kernel's input checks and its mask counts in one pass over the rows: each row of every
+/// input is scanned (non-finite values; mask entries other than 0 and 1) and n_b counted while
+/// the rows are in L1, where a pass per check read the whole input once per check. Nothing is
+/// written but `counts` (n_b), so the inputs are still validated before any output is. On a
+/// failed scan the full checks run in their order (each of `values`, then `mask`), so the error
+/// is theirs: the first offender of the first bad argument.
+template <class T, class M, std::size_t N>
+void check_and_count_rows(std::string_view function, const std::array<std::pair<std::string_view, view<T>>, N>& values,
+                          std::string_view mask_name, view<M> mask, mut_view<double, 1> counts) {
+    bool bad = false;
+    for (index_t b = 0; b < mask.extent(0); ++b) {
+        for (const auto& [name, v] : values) {
+            const auto row = v.row(b);
+            bad |= any_non_finite(row.data(), static_cast<index_t>(row.size()));
+        }
+        // The mask's check and count in one integer loop (SIMD code; a sum in double waits on
+        // its additions): once the mask is binary, its sum is the number of nonzero entries.
+        const auto m = mask.row(b);
+        std::int64_t nonzero = 0;
+        unsigned non_binary = 0;
+        for (const M x : m) {
+            nonzero += static_cast<std::int64_t>(x != M{0});
+            non_binary |= static_cast<unsigned>((x != M{0}) & (x != M{1}));
+        }
+        bad |= non_binary != 0;
+        counts(b) = static_cast<double>(nonzero);
+    }
+    if (!bad) return;
+    for (const auto& [name, v] : values) check_finite(function, name, v);
+    check_binary_mask(function, mask_name, mask);
 }
 
 }  // namespace detail

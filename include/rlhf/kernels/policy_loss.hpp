@@ -20,12 +20,15 @@
 /// split it in halves on ties, `torch.where` sends it to the selected branch only.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
@@ -122,24 +125,38 @@ struct surrogate_point {
 /// Branch-free: every variant is computed and selected (`bit_select`), so that a loop over tokens
 /// is SIMD code; every infinite intermediate is selected away or multiplied through `scaled`, so
 /// an overflowed ρ never turns into NaN. ρ = `vexpf` / `vexp` (vector_math.hpp).
-template <class T>
+/// `Variants` false is the plain clipped loss (no log-ratio clamp, ratio cap, dual clip or loss
+/// cap: TRL's and most presets'): their selects are left out, which gives the same values as
+/// `Variants` with those options unset (clamps at ±inf are identities) in about half the work.
+/// (`policy_rows<false>` also leaves out the sequence ratio and the log-ratio mask.)
+template <bool Variants, class T>
 [[nodiscard]] RLHF_DETAIL_FORCE_INLINE surrogate_point<T> surrogate(T d, T a, const surrogate_params<T>& p) noexcept {
-    const T dc = bit_min(bit_max(d, p.log_ratio_min), p.log_ratio_max);
-    const bool d_inside = (d >= p.log_ratio_min) & (d <= p.log_ratio_max);  // torch.clamp: inclusive
+    T dc = d;
+    bool d_inside = true;
+    if constexpr (Variants) {
+        dc = bit_min(bit_max(d, p.log_ratio_min), p.log_ratio_max);
+        d_inside = (d >= p.log_ratio_min) & (d <= p.log_ratio_max);  // torch.clamp: inclusive
+    }
     T rho;
     if constexpr (std::is_same_v<T, float>)
         rho = vexpf(dc);
     else
         rho = static_cast<T>(vexp(static_cast<double>(dc)));
-    const T rc = bit_min(rho, p.ratio_cap);
-    const bool rho_inside = rho <= p.ratio_cap;
-    const T drc = bit_select(d_inside & rho_inside, rho, T{0});  // d rc / d d
-    const T s1 = bit_select(a == T{0}, T{0}, rc * a);            // ρ·A, 0 for A = 0 even when ρ = inf
+    T rc = rho;
+    T drc = rho;  // d rc / d d
+    if constexpr (Variants) {
+        rc = bit_min(rho, p.ratio_cap);
+        const bool rho_inside = rho <= p.ratio_cap;
+        drc = bit_select(d_inside & rho_inside, rho, T{0});
+    }
+    const T s1 = bit_select(a == T{0}, T{0}, rc * a);  // ρ·A, 0 for A = 0 even when ρ = inf
     const T s2 = bit_min(bit_max(rc, p.clip_lower), p.clip_upper) * a;
     const T m = bit_min(s1, s2);
     // d min(s1, s2) / d rc: A when s1 is selected; on a tie (ρ inside the clip range or A = 0)
     // torch splits A/2 + A/2·1 = A; when s2 < s1 the ratio is outside the range: 0.
     const T dm = bit_select(s1 <= s2, a, T{0});
+    const T clipped = bit_select(s2 < s1, T{1}, T{0});
+    if constexpr (!Variants) return {-m, -scaled(dm, drc), rho, clipped, T{0}};
     // Dual clip, where A < 0 (dual_clip is 0 when unset: ca is then finite and unused).
     const T ca = p.dual_clip * a;
     const bool dual = p.has_dual_clip & (a < T{0});  // `&`, not `&&`: no branch
@@ -152,7 +169,7 @@ template <class T>
     f = bit_select(p.has_loss_cap, f * f_cap, f);
     loss = bit_select(p.has_loss_cap, bit_min(loss, p.loss_cap), loss);
     const T grad = -scaled(f, scaled(dm, drc));
-    return {loss, grad, rho, bit_select(s2 < s1, T{1}, T{0}), lower};
+    return {loss, grad, rho, clipped, lower};
 }
 
 inline void check_policy_options(std::string_view function, const policy_loss_options& o) {
@@ -189,13 +206,150 @@ struct policy_accumulators {
 /// Tokens per block of the fused pass.
 inline constexpr std::size_t policy_block = 256;
 
-/// Per-token terms of one block (about 16 KiB: they stay in L1).
+/// Per-token terms of one block, in the value type (7 KiB in float: they stay in L1). Each is
+/// exact in T (a mask times a value), so summing them in double later gives the sums of the
+/// double terms; squares and the row weight are formed in double by `add_block_sums`.
 template <class T>
 struct policy_buffers {
     T loss[policy_block], grad[policy_block];
-    double weighted[policy_block], clipped[policy_block], lower[policy_block], sq_log_ratio[policy_block],
-        log_ratio[policy_block], clamped_log_ratio[policy_block], ratio[policy_block], ratio_all[policy_block];
+    T counted_loss[policy_block];       // L where m = 1 and c_b ≠ 0, else 0
+    T log_ratio[policy_block];          // m·(lp − old), raw
+    T clamped_log_ratio[policy_block];  // m·clamp(lp − old) (Variants only)
+    T ratio[policy_block];              // m·ρ (0 where m = 0 even if ρ = inf)
+    T ratio_all[policy_block];          // ρ
 };
+
+/// Adds a block's terms to the row loss (`c_b·Σ`) and the statistics, in double, in one loop:
+/// every sum in `lanes` partial sums as `lane_sum` (same lanes, same order), all of them
+/// independent, so the additions overlap where a loop per sum waited on its own chain.
+template <bool Variants, class T>
+void add_block_sums(const policy_buffers<T>& buf, std::size_t len, double c_row, double& row_loss,
+                    policy_accumulators& acc) noexcept {
+    double loss[lanes] = {}, lr[lanes] = {}, sq[lanes] = {}, clamped[lanes] = {}, ratio[lanes] = {}, all[lanes] = {};
+    T top[lanes];
+    for (T& x : top) x = static_cast<T>(acc.ratio_max);  // a T value or 0: exact
+    // One inner loop per sum (each the `lane_sum` pattern the compiler turns into SIMD adds).
+    const auto add = [&](std::size_t i, std::size_t count) {
+        for (std::size_t j = 0; j < count; ++j) loss[j] += c_row * static_cast<double>(buf.counted_loss[i + j]);
+        for (std::size_t j = 0; j < count; ++j) lr[j] += static_cast<double>(buf.log_ratio[i + j]);
+        for (std::size_t j = 0; j < count; ++j)
+            sq[j] += static_cast<double>(buf.log_ratio[i + j]) * static_cast<double>(buf.log_ratio[i + j]);
+        if constexpr (Variants)
+            for (std::size_t j = 0; j < count; ++j) clamped[j] += static_cast<double>(buf.clamped_log_ratio[i + j]);
+        for (std::size_t j = 0; j < count; ++j) ratio[j] += static_cast<double>(buf.ratio[i + j]);
+        for (std::size_t j = 0; j < count; ++j) all[j] += static_cast<double>(buf.ratio_all[i + j]);
+        for (std::size_t j = 0; j < count; ++j) top[j] = bit_max(top[j], buf.ratio[i + j]);
+    };
+    std::size_t i = 0;
+    for (; i + lanes <= len; i += lanes) add(i, lanes);
+    add(i, len - i);
+    const auto total = [](const double* partial) {
+        double sum = 0.0;
+        for (std::size_t j = 0; j < lanes; ++j) sum += partial[j];
+        return sum;
+    };
+    row_loss += total(loss);
+    const double log_ratio_sum = total(lr);
+    acc.neg_log_ratio -= log_ratio_sum;
+    acc.sq_log_ratio += total(sq);
+    acc.neg_clamped_log_ratio -= Variants ? total(clamped) : log_ratio_sum;  // no clamp: the same terms
+    acc.ratio += total(ratio);
+    acc.ratio_all += total(all);
+    T m = top[0];
+    for (std::size_t j = 1; j < lanes; ++j) m = bit_max(m, top[j]);
+    acc.ratio_max = static_cast<double>(m);
+}
+
+/// The rows' fused pass (see `rlhf::policy_loss`): loss, gradient, statistics. `weights` holds c_b.
+template <bool Variants, class T, class M>
+double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages, view<M> mask,
+                   mut_view<T> grad_log_probs, mut_view<T> token_losses, const policy_loss_options& options,
+                   view<double, 1> weights, policy_accumulators& acc) {
+    const index_t rows = log_probs.extent(0);
+    const auto n = static_cast<std::size_t>(log_probs.extent(1));
+    const bool want_grad = grad_log_probs.data() != nullptr;
+    const bool want_tokens = token_losses.data() != nullptr;
+    const auto params = make_surrogate_params<T>(options);
+    const bool sequence = options.level == importance_ratio_level::sequence;
+    const T log_ratio_mask = options.mask_log_ratio ? T{1} : T{0};
+    policy_buffers<T> buf;
+    double total = 0.0;
+    for (index_t b = 0; b < rows; ++b) {
+        const auto lp = log_probs.row(b);
+        const auto old = old_log_probs.row(b);
+        const auto adv = advantages.row(b);
+        const auto msk = mask.row(b);
+        const double c_row = weights(b);
+        const T c = static_cast<T>(c_row);
+
+        // Sequence level: the row's mean log-ratio over its valid tokens (OpenRLHF gspo:
+        // Σ m·(lp − old) / max(n_b, 1)), accumulated in double.
+        T seq_log_ratio = T{0};
+        double n_row = 0.0;
+        if (sequence) {
+            double sum = 0.0;
+            for (std::size_t t = 0; t < n; ++t) {
+                const double m = static_cast<double>(msk[t]);
+                sum += m * (static_cast<double>(lp[t]) - static_cast<double>(old[t]));
+                n_row += m;
+            }
+            seq_log_ratio = static_cast<T>(sum / std::max(n_row, 1.0));
+        }
+
+        double row_loss = 0.0;
+        double row_grad = 0.0;  // sequence level: Σ_t w_bt · dL_bt / d(seq log-ratio)
+        const auto g = want_grad ? grad_log_probs.row(b) : std::span<T>{};
+        const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
+        const bool zero_row = c_row == 0.0;
+        // Blocks of tokens: a branch-free pass (SIMD code) writes each token's terms to buffers
+        // in L1, then the sums run in partial lanes.
+        for (std::size_t start = 0; start < n; start += policy_block) {
+            const std::size_t len = std::min(policy_block, n - start);
+            // The 0/1 counts as integers: exact, and a reduction the loop keeps in SIMD lanes.
+            std::int32_t clipped = 0, lower = 0;
+            for (std::size_t k = 0; k < len; ++k) {
+                const std::size_t t = start + k;
+                const T m = static_cast<T>(msk[t]);
+                const T raw = lp[t] - old[t];
+                T d = raw;
+                if constexpr (Variants) {
+                    const T token_d = raw * bit_select(log_ratio_mask != T{0}, m, T{1});
+                    d = bit_select(sequence, seq_log_ratio, token_d);
+                }
+                const surrogate_point<T> sp = surrogate<Variants>(d, adv[t], params);
+                buf.loss[k] = sp.loss;
+                buf.grad[k] = scaled(m * c, sp.grad);
+                // 0 where the token's weight is 0 even if L is infinite.
+                buf.counted_loss[k] = bit_select((m == T{0}) | zero_row, T{0}, sp.loss);
+                buf.log_ratio[k] = m * raw;
+                buf.ratio[k] = bit_select(m != T{0}, sp.ratio, T{0});
+                buf.ratio_all[k] = sp.ratio;
+                clipped += static_cast<std::int32_t>((m != T{0}) & (sp.clipped != T{0}));
+                if constexpr (Variants) {
+                    lower += static_cast<std::int32_t>((m != T{0}) & (sp.lower != T{0}));
+                    buf.clamped_log_ratio[k] = m * bit_min(bit_max(raw, params.log_ratio_min), params.log_ratio_max);
+                }
+            }
+            acc.clipped += static_cast<double>(clipped);
+            acc.lower += static_cast<double>(lower);
+            add_block_sums<Variants>(buf, len, c_row, row_loss, acc);
+            if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
+            if (want_grad) {
+                if (sequence)
+                    row_grad += lane_sum(buf.grad, len);
+                else
+                    std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
+            }
+        }
+        total += row_loss;
+        if (want_grad && sequence) {
+            // d ρ_b / d lp_bt flows through the row mean: m_bt / max(n_b, 1).
+            const T per_token = static_cast<T>(row_grad / std::max(n_row, 1.0));
+            for (std::size_t t = 0; t < n; ++t) g[t] = scaled(static_cast<T>(msk[t]), per_token);
+        }
+    }
+    return total;
+}
 
 }  // namespace detail
 
@@ -222,8 +376,10 @@ struct policy_buffers {
 /// (finite L, gradient 0), and A = 0 gives L = 0 (ρ·0 is defined as 0) — never NaN. With
 /// `ratio_threshold` and an infinite mean ratio the step is skipped (loss 0, gradient 0).
 ///
-/// One pass over the mask (counts), one fused pass over the data (loss, gradient, statistics: per
-/// block of 256 tokens, a branch-free SIMD pass into buffers in L1, then the sums in partial lanes),
+/// One pass over the inputs (the checks and the mask counts, row by row, before any output is
+/// written), one fused pass over the data (loss, gradient, statistics: per block of 256 tokens, a
+/// branch-free SIMD pass into buffers in L1, then the sums in partial lanes; the plain clipped loss
+/// in its own instantiation, without the selects of the options it does not use),
 /// and a second pass over the gradient only when the TRL ratio threshold zeroes it. The
 /// sequence ratio adds, per row, a pass for its mean log-ratio and one writing its gradient.
 /// Allocates one scratch vector of B doubles. `reducer` sums the aggregation counts across
@@ -242,106 +398,29 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
     const bool want_tokens = token_losses.data() != nullptr;
     if (want_grad) check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
     if (want_tokens) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
-    check_finite(function, "log_probs", log_probs);
-    check_finite(function, "old_log_probs", old_log_probs);
-    check_finite(function, "advantages", advantages);
-    check_binary_mask(function, "mask", mask);
-
+    // One pass over the inputs checks them and counts the mask; the fused pass follows.
     const index_t rows = log_probs.extent(0);
     const index_t cols = log_probs.extent(1);
     std::vector<double> scratch(static_cast<std::size_t>(rows));
     const mut_view<double, 1> weights(scratch.data(), {rows});
+    detail::check_and_count_rows(function,
+                                 std::array{std::pair{std::string_view("log_probs"), log_probs},
+                                            std::pair{std::string_view("old_log_probs"), old_log_probs},
+                                            std::pair{std::string_view("advantages"), advantages}},
+                                 "mask", mask, weights);
     const aggregation_counts counts =
-        detail::compute_row_weights(function, mask, options.aggregation, weights, reducer);
+        detail::weights_from_counts(function, mask.extents(), options.aggregation, weights, reducer);
 
-    const auto params = detail::make_surrogate_params<T>(options);
-    const bool sequence = options.level == importance_ratio_level::sequence;
+    // The plain clipped loss (token level, no log-ratio masking or clamp, no caps, no dual clip)
+    // skips the selects of the options it does not use.
+    const bool variants = options.log_ratio_min || options.log_ratio_max || options.ratio_cap || options.dual_clip ||
+                          options.loss_cap || options.mask_log_ratio || options.level != importance_ratio_level::token;
     detail::policy_accumulators acc;
-    detail::policy_buffers<T> buffers;
-    double total = 0.0;
-    for (index_t b = 0; b < rows; ++b) {
-        const auto lp = log_probs.row(b);
-        const auto old = old_log_probs.row(b);
-        const auto adv = advantages.row(b);
-        const auto msk = mask.row(b);
-        const double c_row = weights(b);
-        const T c = static_cast<T>(c_row);
-        const auto n = static_cast<std::size_t>(cols);
-
-        // Sequence level: the row's mean log-ratio over its valid tokens (OpenRLHF gspo:
-        // Σ m·(lp − old) / max(n_b, 1)), accumulated in double.
-        T seq_log_ratio = T{0};
-        double n_row = 0.0;
-        if (sequence) {
-            double sum = 0.0;
-            for (std::size_t t = 0; t < n; ++t) {
-                const double m = static_cast<double>(msk[t]);
-                sum += m * (static_cast<double>(lp[t]) - static_cast<double>(old[t]));
-                n_row += m;
-            }
-            seq_log_ratio = static_cast<T>(sum / std::max(n_row, 1.0));
-        }
-
-        double row_loss = 0.0;
-        double row_grad = 0.0;  // sequence level: Σ_t w_bt · dL_bt / d(seq log-ratio)
-        const auto g = want_grad ? grad_log_probs.row(b) : std::span<T>{};
-        const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
-        const T log_ratio_mask = options.mask_log_ratio ? T{1} : T{0};
-        const bool zero_row = c_row == 0.0;
-        // Blocks of tokens: a branch-free pass (SIMD code) writes each token's terms to buffers
-        // in L1, then the sums run in partial lanes.
-        for (std::size_t start = 0; start < n; start += detail::policy_block) {
-            const std::size_t len = std::min(detail::policy_block, n - start);
-            detail::policy_buffers<T>& buf = buffers;
-            for (std::size_t k = 0; k < len; ++k) {
-                const std::size_t t = start + k;
-                const T m = static_cast<T>(msk[t]);
-                const T raw = lp[t] - old[t];
-                const T token_d = raw * detail::bit_select(log_ratio_mask != T{0}, m, T{1});
-                const T d = detail::bit_select(sequence, seq_log_ratio, token_d);
-                const detail::surrogate_point<T> sp = detail::surrogate(d, adv[t], params);
-                const double md = static_cast<double>(m);
-                const double rd = static_cast<double>(sp.ratio);
-                const double raw_d = static_cast<double>(raw);
-                buf.loss[k] = sp.loss;
-                buf.grad[k] = detail::scaled(m * c, sp.grad);
-                // md·c_row·L, 0 where that weight is 0 even if L is infinite (selects in T: a
-                // double select has no SIMD form on plain x86-64).
-                buf.weighted[k] =
-                    md * c_row * static_cast<double>(detail::bit_select((m == T{0}) | zero_row, T{0}, sp.loss));
-                buf.clipped[k] = md * static_cast<double>(sp.clipped);
-                buf.lower[k] = md * static_cast<double>(sp.lower);
-                buf.sq_log_ratio[k] = md * raw_d * raw_d;
-                buf.log_ratio[k] = md * raw_d;
-                buf.clamped_log_ratio[k] = md * static_cast<double>(detail::bit_min(
-                                                    detail::bit_max(raw, params.log_ratio_min), params.log_ratio_max));
-                buf.ratio[k] = static_cast<double>(detail::bit_select(m != T{0}, sp.ratio, T{0}));
-                buf.ratio_all[k] = rd;
-            }
-            row_loss += detail::lane_sum(buf.weighted, len);
-            acc.clipped += detail::lane_sum(buf.clipped, len);
-            acc.lower += detail::lane_sum(buf.lower, len);
-            acc.sq_log_ratio += detail::lane_sum(buf.sq_log_ratio, len);
-            acc.neg_log_ratio -= detail::lane_sum(buf.log_ratio, len);
-            acc.neg_clamped_log_ratio -= detail::lane_sum(buf.clamped_log_ratio, len);
-            acc.ratio += detail::lane_sum(buf.ratio, len);
-            acc.ratio_max = detail::lane_max(buf.ratio, len, acc.ratio_max);  // masked tokens hold 0 ≤ every ρ
-            acc.ratio_all += detail::lane_sum(buf.ratio_all, len);
-            if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
-            if (want_grad) {
-                if (sequence)
-                    row_grad += detail::lane_sum(buf.grad, len);
-                else
-                    std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
-            }
-        }
-        total += row_loss;
-        if (want_grad && sequence) {
-            // d ρ_b / d lp_bt flows through the row mean: m_bt / max(n_b, 1).
-            const T per_token = static_cast<T>(row_grad / std::max(n_row, 1.0));
-            for (std::size_t t = 0; t < n; ++t) g[t] = detail::scaled(static_cast<T>(msk[t]), per_token);
-        }
-    }
+    const view<double, 1> w(weights);
+    const double total = variants ? detail::policy_rows<true>(log_probs, old_log_probs, advantages, mask,
+                                                              grad_log_probs, token_losses, options, w, acc)
+                                  : detail::policy_rows<false>(log_probs, old_log_probs, advantages, mask,
+                                                               grad_log_probs, token_losses, options, w, acc);
 
     policy_loss_result result;
     policy_loss_stats& st = result.stats;

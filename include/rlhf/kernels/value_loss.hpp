@@ -21,12 +21,15 @@
 /// `torch.where` (Huber's two pieces) sends it to the selected piece only.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rlhf/core/check.hpp"
@@ -144,13 +147,53 @@ struct value_accumulators {
 /// Tokens per block of the fused pass.
 inline constexpr std::size_t value_block = 256;
 
-/// Per-token terms of one block (about 16 KiB: they stay in L1).
+/// Per-token terms of one block, in the value type (5 KiB in float: they stay in L1). Each is
+/// exact in T (a mask times a value), so the double sums formed from them in `add_block_sums`
+/// (residuals and squares included) are those of the double terms.
 template <class T>
 struct value_buffers {
     T loss[value_block], grad[value_block];
-    double weighted[value_block], clipped[value_block], value[value_block], sq_error[value_block], target[value_block],
-        sq_target[value_block], residual[value_block];
+    T counted_loss[value_block];  // L where m = 1, else 0
+    T value[value_block];         // m·V
+    T target[value_block];        // m·R
 };
+
+/// Adds a block's terms to the row loss and the statistics, in double: every sum in `lanes`
+/// partial sums as `lane_sum` (same lanes, same order), one inner loop per sum, all in one loop
+/// over the block so that the independent additions overlap.
+template <class T>
+void add_block_sums(const value_buffers<T>& buf, std::size_t len, double& row_loss, value_accumulators& acc) noexcept {
+    double loss[lanes] = {}, value[lanes] = {}, sq_error[lanes] = {}, target[lanes] = {}, sq_target[lanes] = {},
+           residual[lanes] = {};
+    const auto add = [&](std::size_t i, std::size_t count) {
+        for (std::size_t j = 0; j < count; ++j) loss[j] += static_cast<double>(buf.counted_loss[i + j]);
+        for (std::size_t j = 0; j < count; ++j) value[j] += static_cast<double>(buf.value[i + j]);
+        for (std::size_t j = 0; j < count; ++j) target[j] += static_cast<double>(buf.target[i + j]);
+        for (std::size_t j = 0; j < count; ++j) {
+            const double r = static_cast<double>(buf.target[i + j]);
+            sq_target[j] += r * r;
+        }
+        for (std::size_t j = 0; j < count; ++j) {
+            const double e = static_cast<double>(buf.target[i + j]) - static_cast<double>(buf.value[i + j]);
+            residual[j] += e;
+            sq_error[j] += e * e;
+        }
+    };
+    std::size_t i = 0;
+    for (; i + lanes <= len; i += lanes) add(i, lanes);
+    add(i, len - i);
+    const auto total = [](const double* partial) {
+        double sum = 0.0;
+        for (std::size_t j = 0; j < lanes; ++j) sum += partial[j];
+        return sum;
+    };
+    row_loss += total(loss);
+    acc.value += total(value);
+    acc.sq_error += total(sq_error);
+    acc.target += total(target);
+    acc.sq_target += total(sq_target);
+    acc.residual += total(residual);
+}
 
 }  // namespace detail
 
@@ -172,8 +215,9 @@ struct value_buffers {
 /// Numerics: for finite inputs the loss is finite unless a squared error overflows (|V − R|
 /// beyond ~1e19 in float), then +inf — never NaN.
 ///
-/// One pass over the mask (counts), one fused pass over the data (per block of 256 tokens, a
-/// branch-free SIMD pass into buffers in L1, then the sums in partial lanes). Allocates one
+/// One pass over the inputs (the checks and the mask counts, row by row, before any output is
+/// written), one fused pass over the data (per block of 256 tokens, a branch-free SIMD pass into
+/// buffers in L1, then the sums in partial lanes). Allocates one
 /// scratch vector of B doubles. `reducer` sums the aggregation counts across ranks (one collective call at
 /// most; the statistics stay local).
 template <class T, class M, Reducer R = local_reducer>
@@ -190,17 +234,18 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
     const bool want_tokens = token_losses.data() != nullptr;
     if (want_grad) check_same_shape(function, "grad_values", grad_values, "values", values);
     if (want_tokens) check_same_shape(function, "token_losses", token_losses, "values", values);
-    check_finite(function, "values", values);
-    check_finite(function, "old_values", old_values);
-    check_finite(function, "returns", returns);
-    check_binary_mask(function, "mask", mask);
-
+    // One pass over the inputs checks them and counts the mask; the fused pass follows.
     const index_t rows = values.extent(0);
     const auto cols = static_cast<std::size_t>(values.extent(1));
     std::vector<double> scratch(static_cast<std::size_t>(rows));
     const mut_view<double, 1> weights(scratch.data(), {rows});
+    detail::check_and_count_rows(
+        function,
+        std::array{std::pair{std::string_view("values"), values}, std::pair{std::string_view("old_values"), old_values},
+                   std::pair{std::string_view("returns"), returns}},
+        "mask", mask, weights);
     const aggregation_counts counts =
-        detail::compute_row_weights(function, mask, options.aggregation, weights, reducer);
+        detail::weights_from_counts(function, mask.extents(), options.aggregation, weights, reducer);
 
     const auto params = detail::make_value_loss_params<T>(options);
     const T coef = static_cast<T>(options.coef);
@@ -222,33 +267,22 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         // in L1, then the sums run in partial lanes.
         for (std::size_t start = 0; start < cols; start += detail::value_block) {
             const std::size_t len = std::min(detail::value_block, cols - start);
+            std::int32_t clipped = 0;  // a 0/1 count as an integer: exact, kept in SIMD lanes
             for (std::size_t k = 0; k < len; ++k) {
                 const std::size_t t = start + k;
                 const T m = static_cast<T>(msk[t]);  // 0 or 1 (checked)
                 const bool valid = m != T{0};
                 const T target = ret[t] + detail::bit_select(from_advantages, old[t], T{0});
                 const detail::value_loss_point<T> p = detail::value_loss_at(v[t], old[t], target, params);
-                const double md = static_cast<double>(m);
-                const double vd = static_cast<double>(v[t]);
-                const double rd = static_cast<double>(target);
-                const double residual = rd - vd;
                 buf.loss[k] = p.loss;
                 buf.grad[k] = detail::bit_select(valid, wc * p.grad, T{0});
-                buf.weighted[k] = static_cast<double>(detail::bit_select(valid, p.loss, T{0}));
-                buf.clipped[k] = md * static_cast<double>(p.clipped);
-                buf.value[k] = md * vd;
-                buf.sq_error[k] = md * residual * residual;
-                buf.target[k] = md * rd;
-                buf.sq_target[k] = md * rd * rd;
-                buf.residual[k] = md * residual;
+                buf.counted_loss[k] = detail::bit_select(valid, p.loss, T{0});
+                buf.value[k] = m * v[t];
+                buf.target[k] = m * target;
+                clipped += static_cast<std::int32_t>(valid & (p.clipped != T{0}));
             }
-            row_loss += detail::lane_sum(buf.weighted, len);
-            acc.clipped += detail::lane_sum(buf.clipped, len);
-            acc.value += detail::lane_sum(buf.value, len);
-            acc.sq_error += detail::lane_sum(buf.sq_error, len);
-            acc.target += detail::lane_sum(buf.target, len);
-            acc.sq_target += detail::lane_sum(buf.sq_target, len);
-            acc.residual += detail::lane_sum(buf.residual, len);
+            acc.clipped += static_cast<double>(clipped);
+            detail::add_block_sums(buf, len, row_loss, acc);
             if (want_grad) std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
             if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
         }

@@ -90,17 +90,24 @@ template <class T>
 /// which IEEE arithmetic forbids it to do on its own).
 inline constexpr std::size_t lanes = 8;
 
-/// Σ v[i] of `n` values, accumulated in double in `lanes` partial sums.
-template <class V>
-[[nodiscard]] inline double lane_sum(const V* v, std::size_t n) noexcept {
+/// Σ f(v[i]) of `n` values, f taking and giving double, accumulated in `lanes` partial sums (so
+/// a kernel can buffer a term in float and form its square or scaled value in double here).
+template <class V, class F>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double lane_sum(const V* v, std::size_t n, F f) noexcept {
     double partial[lanes] = {};
     std::size_t i = 0;
     for (; i + lanes <= n; i += lanes)
-        for (std::size_t j = 0; j < lanes; ++j) partial[j] += static_cast<double>(v[i + j]);
-    for (std::size_t j = 0; i < n; ++i, ++j) partial[j] += static_cast<double>(v[i]);
+        for (std::size_t j = 0; j < lanes; ++j) partial[j] += f(static_cast<double>(v[i + j]));
+    for (std::size_t j = 0; i < n; ++i, ++j) partial[j] += f(static_cast<double>(v[i]));
     double total = 0.0;
     for (const double x : partial) total += x;
     return total;
+}
+
+/// Σ v[i] of `n` values, accumulated in double in `lanes` partial sums.
+template <class V>
+[[nodiscard]] inline double lane_sum(const V* v, std::size_t n) noexcept {
+    return lane_sum(v, n, [](double x) { return x; });
 }
 
 /// max(initial, max v[i]) of `n` values (NaN entries are ignored).
