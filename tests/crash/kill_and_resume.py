@@ -77,7 +77,7 @@ def main():
             sys.exit(f"FAIL: kill {kill}: the trainer could not start (exit {process.wait()}): "
                      "a checkpoint it could not load?")
         starts.append(started)
-        deadline = time.monotonic() + (args.steps - started) * per_step * (2.0 if in_write else rng.random())
+        deadline = time.monotonic() + (args.steps - started) * per_step * (2.0 if in_write else rng.uniform(0.0, 0.7))
         hit_write = False
         while process.poll() is None and time.monotonic() < deadline:
             if in_write and writing(temporary, launched):
