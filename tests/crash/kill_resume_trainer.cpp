@@ -4,6 +4,9 @@
 // exists, and at the end writes every parameter's bytes to `final.bin`. tests/crash/kill_and_resume.py
 // drives it.
 //   rlhf_kill_resume_trainer DIR STEPS
+// ivalue.h first: clang in C++20 mode rejects LibTorch 1.13's headers otherwise (doctest_torch.hpp).
+#include <ATen/core/ivalue.h>
+
 #include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 

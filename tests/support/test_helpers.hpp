@@ -189,8 +189,7 @@ std::vector<M> random_token_mask(std::mt19937& rng, rlhf::index_t rows, rlhf::in
 /// `mask_pattern(6, 7).right_padding(1, 4).left_padding(2, 2).hole(3, 3, 5).empty_row(4).values<T>()`.
 class mask_pattern {
 public:
-    mask_pattern(rlhf::index_t rows, rlhf::index_t cols)
-        : rows_(rows), cols_(cols), m_(static_cast<std::size_t>(rows * cols), 1) {}
+    mask_pattern(rlhf::index_t rows, rlhf::index_t cols) : cols_(cols), m_(static_cast<std::size_t>(rows * cols), 1) {}
     /// Row `row` keeps its first `valid` tokens.
     mask_pattern& right_padding(rlhf::index_t row, rlhf::index_t valid) { return zero(row, valid, cols_); }
     /// Row `row` loses its first `padding` tokens.
@@ -208,7 +207,7 @@ private:
         for (rlhf::index_t t = begin; t < end; ++t) m_[static_cast<std::size_t>(row * cols_ + t)] = 0;
         return *this;
     }
-    rlhf::index_t rows_, cols_;
+    rlhf::index_t cols_;
     std::vector<int> m_;
 };
 
