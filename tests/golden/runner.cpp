@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -40,7 +41,7 @@ struct file_report {
 double compare(const tensor& ours, const tensor& peer, double tolerance, std::string& why) {
     if (ours.data.size() != peer.data.size()) {
         why = "size " + std::to_string(ours.data.size()) + " vs " + std::to_string(peer.data.size());
-        return INFINITY;
+        return std::numeric_limits<double>::infinity();
     }
     double worst = 0.0;
     for (std::size_t i = 0; i < ours.data.size(); ++i) {
@@ -49,14 +50,14 @@ double compare(const tensor& ours, const tensor& peer, double tolerance, std::st
         if (std::isinf(b) || std::isinf(a)) {
             if (a != b) {
                 why = "element " + std::to_string(i) + ": " + std::to_string(a) + " vs " + std::to_string(b);
-                return INFINITY;
+                return std::numeric_limits<double>::infinity();
             }
             continue;
         }
         const double error = std::abs(a - b) / std::max(1.0, std::abs(b));
         if (std::isnan(error)) {
             why = "element " + std::to_string(i) + ": " + std::to_string(a) + " vs " + std::to_string(b);
-            return INFINITY;
+            return std::numeric_limits<double>::infinity();
         }
         if (error > worst) {
             worst = error;

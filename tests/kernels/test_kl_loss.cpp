@@ -211,7 +211,8 @@ TEST_CASE_TEMPLATE("kl_loss: every option against a naive reference" * doctest::
             double loss = 0.0, sum = 0.0, n = 0.0;
             for (std::size_t i = 0; i < x.lp.size(); ++i) {
                 const auto ref = reference_token_loss(
-                    x.lp[i], x.ref[i], weighted ? std::optional<double>(x.old[i]) : std::nullopt, options);
+                    static_cast<double>(x.lp[i]), static_cast<double>(x.ref[i]),
+                    weighted ? std::optional<double>(static_cast<double>(x.old[i])) : std::nullopt, options);
                 const double w = weight(mask_d, 4, 7, i, options.aggregation);
                 CHECK(static_cast<double>(tokens[i]) == doctest::Approx(ref.loss).epsilon(tol));
                 CHECK(static_cast<double>(grad[i]) == doctest::Approx(options.coef * w * ref.grad).epsilon(tol));

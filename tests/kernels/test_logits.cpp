@@ -26,13 +26,16 @@ constexpr double not_a_number = std::numeric_limits<double>::quiet_NaN();
 // Materialised log-softmax of x = z / tau (long double), -inf entries kept.
 template <class T>
 std::vector<long double> log_softmax(const T* z, rlhf::index_t v, double tau) {
-    long double m = -INFINITY;
-    for (rlhf::index_t i = 0; i < v; ++i) m = std::max(m, static_cast<long double>(z[i]) / tau);
+    long double m = -std::numeric_limits<long double>::infinity();
+    for (rlhf::index_t i = 0; i < v; ++i)
+        m = std::max(m, static_cast<long double>(z[i]) / static_cast<long double>(tau));
     long double s = 0;
-    for (rlhf::index_t i = 0; i < v; ++i) s += std::exp(static_cast<long double>(z[i]) / tau - m);
+    for (rlhf::index_t i = 0; i < v; ++i)
+        s += std::exp(static_cast<long double>(z[i]) / static_cast<long double>(tau) - m);
     std::vector<long double> out(static_cast<std::size_t>(v));
     for (rlhf::index_t i = 0; i < v; ++i)
-        out[static_cast<std::size_t>(i)] = static_cast<long double>(z[i]) / tau - m - std::log(s);
+        out[static_cast<std::size_t>(i)] =
+            static_cast<long double>(z[i]) / static_cast<long double>(tau) - m - std::log(s);
     return out;
 }
 
@@ -147,7 +150,9 @@ TEST_CASE_TEMPLATE("logprobs_from_logits matches a materialised log-softmax" * d
                     CHECK(static_cast<double>(h(i, j)) ==
                           doctest::Approx(static_cast<double>(entropy_of(ref))).epsilon(tol).scale(1.0));
                     CHECK(static_cast<double>(lse(i, j)) ==
-                          doctest::Approx(static_cast<double>(static_cast<long double>(z(i, j, 0)) / tau - ref[0]))
+                          doctest::Approx(
+                              static_cast<double>(static_cast<long double>(z(i, j, 0)) / static_cast<long double>(tau) -
+                                                  ref[0]))
                               .epsilon(tol)
                               .scale(1.0));
                 }

@@ -369,8 +369,9 @@ TEST_CASE("policy_loss: TRL ratio threshold zeroes loss and gradient" * doctest:
 
 TEST_CASE("policy_loss: agrees with a naive reference for every option and aggregation" * doctest::test_suite("unit")) {
     unsigned seed = 1;
-    for (const auto& [variant, o] : variant_grid()) {
-        CAPTURE(variant);
+    for (const auto& entry : variant_grid()) {  // CAPTURE's lambda cannot name a structured binding in clang 14
+        CAPTURE(entry.first);
+        const rlhf::policy_loss_options& o = entry.second;
         const problem p = random_problem(o, seed++);
         const auto r = run(p, o);
         const auto ref = reference(p, o);
@@ -388,8 +389,9 @@ TEST_CASE("policy_loss: agrees with a naive reference for every option and aggre
 TEST_CASE("policy_loss: every gradient matches central finite differences" * doctest::test_suite("gradient")) {
     unsigned seed = 100;
     int lower_hits = 0, clip_hits = 0;
-    for (const auto& [variant, o] : variant_grid()) {
-        CAPTURE(variant);
+    for (const auto& entry : variant_grid()) {  // lambdas below capture `o`: no structured binding (clang 14)
+        CAPTURE(entry.first);
+        const rlhf::policy_loss_options& o = entry.second;
         problem p = random_problem(o, seed++);
         std::vector<double> g;
         const auto r = run(p, o, &g);

@@ -195,7 +195,9 @@ TEST_CASE_TEMPLATE("value_loss: every option against a naive reference" * doctes
         const auto w = reference_weights(mask_d, 4, 9, options.aggregation);
         double loss = 0.0, clipped = 0.0, n = 0.0;
         for (std::size_t i = 0; i < x.values.size(); ++i) {
-            const auto ref = reference_token_loss(x.values[i], x.old_values[i], x.returns[i], options);
+            const auto ref =
+                reference_token_loss(static_cast<double>(x.values[i]), static_cast<double>(x.old_values[i]),
+                                     static_cast<double>(x.returns[i]), options);
             CHECK(static_cast<double>(tokens[i]) == doctest::Approx(ref.loss).epsilon(tol));
             loss += w[i] * ref.loss;
             CHECK(static_cast<double>(grad[i]) == doctest::Approx(options.coef * w[i] * ref.grad).epsilon(tol));

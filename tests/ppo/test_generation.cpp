@@ -335,7 +335,8 @@ TEST_CASE("ppo::generate log-probs equal the policy log-probs of the rollout" * 
 TEST_CASE("ppo::generate runs float32 and bfloat16 models" * doctest::test_suite("unit")) {
     // Cached vs full-forward log-probs agree to the precision of the model's dtype.
     for (const auto& [dtype, tolerance] : {std::pair{torch::kFloat32, 1e-4}, std::pair{torch::kBFloat16, 0.1}}) {
-        CAPTURE(dtype);
+        const torch::Dtype model_dtype = dtype;  // CAPTURE's lambda cannot name a structured binding in clang 14
+        CAPTURE(model_dtype);
         tiny_transformer model({.seed = 2});
         model.to(dtype);
         const auto result = rlhf::ppo::generate(model, left_padded_prompts(),
