@@ -75,10 +75,10 @@ int main(int argc, char** argv) {
             .max_grad_norm = 1.0,
             .seed = 7,
         };
-        rlhf::ppo::ppo_trainer trainer(
-            config,
-            rlhf::ppo::trainer_models{
-                .policy = &model, .reward_model = &reward, .critic = &model, .reference = &reference},
+        // The types spelled out: clang before 17 deduces no aggregate's template arguments.
+        using model_type = rlhf_test::tiny_transformer;
+        rlhf::ppo::ppo_trainer<model_type, model_type, count_reward, model_type> trainer(
+            config, {.policy = &model, .reward_model = &reward, .critic = &model, .reference = &reference},
             {.policy = &optimizer});
         const std::filesystem::path checkpoint = dir / "checkpoint.pt";
         if (std::filesystem::exists(checkpoint)) trainer.load_checkpoint(checkpoint);
