@@ -156,6 +156,8 @@ template <class T>
 }
 
 inline void check_policy_options(std::string_view function, const policy_loss_options& o) {
+    if (o.level != importance_ratio_level::token && o.level != importance_ratio_level::sequence)
+        fail(error_kind::config, function, "options.level", "one of 'token' 'sequence'", "an unknown value");
     check_in_range(function, "options.clip_low", o.clip_low, 0.0, 1.0);
     check_non_negative(function, "options.clip_high", o.clip_high);
     if (o.dual_clip) {
@@ -255,6 +257,10 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
         detail::compute_row_weights(function, mask, options.aggregation, weights, reducer);
 
     const auto params = detail::make_surrogate_params<T>(options);
+    // The clamp of `policy_kl_clamped`, in double (a bound beyond T's range is not infinite there).
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    const double stats_ratio_min = options.log_ratio_min ? *options.log_ratio_min : -inf;
+    const double stats_ratio_max = options.log_ratio_max ? *options.log_ratio_max : inf;
     const bool sequence = options.level == importance_ratio_level::sequence;
     detail::policy_accumulators acc;
     detail::policy_buffers<T> buffers;
@@ -297,14 +303,18 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
                 const std::size_t t = start + k;
                 const T m = static_cast<T>(msk[t]);
                 const T raw = lp[t] - old[t];
-                const T token_d = raw * detail::bit_select(log_ratio_mask != T{0}, m, T{1});
+                // d·m as a select: a log-ratio that overflowed T times a 0 mask would be NaN.
+                const T token_d = detail::bit_select((log_ratio_mask != T{0}) & (m == T{0}), T{0}, raw);
                 const T d = detail::bit_select(sequence, seq_log_ratio, token_d);
                 const detail::surrogate_point<T> sp = detail::surrogate(d, adv[t], params);
                 const double md = static_cast<double>(m);
                 const double rd = static_cast<double>(sp.ratio);
-                const double raw_d = static_cast<double>(raw);
+                // The statistics' log-ratio in double: lp − old in T overflows beyond T's range,
+                // and 0·inf at a masked token would be NaN.
+                const double raw_d = static_cast<double>(lp[t]) - static_cast<double>(old[t]);
                 buf.loss[k] = sp.loss;
-                buf.grad[k] = detail::scaled(m * c, sp.grad);
+                // 0 without weight or gradient, even if the other factor overflowed (no 0·inf)
+                buf.grad[k] = detail::bit_select((m == T{0}) | (c == T{0}) | (sp.grad == T{0}), T{0}, sp.grad * c);
                 // md·c_row·L, 0 where that weight is 0 even if L is infinite (selects in T: a
                 // double select has no SIMD form on plain x86-64).
                 buf.weighted[k] =
@@ -313,8 +323,8 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
                 buf.lower[k] = md * static_cast<double>(sp.lower);
                 buf.sq_log_ratio[k] = md * raw_d * raw_d;
                 buf.log_ratio[k] = md * raw_d;
-                buf.clamped_log_ratio[k] = md * static_cast<double>(detail::bit_min(
-                                                    detail::bit_max(raw, params.log_ratio_min), params.log_ratio_max));
+                buf.clamped_log_ratio[k] =
+                    md * detail::bit_min(detail::bit_max(raw_d, stats_ratio_min), stats_ratio_max);
                 buf.ratio[k] = static_cast<double>(detail::bit_select(m != T{0}, sp.ratio, T{0}));
                 buf.ratio_all[k] = rd;
             }
