@@ -567,3 +567,17 @@ TEST_CASE("compute_gae_time_major rejects bad input with the argument's name" * 
     CHECK(e.kind() == rlhf::error_kind::value);
     CHECK(e.argument() == "advantages");
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): the time-major kernel carries the advantage through its
+// float32 output rows; one beyond float's range (+inf) times γλ = 0 gave NaN.
+TEST_CASE("compute_gae_time_major: gamma * lambda = 0 does not read an overflowed advantage" *
+          doctest::test_suite("unit")) {
+    const std::vector<float> rewards{1.0f, 1e38f}, values{0.5f, 0.0f}, zeros{0.0f, 0.0f}, next{3.4e38f};
+    std::vector<float> adv(2), ret(2);
+    const auto m = [](const std::vector<float>& x) { return rlhf::make_view(x.data(), 2, 1); };
+    rlhf::compute_gae_time_major(m(rewards), m(values), m(zeros), m(zeros), m(zeros),
+                                 rlhf::view<float, 1>(next.data(), {1}), rlhf::make_mut_view(adv.data(), 2, 1),
+                                 rlhf::make_mut_view(ret.data(), 2, 1), {.gamma = 1.0, .lambda = 0.0});
+    CHECK(std::isinf(adv[1]));  // 1e38 + 3.4e38 overflows float (documented)
+    CHECK(adv[0] == 0.5f);      // r_0 + γ·V_1 − V_0, no γλ·A_1 term
+}

@@ -624,3 +624,23 @@ TEST_CASE("lm_loss: gradient by finite differences and via logprobs_from_logits_
     for (std::size_t i = 0; i < z.data.size(); ++i)
         CHECK(via.data[i] == doctest::Approx(grad.data[i]).epsilon(1e-14).scale(1.0));
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): the chosen token's gradient (1 − p)·g was formed from
+// −p·g rounded to float32 first, which kept no digit where p ≈ 1.
+TEST_CASE("logits backward: the chosen token's gradient keeps its digits in float32" * doctest::test_suite("unit")) {
+    const std::vector<float> z{0.0f, 20.0f};
+    const std::vector<std::int64_t> tokens{1};
+    const std::vector<float> upstream{1.0f};
+    std::vector<float> grad(2, -99.0f);
+    const rlhf::view<float, 3> logits(z.data(), {1, 1, 2});
+    const rlhf::mut_view<float, 3> out(grad.data(), {1, 1, 2});
+    const double p0 = 1.0 / (1.0 + std::exp(20.0));  // 1 − p_1
+    rlhf::logprobs_from_logits_backward(logits, rlhf::make_view(tokens.data(), 1, 1),
+                                        rlhf::make_view(upstream.data(), 1, 1), rlhf::view<float>{},
+                                        rlhf::view<double>{}, rlhf::view<float>{}, out);
+    const auto relative = [](float x, double expected) { return std::abs(static_cast<double>(x) / expected - 1.0); };
+    CHECK(relative(grad[1], p0) < 1e-5);  // was 0
+    CHECK(relative(grad[0], -p0) < 1e-5);
+    (void)rlhf::lm_loss(logits, rlhf::make_view(tokens.data(), 1, 1), out);
+    CHECK(relative(grad[1], -p0) < 1e-5);
+}

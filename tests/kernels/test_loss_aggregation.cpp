@@ -183,3 +183,24 @@ TEST_CASE("aggregate: bad inputs name the argument" * doctest::test_suite("unit"
     CHECK(e.kind() == rlhf::error_kind::shape);
     CHECK(e.argument() == "weights");
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): an unknown mode left the token counts as weights, and a
+// divisor so small that dp_size / divisor overflows gave infinite weights (a zero loss became NaN).
+TEST_CASE("aggregate: unknown modes and divisors whose weight overflows are config errors" *
+          doctest::test_suite("unit")) {
+    const std::vector<double> token_losses{1.0, 2.0};
+    const std::vector<double> mask{1.0, 1.0};
+    const auto l = rlhf::make_view(token_losses.data(), 1, 2);
+    const auto m = rlhf::make_view(mask.data(), 1, 2);
+    const auto refused = [&](const rlhf::aggregation_options& o, const char* argument) {
+        rlhf_test::check_error([&] { (void)rlhf::aggregate(l, m, rlhf::mut_view<double>{}, o); },
+                               rlhf::error_kind::config, argument);
+    };
+    refused({.mode = static_cast<rlhf::loss_aggregation>(7)}, "options.mode");
+    refused({.global_token_count = 5e-324}, "options.global_token_count");
+    refused({.mode = rlhf::loss_aggregation::seq_mean_token_sum, .global_sequence_count = 1e-310, .dp_size = 1e10},
+            "options.global_sequence_count");
+    refused({.mode = rlhf::loss_aggregation::seq_mean_token_sum_norm, .normalizer = 5e-324}, "options.normalizer");
+    // Small divisors with finite weights are fine.
+    CHECK(rlhf::aggregate(l, m, rlhf::mut_view<double>{}, {.global_token_count = 1e-300}) == doctest::Approx(3e300));
+}

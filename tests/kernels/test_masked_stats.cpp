@@ -559,3 +559,11 @@ TEST_CASE("masked_whiten: skip copies a small scope under a bool mask per row an
         }
     }
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): an unknown small-sample policy acted as zero_variance.
+TEST_CASE("running_moments: an unknown small-sample policy is refused" * doctest::test_suite("unit")) {
+    const rlhf::running_moments_options bad{.small_sample = static_cast<rlhf::small_sample_policy>(9)};
+    rlhf_test::check_error([&] { rlhf::running_moments r(bad); }, rlhf::error_kind::config, "small_sample");
+    rlhf_test::check_error([&] { rlhf::running_moments r(rlhf::running_moments_state{}, bad); },
+                           rlhf::error_kind::config, "small_sample");
+}

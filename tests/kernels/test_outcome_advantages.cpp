@@ -509,3 +509,47 @@ TEST_CASE("mask element types give the same advantages" * doctest::test_suite("u
     rlhf::compute_grpo_advantages(b.rewards.view(), bools.view(6, 5), vec(b.ids), out.mut());
     CHECK(out.data == expected.data);
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): a per-row advantage beyond float32's range (+-inf) times
+// a 0 mask gave NaN at masked positions; unknown singleton, std_estimator and broadcast values
+// acted as other policies, and an unknown return_masking left the returns unwritten.
+TEST_CASE("outcome estimators: masked positions stay 0 beyond float32 / unknown enum values are refused" *
+          doctest::test_suite("unit")) {
+    const std::vector<float> rewards{-1e38f, -3.4e38f, 0.0f}, mask{1.0f, 1.0f, 0.0f};
+    const std::vector<std::int64_t> ids{0};
+    std::vector<float> adv(3, -99.0f), ret(3, -99.0f);
+    const auto r = rlhf::make_view(rewards.data(), 1, 3);
+    const auto m = rlhf::make_view(mask.data(), 1, 3);
+    const auto a = rlhf::make_mut_view(adv.data(), 1, 3);
+    rlhf::compute_dr_grpo_advantages(r, m, vec(ids), a);  // singleton: the raw score −4.4e38
+    CHECK(std::isinf(adv[0]));
+    CHECK(adv[2] == 0.0f);
+    // A -0.0 mask entry (a 0) gives +0, as any other mask type.
+    const std::vector<float> small{1.0f, 2.0f, 3.0f}, minus_zero{1.0f, 1.0f, -0.0f};
+    rlhf::compute_dr_grpo_advantages(rlhf::make_view(small.data(), 1, 3), rlhf::make_view(minus_zero.data(), 1, 3),
+                                     vec(ids), a);
+    CHECK_FALSE(std::signbit(adv[2]));
+
+    const auto refused = [](auto&& call, const char* argument) {
+        rlhf_test::check_error(call, rlhf::error_kind::config, argument);
+    };
+    const auto bad_singleton = static_cast<rlhf::singleton_group_policy>(9);
+    refused([&] { rlhf::compute_dr_grpo_advantages(r, m, vec(ids), a, {.singleton = bad_singleton}); }, "singleton");
+    refused([&] { rlhf::compute_rloo_advantages(r, m, vec(ids), a, {.singleton = bad_singleton}); }, "singleton");
+    refused(
+        [&] {
+            rlhf::compute_grpo_advantages(r, m, vec(ids), a,
+                                          {.std_estimator = static_cast<rlhf::variance_estimator>(4)});
+        },
+        "std_estimator");
+    const auto bad_masking = static_cast<rlhf::return_masking>(3);
+    const auto rt = rlhf::make_mut_view(ret.data(), 1, 3);
+    refused([&] { rlhf::compute_cumulative_returns(r, m, rt, {.masking = bad_masking}); }, "masking");
+    refused([&] { rlhf::compute_reinforce_plus_plus_advantages(r, m, a, rt, {.masking = bad_masking}); }, "masking");
+    refused(
+        [&] {
+            rlhf::compute_reinforce_plus_plus_baseline_advantages(
+                r, m, vec(ids), a, rt, {.broadcast = static_cast<rlhf::baseline_broadcast>(2)});
+        },
+        "broadcast");
+}

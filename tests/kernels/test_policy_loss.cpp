@@ -630,3 +630,36 @@ TEST_CASE("policy_loss and value_loss: a bad input raises before any output is w
     call_policy();
     CHECK(!untouched());
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): an unknown level acted as the token level; in float32 a
+// weight beyond float's range times a zero gradient, lp − old beyond float's range at a masked
+// token (statistics, mask_log_ratio) and a log-ratio clamp beyond float's range gave NaN.
+TEST_CASE("policy_loss: unknown level is refused and float32 overflow never gives NaN" * doctest::test_suite("unit")) {
+    const auto v = [](const std::vector<float>& x) { return rlhf::make_view(x.data(), 1, 2); };
+    const std::vector<float> lp{-1.0f, -2.0f}, old{-1.1f, -1.9f}, adv{0.5f, 0.0f}, ones{1.0f, 1.0f};
+    rlhf_test::check_error(
+        [&] {
+            (void)rlhf::policy_loss(v(lp), v(old), v(adv), v(ones), {}, {},
+                                    {.level = static_cast<rlhf::importance_ratio_level>(5)});
+        },
+        rlhf::error_kind::config, "options.level");
+
+    // dp_size 1e39: the token weight 5e38 is +inf in float; A = 0 at token 1 has gradient 0.
+    std::vector<float> grad(2, -99.0f);
+    (void)rlhf::policy_loss(v(lp), v(old), v(adv), v(ones), rlhf::make_mut_view(grad.data(), 1, 2), {},
+                            {.aggregation = {.dp_size = 1e39}});
+    CHECK(grad[1] == 0.0f);
+    CHECK_FALSE(std::isnan(grad[0]));
+
+    // lp − old = −4e38 at a masked token: −inf in float, 0·inf in the statistics.
+    const std::vector<float> lp2{-1e38f, -1.0f}, old2{3e38f, -1.1f}, mask{0.0f, 1.0f};
+    for (const bool mask_log_ratio : {false, true}) {
+        const rlhf::policy_loss_result r = rlhf::policy_loss(
+            v(lp2), v(old2), v(adv), v(mask), {}, {}, {.log_ratio_min = -1e39, .mask_log_ratio = mask_log_ratio});
+        CHECK(r.stats.policy_kl == doctest::Approx(-0.1).epsilon(1e-6));
+        CHECK(r.stats.policy_kl_clamped == doctest::Approx(-0.1).epsilon(1e-6));
+        CHECK(std::isfinite(r.stats.approx_kl));
+        if (mask_log_ratio)  // the masked token has ratio 1
+            CHECK(r.stats.ratio_mean_all_positions == doctest::Approx((1.0 + std::exp(0.1)) / 2.0).epsilon(1e-6));
+    }
+}

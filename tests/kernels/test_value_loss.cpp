@@ -351,3 +351,43 @@ TEST_CASE("value_loss: the reducer makes the aggregation counts global (one coll
     for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g2[i] == doctest::Approx(g1[i] / 2.0).epsilon(1e-15));
     CHECK(shared.stats.valid_tokens == local.stats.valid_tokens);  // statistics stay local
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): in float32 a squared error beyond float's range times
+// scale = 0 or coef = 0, a coefficient beyond float's range times a zero gradient and a target
+// R + V_old beyond float's range (statistics) gave NaN; a scale beyond float's range or a Huber δ
+// that rounds to 0 in float were used as such.
+TEST_CASE("value_loss: float32 overflow never gives NaN / options float cannot hold are refused" *
+          doctest::test_suite("unit")) {
+    const auto v = [](const std::vector<float>& x) { return rlhf::make_view(x.data(), 1, 2); };
+    const std::vector<float> values{0.0f, 3e38f}, zeros{0.0f, 0.0f}, ones{1.0f, 1.0f};
+    std::vector<float> grad(2), tokens(2);
+    const auto g = rlhf::make_mut_view(grad.data(), 1, 2);
+    const auto tl = rlhf::make_mut_view(tokens.data(), 1, 2);
+    // ψ(3e38) = +inf in float.
+    rlhf::value_loss_result r = rlhf::value_loss(v(values), v(zeros), v(zeros), v(ones), g, tl, {.scale = 0.0});
+    CHECK(tokens[1] == 0.0f);
+    CHECK(r.loss == 0.0);
+    CHECK_FALSE(std::isnan(grad[1]));
+    r = rlhf::value_loss(v(values), v(zeros), v(zeros), v(ones), g, tl, {.coef = 0.0});
+    CHECK(r.loss == 0.0);
+    CHECK(grad[1] == 0.0f);
+    // coef 1e300: the weight is +inf in float; a token with error 0 keeps gradient 0.
+    const std::vector<float> v2{1.0f, 2.0f}, ret2{1.0f, 0.0f};
+    (void)rlhf::value_loss(v(v2), v(zeros), v(ret2), v(ones), g, tl, {.clip_range = std::nullopt, .coef = 1e300});
+    CHECK(grad[0] == 0.0f);
+    CHECK_FALSE(std::isnan(grad[1]));
+    // R + V_old = 6e38 at a masked token: +inf in float, 0·inf in the statistics.
+    const std::vector<float> big{3e38f, 0.0f}, mask{0.0f, 1.0f};
+    r = rlhf::value_loss(v(zeros), v(big), v(big), v(mask), {}, {}, {.returns_from_advantages = true});
+    CHECK(r.stats.value_error == 0.0);
+    CHECK(r.stats.return_mean == 0.0);
+    // Options float cannot hold: refused for float, accepted for double.
+    rlhf_test::check_error([&] { (void)rlhf::value_loss(v(v2), v(zeros), v(ret2), v(ones), g, tl, {.scale = 1e39}); },
+                           rlhf::error_kind::config, "options.scale");
+    rlhf_test::check_error(
+        [&] { (void)rlhf::value_loss(v(v2), v(zeros), v(ret2), v(ones), g, tl, {.huber_delta = 1e-300}); },
+        rlhf::error_kind::config, "options.huber_delta");
+    const std::vector<double> vd{1.0, 2.0}, zd{0.0, 0.0}, rd{1.0, 0.0}, md{1.0, 1.0};
+    const auto w = [](const std::vector<double>& x) { return rlhf::make_view(x.data(), 1, 2); };
+    CHECK_NOTHROW((void)rlhf::value_loss(w(vd), w(zd), w(rd), w(md), {}, {}, {.scale = 1e39}));
+}

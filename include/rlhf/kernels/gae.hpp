@@ -431,7 +431,9 @@ void compute_gae_time_major(view<T> rewards, view<T> values, view<M> terminated,
             const bool cut = trunc[n] != M{0};
             const double bootstrap =
                 ended ? 0.0 : (cut ? static_cast<double>(v_final[n]) : static_cast<double>(v_next[n]));
-            const double carried = (ended || cut || a_next == nullptr) ? 0.0 : static_cast<double>(a_next[n]);
+            // Not read when γλ = 0: a carried advantage that overflowed T (+-inf) would give 0·inf.
+            const double carried =
+                (ended || cut || a_next == nullptr || gamma_lambda == 0.0) ? 0.0 : static_cast<double>(a_next[n]);
             const double value = static_cast<double>(v[n]);
             const double gae = static_cast<double>(r[n]) + gamma * bootstrap - value + gamma_lambda * carried;
             adv[n] = static_cast<T>(gae);

@@ -241,7 +241,14 @@ inline bool gradient_row(const T* z, T* out, index_t v, double scale, double shi
         const double g = detail::bit_select(p > 0.0, -p * (g_lp + g_h * (d - centre)), 0.0);
         out[j] = static_cast<T>(g * scale);
     }
-    if (has_token) out[y] = static_cast<T>(static_cast<double>(out[y]) + g_lp * scale);
+    if (has_token) {
+        // The chosen token in double before the one rounding to T: (1 − p)·g_lp from −p·g_lp rounded
+        // to T first lost every digit where p ≈ 1.
+        const double d = static_cast<double>(z[y]) * scale - shift;
+        const double p = detail::vexp(d - log_sum);
+        const double g = detail::bit_select(p > 0.0, -p * (g_lp + g_h * (d - centre)), 0.0);
+        out[y] = static_cast<T>((g + g_lp) * scale);
+    }
     return bad == 0;
 }
 

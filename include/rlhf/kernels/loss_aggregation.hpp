@@ -30,6 +30,7 @@
 /// TRL and DeepSpeed-Chat use `token_mean` (no ε). Dr.GRPO is `seq_mean_token_sum_norm`.
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -60,13 +61,31 @@ namespace detail {
 
 inline void check_aggregation_options(std::string_view function, const std::string& prefix,
                                       const aggregation_options& options) {
+    switch (options.mode) {
+        case loss_aggregation::token_mean:
+        case loss_aggregation::seq_mean_token_mean:
+        case loss_aggregation::seq_mean_token_sum:
+        case loss_aggregation::seq_mean_token_sum_norm:
+            break;
+        default:  // an unknown value would leave the token counts as weights
+            fail(error_kind::config, function, prefix + "mode",
+                 "one of 'token-mean' 'seq-mean-token-mean' 'seq-mean-token-sum' 'seq-mean-token-sum-norm'",
+                 "an unknown value");
+    }
     check_positive(function, prefix + "dp_size", options.dp_size);
     check_non_negative(function, prefix + "token_count_epsilon", options.token_count_epsilon);
-    if (options.global_token_count)
-        check_positive(function, prefix + "global_token_count", *options.global_token_count);
+    // A divisor so small that the weight dp_size / divisor overflows is refused too (an infinite
+    // weight turns a zero loss into NaN).
+    const auto check_divisor = [&](std::string_view name, double divisor, double numerator) {
+        check_positive(function, prefix + std::string(name), divisor);
+        if (!std::isfinite(numerator / divisor))
+            fail(error_kind::config, function, prefix + std::string(name),
+                 "a value for which " + number_string(numerator) + " / value is finite", number_string(divisor));
+    };
+    if (options.global_token_count) check_divisor("global_token_count", *options.global_token_count, options.dp_size);
     if (options.global_sequence_count)
-        check_positive(function, prefix + "global_sequence_count", *options.global_sequence_count);
-    if (options.normalizer) check_positive(function, prefix + "normalizer", *options.normalizer);
+        check_divisor("global_sequence_count", *options.global_sequence_count, options.dp_size);
+    if (options.normalizer) check_divisor("normalizer", *options.normalizer, 1.0);
 }
 
 /// Sums one double across participants.

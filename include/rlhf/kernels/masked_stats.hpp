@@ -461,11 +461,14 @@ struct batch_moments {
 class running_moments {
 public:
     running_moments() = default;
-    explicit running_moments(const running_moments_options& options) : options_(options) {}
+    explicit running_moments(const running_moments_options& options) : options_(options) {
+        check_small_sample(options);
+    }
     /// Resumes from a saved state (checkpoints).
     explicit running_moments(const running_moments_state& state, const running_moments_options& options = {})
         : state_(state), options_(options) {
         constexpr std::string_view function = "rlhf::running_moments";
+        check_small_sample(options);
         if (!(std::isfinite(state.mean) && std::isfinite(state.std) && state.std >= 0.0))
             fail(error_kind::value, function, "state", "finite mean and non-negative finite std",
                  number_string(state.mean) + ", " + number_string(state.std));
@@ -507,6 +510,11 @@ public:
     }
 
 private:
+    /// An unknown policy would act as `zero_variance` without a word.
+    static void check_small_sample(const running_moments_options& options) {
+        detail::stats::check_moments_options("rlhf::running_moments", {.small_sample = options.small_sample});
+    }
+
     template <class T, class Mask, class R>
     batch_moments update_scope(std::string_view function, view<T> values, const Mask& mask, R& reducer) {
         const moments_options probe{variance_estimator::biased, small_sample_policy::zero_variance, 0.0};

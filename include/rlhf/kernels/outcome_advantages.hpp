@@ -58,6 +58,12 @@ struct group_rule {
 /// `lengths` (OPO only) holds the number of valid tokens per row. Scratch: one index per row.
 inline void apply_group_rule(std::string_view function, view<std::int64_t, 1> group_ids, std::span<double> values,
                              std::span<const double> lengths, const group_rule& rule) {
+    // Unknown enum values would act as another policy without a word.
+    if (rule.singleton != singleton_group_policy::raw_score && rule.singleton != singleton_group_policy::zero &&
+        rule.singleton != singleton_group_policy::raise)
+        fail(error_kind::config, function, "singleton", "one of 'raw_score' 'zero' 'raise'", "an unknown value");
+    if (rule.std_estimator != variance_estimator::unbiased && rule.std_estimator != variance_estimator::biased)
+        fail(error_kind::config, function, "std_estimator", "one of 'unbiased' 'biased'", "an unknown value");
     const auto rows = static_cast<index_t>(values.size());
     std::vector<index_t> order(values.size());
     std::iota(order.begin(), order.end(), index_t{0});
@@ -149,7 +155,8 @@ void broadcast_rows(std::span<const double> row_values, view<M> mask, mut_view<T
         const auto value = static_cast<T>(row_values[static_cast<std::size_t>(i)]);
         const M* m = mask.row(i).data();
         T* o = out.row(i).data();
-        for (index_t t = 0; t < cols; ++t) o[t] = value * static_cast<T>(m[t]);
+        // A select, not value·m: a value beyond T's range (+-inf) times a 0 mask would be NaN.
+        for (index_t t = 0; t < cols; ++t) o[t] = detail::bit_select(m[t] != M{0}, value, T{0});
     }
 }
 
@@ -198,6 +205,14 @@ void group_score_advantages(std::string_view function, view<T, 1> scores, view<s
     for (index_t i = 0; i < scores.extent(0); ++i) values[static_cast<std::size_t>(i)] = static_cast<double>(scores(i));
     apply_group_rule(function, group_ids, values, {}, rule);
     for (index_t i = 0; i < scores.extent(0); ++i) advantages(i) = static_cast<T>(values[static_cast<std::size_t>(i)]);
+}
+
+/// An unknown `return_masking` would leave the returns unwritten.
+inline void check_return_masking(std::string_view function, return_masking masking) {
+    if (masking != return_masking::reset_at_masked && masking != return_masking::zero_masked &&
+        masking != return_masking::skip_masked)
+        fail(error_kind::config, function, "masking", "one of 'reset_at_masked' 'zero_masked' 'skip_masked'",
+             "an unknown value");
 }
 
 /// The reverse scan of `compute_cumulative_returns`, without checks.
@@ -327,6 +342,7 @@ void compute_cumulative_returns(view<T> rewards, view<M> mask, mut_view<T> retur
                                 const cumulative_return_options& options = {}) {
     constexpr std::string_view function = "rlhf::compute_cumulative_returns";
     check_in_range(function, "gamma", options.gamma, 0.0, 1.0);
+    detail::check_return_masking(function, options.masking);
     check_same_shape(function, "mask", mask, "rewards", rewards);
     check_same_shape(function, "returns", returns, "rewards", rewards);
     check_binary_mask(function, "mask", mask);
@@ -347,6 +363,7 @@ void compute_reinforce_plus_plus_advantages(view<T> token_rewards, view<M> mask,
                                             R&& reducer = {}) {
     constexpr std::string_view function = "rlhf::compute_reinforce_plus_plus_advantages";
     check_in_range(function, "gamma", options.gamma, 0.0, 1.0);
+    detail::check_return_masking(function, options.masking);
     check_same_shape(function, "mask", mask, "token_rewards", token_rewards);
     check_same_shape(function, "advantages", advantages, "token_rewards", token_rewards);
     check_same_shape(function, "returns", returns, "token_rewards", token_rewards);
@@ -369,6 +386,10 @@ void compute_reinforce_plus_plus_baseline_advantages(view<T> token_rewards, view
                                                      const reinforce_plus_plus_baseline_options& options = {},
                                                      R&& reducer = {}) {
     constexpr std::string_view function = "rlhf::compute_reinforce_plus_plus_baseline_advantages";
+    if (options.broadcast != baseline_broadcast::tiled_score &&
+        options.broadcast != baseline_broadcast::cumulative_returns)
+        fail(error_kind::config, function, "broadcast", "one of 'tiled_score' 'cumulative_returns'",
+             "an unknown value");
     detail::check_group_inputs(function, token_rewards, mask, group_ids, advantages);
     check_same_shape(function, "returns", returns, "token_rewards", token_rewards);
     const std::vector<double> scores = detail::row_sums(token_rewards);

@@ -173,6 +173,8 @@ template <bool Variants, class T>
 }
 
 inline void check_policy_options(std::string_view function, const policy_loss_options& o) {
+    if (o.level != importance_ratio_level::token && o.level != importance_ratio_level::sequence)
+        fail(error_kind::config, function, "options.level", "one of 'token' 'sequence'", "an unknown value");
     check_in_range(function, "options.clip_low", o.clip_low, 0.0, 1.0);
     check_non_negative(function, "options.clip_high", o.clip_high);
     if (o.dual_clip) {
@@ -206,15 +208,16 @@ struct policy_accumulators {
 /// Tokens per block of the fused pass.
 inline constexpr std::size_t policy_block = 256;
 
-/// Per-token terms of one block, in the value type (7 KiB in float: they stay in L1). Each is
-/// exact in T (a mask times a value), so summing them in double later gives the sums of the
-/// double terms; squares and the row weight are formed in double by `add_block_sums`.
+/// Per-token terms of one block (they stay in L1). Those in the value type are exact there (a
+/// mask times a value), so summing them in double gives the sums of the double terms; the
+/// log-ratios are formed in double; squares and the row weight are applied by `add_block_sums`.
 template <class T>
 struct policy_buffers {
     T loss[policy_block], grad[policy_block];
     T counted_loss[policy_block];       // L where m = 1 and c_b ≠ 0, else 0
-    T log_ratio[policy_block];          // m·(lp − old), raw
-    T clamped_log_ratio[policy_block];  // m·clamp(lp − old) (Variants only)
+    // In double: lp − old in T overflows beyond T's range (and 0·inf at a masked token is NaN).
+    double log_ratio[policy_block];          // m·(lp − old), raw
+    double clamped_log_ratio[policy_block];  // m·clamp(lp − old) (Variants only)
     T ratio[policy_block];              // m·ρ (0 where m = 0 even if ρ = inf)
     T ratio_all[policy_block];          // ρ
 };
@@ -231,11 +234,10 @@ void add_block_sums(const policy_buffers<T>& buf, std::size_t len, double c_row,
     // One inner loop per sum (each the `lane_sum` pattern the compiler turns into SIMD adds).
     const auto add = [&](std::size_t i, std::size_t count) {
         for (std::size_t j = 0; j < count; ++j) loss[j] += c_row * static_cast<double>(buf.counted_loss[i + j]);
-        for (std::size_t j = 0; j < count; ++j) lr[j] += static_cast<double>(buf.log_ratio[i + j]);
-        for (std::size_t j = 0; j < count; ++j)
-            sq[j] += static_cast<double>(buf.log_ratio[i + j]) * static_cast<double>(buf.log_ratio[i + j]);
+        for (std::size_t j = 0; j < count; ++j) lr[j] += buf.log_ratio[i + j];
+        for (std::size_t j = 0; j < count; ++j) sq[j] += buf.log_ratio[i + j] * buf.log_ratio[i + j];
         if constexpr (Variants)
-            for (std::size_t j = 0; j < count; ++j) clamped[j] += static_cast<double>(buf.clamped_log_ratio[i + j]);
+            for (std::size_t j = 0; j < count; ++j) clamped[j] += buf.clamped_log_ratio[i + j];
         for (std::size_t j = 0; j < count; ++j) ratio[j] += static_cast<double>(buf.ratio[i + j]);
         for (std::size_t j = 0; j < count; ++j) all[j] += static_cast<double>(buf.ratio_all[i + j]);
         for (std::size_t j = 0; j < count; ++j) top[j] = bit_max(top[j], buf.ratio[i + j]);
@@ -272,6 +274,10 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
     const auto params = make_surrogate_params<T>(options);
     const bool sequence = options.level == importance_ratio_level::sequence;
     const T log_ratio_mask = options.mask_log_ratio ? T{1} : T{0};
+    // The clamp of `policy_kl_clamped`, in double (a bound beyond T's range is not infinite there).
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    const double stats_ratio_min = options.log_ratio_min ? *options.log_ratio_min : -inf;
+    const double stats_ratio_max = options.log_ratio_max ? *options.log_ratio_max : inf;
     policy_buffers<T> buf;
     double total = 0.0;
     for (index_t b = 0; b < rows; ++b) {
@@ -313,21 +319,25 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
                 const T raw = lp[t] - old[t];
                 T d = raw;
                 if constexpr (Variants) {
-                    const T token_d = raw * bit_select(log_ratio_mask != T{0}, m, T{1});
+                    // d·m as a select: a log-ratio that overflowed T times a 0 mask would be NaN.
+                    const T token_d = bit_select((log_ratio_mask != T{0}) & (m == T{0}), T{0}, raw);
                     d = bit_select(sequence, seq_log_ratio, token_d);
                 }
                 const surrogate_point<T> sp = surrogate<Variants>(d, adv[t], params);
+                const double md = static_cast<double>(m);
+                const double raw_d = static_cast<double>(lp[t]) - static_cast<double>(old[t]);
                 buf.loss[k] = sp.loss;
-                buf.grad[k] = scaled(m * c, sp.grad);
+                // 0 without weight or gradient, even if the other factor overflowed (no 0·inf).
+                buf.grad[k] = bit_select((m == T{0}) | (c == T{0}) | (sp.grad == T{0}), T{0}, sp.grad * c);
                 // 0 where the token's weight is 0 even if L is infinite.
                 buf.counted_loss[k] = bit_select((m == T{0}) | zero_row, T{0}, sp.loss);
-                buf.log_ratio[k] = m * raw;
+                buf.log_ratio[k] = md * raw_d;
                 buf.ratio[k] = bit_select(m != T{0}, sp.ratio, T{0});
                 buf.ratio_all[k] = sp.ratio;
                 clipped += static_cast<std::int32_t>((m != T{0}) & (sp.clipped != T{0}));
                 if constexpr (Variants) {
                     lower += static_cast<std::int32_t>((m != T{0}) & (sp.lower != T{0}));
-                    buf.clamped_log_ratio[k] = m * bit_min(bit_max(raw, params.log_ratio_min), params.log_ratio_max);
+                    buf.clamped_log_ratio[k] = md * bit_min(bit_max(raw_d, stats_ratio_min), stats_ratio_max);
                 }
             }
             acc.clipped += static_cast<double>(clipped);

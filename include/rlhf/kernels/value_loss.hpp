@@ -126,7 +126,10 @@ template <class T>
     const T g2 = bit_select(inside, value_error_grad(e2, p.delta), T{0});
     // torch.max(a, b): the larger gets the gradient; a tie splits it in halves.
     const T g = bit_select(p2 > p1, g2, bit_select(p1 > p2, g1, T{0.5} * (g1 + g2)));
-    return {p.scale * bit_max(p1, p2), p.scale * g, bit_select(p2 > p1, T{1}, T{0})};
+    // scale = 0 gives 0, also where ψ or ψ' overflowed (0·inf would be NaN).
+    const bool zero = p.scale == T{0};
+    return {bit_select(zero, T{0}, p.scale * bit_max(p1, p2)), bit_select(zero, T{0}, p.scale * g),
+            bit_select(p2 > p1, T{1}, T{0})};
 }
 
 inline void check_value_loss_options(std::string_view function, const value_loss_options& o) {
@@ -155,7 +158,7 @@ struct value_buffers {
     T loss[value_block], grad[value_block];
     T counted_loss[value_block];  // L where m = 1, else 0
     T value[value_block];         // m·V
-    T target[value_block];        // m·R
+    double target[value_block];   // m·R, in double: R + V_old in T overflows beyond T's range
 };
 
 /// Adds a block's terms to the row loss and the statistics, in double: every sum in `lanes`
@@ -168,13 +171,10 @@ void add_block_sums(const value_buffers<T>& buf, std::size_t len, double& row_lo
     const auto add = [&](std::size_t i, std::size_t count) {
         for (std::size_t j = 0; j < count; ++j) loss[j] += static_cast<double>(buf.counted_loss[i + j]);
         for (std::size_t j = 0; j < count; ++j) value[j] += static_cast<double>(buf.value[i + j]);
-        for (std::size_t j = 0; j < count; ++j) target[j] += static_cast<double>(buf.target[i + j]);
+        for (std::size_t j = 0; j < count; ++j) target[j] += buf.target[i + j];
+        for (std::size_t j = 0; j < count; ++j) sq_target[j] += buf.target[i + j] * buf.target[i + j];
         for (std::size_t j = 0; j < count; ++j) {
-            const double r = static_cast<double>(buf.target[i + j]);
-            sq_target[j] += r * r;
-        }
-        for (std::size_t j = 0; j < count; ++j) {
-            const double e = static_cast<double>(buf.target[i + j]) - static_cast<double>(buf.value[i + j]);
+            const double e = buf.target[i + j] - static_cast<double>(buf.value[i + j]);
             residual[j] += e;
             sq_error[j] += e * e;
         }
@@ -248,7 +248,13 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         detail::weights_from_counts(function, mask.extents(), options.aggregation, weights, reducer);
 
     const auto params = detail::make_value_loss_params<T>(options);
-    const T coef = static_cast<T>(options.coef);
+    // In T they must stay what they are: a scale beyond T's range, a Huber δ that rounds to 0.
+    if (!std::isfinite(params.scale))
+        fail(error_kind::config, function, "options.scale", "a value finite in the value type",
+             number_string(options.scale));
+    if (options.huber_delta && !(params.delta > T{0}))
+        fail(error_kind::config, function, "options.huber_delta", "a value > 0 in the value type",
+             number_string(*options.huber_delta));
     const bool from_advantages = options.returns_from_advantages;
     detail::value_accumulators acc;
     double total = 0.0;
@@ -259,7 +265,7 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         const auto ret = returns.row(b);
         const auto msk = mask.row(b);
         const double c_row = weights(b);
-        const T wc = coef * static_cast<T>(c_row);
+        const T wc = static_cast<T>(options.coef * c_row);  // the product in double: each factor may overflow T
         const auto g = want_grad ? grad_values.row(b) : std::span<T>{};
         const auto tl = want_tokens ? token_losses.row(b) : std::span<T>{};
         double row_loss = 0.0;
@@ -275,10 +281,12 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
                 const T target = ret[t] + detail::bit_select(from_advantages, old[t], T{0});
                 const detail::value_loss_point<T> p = detail::value_loss_at(v[t], old[t], target, params);
                 buf.loss[k] = p.loss;
-                buf.grad[k] = detail::bit_select(valid, wc * p.grad, T{0});
+                // 0 without weight or gradient, even if the other factor overflowed (no 0·inf).
+                buf.grad[k] = detail::bit_select(valid & (wc != T{0}) & (p.grad != T{0}), wc * p.grad, T{0});
                 buf.counted_loss[k] = detail::bit_select(valid, p.loss, T{0});
                 buf.value[k] = m * v[t];
-                buf.target[k] = m * target;
+                buf.target[k] = static_cast<double>(m) * (static_cast<double>(ret[t]) +
+                                                          (from_advantages ? static_cast<double>(old[t]) : 0.0));
                 clipped += static_cast<std::int32_t>(valid & (p.clipped != T{0}));
             }
             acc.clipped += static_cast<double>(clipped);
@@ -286,12 +294,12 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
             if (want_grad) std::copy(buf.grad, buf.grad + len, g.begin() + static_cast<std::ptrdiff_t>(start));
             if (want_tokens) std::copy(buf.loss, buf.loss + len, tl.begin() + static_cast<std::ptrdiff_t>(start));
         }
-        total += c_row * row_loss;
+        if (c_row != 0.0) total += c_row * row_loss;  // a weightless row adds 0, even with an overflowed loss
     }
     acc.sq_residual = acc.sq_error;
 
     value_loss_result result;
-    result.loss = options.coef * total;
+    result.loss = options.coef == 0.0 ? 0.0 : options.coef * total;
     value_loss_stats& st = result.stats;
     const double n = counts.local_tokens;
     st.valid_tokens = n;
