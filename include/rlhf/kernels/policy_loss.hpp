@@ -214,12 +214,12 @@ inline constexpr std::size_t policy_block = 256;
 template <class T>
 struct policy_buffers {
     T loss[policy_block], grad[policy_block];
-    T counted_loss[policy_block];       // L where m = 1 and c_b ≠ 0, else 0
+    T counted_loss[policy_block];  // L where m = 1 and c_b ≠ 0, else 0
     // In double: lp − old in T overflows beyond T's range (and 0·inf at a masked token is NaN).
     double log_ratio[policy_block];          // m·(lp − old), raw
     double clamped_log_ratio[policy_block];  // m·clamp(lp − old) (Variants only)
-    T ratio[policy_block];              // m·ρ (0 where m = 0 even if ρ = inf)
-    T ratio_all[policy_block];          // ρ
+    T ratio[policy_block];                   // m·ρ (0 where m = 0 even if ρ = inf)
+    T ratio_all[policy_block];               // ρ
 };
 
 /// Adds a block's terms to the row loss (`c_b·Σ`) and the statistics, in double, in one loop:

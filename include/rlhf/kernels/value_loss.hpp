@@ -285,8 +285,8 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
                 buf.grad[k] = detail::bit_select(valid & (wc != T{0}) & (p.grad != T{0}), wc * p.grad, T{0});
                 buf.counted_loss[k] = detail::bit_select(valid, p.loss, T{0});
                 buf.value[k] = m * v[t];
-                buf.target[k] = static_cast<double>(m) * (static_cast<double>(ret[t]) +
-                                                          (from_advantages ? static_cast<double>(old[t]) : 0.0));
+                buf.target[k] = static_cast<double>(m) *
+                                (static_cast<double>(ret[t]) + (from_advantages ? static_cast<double>(old[t]) : 0.0));
                 clipped += static_cast<std::int32_t>(valid & (p.clipped != T{0}));
             }
             acc.clipped += static_cast<double>(clipped);
