@@ -256,6 +256,7 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         fail(error_kind::config, function, "options.huber_delta", "a value > 0 in the value type",
              number_string(*options.huber_delta));
     const bool from_advantages = options.returns_from_advantages;
+    const double old_weight = from_advantages ? 1.0 : 0.0;  // a product, not a select: the loop stays SIMD
     detail::value_accumulators acc;
     double total = 0.0;
     detail::value_buffers<T> buf;
@@ -285,8 +286,8 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
                 buf.grad[k] = detail::bit_select(valid & (wc != T{0}) & (p.grad != T{0}), wc * p.grad, T{0});
                 buf.counted_loss[k] = detail::bit_select(valid, p.loss, T{0});
                 buf.value[k] = m * v[t];
-                buf.target[k] = static_cast<double>(m) *
-                                (static_cast<double>(ret[t]) + (from_advantages ? static_cast<double>(old[t]) : 0.0));
+                buf.target[k] =
+                    static_cast<double>(m) * (static_cast<double>(ret[t]) + old_weight * static_cast<double>(old[t]));
                 clipped += static_cast<std::int32_t>(valid & (p.clipped != T{0}));
             }
             acc.clipped += static_cast<double>(clipped);
