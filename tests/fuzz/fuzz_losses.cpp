@@ -542,12 +542,17 @@ void check_loss(const char* name, std::initializer_list<std::string_view> names,
         const bool known_nan_loss = both_infinities(*s.value) || enormous_weights;
         // Under the sequence ratio the row's gradient is a sum of the weighted per-token ones in T:
         // with a weight beyond float32's range they are +-inf too.
-        bool weights_overflow_float = false;
-        if (weights)
-            for (const double w : *weights)
-                weights_overflow_float =
-                    weights_overflow_float || std::abs(w) > static_cast<double>(std::numeric_limits<float>::max());
-        const bool known_nan_grad = sequence_level && (both_infinities(*s.value) || weights_overflow_float);
+        // A weighted per-token gradient is at most |A|·ρ·c_b, ρ the row's ratio (the double run's
+        // ratio_max): beyond FLT_MAX it is +-inf in T.
+        bool weighted_gradient_overflows = false;
+        if (weights && sequence_level) {
+            double c_max = 0.0;
+            for (const double w : *weights) c_max = std::max(c_max, std::abs(w));
+            const double rho = std::max(1.0, d.value->stats[6]);
+            weighted_gradient_overflows = rlhf_fuzz::max_abs(std::span<const float>(p.x[2])) * rho * c_max >
+                                          0.25 * static_cast<double>(std::numeric_limits<float>::max());
+        }
+        const bool known_nan_grad = sequence_level && (both_infinities(*s.value) || weighted_gradient_overflows);
         no_nan(base + " float", *f.value, known_nan_loss, known_nan_grad);
         no_nan(base + " strided", *s.value, known_nan_loss, known_nan_grad);
         no_nan(base + " double", *d.value, both_infinities(*d.value) || enormous_weights,
@@ -566,7 +571,8 @@ void check_loss(const char* name, std::initializer_list<std::string_view> names,
             if (r.threw) return std::nullopt;
             return *r.value;
         };
-        compare(*s.value, *d.value, reference);
+        // The known issues above leave NaN where the reference has numbers: no comparison then.
+        if (!known_nan_loss && !known_nan_grad) compare(*s.value, *d.value, reference);
     });
 }
 
@@ -654,7 +660,10 @@ void fuzz_value(source& in) {
             m = std::max({m, std::abs(v), std::abs(old) + clip, std::abs(target)});
             target_m = std::max(target_m, std::abs(target));
         }
-        if (2.0 * m > 1.8e19) return;
+        // So is scale·ψ'(e) = scale·2e beyond FLT_MAX (an option near FLT_MAX), before the weight.
+        if (2.0 * m > 1.8e19 ||
+            std::abs(o.scale) * 4.0 * m > 0.5 * static_cast<double>(std::numeric_limits<float>::max()))
+            return;
         constexpr double eps = rlhf_fuzz::float32_tolerance;
         const double s = std::abs(o.scale);
         const double token_error = s * m * m * 0x1p-19;  // |ΔL| from the rounding of e

@@ -541,12 +541,13 @@ void same_error(std::string_view what, const outcome<A>& a, const outcome<B>& b)
 
 // ---- comparisons --------------------------------------------------------------------------------
 
-/// Bitwise equality of two runs' outputs (layout invariance).
+/// Bitwise equality of two runs' outputs (layout invariance). With `zero_sign_free`, +0 and -0
+/// count as equal (a -0.0 mask entry, a valid 0, may flip the sign of a zero output).
 template <class T>
-void bitwise_equal(std::string_view what, std::span<const T> a, std::span<const T> b) {
+void bitwise_equal(std::string_view what, std::span<const T> a, std::span<const T> b, bool zero_sign_free = false) {
     require(a.size() == b.size(), std::string(what) + ": sizes differ");
     for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0)
+        if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0 && !(zero_sign_free && a[i] == T{0} && b[i] == T{0}))
             violation(std::string(what) + ": not bitwise equal at " + std::to_string(i) + ": " +
                       num(static_cast<double>(a[i])) + " vs " + num(static_cast<double>(b[i])));
 }
