@@ -123,11 +123,7 @@ rlhf_fuzz::outcome<gae_run<T>> run(const problem& p, layout where) {
     const bool strided = where == layout::strided;
     const auto pad = [&](std::size_t k) { return strided ? p.pad[k] : index_t{0}; };
     const T sentinel = rlhf_fuzz::sentinel<T>();
-    M mask_padding{};
-    if constexpr (std::is_floating_point_v<M>)
-        mask_padding = rlhf_fuzz::sentinel<M>();
-    else
-        mask_padding = static_cast<M>(std::is_same_v<M, bool> ? 1 : 7);
+    const M mask_padding = rlhf_fuzz::mask_padding<M>();
     auto rewards = matrix<T>::from(std::span<const float>(p.rewards), p.rows, p.cols, pad(0), sentinel);
     auto values = matrix<T>::from(std::span<const float>(p.values), p.rows, p.cols, pad(1), sentinel);
     const auto mask = matrix<M>::from(std::span<const double>(p.mask.m), p.rows, p.cols, pad(2), mask_padding);

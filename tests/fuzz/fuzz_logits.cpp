@@ -133,11 +133,7 @@ rlhf_fuzz::outcome<logits_run<T>> run(const problem& p, layout where) {
     const bool strided = where == layout::strided;
     const auto pad = [&](std::size_t k) { return strided ? p.pad[k] : index_t{0}; };
     const T s = rlhf_fuzz::sentinel<T>();
-    M mask_padding{};
-    if constexpr (std::is_floating_point_v<M>)
-        mask_padding = rlhf_fuzz::sentinel<M>();
-    else
-        mask_padding = static_cast<M>(std::is_same_v<M, bool> ? 1 : 7);
+    const M mask_padding = rlhf_fuzz::mask_padding<M>();
     const auto z = tensor3<T>::from(std::span<const float>(p.logits), p.b, p.t, p.v, pad(0), pad(1), s);
     const auto zq =
         tensor3<T>::from(std::span<const float>(p.reference), p.op == full_kl ? p.b : 0, p.t, p.v, pad(2), pad(3), s);

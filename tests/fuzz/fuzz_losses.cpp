@@ -270,11 +270,7 @@ outcome<loss_run<T>> run_loss(const char* what, std::initializer_list<std::strin
         in[k] = matrix<T>::from(std::span<const double>(values), p.rows, cols_of(id), pad(k), rlhf_fuzz::sentinel<T>());
     }
     const std::vector<double> mask_values = p.misshape == 3 ? widen(p.mask.m, p.rows, p.cols, 1.0) : p.mask.m;
-    M mask_padding{};
-    if constexpr (std::is_floating_point_v<M>)
-        mask_padding = rlhf_fuzz::sentinel<M>();
-    else
-        mask_padding = static_cast<M>(std::is_same_v<M, bool> ? 1 : 7);
+    const M mask_padding = rlhf_fuzz::mask_padding<M>();
     const matrix<M> mask =
         matrix<M>::from(std::span<const double>(mask_values), p.rows, cols_of(3), pad(3), mask_padding);
     matrix<T> grad(p.rows, cols_of(4), pad(4));

@@ -223,11 +223,7 @@ rlhf_fuzz::outcome<stats_run<T>> run(const problem& p, layout where) {
     const bool in_place = where == layout::in_place;
     const auto pad = [&](std::size_t k) { return strided ? p.pad[k] : index_t{0}; };
     const T s = rlhf_fuzz::sentinel<T>();
-    M mask_padding{};
-    if constexpr (std::is_floating_point_v<M>)
-        mask_padding = rlhf_fuzz::sentinel<M>();
-    else
-        mask_padding = static_cast<M>(std::is_same_v<M, bool> ? 1 : 7);
+    const M mask_padding = rlhf_fuzz::mask_padding<M>();
     auto x = matrix<T>::from(std::span<const float>(p.x), p.rows, p.cols, pad(0), s);
     auto y = matrix<T>::from(std::span<const float>(p.y), p.op == op_token_kl ? p.rows : 0, p.cols, pad(1), s);
     const auto mask = matrix<M>::from(std::span<const double>(p.mask.m), p.rows, p.cols, pad(2), mask_padding);

@@ -483,6 +483,16 @@ T sentinel() {
         return std::bit_cast<double>(0x7ff800000000beefULL);
 }
 
+/// What a mask's padding holds (never read by a kernel, so one that is read shows up): the
+/// sentinel for a floating mask, a non-binary value for an integer one, 1 for bool.
+template <class M>
+[[nodiscard]] M mask_padding() {
+    if constexpr (std::is_floating_point_v<M>)
+        return sentinel<M>();
+    else
+        return static_cast<M>(std::is_same_v<M, bool> ? 1 : 7);
+}
+
 // ---- runs under the error policy ----------------------------------------------------------------
 
 /// What a call did: returned `value`, or threw `rlhf::error` (other exceptions escape: libFuzzer
