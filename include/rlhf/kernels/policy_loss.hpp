@@ -276,8 +276,8 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
     const T log_ratio_mask = options.mask_log_ratio ? T{1} : T{0};
     // The clamp of `policy_kl_clamped`, in double (a bound beyond T's range is not infinite there).
     constexpr double inf = std::numeric_limits<double>::infinity();
-    const double stats_ratio_min = options.log_ratio_min ? *options.log_ratio_min : -inf;
-    const double stats_ratio_max = options.log_ratio_max ? *options.log_ratio_max : inf;
+    const double stats_ratio_min = options.log_ratio_min.value_or(-inf);
+    const double stats_ratio_max = options.log_ratio_max.value_or(inf);
     policy_buffers<T> buf;
     double total = 0.0;
     for (index_t b = 0; b < rows; ++b) {
