@@ -644,3 +644,16 @@ TEST_CASE("logits backward: the chosen token's gradient keeps its digits in floa
     (void)rlhf::lm_loss(logits, rlhf::make_view(tokens.data(), 1, 1), out);
     CHECK(relative(grad[1], -p0) < 1e-5);
 }
+
+// Found by tests/fuzz (docs/fuzzing.md): with a tiny temperature, grad_kl / τ overflowed to +inf
+// and times a zero term (p·(log p − log q − KL) = 0) gave NaN.
+TEST_CASE("full_kl_from_logits_backward: a tiny temperature gives no NaN" * doctest::test_suite("unit")) {
+    const std::vector<float> zp{-16.0f, 0.69f}, zq{-3.96f, 1.33f}, grad_kl{1e38f};
+    std::vector<float> grad(2, -99.0f);
+    rlhf::full_kl_from_logits_backward(rlhf::view<float, 3>(zp.data(), {1, 1, 2}),
+                                       rlhf::view<float, 3>(zq.data(), {1, 1, 2}),
+                                       rlhf::make_view(grad_kl.data(), 1, 1),
+                                       rlhf::mut_view<float, 3>(grad.data(), {1, 1, 2}), {.temperature = 1e-300});
+    CHECK(grad[0] == 0.0f);  // p = 0
+    CHECK(grad[1] == 0.0f);  // p = 1, q = 1: no KL, no gradient
+}

@@ -469,7 +469,9 @@ void full_kl_backward(std::string_view function, const view<T, 3>& policy_logits
                 const double dx = static_cast<double>(zp[j]) * scale - s.max_p;
                 const double dy = static_cast<double>(zq[j]) * scale - s.max_q;
                 const double p = std::exp(dx - log_sp);
-                out[j] = static_cast<T>(p > 0.0 ? g * p * (((dx - log_sp) - (dy - log_sq)) - kl_value) : 0.0);
+                const double bracket = ((dx - log_sp) - (dy - log_sq)) - kl_value;
+                // 0 where the bracket is 0 even if g overflowed (a tiny temperature): 0·inf is NaN.
+                out[j] = static_cast<T>(p > 0.0 && bracket != 0.0 ? g * p * bracket : 0.0);
             }
         }
     }
