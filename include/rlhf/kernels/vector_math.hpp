@@ -32,8 +32,12 @@
 
 // Forced inlining: a call left in a loop keeps it scalar, and the compiler's size heuristics
 // decline some of these (the polynomials are long) once several instantiations call them.
+// Under nvcc they are host-device functions too: the CUDA kernels (rlhf/cuda/) call the same
+// per-element math, so the CPU tests cover the formulas of both.
 #if !defined(RLHF_DETAIL_FORCE_INLINE)
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__CUDACC__)
+#define RLHF_DETAIL_FORCE_INLINE __host__ __device__ __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
 #define RLHF_DETAIL_FORCE_INLINE [[gnu::always_inline]] inline
 #elif defined(_MSC_VER)
 #define RLHF_DETAIL_FORCE_INLINE __forceinline
