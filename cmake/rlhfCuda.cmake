@@ -1,8 +1,8 @@
 # The CUDA kernels (include/rlhf/cuda/*.cuh): rlhf::cuda, for translation units compiled by nvcc.
 #
 # RLHF_WITH_CUDA decides: AUTO makes rlhf::cuda when a CUDA compiler is found, ON fails without
-# one, OFF never makes it. Sets RLHF_HAS_CUDA. Architectures default to sm_90 plus its PTX
-# (CMAKE_CUDA_ARCHITECTURES=90: SASS for Hopper, PTX that later GPUs compile at load time).
+# one, OFF never makes it. Sets RLHF_HAS_CUDA. The project's CUDA targets build for
+# RLHF_CUDA_ARCHITECTURES (default 90: SASS for Hopper plus PTX that later GPUs compile at load time).
 # No GPU is needed to build: the tests that need one exit with 77 and ctest reports them skipped.
 set(RLHF_WITH_CUDA AUTO CACHE STRING "Make rlhf::cuda: ON (required), OFF, or AUTO (when nvcc is found)")
 set(RLHF_HAS_CUDA OFF)
@@ -20,8 +20,12 @@ if(NOT CMAKE_CUDA_COMPILER)
   message(STATUS "rlhf::cuda: not built (no CUDA compiler; install the CUDA toolkit)")
   return()
 endif()
+# The architectures of the project's own CUDA targets (tests, benchmarks); a consumer of
+# rlhf::cuda chooses its own (CMAKE_CUDA_ARCHITECTURES). A CUDA LibTorch may have enabled the
+# language, and fixed CMake's default architectures, before this file runs.
+set(RLHF_CUDA_ARCHITECTURES 90 CACHE STRING "CUDA architectures of rlhf's tests and benchmarks (90: sm_90 + PTX)")
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  set(CMAKE_CUDA_ARCHITECTURES 90)
+  set(CMAKE_CUDA_ARCHITECTURES ${RLHF_CUDA_ARCHITECTURES})
 endif()
 if(NOT DEFINED CMAKE_CUDA_HOST_COMPILER AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
   set(CMAKE_CUDA_HOST_COMPILER "${CMAKE_CXX_COMPILER}")
@@ -37,4 +41,4 @@ target_link_libraries(rlhf_cuda INTERFACE rlhf CUDA::cudart)
 # constexpr host functions that device code may call with --expt-relaxed-constexpr.
 target_compile_options(rlhf_cuda INTERFACE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20 --expt-relaxed-constexpr>)
 set(RLHF_HAS_CUDA ON)
-message(STATUS "rlhf::cuda: enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${CMAKE_CUDA_ARCHITECTURES})")
+message(STATUS "rlhf::cuda: enabled (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures ${RLHF_CUDA_ARCHITECTURES})")

@@ -299,6 +299,38 @@ inline torch::Tensor reverse_cumsum(const torch::Tensor& x) {
     return x.flip(1).cumsum(1).flip(1);
 }
 
+/// GAE's checks that need no device read (shapes, devices, discounts, `bootstrap_values` `[B]`);
+/// returns the bool mask.
+[[nodiscard]] inline torch::Tensor checked_gae_mask(std::string_view fn, const torch::Tensor& rewards,
+                                                    const torch::Tensor& values, const torch::Tensor& mask,
+                                                    const torch::Tensor& bootstrap_values, const gae_options& options) {
+    torch::Tensor valid = mask_of(fn, mask, rewards);
+    check_like(fn, "values", values, "rewards", rewards);
+    rlhf::detail::gae::check_discounts(fn, options.gamma, options.lambda);
+    const std::int64_t rows = rewards.size(0);
+    if (bootstrap_values.defined() && (bootstrap_values.dim() != 1 || bootstrap_values.size(0) != rows ||
+                                       bootstrap_values.device() != rewards.device()))
+        fail(error_kind::shape, fn, "bootstrap_values", "[" + std::to_string(rows) + "] on the rewards' device",
+             shape_string(bootstrap_values));
+    return valid;
+}
+
+/// GAE's value checks, deferred: finite inputs, and contiguous valid positions under
+/// `gae_masking::valid_range`.
+inline void require_gae_values(deferred_checks& c, std::string_view fn, const torch::Tensor& rewards,
+                               const torch::Tensor& values, const torch::Tensor& valid,
+                               const torch::Tensor& bootstrap_values, const gae_options& options) {
+    require_finite(c, fn, "rewards", rewards);
+    require_finite(c, fn, "values", values);
+    if (bootstrap_values.defined()) require_finite(c, fn, "bootstrap_values", bootstrap_values);
+    if (options.masking != gae_masking::valid_range) return;
+    const torch::Tensor count = valid.sum(1);
+    const torch::Tensor first =
+        torch::where(valid, positions(valid), torch::full({}, valid.size(1), count.options())).amin(1);
+    c.fail_if(count.gt(0).logical_and(last_valid(valid) - first + 1 != count).any(), error_kind::value, fn, "mask",
+              "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)", "a hole");
+}
+
 }  // namespace detail::ops
 
 namespace torch_ops {
@@ -422,21 +454,13 @@ namespace torch_ops {
     const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask,
     const torch::Tensor& bootstrap_values, const gae_options& options = {}, deferred_checks* checks = nullptr) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::compute_gae";
-    const torch::Tensor valid = detail::ops::mask_of(fn, mask, rewards);
-    detail::check_like(fn, "values", values, "rewards", rewards);
-    rlhf::detail::gae::check_discounts(fn, options.gamma, options.lambda);
+    const torch::Tensor valid = detail::ops::checked_gae_mask(fn, rewards, values, mask, bootstrap_values, options);
     const std::int64_t rows = rewards.size(0), cols = rewards.size(1);
-    if (bootstrap_values.defined() && (bootstrap_values.dim() != 1 || bootstrap_values.size(0) != rows ||
-                                       bootstrap_values.device() != rewards.device()))
-        fail(error_kind::shape, fn, "bootstrap_values", "[" + std::to_string(rows) + "] on the rewards' device",
-             shape_string(bootstrap_values));
     return detail::ops::with_checks(checks, [&](deferred_checks& c) {
-        detail::ops::require_finite(c, fn, "rewards", rewards);
-        detail::ops::require_finite(c, fn, "values", values);
+        detail::ops::require_gae_values(c, fn, rewards, values, valid, bootstrap_values, options);
         const auto f64 = rewards.options().dtype(torch::kFloat64);
         const torch::Tensor boot =
             bootstrap_values.defined() ? bootstrap_values.to(torch::kFloat64) : torch::zeros({rows}, f64);
-        if (bootstrap_values.defined()) detail::ops::require_finite(c, fn, "bootstrap_values", bootstrap_values);
         const double gamma = options.gamma, gl = options.gamma * options.lambda;
         const torch::Tensor mf = valid.to(torch::kFloat64);
         const torch::Tensor r = rewards.to(torch::kFloat64), v = values.to(torch::kFloat64);
@@ -468,13 +492,6 @@ namespace torch_ops {
             });
             returns = advantages + v;
             if (options.masking == gae_masking::valid_range) {
-                const torch::Tensor count = valid.sum(1);
-                const torch::Tensor first =
-                    torch::where(valid, detail::ops::positions(valid), torch::full({}, cols, count.options())).amin(1);
-                c.fail_if(count.gt(0).logical_and(detail::ops::last_valid(valid) - first + 1 != count).any(),
-                          error_kind::value, fn, "mask",
-                          "contiguous valid positions under gae_masking::valid_range (use skip_masked for holes)",
-                          "a hole");
                 const torch::Tensor zero = torch::zeros({}, f64);
                 advantages = torch::where(valid, advantages, zero);
                 returns = torch::where(valid, returns, zero);
@@ -493,6 +510,12 @@ namespace torch_ops {
                                                                        deferred_checks* checks = nullptr) {
     return compute_gae(rewards, values, mask, torch::Tensor(), options, checks);
 }
+
+/// The bootstrap overload of `compute_gae` as a constant: the key of its CUDA slot
+/// (`cuda_implementation`).
+inline constexpr advantages_and_returns<torch::Tensor> (*compute_gae_with_bootstrap)(
+    const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const gae_options&,
+    deferred_checks*) = &compute_gae;
 
 /// GRPO advantages `[B, T]` (`rlhf::compute_grpo_advantages`); `group_ids` `[B]` int64.
 [[nodiscard]] inline torch::Tensor compute_grpo_advantages(const torch::Tensor& token_rewards,

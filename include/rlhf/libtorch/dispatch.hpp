@@ -63,12 +63,32 @@ decltype(auto) with_mask_view(const torch::Tensor& mask, std::string_view functi
 }
 
 /// The one device dispatch of the LibTorch layer: `cpu()` when `tensor` is a CPU tensor (or
-/// undefined, so that the CPU path names it in its error), `torch_ops()` on any other device. A
-/// CUDA path of the library's own slots in here.
+/// undefined, so that the CPU path names it in its error), `torch_ops()` on any other device.
 template <class Cpu, class TorchOps>
 decltype(auto) by_device(const torch::Tensor& tensor, Cpu&& cpu, TorchOps&& torch_ops) {
     if (!tensor.defined() || tensor.device().is_cpu()) return std::forward<Cpu>(cpu)();
     return std::forward<TorchOps>(torch_ops)();
+}
+
+/// The CUDA implementation of the torch-op function `TorchOps` (a pointer to it: the slot has its
+/// signature), or null. `rlhf/cuda/libtorch.cuh` fills the slots of the library's CUDA kernels
+/// when a translation unit of the program, compiled by nvcc, includes it; until then CUDA
+/// tensors take the torch-op path. One slot per program (an inline variable), so translation
+/// units compiled by the host compiler dispatch to kernels compiled by nvcc.
+template <auto TorchOps>
+struct cuda_implementation {
+    static inline decltype(TorchOps) registered = nullptr;
+};
+
+/// `by_device` with a CUDA slot: `cpu()` on CPU (or undefined) tensors; on a CUDA tensor the
+/// kernel registered for `TorchOps` when there is one; else `TorchOps(args...)`. The CUDA kernel
+/// and the torch-op function take the same arguments and have the same meaning.
+template <auto TorchOps, class Cpu, class... Args>
+decltype(auto) by_device(const torch::Tensor& tensor, Cpu&& cpu, Args&&... args) {
+    if (!tensor.defined() || tensor.device().is_cpu()) return std::forward<Cpu>(cpu)();
+    if (tensor.is_cuda() && cuda_implementation<TorchOps>::registered != nullptr)
+        return cuda_implementation<TorchOps>::registered(std::forward<Args>(args)...);
+    return TorchOps(std::forward<Args>(args)...);
 }
 
 /// A checked mask: `mask` (bool, uint8, int32, int64, float32 or float64, any device) validated

@@ -461,21 +461,22 @@ inline torch::Tensor log_exp_loss(const torch::Tensor& chosen, const torch::Tens
 
 }  // namespace torch_ops
 
-/// Log-probs and entropies by device: `cpu::logprobs_from_logits` on CPU tensors,
+/// Log-probs and entropies by device: `cpu::logprobs_from_logits` on CPU tensors, the CUDA
+/// kernel on CUDA tensors when registered (rlhf/cuda/libtorch.cuh),
 /// `torch_ops::logprobs_from_logits` elsewhere.
 inline logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
                                             const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    return by_device(
-        logits, [&] { return cpu::logprobs_from_logits(logits, tokens, mask, options); },
-        [&] { return torch_ops::logprobs_from_logits(logits, tokens, mask, options); });
+    return by_device<&torch_ops::logprobs_from_logits>(
+        logits, [&] { return cpu::logprobs_from_logits(logits, tokens, mask, options); }, logits, tokens, mask,
+        options);
 }
 
-/// Entropy by device (`cpu::entropy_from_logits`, `torch_ops::entropy_from_logits`).
+/// Entropy by device (`cpu::entropy_from_logits`, the registered CUDA kernel,
+/// `torch_ops::entropy_from_logits`).
 inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask = {},
                                          const logits_options& options = {}) {
-    return by_device(
-        logits, [&] { return cpu::entropy_from_logits(logits, mask, options); },
-        [&] { return torch_ops::entropy_from_logits(logits, mask, options); });
+    return by_device<&torch_ops::entropy_from_logits>(
+        logits, [&] { return cpu::entropy_from_logits(logits, mask, options); }, logits, mask, options);
 }
 
 /// Full-vocabulary KL by device (`cpu::full_kl_from_logits`, `torch_ops::full_kl_from_logits`).

@@ -63,22 +63,14 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
 
 }  // namespace cpu
 
-/// The composed path: the same loss written with torch ops, on any device, differentiated by
-/// autograd (w.r.t. `log_probs` only: `old_log_probs` and `advantages` are detached). The
-/// kink conventions are those the fused kernel reproduces (`torch.clamp` bounds inclusive,
-/// `torch.minimum` on ties, `torch.where` on the dual clip), so both agree to rounding.
-/// `readback`: `immediate` validates the values (a few device-to-host syncs) and reads the
-/// statistics back in one transfer; `deferred` does neither (see `statistics_readback`).
-/// Numerics: values as the kernel's, but autograd's own: without a log-ratio clamp an
-/// overflowed ratio gives NaN gradients (0·inf in exp's backward) where the kernel gives 0 or
-/// inf; set a clamp (the verl/OpenRLHF presets do).
-namespace torch_ops {
+namespace detail {
 
-inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
-                                      const torch::Tensor& advantages, const torch::Tensor& mask,
-                                      const policy_loss_options& options = {},
-                                      statistics_readback readback = statistics_readback::immediate) {
-    constexpr std::string_view function = "rlhf::libtorch::torch_ops::policy_loss";
+/// The checks of a policy loss on tensors of any device: options, dtypes, shapes and devices;
+/// under `immediate` readback also the values (finite, mask entries 0 or 1; device reads).
+inline void check_policy_loss_tensors(std::string_view function, const torch::Tensor& log_probs,
+                                      const torch::Tensor& old_log_probs, const torch::Tensor& advantages,
+                                      const torch::Tensor& mask, const policy_loss_options& options,
+                                      statistics_readback readback) {
     ::rlhf::detail::check_policy_options(function, options);
     check_defined(log_probs, function, "log_probs");
     const auto dtype = log_probs.scalar_type();
@@ -104,7 +96,28 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
         if (!torch::logical_or(mask == 0, mask == 1).all().item<bool>())
             fail(error_kind::value, function, "mask", "mask entries 0 or 1", "another value");
     }
+}
 
+}  // namespace detail
+
+/// The composed path: the same loss written with torch ops, on any device, differentiated by
+/// autograd (w.r.t. `log_probs` only: `old_log_probs` and `advantages` are detached). The
+/// kink conventions are those the fused kernel reproduces (`torch.clamp` bounds inclusive,
+/// `torch.minimum` on ties, `torch.where` on the dual clip), so both agree to rounding.
+/// `readback`: `immediate` validates the values (a few device-to-host syncs) and reads the
+/// statistics back in one transfer; `deferred` does neither (see `statistics_readback`).
+/// Numerics: values as the kernel's, but autograd's own: without a log-ratio clamp an
+/// overflowed ratio gives NaN gradients (0·inf in exp's backward) where the kernel gives 0 or
+/// inf; set a clamp (the verl/OpenRLHF presets do).
+namespace torch_ops {
+
+inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
+                                      const torch::Tensor& advantages, const torch::Tensor& mask,
+                                      const policy_loss_options& options = {},
+                                      statistics_readback readback = statistics_readback::immediate) {
+    constexpr std::string_view function = "rlhf::libtorch::torch_ops::policy_loss";
+    detail::check_policy_loss_tensors(function, log_probs, old_log_probs, advantages, mask, options, readback);
+    const auto dtype = log_probs.scalar_type();
     const torch::Tensor m = mask.to(dtype);
     const torch::Tensor old = old_log_probs.detach();
     const torch::Tensor adv = advantages.detach();
@@ -174,7 +187,8 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
 }  // namespace torch_ops
 
 /// The policy loss on tensors, by device (`rlhf::libtorch::by_device`): `cpu::policy_loss` on CPU
-/// tensors, `torch_ops::policy_loss` (with `readback`) elsewhere. bfloat16/float16 inputs (a
+/// tensors, the CUDA kernel on CUDA tensors when registered (rlhf/cuda/libtorch.cuh),
+/// `torch_ops::policy_loss` (with `readback`) elsewhere. bfloat16/float16 inputs (a
 /// mixed-precision model's log-probs) are computed in float32 (`in_compute_precision`).
 inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torch::Tensor& old_log_probs,
                                       const torch::Tensor& advantages, const torch::Tensor& mask,
@@ -183,9 +197,8 @@ inline policy_loss_output policy_loss(const torch::Tensor& log_probs, const torc
     const torch::Tensor lp = detail::in_compute_precision(log_probs);
     const torch::Tensor old = detail::in_compute_precision(old_log_probs);
     const torch::Tensor adv = detail::in_compute_precision(advantages);
-    return by_device(
-        lp, [&] { return cpu::policy_loss(lp, old, adv, mask, options); },
-        [&] { return torch_ops::policy_loss(lp, old, adv, mask, options, readback); });
+    return by_device<&torch_ops::policy_loss>(
+        lp, [&] { return cpu::policy_loss(lp, old, adv, mask, options); }, lp, old, adv, mask, options, readback);
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

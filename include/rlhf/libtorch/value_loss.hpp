@@ -74,6 +74,30 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
 /// synchronisations); `deferred` does neither (`statistics_readback`).
 }  // namespace cpu
 
+namespace detail {
+
+/// The checks of a value loss on tensors of any device (options, dtypes, shapes, devices; under
+/// `immediate` readback also the values), and the mask as bool (`loss_mask`).
+[[nodiscard]] inline torch::Tensor checked_value_loss_mask(std::string_view function, const torch::Tensor& values,
+                                                           const torch::Tensor& old_values,
+                                                           const torch::Tensor& returns, const torch::Tensor& mask,
+                                                           const rlhf::value_loss_options& options,
+                                                           statistics_readback readback) {
+    rlhf::detail::check_value_loss_options(function, options);
+    libtorch::detail::check_values_tensor(function, "values", values);
+    libtorch::detail::check_like(function, "old_values", old_values, "values", values);
+    libtorch::detail::check_like(function, "returns", returns, "values", values);
+    torch::Tensor valid = libtorch::detail::loss_mask(function, mask, values, readback);
+    if (readback == statistics_readback::immediate) {
+        libtorch::detail::check_finite_tensor(function, "values", values);
+        libtorch::detail::check_finite_tensor(function, "old_values", old_values);
+        libtorch::detail::check_finite_tensor(function, "returns", returns);
+    }
+    return valid;
+}
+
+}  // namespace detail
+
 namespace torch_ops {
 
 template <Reducer R = local_reducer>
@@ -81,16 +105,8 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
                              const torch::Tensor& mask, const rlhf::value_loss_options& options = {}, R&& reducer = R{},
                              statistics_readback readback = statistics_readback::immediate) {
     constexpr std::string_view function = "rlhf::libtorch::torch_ops::value_loss";
-    rlhf::detail::check_value_loss_options(function, options);
-    libtorch::detail::check_values_tensor(function, "values", values);
-    libtorch::detail::check_like(function, "old_values", old_values, "values", values);
-    libtorch::detail::check_like(function, "returns", returns, "values", values);
-    const torch::Tensor valid = libtorch::detail::loss_mask(function, mask, values, readback);
-    if (readback == statistics_readback::immediate) {
-        libtorch::detail::check_finite_tensor(function, "values", values);
-        libtorch::detail::check_finite_tensor(function, "old_values", old_values);
-        libtorch::detail::check_finite_tensor(function, "returns", returns);
-    }
+    const torch::Tensor valid =
+        detail::checked_value_loss_mask(function, values, old_values, returns, mask, options, readback);
     const torch::Tensor w =
         libtorch::detail::loss_weights(function, valid, options.aggregation, values.scalar_type(), reducer, readback);
 
@@ -149,9 +165,16 @@ value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& o
     const torch::Tensor v = detail::in_compute_precision(values);
     const torch::Tensor old = detail::in_compute_precision(old_values);
     const torch::Tensor ret = detail::in_compute_precision(returns);
-    return by_device(
-        v, [&] { return cpu::value_loss(v, old, ret, mask, options, reducer); },
-        [&] { return torch_ops::value_loss(v, old, ret, mask, options, reducer, readback); });
+    if constexpr (std::is_same_v<std::remove_cvref_t<R>, local_reducer>) {
+        // Local statistics: the CUDA kernel when registered (rlhf/cuda/libtorch.cuh).
+        return by_device<&torch_ops::value_loss<local_reducer>>(
+            v, [&] { return cpu::value_loss(v, old, ret, mask, options, reducer); }, v, old, ret, mask, options,
+            local_reducer{}, readback);
+    } else {
+        return by_device(
+            v, [&] { return cpu::value_loss(v, old, ret, mask, options, reducer); },
+            [&] { return torch_ops::value_loss(v, old, ret, mask, options, reducer, readback); });
+    }
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch

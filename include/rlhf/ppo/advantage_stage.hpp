@@ -128,6 +128,9 @@ template <class Result>
 struct stage_ops {
     bool composed = false;
     libtorch::deferred_checks* checks = nullptr;
+    /// Whether a CUDA kernel registered for a torch-op function may replace it (the by_device
+    /// route; under `advantage_ops = torch_ops` the compositions run everywhere).
+    bool cuda_kernels = true;
 
     [[nodiscard]] torch::Tensor token_kl(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
                                          const kl_options& o) const {
@@ -148,7 +151,12 @@ struct stage_ops {
     [[nodiscard]] advantages_and_returns<torch::Tensor> gae(const torch::Tensor& r, const torch::Tensor& v,
                                                             const torch::Tensor& mask, const torch::Tensor& bootstrap,
                                                             const gae_options& o) const {
-        if (composed) return libtorch::torch_ops::compute_gae(r, v, mask, bootstrap, o, checks);
+        if (composed) {
+            constexpr auto torch_ops_gae = libtorch::torch_ops::compute_gae_with_bootstrap;
+            const auto reference = [&] { return torch_ops_gae(r, v, mask, bootstrap, o, checks); };
+            if (!cuda_kernels) return reference();
+            return libtorch::by_device<torch_ops_gae>(r, reference, r, v, mask, bootstrap, o, checks);
+        }
         return bootstrap.defined() ? pair_of(rlhf::compute_gae(r, v, mask, bootstrap, o))
                                    : pair_of(rlhf::compute_gae(r, v, mask, o));
     }
@@ -244,7 +252,7 @@ struct stage_ops {
     const kl_options& estimator = c.kl == kl_placement::loss ? c.kl_loss.kl : c.reward.kl;
     const kl_measure unit = controller_measure(c.kl_control, c.kl_metric);
     libtorch::deferred_checks checks;
-    const detail::stage_ops ops{detail::composed(c, lp), &checks};
+    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device};
     const torch::Tensor kl = ops.token_kl(lp, detail::like(ref_log_probs, lp, fn, "ref_log_probs"), valid, estimator);
     if (ops.composed) {
         const torch::Tensor both = torch::stack({libtorch::torch_ops::measure_kl(kl, valid, c.kl_metric),
@@ -286,7 +294,7 @@ struct stage_ops {
     reward_shaping_options shaping = c.reward;
     shaping.kl_coef = beta;
     libtorch::deferred_checks checks;
-    const detail::stage_ops ops{detail::composed(c, lp), &checks};
+    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device};
 
     if (c.estimator == advantage_estimator::gae) require(in.values, "values");
     // The fused preset path, unless a row bootstraps (its GAE takes no bootstrap values).

@@ -1,0 +1,361 @@
+#pragma once
+/// @file
+/// The CUDA kernels behind the LibTorch entry points: include this header in one translation
+/// unit of the program compiled by nvcc (CUDA LibTorch, `rlhf::libtorch` and `rlhf::cuda`), and
+/// from then on `rlhf::libtorch::policy_loss`, `value_loss`, `logprobs_from_logits`,
+/// `entropy_from_logits` and the trainer's GAE send CUDA tensors to the kernels of `rlhf/cuda/`
+/// instead of the torch-op compositions — in every translation unit, including those the host
+/// compiler builds (`rlhf::libtorch::cuda_implementation`, filled at static initialisation).
+///
+/// Each function here has the signature and the meaning of the `torch_ops::` function it
+/// replaces; the conformance suite (rlhf/libtorch/conformance.hpp) runs on both. Kernels run on
+/// the current CUDA stream of the tensor's device, allocate through LibTorch's caching allocator
+/// and never synchronise; `statistics_readback::immediate` reads the statistics back (one copy)
+/// and checks the values first, as the torch-op path does.
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string_view>
+
+#include "rlhf/cuda/gae.cuh"
+#include "rlhf/cuda/logits.cuh"
+#include "rlhf/cuda/policy_loss.cuh"
+#include "rlhf/cuda/value_loss.cuh"
+#include "rlhf/libtorch.hpp"
+#include "rlhf/ppo/advantage_stage.hpp"
+#include "rlhf/version.hpp"
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE::cuda::libtorch_kernels {
+
+/// The element type of the device kernels for a LibTorch element type (`at::Half` and
+/// `at::BFloat16` share the layout of CUDA's `__half` and `__nv_bfloat16`).
+template <class T>
+struct device_element {
+    using type = T;
+};
+template <>
+struct device_element<at::Half> {
+    using type = __half;
+};
+template <>
+struct device_element<at::BFloat16> {
+    using type = __nv_bfloat16;
+};
+
+/// Checks that `tensor` is a CUDA tensor of dtype `T` and rank `Rank` with a contiguous innermost
+/// dimension, on the device of `reference` when given; `rlhf::error` naming `argument` otherwise.
+template <class T, std::size_t Rank>
+void check_cuda_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
+    ::rlhf::libtorch::check_defined(tensor, function, argument);
+    if (!tensor.is_cuda()) fail(error_kind::device, function, argument, "a CUDA tensor", tensor.device().str());
+    const auto dtype = c10::CppTypeToScalarType<T>::value;
+    if (tensor.scalar_type() != dtype)
+        fail(error_kind::dtype, function, argument, ::rlhf::libtorch::dtype_name(dtype),
+             ::rlhf::libtorch::dtype_name(tensor.scalar_type()));
+    if (tensor.dim() != static_cast<int64_t>(Rank))
+        fail(error_kind::shape, function, argument, std::to_string(Rank) + " dimensions",
+             std::to_string(tensor.dim()) + " dimensions " + ::rlhf::libtorch::shape_string(tensor));
+    if (tensor.size(-1) > 1 && tensor.stride(-1) != 1)
+        fail(error_kind::shape, function, argument, "innermost stride 1 (call .contiguous())",
+             "stride " + std::to_string(tensor.stride(-1)));
+}
+
+/// Read-only view of a CUDA tensor's device memory (no copy), as the kernels' element type.
+template <class T, std::size_t Rank = 2>
+[[nodiscard]] view<typename device_element<T>::type, Rank> in(const torch::Tensor& tensor, std::string_view function,
+                                                             std::string_view argument) {
+    check_cuda_tensor<T, Rank>(tensor, function, argument);
+    using E = const typename device_element<T>::type;
+    return ::rlhf::libtorch::detail::view_of<E, Rank>(tensor, reinterpret_cast<E*>(tensor.data_ptr<T>()));
+}
+
+/// Writable view of a CUDA tensor the caller allocated.
+template <class T, std::size_t Rank = 2>
+[[nodiscard]] mut_view<typename device_element<T>::type, Rank> out(const torch::Tensor& tensor,
+                                                                  std::string_view function,
+                                                                  std::string_view argument) {
+    check_cuda_tensor<T, Rank>(tensor, function, argument);
+    using E = typename device_element<T>::type;
+    return ::rlhf::libtorch::detail::view_of<E, Rank>(tensor, reinterpret_cast<E*>(tensor.data_ptr<T>()));
+}
+
+/// The current stream of the tensor's device (LibTorch's, so the kernels order with torch ops).
+[[nodiscard]] inline cudaStream_t stream_of(const torch::Tensor& tensor) {
+    return at::cuda::getCurrentCUDAStream(tensor.device().index()).stream();
+}
+
+/// Uninitialised device bytes from LibTorch's caching allocator, on `like`'s device.
+[[nodiscard]] inline torch::Tensor workspace(std::size_t bytes, const torch::Tensor& like) {
+    return torch::empty({static_cast<int64_t>(bytes)}, like.options().dtype(torch::kUInt8).requires_grad(false));
+}
+
+/// `body(view<M>)` with the mask `[B, T]` on the device in its own element type (bool, uint8,
+/// int32, int64 or `T`).
+template <class T, class Body>
+decltype(auto) with_mask(const torch::Tensor& mask, std::string_view function, Body&& body) {
+    return ::rlhf::libtorch::dispatch_mask<T>(mask, function, "mask", [&](auto tag) -> decltype(auto) {
+        return std::forward<Body>(body)(in<decltype(tag)>(mask, function, "mask"));
+    });
+}
+
+/// A loss whose gradient a kernel wrote in the forward pass, on the device: `run(grad)` fills
+/// `grad` (shaped like `input`; undefined when `input` needs no gradient) and returns the 0-dim
+/// loss on the device; the backward is `grad · grad_output`. Not twice differentiable.
+struct device_closed_form_loss : torch::autograd::Function<device_closed_form_loss> {
+    template <class Run>
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input, Run&& run) {
+        torch::Tensor grad;
+        if (input.requires_grad()) grad = torch::empty_like(input, torch::MemoryFormat::Contiguous);
+        torch::Tensor loss = std::forward<Run>(run)(grad);
+        ctx->save_for_backward({grad});
+        return loss;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grad_outputs) {
+        const torch::Tensor grad = ctx->get_saved_variables()[0];
+        return {grad * grad_outputs[0], torch::Tensor()};
+    }
+};
+
+/// `rlhf::libtorch::torch_ops::policy_loss` on CUDA tensors (float32/float64), by
+/// `rlhf::cuda::policy_loss`: the loss (0-dim, on the device), its gradient w.r.t. `log_probs`
+/// computed in the same pass, the statistics on the device.
+inline ::rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& log_probs,
+                                                        const torch::Tensor& old_log_probs,
+                                                        const torch::Tensor& advantages, const torch::Tensor& mask,
+                                                        const policy_loss_options& options,
+                                                        ::rlhf::libtorch::statistics_readback readback) {
+    constexpr std::string_view function = "rlhf::cuda::policy_loss";
+    ::rlhf::libtorch::detail::check_policy_loss_tensors(function, log_probs, old_log_probs, advantages, mask, options,
+                                                        readback);
+    const c10::cuda::CUDAGuard guard(log_probs.device());
+    ::rlhf::libtorch::policy_loss_output output;
+    const torch::Tensor result =
+        torch::empty({policy_loss_result_size}, log_probs.options().dtype(torch::kFloat64).requires_grad(false));
+    ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+        using T = decltype(tag);
+        const torch::Tensor scratch = workspace(policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)),
+                                                log_probs);
+        output.loss = device_closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
+            with_mask<T>(mask, function, [&](auto m) {
+                ::rlhf::cuda::policy_loss(in<T>(log_probs, function, "log_probs"),
+                                          in<T>(old_log_probs, function, "old_log_probs"),
+                                          in<T>(advantages, function, "advantages"), m, options,
+                                          grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
+                                          result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(),
+                                          stream_of(log_probs));
+            });
+            return result[0].to(log_probs.scalar_type());
+        });
+    });
+    ::rlhf::libtorch::detail::set_statistics(output, result.slice(0, 1), readback);
+    return output;
+}
+
+/// `rlhf::libtorch::torch_ops::value_loss` (local statistics) on CUDA tensors, by
+/// `rlhf::cuda::value_loss`.
+inline ::rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& values, const torch::Tensor& old_values,
+                                                      const torch::Tensor& returns, const torch::Tensor& mask,
+                                                      const value_loss_options& options, local_reducer&& /*reducer*/,
+                                                      ::rlhf::libtorch::statistics_readback readback) {
+    constexpr std::string_view function = "rlhf::cuda::value_loss";
+    const torch::Tensor valid = ::rlhf::libtorch::detail::checked_value_loss_mask(function, values, old_values,
+                                                                                  returns, mask, options, readback);
+    const c10::cuda::CUDAGuard guard(values.device());
+    ::rlhf::libtorch::value_loss_output output;
+    const torch::Tensor result =
+        torch::empty({value_loss_result_size}, values.options().dtype(torch::kFloat64).requires_grad(false));
+    ::rlhf::libtorch::dispatch_floating(values, function, "values", [&](auto tag) {
+        using T = decltype(tag);
+        const torch::Tensor scratch = workspace(value_loss_workspace_bytes(values.size(0), values.size(1)), values);
+        output.loss = device_closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
+            ::rlhf::cuda::value_loss(in<T>(values, function, "values"), in<T>(old_values, function, "old_values"),
+                                     in<T>(returns, function, "returns"), in<bool>(valid, function, "mask"), options,
+                                     grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
+                                     result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(), stream_of(values));
+            return result[0].to(values.scalar_type());
+        });
+    });
+    ::rlhf::libtorch::detail::set_statistics(output, result.slice(0, 1), readback);
+    return output;
+}
+
+/// `body(T{})` with `T` the LibTorch element type of the logits: float, double, `at::Half`,
+/// `at::BFloat16`; any other dtype is an `rlhf::error` naming `logits`.
+template <class Body>
+decltype(auto) dispatch_logits(const torch::Tensor& logits, std::string_view function, Body&& body) {
+    ::rlhf::libtorch::check_defined(logits, function, "logits");
+    switch (logits.scalar_type()) {
+        case torch::kFloat32:
+            return std::forward<Body>(body)(float{});
+        case torch::kFloat64:
+            return std::forward<Body>(body)(double{});
+        case torch::kFloat16:
+            return std::forward<Body>(body)(at::Half{});
+        case torch::kBFloat16:
+            return std::forward<Body>(body)(at::BFloat16{});
+        default:
+            fail(error_kind::dtype, function, "logits", "float32, float64, float16 or bfloat16",
+                 ::rlhf::libtorch::dtype_name(logits.scalar_type()));
+    }
+}
+
+/// The dtype of the log-probs and entropies of logits of dtype `logits`: float32 for the 16-bit
+/// types (the kernels accumulate in float32), else the logits' own.
+[[nodiscard]] inline torch::Dtype output_dtype(torch::Dtype logits) {
+    return logits == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+}
+
+/// `body(mask_view_pointer)`: a `const view<M>*` of the mask on the device, nullptr when undefined.
+template <class A, class Body>
+decltype(auto) with_optional_mask(const torch::Tensor& mask, std::string_view function, Body&& body) {
+    if (!mask.defined()) return std::forward<Body>(body)(static_cast<const view<bool>*>(nullptr));
+    return with_mask<A>(mask, function, [&](auto m) -> decltype(auto) { return std::forward<Body>(body)(&m); });
+}
+
+/// Log-probs and entropies of CUDA logits under autograd: the forward and backward kernels of
+/// rlhf/cuda/logits.cuh (one pass over the vocabulary each; nothing `[B, T, V]`-sized but the
+/// gradient).
+struct logprobs_function : torch::autograd::Function<logprobs_function> {
+    static constexpr std::string_view name = "rlhf::cuda::logprobs_from_logits";
+
+    static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                                                  const torch::Tensor& tokens, const torch::Tensor& mask_arg,
+                                                  bool has_mask, double temperature) {
+        const torch::Tensor mask = has_mask ? mask_arg : torch::Tensor();
+        const auto bt = logits.options().requires_grad(false);
+        const auto dtype = output_dtype(logits.scalar_type());
+        torch::Tensor lp = torch::empty({logits.size(0), logits.size(1)}, bt.dtype(dtype));
+        torch::Tensor h = torch::empty_like(lp), lse = torch::empty_like(lp, bt.dtype(torch::kFloat64));
+        const logits_options options{.temperature = temperature};
+        dispatch_logits(logits, name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                const auto z = in<T, 3>(logits, name, "logits");
+                const auto y = in<std::int64_t>(tokens, name, "tokens");
+                if (m != nullptr)
+                    ::rlhf::cuda::logprobs_from_logits(z, y, *m, out<A>(lp, name, "logprobs"),
+                                                       out<A>(h, name, "entropy"), out<double>(lse, name, "logsumexp"),
+                                                       options, stream_of(logits));
+                else
+                    ::rlhf::cuda::logprobs_from_logits(z, y, out<A>(lp, name, "logprobs"), out<A>(h, name, "entropy"),
+                                                       out<double>(lse, name, "logsumexp"), options,
+                                                       stream_of(logits));
+            });
+        });
+        ctx->set_materialize_grads(false);
+        ctx->save_for_backward({logits, tokens, mask_arg, lse, h});
+        ctx->saved_data["temperature"] = temperature;
+        ctx->saved_data["has_mask"] = mask.defined();
+        return {lp, h};
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const torch::Tensor& logits = saved[0];
+        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[2] : torch::Tensor();
+        const torch::Tensor g_lp = grads[0].defined() ? grads[0].contiguous() : grads[0];
+        const torch::Tensor g_h = grads[1].defined() ? grads[1].contiguous() : grads[1];
+        const torch::autograd::variable_list none{torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+                                                  torch::Tensor()};
+        if (!g_lp.defined() && !g_h.defined()) return none;
+        const c10::cuda::CUDAGuard guard(logits.device());
+        torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
+        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        dispatch_logits(logits, name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            const auto optional_in = [&](const torch::Tensor& t, std::string_view argument) {
+                return t.defined() ? in<A>(t, name, argument) : view<A>{};
+            };
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                const auto z = in<T, 3>(logits, name, "logits");
+                const auto y = in<std::int64_t>(saved[1], name, "tokens");
+                const auto lse = in<double>(saved[3], name, "logsumexp");
+                const auto h = in<A>(saved[4], name, "entropy");
+                if (m != nullptr)
+                    ::rlhf::cuda::logprobs_from_logits_backward(z, y, *m, optional_in(g_lp, "grad_logprobs"),
+                                                                optional_in(g_h, "grad_entropy"), lse, h,
+                                                                out<T, 3>(grad, name, "grad_logits"), options,
+                                                                stream_of(logits));
+                else
+                    ::rlhf::cuda::logprobs_from_logits_backward(z, y, optional_in(g_lp, "grad_logprobs"),
+                                                                optional_in(g_h, "grad_entropy"), lse, h,
+                                                                out<T, 3>(grad, name, "grad_logits"), options,
+                                                                stream_of(logits));
+            });
+        });
+        auto result = none;
+        result[0] = grad;
+        return result;
+    }
+};
+
+/// `rlhf::libtorch::torch_ops::logprobs_from_logits` on CUDA tensors: logits `[B, T, V]`
+/// (float32, float64, float16, bfloat16), tokens `[B, T]` int64, mask optional; log-probs and
+/// entropies in float32 (float64 for float64 logits), both differentiable w.r.t. the logits.
+inline ::rlhf::libtorch::logprobs_result logprobs_from_logits(const torch::Tensor& logits, const torch::Tensor& tokens,
+                                                              const torch::Tensor& mask,
+                                                              const logits_options& options) {
+    constexpr std::string_view function = logprobs_function::name;
+    ::rlhf::libtorch::check_defined(tokens, function, "tokens");
+    const c10::cuda::CUDAGuard guard(logits.device());
+    const auto outputs = logprobs_function::apply(logits, tokens, mask.defined() ? mask : torch::empty({0}),
+                                                  mask.defined(), options.temperature);
+    return {outputs[0], outputs[1]};
+}
+
+/// `rlhf::libtorch::torch_ops::compute_gae` on CUDA tensors (float32/float64), by
+/// `rlhf::cuda::compute_gae` (a parallel scan over each row); the value checks go to `checks` as
+/// on the torch-op path (deferred: no device read here).
+[[nodiscard]] inline advantages_and_returns<torch::Tensor> compute_gae(
+    const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask,
+    const torch::Tensor& bootstrap_values, const gae_options& options, ::rlhf::libtorch::deferred_checks* checks) {
+    constexpr std::string_view function = "rlhf::cuda::compute_gae";
+    namespace ops = ::rlhf::libtorch::detail::ops;
+    const torch::Tensor valid = ops::checked_gae_mask(function, rewards, values, mask, bootstrap_values, options);
+    const c10::cuda::CUDAGuard guard(rewards.device());
+    return ops::with_checks(checks, [&](::rlhf::libtorch::deferred_checks& c) {
+        ops::require_gae_values(c, function, rewards, values, valid, bootstrap_values, options);
+        advantages_and_returns<torch::Tensor> result{torch::empty_like(rewards, torch::MemoryFormat::Contiguous),
+                                                     torch::empty_like(rewards, torch::MemoryFormat::Contiguous)};
+        ::rlhf::libtorch::dispatch_floating(rewards, function, "rewards", [&](auto tag) {
+            using T = decltype(tag);
+            const auto r = in<T>(rewards, function, "rewards");
+            const auto v = in<T>(values, function, "values");
+            const auto m = in<bool>(valid, function, "mask");
+            const auto a = out<T>(result.advantages, function, "advantages");
+            const auto g = out<T>(result.returns, function, "returns");
+            if (bootstrap_values.defined())
+                ::rlhf::cuda::compute_gae(r, v, m, in<T, 1>(bootstrap_values, function, "bootstrap_values"), a, g,
+                                          options, stream_of(rewards));
+            else
+                ::rlhf::cuda::compute_gae(r, v, m, a, g, options, stream_of(rewards));
+        });
+        return result;
+    });
+}
+
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::cuda::libtorch_kernels
+
+namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch::detail {
+
+/// Fills the CUDA slots of the LibTorch entry points (`cuda_implementation`) with the kernels
+/// above, once per program, at static initialisation of the first translation unit that
+/// includes this header.
+inline const bool cuda_kernels_registered = [] {
+    namespace k = ::rlhf::cuda::libtorch_kernels;
+    cuda_implementation<&torch_ops::policy_loss>::registered = &k::policy_loss;
+    cuda_implementation<&torch_ops::value_loss<local_reducer>>::registered = &k::value_loss;
+    cuda_implementation<&torch_ops::logprobs_from_logits>::registered = &k::logprobs_from_logits;
+    cuda_implementation<torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
+    return true;
+}();
+
+}  // namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch::detail
