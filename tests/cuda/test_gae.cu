@@ -289,6 +289,32 @@ TEST_SUITE("cuda") {
         }
     }
 
+    TEST_CASE("cuda compute_gae valid_range over rows with holes: skip_masked at valid positions and 0 at holes") {
+        // The CPU refuses holes under valid_range; the device does not read values, so it documents
+        // what it computes instead.
+        std::mt19937 rng(3);
+        const index_t rows = 6, cols = 1500;
+        const auto n = static_cast<std::size_t>(rows * cols);
+        const std::vector<double> r = normal_values(rng, n), v = normal_values(rng, n);
+        const std::vector<int> m = random_mask(rng, rows, cols, cols, false);
+        std::vector<double> want_adv(n), want_ret(n);
+        rlhf::compute_gae(strided(r.data(), rows, cols, cols), strided(v.data(), rows, cols, cols),
+                          strided(m.data(), rows, cols, cols), strided_mut(want_adv.data(), rows, cols, cols),
+                          strided_mut(want_ret.data(), rows, cols, cols), {.masking = rlhf::gae_masking::skip_masked});
+        for (std::size_t i = 0; i < n; ++i)
+            if (m[i] == 0) want_adv[i] = want_ret[i] = 0.0;
+        device_array<double> dr(r), dv(v), dadv(n), dret(n);
+        const device_mask<std::uint8_t> dm(m);
+        dadv.poison();
+        dret.poison();
+        rlhf::cuda::compute_gae(
+            strided<double>(dr.data(), rows, cols, cols), strided<double>(dv.data(), rows, cols, cols),
+            strided<std::uint8_t>(dm.device.data(), rows, cols, cols), strided_mut(dadv.data(), rows, cols, cols),
+            strided_mut(dret.data(), rows, cols, cols), {.masking = rlhf::gae_masking::valid_range}, cudaStream_t{});
+        check_close(dadv.download(), want_adv, rows, cols, cols, true, "valid_range with holes advantages");
+        check_close(dret.download(), want_ret, rows, cols, cols, true, "valid_range with holes returns");
+    }
+
     TEST_CASE("cuda compute_gae checks shapes and options on the host and accepts empty batches") {
         device_array<double> r(12), v(12), adv(12), ret(12), boot(3);
         device_array<std::uint8_t> m(12);
