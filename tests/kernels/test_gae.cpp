@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rlhf/cuda/gae_scan.hpp"
 #include "rlhf/kernels/gae.hpp"
 #include "support/test_helpers.hpp"
 
@@ -580,4 +582,146 @@ TEST_CASE("compute_gae_time_major: gamma * lambda = 0 does not read an overflowe
                                  rlhf::make_mut_view(ret.data(), 2, 1), {.gamma = 1.0, .lambda = 0.0});
     CHECK(std::isinf(adv[1]));  // 1e38 + 3.4e38 overflows float (documented)
     CHECK(adv[0] == 0.5f);      // r_0 + γ·V_1 − V_0, no γλ·A_1 term
+}
+
+// The affine maps behind the CUDA kernels (rlhf/cuda/gae_scan.hpp, CUDA-free): scanned in the
+// CUDA kernels' order (chunks from the row's end, a Hillis–Steele scan inside each, the running
+// map carried from chunk to chunk), they reproduce the CPU kernels. This checks the per-position
+// coefficients and the associativity the device scans rely on, without a GPU.
+namespace {
+
+namespace gae_scan = rlhf::detail::gae_scan;
+
+// Inclusive scan of `maps` (in scan order) by pairwise rounds, as a block scan reorders it, each
+// result composed over `seed` (the map of everything scanned before).
+std::vector<gae_scan::affine> tree_scan(std::vector<gae_scan::affine> maps, const gae_scan::affine& seed) {
+    const gae_scan::backward_op op;
+    for (std::size_t offset = 1; offset < maps.size(); offset *= 2) {
+        std::vector<gae_scan::affine> next = maps;
+        for (std::size_t i = offset; i < maps.size(); ++i) next[i] = op(maps[i - offset], maps[i]);
+        maps = next;
+    }
+    for (auto& m : maps) m = op(seed, m);
+    return maps;
+}
+
+// One row by the device kernel's order, with chunks of `chunk` positions.
+void scan_row_like_device(const std::vector<double>& r, const std::vector<double>& v, const std::vector<int>& m,
+                          std::size_t row, std::size_t cols, rlhf::gae_masking masking, double gamma, double lambda,
+                          double bootstrap, std::size_t chunk, std::vector<double>& adv, std::vector<double>& ret) {
+    const auto at = [&](std::size_t t) { return row * cols + t; };
+    gae_scan::affine running = gae_scan::constant(0.0, bootstrap);
+    for (std::size_t end = cols; end > 0;) {
+        const std::size_t start = end > chunk ? end - chunk : 0;
+        std::vector<gae_scan::affine> maps;
+        for (std::size_t t = end; t-- > start;) {
+            const double next_counted = t + 1 < cols && m[at(t + 1)] != 0 ? v[at(t + 1)] : 0.0;
+            maps.push_back(
+                gae_scan::step(masking, m[at(t)] != 0, r[at(t)], v[at(t)], next_counted, gamma, gamma * lambda));
+        }
+        const std::vector<gae_scan::affine> scanned = tree_scan(maps, running);
+        for (std::size_t j = 0; j < scanned.size(); ++j) {
+            const std::size_t t = end - 1 - j;
+            const gae_scan::outputs out = gae_scan::output(masking, m[at(t)] != 0, scanned[j].e, v[at(t)]);
+            adv[at(t)] = out.advantage;
+            ret[at(t)] = out.ret;
+        }
+        running = scanned.back();
+        end = start;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("gae_scan: the device scan order of the affine maps equals compute_gae" * doctest::test_suite("unit")) {
+    std::mt19937 rng(7);
+    int trial = 0;
+    for (const std::size_t cols : {1U, 2U, 5U, 16U, 37U, 130U}) {
+        for (const auto masking :
+             {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
+            ++trial;
+            const std::size_t rows = 4;
+            const double gamma = trial % 3 == 0 ? 1.0 : 0.9, lambda = trial % 2 == 0 ? 0.95 : 0.0;
+            const rollout x = random_rollout(rng, rows, cols, masking == rlhf::gae_masking::valid_range);
+            const auto R = static_cast<index_t>(rows), C = static_cast<index_t>(cols);
+            const rlhf::gae_options options{.gamma = gamma, .lambda = lambda, .masking = masking};
+            for (const bool with_bootstrap : {false, true}) {
+                std::vector<double> a(x.r.size()), ret(x.r.size());
+                if (with_bootstrap)
+                    rlhf::compute_gae(view_of(x.r, R, C), view_of(x.v, R, C), view_of(x.m, R, C),
+                                      rlhf::view<double, 1>{x.boot.data(), {R}}, mut_view_of(a, R, C),
+                                      mut_view_of(ret, R, C), options);
+                else
+                    rlhf::compute_gae(view_of(x.r, R, C), view_of(x.v, R, C), view_of(x.m, R, C), mut_view_of(a, R, C),
+                                      mut_view_of(ret, R, C), options);
+                for (const std::size_t chunk : {1U, 3U, 8U, 1024U}) {
+                    std::vector<double> sa(a.size()), sret(a.size());
+                    for (std::size_t b = 0; b < rows; ++b)
+                        scan_row_like_device(x.r, x.v, x.m, b, cols, masking, gamma, lambda,
+                                             with_bootstrap ? x.boot[b] : 0.0, chunk, sa, sret);
+                    for (std::size_t i = 0; i < a.size(); ++i) {
+                        // Double sums of at most 130 terms of size < 10 taken in another order.
+                        CHECK(sa[i] == doctest::Approx(a[i]).epsilon(1e-12).scale(1.0));
+                        CHECK(sret[i] == doctest::Approx(ret[i]).epsilon(1e-12).scale(1.0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("gae_scan: time-major slices combined by a scan equal compute_gae_time_major" * doctest::test_suite("unit")) {
+    std::mt19937 rng(11);
+    std::normal_distribution<double> normal;
+    std::bernoulli_distribution flag(0.1);
+    for (const std::size_t steps : {1U, 2U, 9U, 64U, 301U}) {
+        const std::size_t envs = 3;
+        std::vector<double> r(steps * envs), v(steps * envs), fin(steps * envs), next(envs);
+        std::vector<int> term(steps * envs), trunc(steps * envs);
+        for (std::size_t i = 0; i < r.size(); ++i) {
+            r[i] = normal(rng);
+            v[i] = normal(rng);
+            fin[i] = normal(rng);
+            term[i] = flag(rng) ? 1 : 0;
+            trunc[i] = flag(rng) ? 1 : 0;
+        }
+        for (double& x : next) x = normal(rng);
+        const double gamma = 0.99, lambda = steps % 2 == 0 ? 0.95 : 1.0;
+        const auto S = static_cast<index_t>(steps), N = static_cast<index_t>(envs);
+        std::vector<double> a(r.size()), ret(r.size());
+        rlhf::compute_gae_time_major(view_of(r, S, N), view_of(v, S, N), view_of(term, S, N), view_of(trunc, S, N),
+                                     view_of(fin, S, N), rlhf::view<double, 1>{next.data(), {N}}, mut_view_of(a, S, N),
+                                     mut_view_of(ret, S, N), {.gamma = gamma, .lambda = lambda});
+        const auto map_at = [&](std::size_t t, std::size_t n) {
+            const std::size_t i = t * envs + n;
+            return gae_scan::time_major_step(term[i] != 0, trunc[i] != 0, r[i], v[i],
+                                             t + 1 < steps ? v[i + envs] : next[n], fin[i], gamma, gamma * lambda);
+        };
+        for (const std::size_t slices : {1U, 2U, 8U, 64U}) {
+            const std::size_t slice = (steps + slices - 1) / slices;
+            for (std::size_t n = 0; n < envs; ++n) {
+                // Each slice's map, then the suffix scan of the slices (pairwise rounds).
+                std::vector<gae_scan::affine> maps(slices, gae_scan::identity());
+                for (std::size_t y = 0; y < slices; ++y)
+                    for (std::size_t t = std::min(steps, (y + 1) * slice); t-- > std::min(steps, y * slice);)
+                        maps[y] = gae_scan::compose(map_at(t, n), maps[y]);
+                for (std::size_t offset = 1; offset < slices; offset *= 2) {
+                    std::vector<gae_scan::affine> next_maps = maps;
+                    for (std::size_t y = 0; y + offset < slices; ++y)
+                        next_maps[y] = gae_scan::compose(maps[y], maps[y + offset]);
+                    maps = next_maps;
+                }
+                for (std::size_t y = 0; y < slices; ++y) {
+                    double advantage = y + 1 < slices ? maps[y + 1].e : 0.0;
+                    for (std::size_t t = std::min(steps, (y + 1) * slice); t-- > std::min(steps, y * slice);) {
+                        const gae_scan::affine map = map_at(t, n);
+                        advantage = map.e + map.a * advantage;
+                        CHECK(advantage == doctest::Approx(a[t * envs + n]).epsilon(1e-12).scale(1.0));
+                        CHECK(advantage + v[t * envs + n] ==
+                              doctest::Approx(ret[t * envs + n]).epsilon(1e-12).scale(1.0));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rlhf/cuda/stats_scope.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
 #include "support/test_helpers.hpp"
 
@@ -566,4 +567,89 @@ TEST_CASE("running_moments: an unknown small-sample policy is refused" * doctest
     rlhf_test::check_error([&] { rlhf::running_moments r(bad); }, rlhf::error_kind::config, "small_sample");
     rlhf_test::check_error([&] { rlhf::running_moments r(rlhf::running_moments_state{}, bad); },
                            rlhf::error_kind::config, "small_sample");
+}
+
+// The scope functions behind the CUDA statistics (rlhf/cuda/stats_scope.hpp, CUDA-free): from a
+// scope's count, sum and squared deviations (added here by plain loops), they give the CPU
+// kernels' moments and whitened outputs under the policies the device supports (zero_variance,
+// skip), for every option that changes the formula.
+TEST_CASE("stats_scope: moments and whitening from a scope's sums equal the CPU kernels" *
+          doctest::test_suite("unit")) {
+    namespace scope = rlhf::detail::stats_scope;
+    std::mt19937 rng(31);
+    std::normal_distribution<double> normal(3.0, 2.0);
+    std::bernoulli_distribution keep(0.6);
+    const std::size_t rows = 6, cols = 9;
+    std::vector<double> x(rows * cols);
+    std::vector<int> m(rows * cols);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        x[i] = normal(rng);
+        m[i] = keep(rng) ? 1 : 0;
+    }
+    for (std::size_t t = 0; t < cols; ++t) {
+        m[cols + t] = 0;                   // row 1 empty
+        m[2 * cols + t] = t == 4 ? 1 : 0;  // row 2: one valid element
+    }
+    const auto R = static_cast<rlhf::index_t>(rows), C = static_cast<rlhf::index_t>(cols);
+    // count, sum, mean, variance of the rows [begin, end) as the device computes them.
+    const auto device_moments = [&](std::size_t begin, std::size_t end, double count_epsilon,
+                                    rlhf::variance_estimator estimator) {
+        double count = 0, sum = 0, ssd = 0;
+        for (std::size_t i = begin * cols; i < end * cols; ++i)
+            if (m[i] != 0) {
+                count += 1;
+                sum += x[i];
+            }
+        const double mean = scope::mean(count, sum, count_epsilon);
+        for (std::size_t i = begin * cols; i < end * cols; ++i)
+            if (m[i] != 0) ssd += (x[i] - mean) * (x[i] - mean);
+        return rlhf::masked_moments{count, sum, mean, scope::variance(count, ssd, count_epsilon, estimator)};
+    };
+    for (const auto estimator : {rlhf::variance_estimator::unbiased, rlhf::variance_estimator::biased}) {
+        for (const double count_epsilon : {0.0, 1e-8}) {
+            const rlhf::moments_options options{estimator, rlhf::small_sample_policy::zero_variance, count_epsilon};
+            const rlhf::masked_moments cpu = rlhf::compute_masked_moments(view_of(x, R, C), view_of(m, R, C), options);
+            const rlhf::masked_moments dev = device_moments(0, rows, count_epsilon, estimator);
+            CHECK(dev.count == cpu.count);
+            CHECK(dev.mean == doctest::Approx(cpu.mean).epsilon(1e-13));
+            CHECK(dev.variance == doctest::Approx(cpu.variance).epsilon(1e-13));
+            std::vector<double> means(rows), variances(rows);
+            rlhf::masked_mean_per_row(view_of(x, R, C), view_of(m, R, C), rlhf_test::mut_vec(means), options);
+            rlhf::masked_variance_per_row(view_of(x, R, C), view_of(m, R, C), rlhf_test::mut_vec(variances), options);
+            for (std::size_t b = 0; b < rows; ++b) {
+                const rlhf::masked_moments row = device_moments(b, b + 1, count_epsilon, estimator);
+                CHECK(row.mean == doctest::Approx(means[b]).epsilon(1e-13));
+                CHECK(row.variance == doctest::Approx(variances[b]).epsilon(1e-13));
+            }
+        }
+    }
+    std::vector<rlhf::whiten_options> flavours = {
+        {.small_sample = rlhf::small_sample_policy::zero_variance},
+        {.small_sample = rlhf::small_sample_policy::skip, .count_epsilon = 1e-8},
+        {.variance = rlhf::variance_estimator::biased,
+         .epsilon_mode = rlhf::whiten_epsilon::clamp_variance,
+         .small_sample = rlhf::small_sample_policy::zero_variance},
+        {.shift_mean = false, .small_sample = rlhf::small_sample_policy::skip, .zero_masked = true},
+        {.epsilon = 0.5, .small_sample = rlhf::small_sample_policy::zero_variance, .scale = false},
+        {.small_sample = rlhf::small_sample_policy::skip, .scale = false},
+    };
+    for (rlhf::whiten_options options : flavours) {
+        for (const auto whiten_scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row}) {
+            options.scope = whiten_scope;
+            std::vector<double> cpu(x.size()), dev(x.size());
+            rlhf::masked_whiten(view_of(x, R, C), view_of(m, R, C), mut_view_of(cpu, R, C), options);
+            const bool per_row = whiten_scope == rlhf::whiten_scope::per_row;
+            for (std::size_t b = 0; b < rows; ++b) {
+                const rlhf::masked_moments s = per_row
+                                                   ? device_moments(b, b + 1, options.count_epsilon, options.variance)
+                                                   : device_moments(0, rows, options.count_epsilon, options.variance);
+                const scope::whitening w = scope::whitening_of(s.count, s.mean, s.variance, options);
+                for (std::size_t t = 0; t < cols; ++t) {
+                    const std::size_t i = b * cols + t;
+                    dev[i] = scope::whitened(w, m[i] != 0, x[i], options.zero_masked);
+                }
+            }
+            for (std::size_t i = 0; i < x.size(); ++i) CHECK(dev[i] == doctest::Approx(cpu[i]).epsilon(1e-12));
+        }
+    }
 }

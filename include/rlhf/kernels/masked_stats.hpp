@@ -141,15 +141,16 @@ inline std::string where(index_t row) {
     return need_variance && estimator == variance_estimator::unbiased ? 2 : 1;
 }
 
-/// Finishes a mean.
-[[nodiscard]] inline double mean_of(double count, double sum, double count_epsilon) noexcept {
+/// Finishes a mean (host-device under nvcc: `rlhf/cuda/masked_stats.cuh` finishes with it too).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double mean_of(double count, double sum, double count_epsilon) noexcept {
     const double denominator = count + count_epsilon;
     return denominator > 0.0 ? sum / denominator : 0.0;
 }
 
-/// Finishes a variance from the squared deviations (TRL's order: mean of c², then Bessel).
-[[nodiscard]] inline double variance_of(double count, double ssd, double count_epsilon,
-                                        variance_estimator estimator) noexcept {
+/// Finishes a variance from the squared deviations (TRL's order: mean of c², then Bessel;
+/// host-device under nvcc).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double variance_of(double count, double ssd, double count_epsilon,
+                                                          variance_estimator estimator) noexcept {
     const double denominator = count + count_epsilon;
     double variance = denominator > 0.0 ? ssd / denominator : 0.0;
     if (estimator == variance_estimator::unbiased) variance = count > 1.0 ? variance * (count / (count - 1.0)) : 0.0;
