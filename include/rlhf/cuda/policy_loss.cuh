@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(Threads)
 }  // namespace detail
 
 /// Bytes of the workspace of `rlhf::cuda::policy_loss` for `[rows, cols]` inputs:
-/// `8 · (3·B + 4 + 10·B·⌈T / 1024⌉)` (per-row counts, weights and mean log-ratios, a header,
+/// `8 · (3·B + 4 + 10·B·max(⌈T / 1024⌉, 1))` (per-row counts, weights and mean log-ratios, a header,
 /// the partial sums of each block of the fused pass).
 [[nodiscard]] constexpr std::size_t policy_loss_workspace_bytes(index_t rows, index_t cols) noexcept {
     return sizeof(double) * static_cast<std::size_t>(detail::workspace_doubles(rows, cols, detail::policy_row_arrays,
