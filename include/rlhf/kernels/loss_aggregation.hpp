@@ -88,6 +88,23 @@ inline void check_aggregation_options(std::string_view function, const std::stri
     if (options.normalizer) check_divisor("normalizer", *options.normalizer, 1.0);
 }
 
+/// c_b of a row with n_b = `n` valid tokens, given the mode's global divisor (> 0): the table in
+/// this file's comment. Host-device under nvcc (the CUDA kernels use the same formula).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double row_weight(loss_aggregation mode, double n, double divisor,
+                                                         double dp_size, double token_count_epsilon) noexcept {
+    switch (mode) {
+        case loss_aggregation::token_mean:
+            return dp_size / divisor;
+        case loss_aggregation::seq_mean_token_sum:
+            return n > 0.0 ? dp_size / divisor : 0.0;
+        case loss_aggregation::seq_mean_token_mean:
+            return n > 0.0 ? dp_size / ((n + token_count_epsilon) * divisor) : 0.0;
+        case loss_aggregation::seq_mean_token_sum_norm:
+            return 1.0 / divisor;
+    }
+    return 0.0;  // not reached: the mode was checked
+}
+
 /// Sums one double across participants.
 template <class R>
 double reduce_one(R& reducer, double value) {
@@ -119,8 +136,8 @@ aggregation_counts weights_from_counts(std::string_view function, const extents_
                 fail(error_kind::value, function, "mask", "at least one valid token (token-mean divides by Σ mask)",
                      "no valid token");
             counts.divisor = n_tokens;
-            const double c = dp / n_tokens;
-            for (index_t b = 0; b < rows; ++b) weights(b) = c;
+            for (index_t b = 0; b < rows; ++b)
+                weights(b) = row_weight(options.mode, weights(b), n_tokens, dp, options.token_count_epsilon);
             break;
         }
         case loss_aggregation::seq_mean_token_sum:
@@ -133,12 +150,8 @@ aggregation_counts weights_from_counts(std::string_view function, const extents_
                          " divides by the row count)",
                      "no valid token");
             counts.divisor = n_rows;
-            const bool token_mean_in_row = options.mode == loss_aggregation::seq_mean_token_mean;
-            for (index_t b = 0; b < rows; ++b) {
-                const double n = weights(b);
-                const double per_row = token_mean_in_row ? (n + options.token_count_epsilon) * n_rows : n_rows;
-                weights(b) = n > 0.0 ? dp / per_row : 0.0;
-            }
+            for (index_t b = 0; b < rows; ++b)
+                weights(b) = row_weight(options.mode, weights(b), n_rows, dp, options.token_count_epsilon);
             break;
         }
         case loss_aggregation::seq_mean_token_sum_norm: {
@@ -148,7 +161,8 @@ aggregation_counts weights_from_counts(std::string_view function, const extents_
                      "at least one column (seq-mean-token-sum-norm divides by T when no normalizer is set)",
                      shape_string(mask_extents));
             counts.divisor = k;
-            for (index_t b = 0; b < rows; ++b) weights(b) = 1.0 / k;
+            for (index_t b = 0; b < rows; ++b)
+                weights(b) = row_weight(options.mode, weights(b), k, dp, options.token_count_epsilon);
             break;
         }
     }

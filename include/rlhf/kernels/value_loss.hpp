@@ -142,6 +142,16 @@ inline void check_value_loss_options(std::string_view function, const value_loss
     check_aggregation_options(function, "options.aggregation.", o.aggregation);
 }
 
+/// The options in T must stay what they are: a scale beyond T's range, a Huber δ that rounds to 0.
+template <class T>
+void check_value_loss_params(std::string_view function, const value_loss_options& o, const value_loss_params<T>& p) {
+    if (!std::isfinite(p.scale))
+        fail(error_kind::config, function, "options.scale", "a value finite in the value type", number_string(o.scale));
+    if (o.huber_delta && !(p.delta > T{0}))
+        fail(error_kind::config, function, "options.huber_delta", "a value > 0 in the value type",
+             number_string(*o.huber_delta));
+}
+
 /// Accumulators of the statistics, in double.
 struct value_accumulators {
     double clipped = 0.0, value = 0.0, sq_error = 0.0, target = 0.0, sq_target = 0.0, residual = 0.0, sq_residual = 0.0;
@@ -248,13 +258,7 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
         detail::weights_from_counts(function, mask.extents(), options.aggregation, weights, reducer);
 
     const auto params = detail::make_value_loss_params<T>(options);
-    // In T they must stay what they are: a scale beyond T's range, a Huber δ that rounds to 0.
-    if (!std::isfinite(params.scale))
-        fail(error_kind::config, function, "options.scale", "a value finite in the value type",
-             number_string(options.scale));
-    if (options.huber_delta && !(params.delta > T{0}))
-        fail(error_kind::config, function, "options.huber_delta", "a value > 0 in the value type",
-             number_string(*options.huber_delta));
+    detail::check_value_loss_params(function, options, params);
     const bool from_advantages = options.returns_from_advantages;
     const double old_weight = from_advantages ? 1.0 : 0.0;  // a product, not a select: the loop stays SIMD
     detail::value_accumulators acc;
