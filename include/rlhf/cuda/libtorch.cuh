@@ -121,6 +121,15 @@ struct device_closed_form_loss : torch::autograd::Function<device_closed_form_lo
     }
 };
 
+/// Under `immediate` readback, the aggregation errors of the CPU rule (an empty mask, say) as on the
+/// torch-op path (one copy of the mask to the host); the kernels give a loss of 0 there instead.
+inline void check_aggregation(std::string_view function, const torch::Tensor& mask, const aggregation_options& options,
+                              ::rlhf::libtorch::statistics_readback readback) {
+    if (readback != ::rlhf::libtorch::statistics_readback::immediate) return;
+    local_reducer reducer;
+    (void)::rlhf::libtorch::detail::token_weights(function, mask != 0, options, torch::kFloat64, reducer);
+}
+
 /// `rlhf::libtorch::torch_ops::policy_loss` on CUDA tensors (float32/float64), by
 /// `rlhf::cuda::policy_loss`: the loss (0-dim, on the device), its gradient w.r.t. `log_probs`
 /// computed in the same pass, the statistics on the device.
@@ -132,10 +141,11 @@ inline ::rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& log
     constexpr std::string_view function = "rlhf::cuda::policy_loss";
     ::rlhf::libtorch::detail::check_policy_loss_tensors(function, log_probs, old_log_probs, advantages, mask, options,
                                                         readback);
+    check_aggregation(function, mask, options.aggregation, readback);
     const c10::cuda::CUDAGuard guard(log_probs.device());
     ::rlhf::libtorch::policy_loss_output output;
     const torch::Tensor result =
-        torch::empty({policy_loss_result_size}, log_probs.options().dtype(torch::kFloat64).requires_grad(false));
+        torch::empty({policy_result_size}, log_probs.options().dtype(torch::kFloat64).requires_grad(false));
     ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
         using T = decltype(tag);
         const torch::Tensor scratch = workspace(policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)),
@@ -144,10 +154,10 @@ inline ::rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& log
             with_mask<T>(mask, function, [&](auto m) {
                 ::rlhf::cuda::policy_loss(in<T>(log_probs, function, "log_probs"),
                                           in<T>(old_log_probs, function, "old_log_probs"),
-                                          in<T>(advantages, function, "advantages"), m, options,
+                                          in<T>(advantages, function, "advantages"), m,
                                           grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
-                                          result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(),
-                                          stream_of(log_probs));
+                                          mut_view<T>{}, options, result.data_ptr<double>(),
+                                          scratch.data_ptr<std::uint8_t>(), stream_of(log_probs));
             });
             return result[0].to(log_probs.scalar_type());
         });
@@ -165,18 +175,20 @@ inline ::rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& value
     constexpr std::string_view function = "rlhf::cuda::value_loss";
     const torch::Tensor valid = ::rlhf::libtorch::detail::checked_value_loss_mask(function, values, old_values,
                                                                                   returns, mask, options, readback);
+    check_aggregation(function, valid, options.aggregation, readback);
     const c10::cuda::CUDAGuard guard(values.device());
     ::rlhf::libtorch::value_loss_output output;
     const torch::Tensor result =
-        torch::empty({value_loss_result_size}, values.options().dtype(torch::kFloat64).requires_grad(false));
+        torch::empty({value_result_size}, values.options().dtype(torch::kFloat64).requires_grad(false));
     ::rlhf::libtorch::dispatch_floating(values, function, "values", [&](auto tag) {
         using T = decltype(tag);
         const torch::Tensor scratch = workspace(value_loss_workspace_bytes(values.size(0), values.size(1)), values);
         output.loss = device_closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
             ::rlhf::cuda::value_loss(in<T>(values, function, "values"), in<T>(old_values, function, "old_values"),
-                                     in<T>(returns, function, "returns"), in<bool>(valid, function, "mask"), options,
-                                     grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
-                                     result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(), stream_of(values));
+                                     in<T>(returns, function, "returns"), in<bool>(valid, function, "mask"),
+                                     grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{}, mut_view<T>{},
+                                     options, result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(),
+                                     stream_of(values));
             return result[0].to(values.scalar_type());
         });
     });

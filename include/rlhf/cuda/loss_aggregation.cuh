@@ -8,7 +8,8 @@
 /// call's count (the CPU kernels with `rlhf::local_reducer`): a data-parallel caller passes the
 /// global counts. A divisor that is not positive (no valid token for `token_mean`, no non-empty
 /// row for `seq_mean_*`, T = 0 for the default sum-norm divisor), an `rlhf::error` on the CPU,
-/// gives every weight 0 and a NaN loss here (the error cannot be raised without a host read).
+/// gives every weight 0 here, hence a loss of 0 (the error cannot be raised without a host read; the
+/// LibTorch path raises it under `statistics_readback::immediate`).
 
 #include <cuda_runtime.h>
 

@@ -211,8 +211,6 @@ __global__ void __launch_bounds__(Threads)
     r[policy_result_skip_threshold_exceeded] = skip ? 1.0 : 0.0;
     r[policy_result_ratio_threshold_exceeded] = exceeded ? 1.0 : 0.0;
     r[policy_result_loss] = exceeded ? 0.0 : s[pf_loss];
-    // The CPU raises an error for a divisor that is not positive; here the loss is NaN.
-    if (!(divisor > 0.0)) r[policy_result_loss] = std::numeric_limits<double>::quiet_NaN();
 #pragma unroll
     for (int i = 0; i < policy_result_size; ++i) result[i] = r[i];
 }
@@ -269,7 +267,8 @@ __global__ void __launch_bounds__(Threads)
 /// Differences from the CPU kernel: the values are not checked (non-finite inputs or mask entries
 /// other than 0/1 give what the formulas give; the CPU raises an error); the aggregation divisor
 /// is the option's global count or this call's count (no reducer), and one that is not positive
-/// gives a NaN loss (the CPU's error); the TRL ratio threshold zeroes the loss in `result` and the
+/// (no valid token: the CPU's error) gives weights 0 and a loss of 0, as the torch-op path with
+/// deferred statistics; the TRL ratio threshold zeroes the loss in `result` and the
 /// gradient on the device (launch 5). Sums run in another order (different rounding).
 /// Host checks (`rlhf::error` naming the argument): shapes, options (`rlhf::policy_loss`'s), null
 /// `result` / `workspace`; CUDA launch errors.

@@ -153,8 +153,6 @@ __global__ void __launch_bounds__(Threads)
     const double divisor = header[2];
     double r[value_result_size] = {};
     r[value_result_loss] = coef == 0.0 ? 0.0 : coef * s[vf_loss];
-    // The CPU raises an error for a divisor that is not positive; here the loss is NaN.
-    if (!(divisor > 0.0)) r[value_result_loss] = std::numeric_limits<double>::quiet_NaN();
     r[value_result_valid_tokens] = n;
     if (n > 0.0) {
         r[value_result_clipped_tokens] = s[vf_clipped];
@@ -196,7 +194,8 @@ __global__ void __launch_bounds__(Threads)
 /// Differences from the CPU kernel: the values are not checked (non-finite inputs or mask entries
 /// other than 0/1 give what the formulas give; the CPU raises an error); the aggregation divisor
 /// is the option's global count or this call's count (no reducer), and one that is not positive
-/// gives a NaN loss (the CPU's error). Sums run in another order (different rounding).
+/// (no valid token: the CPU's error) gives weights 0 and a loss of 0, as the torch-op path with
+/// deferred statistics. Sums run in another order (different rounding).
 /// Host checks (`rlhf::error` naming the argument): shapes, options (`rlhf::value_loss`'s, the
 /// value-type checks included), null `result` / `workspace`; CUDA launch errors.
 template <class T, class M>
