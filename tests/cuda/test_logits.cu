@@ -509,6 +509,143 @@ void backward_sweep(unsigned seed) {
     }
 }
 
+/// Full KL forward and backward against the CPU kernel. The reference logits are the policy's
+/// plus noise (or independent for the large and very negative cases); -inf only where the policy
+/// is -inf too (else the KL is infinite), and finite at some of the policy's -inf entries.
+template <class T, class M>
+void check_kl(const shape& s, masking use_mask, unsigned seed, bool in_place = false) {
+    using A = acc_t<T>;
+    INFO("V = " << s.v << ", B = " << s.b << ", T = " << s.t << ", tau = " << s.tau << ", pad = " << s.pad_v
+                << ", kind = " << static_cast<int>(s.kind) << ", in place = " << in_place);
+    std::mt19937 gen(seed);
+    shape shp = s;
+    if (use_mask == masking::none) shp.mask_rows = false;
+    const auto c = make_case<T, M>(shp, gen);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::uniform_real_distribution<double> uniform(-1e4, 1e4), unit(0.0, 1.0);
+    std::vector<double> ref_exact(c.exact.size(), nan_value);
+    for (index_t b = 0; b < s.b; ++b)
+        for (index_t t = 0; t < s.t; ++t) {
+            if (!c.valid[static_cast<std::size_t>(b * s.t + t)]) continue;
+            for (index_t j = 0; j < s.v; ++j) {
+                const auto i = static_cast<std::size_t>(c.at(b, t, j));
+                double q = 0.0;
+                switch (s.kind) {
+                    case content::large:
+                        q = uniform(gen);
+                        break;
+                    case content::very_negative:
+                        q = -3e4 + 3.0 * normal(gen);
+                        break;
+                    default:
+                        q = c.exact[i] + normal(gen);
+                        break;
+                }
+                if (c.exact[i] == -inf) q = unit(gen) < 0.5 ? -inf : normal(gen);
+                ref_exact[i] = q;
+            }
+        }
+    std::vector<T> ref_logits_t(ref_exact.size());
+    for (std::size_t i = 0; i < ref_exact.size(); ++i) {
+        ref_logits_t[i] = from_double<T>(ref_exact[i]);
+        ref_exact[i] = to_double(ref_logits_t[i]);
+    }
+    const index_t bt = s.b * s.t;
+    std::vector<A> g_kl(static_cast<std::size_t>(bt));
+    for (auto& g : g_kl) g = static_cast<A>(normal(gen));
+
+    device_array<T> d_p(c.logits), d_q(ref_logits_t), d_grad(c.logits.size());
+    device_array<M> d_mask(c.mask.size());
+    upload(d_mask, c.mask);
+    device_array<A> d_kl(static_cast<std::size_t>(s.b * (s.t + 3))), d_g(g_kl);
+    d_kl.poison();
+    d_grad.poison();
+    const rlhf::logits_options options{.temperature = s.tau};
+    const auto policy = c.logits_view(d_p.data());
+    const auto reference = c.logits_view(d_q.data());
+    const auto mask = c.mask_view(d_mask.data());
+    const auto kl = bt_view(d_kl.data(), s.b, s.t);
+    const auto g = rlhf::make_view(d_g.data(), s.b, s.t);
+    T* grad_data = in_place ? d_p.data() : d_grad.data();
+    const rlhf::mut_view<T, 3> grad(grad_data, {s.b, s.t, s.v}, {c.s0, c.s1, 1});
+    if (use_mask == masking::mask) {
+        rlhf::cuda::full_kl_from_logits(policy, reference, mask, kl, options, nullptr);
+        rlhf::cuda::full_kl_from_logits_backward(policy, reference, mask, g, grad, options, nullptr);
+    } else {
+        rlhf::cuda::full_kl_from_logits(policy, reference, kl, options, nullptr);
+        rlhf::cuda::full_kl_from_logits_backward(policy, reference, g, grad, options, nullptr);
+    }
+    const auto got_kl = d_kl.download();
+    const auto got = in_place ? d_p.download() : d_grad.download();
+
+    const auto ref_p = reference_logits<T>(c.exact), ref_q = reference_logits<T>(ref_exact);
+    const rlhf::view<A, 3> cpu_p(ref_p.data(), {s.b, s.t, s.v}, {c.s0, c.s1, 1});
+    const rlhf::view<A, 3> cpu_q(ref_q.data(), {s.b, s.t, s.v}, {c.s0, c.s1, 1});
+    const auto mask_view = c.mask_view(c.mask.data());
+    std::vector<A> want_kl(static_cast<std::size_t>(s.b * (s.t + 3))), want_grad(ref_p.size(), A{0});
+    rlhf::full_kl_from_logits(cpu_p, cpu_q, mask_view, bt_view(want_kl.data(), s.b, s.t), options);
+    rlhf::full_kl_from_logits_backward(cpu_p, cpu_q, mask_view, rlhf::make_view(g_kl.data(), s.b, s.t),
+                                       rlhf::mut_view<A, 3>(want_grad.data(), {s.b, s.t, s.v}, {c.s0, c.s1, 1}),
+                                       options);
+
+    // KL = cross/Σp − log Σp + log Σq cancels: its absolute error is that of terms up to
+    // |KL| + 2·log V each (the logs of sums of at most V terms of at most 1).
+    const tolerance tol = output_tolerance<T>();
+    const tolerance store = storage_tolerance<T>();
+    const double log_v = std::log(static_cast<double>(s.v));
+    mismatches bad;
+    for (index_t b = 0; b < s.b; ++b) {
+        for (index_t t = 0; t < s.t; ++t) {
+            const auto k = static_cast<std::size_t>(b * (s.t + 3) + t);
+            const bool valid = c.valid[static_cast<std::size_t>(b * s.t + t)];
+            const std::string at = " at (" + std::to_string(b) + ", " + std::to_string(t) + ")";
+            const double want = static_cast<double>(want_kl[k]);
+            const double kl_atol = 2.0 * tol.atol * (1.0 + 4.0 * log_v + std::fabs(want));
+            if (!valid) {
+                if (got_kl[k] != A{0}) bad.add("KL not 0 at a masked position" + at);
+            } else if (!close(got_kl[k], want, tol.rtol, kl_atol)) {
+                bad.add("KL " + std::to_string(got_kl[k]) + " vs " + std::to_string(want) + at);
+            }
+            const double gk = std::fabs(static_cast<double>(g_kl[static_cast<std::size_t>(b * s.t + t)]));
+            const double atol = gk / s.tau * kl_atol + store.atol;
+            for (index_t j = 0; j < s.v; ++j) {
+                const auto i = static_cast<std::size_t>(c.at(b, t, j));
+                const double gj = to_double(got[i]);
+                if (!valid) {
+                    if (gj != 0.0) bad.add("KL gradient not 0 in a masked row" + at);
+                    continue;
+                }
+                const double wj = static_cast<double>(want_grad[i]);
+                if (!close(gj, wj, tol.rtol + store.rtol, atol))
+                    bad.add("KL gradient " + std::to_string(gj) + " vs " + std::to_string(wj) + at + " entry " +
+                            std::to_string(j));
+            }
+        }
+    }
+    check_padding(got_kl, s.b, s.t, s.t + 3, 3, bad, "kl");
+    if (!in_place)
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            const auto r = static_cast<index_t>(i);
+            const index_t in_batch = r % c.s0;
+            const bool inside = in_batch < s.t * c.s1 && in_batch % c.s1 < s.v;
+            if (!inside && !is_poison(got[i])) bad.add("KL gradient padding written at " + std::to_string(i));
+        }
+    CHECK(bad.count == 0);
+}
+
+template <class T, class M>
+void kl_sweep(unsigned seed) {
+    for (shape s : sweep_shapes()) {
+        for (const content kind : {content::normal, content::large, content::very_negative, content::spikes}) {
+            s.kind = kind;
+            s.neg_inf_fraction = kind == content::normal ? 0.1 : 0.0;
+            check_kl<T, M>(s, masking::mask, seed++);
+        }
+        s.kind = content::normal;
+        check_kl<T, M>(s, masking::none, seed++);
+    }
+}
+
 /// A device buffer for the error tests (never read: the checks throw first).
 template <class T>
 struct scratch {
@@ -728,5 +865,58 @@ TEST_SUITE("cuda") {
                      kind::value, "grad_logits");
         expect_error([&] { rlhf::cuda::entropy_from_logits_backward(logits, gm, {}, {}, g.mut_cube(2, 2, 5)); },
                      kind::shape, "grad_logits");
+    }
+    TEST_CASE("cuda full_kl_from_logits and its backward match the CPU kernel: float and double") {
+        kl_sweep<float, bool>(2000);
+        kl_sweep<double, std::int64_t>(2100);
+        check_kl<float, float>({2, 3, 4099, 1, 0.7}, masking::mask, 2200, true);
+    }
+
+    TEST_CASE("cuda full_kl_from_logits and its backward match the CPU kernel: half and bfloat16") {
+        kl_sweep<__half, std::uint8_t>(2300);
+        kl_sweep<__nv_bfloat16, std::int32_t>(2400);
+        check_kl<__nv_bfloat16, bool>({2, 2, 1000, 3, 1.0}, masking::mask, 2500, true);
+    }
+
+    TEST_CASE("cuda full_kl_from_logits: a -inf reference logit under policy mass gives +inf, a NaN gives NaN") {
+        const index_t t = 3, v = 19;
+        std::vector<float> zp(static_cast<std::size_t>(t * v), 0.25f), zq(static_cast<std::size_t>(t * v), -0.5f);
+        zq[static_cast<std::size_t>(0 * v + 4)] = static_cast<float>(-inf);  // row 0: unsupported
+        zp[static_cast<std::size_t>(1 * v + 4)] = static_cast<float>(-inf);  // row 1: legal, both -inf
+        zq[static_cast<std::size_t>(1 * v + 4)] = static_cast<float>(-inf);
+        zq[static_cast<std::size_t>(2 * v + 7)] = static_cast<float>(nan_value);  // row 2: NaN
+        device_array<float> d_p(zp), d_q(zq), d_kl(static_cast<std::size_t>(t));
+        d_kl.poison();
+        rlhf::cuda::full_kl_from_logits(rlhf::view<float, 3>(d_p.data(), {1, t, v}),
+                                        rlhf::view<float, 3>(d_q.data(), {1, t, v}),
+                                        rlhf::make_mut_view(d_kl.data(), 1, t));
+        const auto kl = d_kl.download();
+        CHECK(kl[0] == std::numeric_limits<float>::infinity());
+        CHECK(kl[1] == doctest::Approx(0.0).scale(1.0).epsilon(1e-6));
+        CHECK(std::isnan(kl[2]));
+    }
+
+    TEST_CASE("cuda full_kl_from_logits: shape and option errors name the argument before any launch") {
+        using kind = rlhf::error_kind;
+        scratch<float> f, r, g;
+        scratch<bool> m;
+        const auto p = f.cube(2, 3, 5);
+        const auto q = r.cube(2, 3, 5);
+        expect_error([&] { rlhf::cuda::full_kl_from_logits(p, r.cube(2, 3, 4), g.mut_matrix(2, 3)); }, kind::shape,
+                     "reference_logits");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits(p, q, g.mut_matrix(3, 2)); }, kind::shape, "kl");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits(p, q, m.matrix(2, 2), g.mut_matrix(2, 3)); }, kind::shape,
+                     "mask");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits(p, q, g.mut_matrix(2, 3), {.temperature = -2.0}); },
+                     kind::config, "temperature");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits(f.cube(2, 3, 0), r.cube(2, 3, 0), g.mut_matrix(2, 3)); },
+                     kind::shape, "policy_logits");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits_backward(p, q, g.matrix(2, 2), g.mut_cube(2, 3, 5)); },
+                     kind::shape, "grad_kl");
+        scratch<float> out;
+        expect_error([&] { rlhf::cuda::full_kl_from_logits_backward(p, q, g.matrix(2, 3), out.mut_cube(2, 3, 6)); },
+                     kind::shape, "grad_policy_logits");
+        expect_error([&] { rlhf::cuda::full_kl_from_logits_backward(p, q, g.matrix(2, 3), r.mut_cube(2, 3, 5)); },
+                     kind::value, "grad_policy_logits");
     }
 }

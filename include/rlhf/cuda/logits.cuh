@@ -4,27 +4,31 @@
 /// and their gradients) for logits `[B, T, V]` in device memory.
 ///
 /// Layout: one thread block of `row_block_threads` (256) threads per position `(b, t)`; each
-/// thread keeps an online log-sum-exp (running maximum `m`, `Σ e^(x−m)`, `Σ e^(x−m)·(x−m)`) over
-/// a strided share of the row, read in 16-byte vectors (4 float, 2 double, 8 half/bf16) with
-/// scalar elements before the first 16-byte boundary and after the last whole vector; the
-/// threads' statistics are then merged (block maximum, rescaled block sums). A whole block per
-/// row because RLHF vocabularies are 32k–256k: each thread streams 128–1000 elements and there
-/// are enough rows to fill the GPU; a warp per row would only pay off below ~2k.
+/// thread keeps an online log-sum-exp over a strided share of the row (running maximum `m` of
+/// the logits, `Σ e^d`, `Σ e^d·d` with `d = (z − m)/τ`, rescaled when `m` grows, once per
+/// vector), read in 16-byte vectors (4 float, 2 double, 8 half/bf16) with scalars before the
+/// first 16-byte boundary and after the last whole vector; the threads' statistics are then
+/// merged (block maximum, rescaled block sums, a fixed order: deterministic). A block per row
+/// because RLHF vocabularies are 32k–256k: each thread streams 128–1000 elements and B·T rows
+/// fill the GPU; a warp per row would only pay off below ~2k entries.
 ///
 /// Logits `T` ∈ {float, double, __half, __nv_bfloat16}; statistics and the `[B, T]` outputs
 /// are in `accumulate_t<T>` (double for double logits, float otherwise); `logsumexp` is double,
-/// as in the CPU API (the backward splits it into two floats, so `x − logsumexp` keeps the
-/// digits a float `logsumexp` would lose at |x| ≈ 1e4). Gradients are written in `T`.
+/// as in the CPU API: the backward splits `τ·logsumexp` into two floats, so `z − τ·logsumexp`
+/// keeps the digits a float would lose at |z| ≈ 1e4. Gradients are written in `T`. Shifting `z`
+/// by its maximum before dividing by `τ` keeps `d` within a rounding, also where `z / τ` alone
+/// would overflow (the CPU kernel's error for a tiny `τ`; `logsumexp` is then ±inf).
 ///
 /// Nothing is allocated and nothing synchronises: the launch is asynchronous on `stream`.
 /// Shapes and options are checked on the host; values are not (that needs a device read), so
 /// where the CPU kernel throws the CUDA kernel writes a defined value instead:
-/// - a NaN or +inf logit, a row of -inf only, or `z / τ` overflowing: NaN outputs for that
-///   position (the backward: NaN at such an entry, or a NaN row for a row without statistics);
-/// - a token id outside `[0, V)`: a NaN log-prob, a NaN gradient row (nothing is read there);
+/// - a NaN or +inf logit, or a row of -inf only: NaN outputs at that position; the backward
+///   writes a NaN row (and NaN at a NaN or +inf entry when it uses saved statistics);
+/// - a token id outside `[0, V)`: a NaN log-prob, a NaN gradient row (`z[y]` is not read);
 /// - a token whose logit is -inf: log-prob -inf (its gradient entry is `g_lp / τ`);
+/// - a reference logit of -inf where the policy's is not: KL +inf, non-finite gradient entries;
 /// - a mask entry other than 0: the position is valid (the CPU kernel requires {0, 1});
-/// - non-finite upstream gradients or saved statistics propagate.
+/// - non-finite upstream gradients or saved statistics propagate (saved ones: a NaN row).
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -518,6 +522,237 @@ void backward(std::string_view function, const view<T, 3>& logits, const view<st
     check_launch(function);
 }
 
+// -- full-vocabulary KL -----------------------------------------------------------------------
+
+/// A split of three rows that is shared: 16-byte vectors only when every row has the same offset
+/// from a 16-byte boundary, else every element a scalar. `c` may be null.
+template <class T>
+[[nodiscard]] __device__ __forceinline__ row_split split_rows(const T* a, const T* b, const T* c, index_t vocab) {
+    const auto offset = reinterpret_cast<std::uintptr_t>(a) % 16;
+    const bool same = reinterpret_cast<std::uintptr_t>(b) % 16 == offset &&
+                      (c == nullptr || reinterpret_cast<std::uintptr_t>(c) % 16 == offset);
+    return same ? split_row(a, vocab) : row_split{vocab, 0, vocab};
+}
+
+/// Two-row statistics (as `rlhf::detail::logits::kl_stats`, maxima of `z`): policy `max_p`,
+/// `sum_p = Σ e^dx`, reference `max_q`, `sum_q = Σ e^dy`, `cross = Σ e^dx·(dx − dy)` with
+/// `dx = (z_p − max_p)·scale`, `dy = (z_q − max_q)·scale`. `sum_p` is NaN after a NaN or +inf.
+template <class A>
+struct kl_stats {
+    A max_p = neg_inf<A>, sum_p = 0, max_q = neg_inf<A>, sum_q = 0, cross = 0;
+
+    [[nodiscard]] __device__ __forceinline__ bool valid() const { return sum_p > A{0} && sum_q > A{0}; }
+    /// `KL = cross/Σp − log Σp + log Σq`.
+    [[nodiscard]] __device__ __forceinline__ A kl() const { return cross / sum_p - log_of(sum_p) + log_of(sum_q); }
+};
+
+template <class A>
+struct online_kl {
+    kl_stats<A> s;
+    bool invalid = false;
+
+    template <int N>
+    __device__ __forceinline__ void add(const A (&zp)[N], const A (&zq)[N], A scale) {
+        A top_p = neg_inf<A>, top_q = neg_inf<A>;
+        bool bad = false;
+        for (int k = 0; k < N; ++k) {
+            top_p = zp[k] > top_p ? zp[k] : top_p;
+            top_q = zq[k] > top_q ? zq[k] : top_q;
+            bad |= !(zp[k] < pos_inf<A>) || !(zq[k] < pos_inf<A>);
+        }
+        invalid |= bad;
+        if (top_p > s.max_p) {
+            if (s.max_p != neg_inf<A>) {
+                const A shift = (s.max_p - top_p) * scale;
+                const A factor = exp_of(shift);
+                s.cross = factor * (s.cross + shift * s.sum_p);
+                s.sum_p *= factor;
+            }
+            s.max_p = top_p;
+        }
+        if (top_q > s.max_q) {
+            if (s.max_q != neg_inf<A>) {
+                s.cross += (top_q - s.max_q) * scale * s.sum_p;  // −(y − my) grows by the shift
+                s.sum_q *= exp_of((s.max_q - top_q) * scale);
+            }
+            s.max_q = top_q;
+        }
+        const bool has_p = s.max_p > neg_inf<A>, has_q = s.max_q > neg_inf<A>;
+        for (int k = 0; k < N; ++k) {
+            const A dx = (zp[k] - s.max_p) * scale;
+            const A dy = has_q ? (zq[k] - s.max_q) * scale : neg_inf<A>;
+            const A ep = has_p ? exp_of(dx) : A{0};
+            s.sum_p += ep;
+            s.sum_q += has_q ? exp_of(dy) : A{0};
+            s.cross += ep > A{0} ? ep * (dx - dy) : A{0};  // +inf where the reference is -inf
+        }
+    }
+};
+
+/// KL statistics of the rows `zp`, `zq`, in every thread of the block.
+template <int Threads, class T, class A>
+[[nodiscard]] __device__ kl_stats<A> block_kl_stats(const T* zp, const T* zq, index_t vocab, A scale) {
+    online_kl<A> o;
+    const row_split split = split_rows(zp, zq, static_cast<const T*>(nullptr), vocab);
+    for (index_t k = threadIdx.x; k < split.vectors; k += Threads) {
+        const index_t first = split.head + k * lanes<T>;
+        T vp[lanes<T>], vq[lanes<T>];
+        load_vector(zp + first, vp);
+        load_vector(zq + first, vq);
+        A xp[lanes<T>], xq[lanes<T>];
+        for (int j = 0; j < lanes<T>; ++j) {
+            xp[j] = to_acc(vp[j]);
+            xq[j] = to_acc(vq[j]);
+        }
+        o.add(xp, xq, scale);
+    }
+    const index_t scalars = split.head + (vocab - split.tail);
+    for (index_t k = threadIdx.x; k < scalars; k += Threads) {
+        const index_t i = scalar_index(split, k);
+        const A xp[1] = {to_acc(zp[i])}, xq[1] = {to_acc(zq[i])};
+        o.add(xp, xq, scale);
+    }
+    kl_stats<A> r;
+    r.max_p = block_all_reduce<Threads>(o.s.max_p, max_op{});
+    r.max_q = block_all_reduce<Threads>(o.s.max_q, max_op{});
+    A sum_p = 0, sum_q = 0, cross = 0;
+    if (o.s.sum_p > A{0}) {
+        const A shift = (o.s.max_p - r.max_p) * scale;
+        const A factor = exp_of(shift);
+        sum_p = factor * o.s.sum_p;
+        // Rescaled to the block's policy maximum, then to its reference maximum.
+        cross = factor * (o.s.cross + shift * o.s.sum_p);
+        if (sum_p > A{0})
+            cross += (r.max_q - o.s.max_q) * scale * sum_p;
+        else
+            cross = 0;  // mass that underflows against the block's maximum
+    }
+    if (o.s.sum_q > A{0}) sum_q = o.s.sum_q * exp_of((o.s.max_q - r.max_q) * scale);
+    if (o.invalid) sum_p = not_a_number<A>;
+    r.sum_p = block_all_reduce<Threads>(sum_p, sum_op{});
+    r.sum_q = block_all_reduce<Threads>(sum_q, sum_op{});
+    r.cross = block_all_reduce<Threads>(cross, sum_op{});
+    return r;
+}
+
+template <class T, class M>
+struct kl_args {
+    using A = accumulate_t<T>;
+    rows<const T> policy, reference;
+    rows<const M> mask;
+    rows<A> kl;
+    rows<const A> grad_kl;
+    rows<T> grad_policy;
+    index_t steps = 0, vocab = 0;
+    A scale = 1;  // 1 / τ
+};
+
+template <int Threads, class T, class M>
+__global__ void __launch_bounds__(Threads) kl_forward_kernel(const kl_args<T, M> a) {
+    using A = accumulate_t<T>;
+    const index_t row = blockIdx.x, b = row / a.steps, t = row % a.steps;
+    if (masked_out(a.mask, b, t)) {
+        if (threadIdx.x == 0) *a.kl.at(b, t) = A{0};
+        return;
+    }
+    const kl_stats<A> s = block_kl_stats<Threads>(a.policy.at(b, t), a.reference.at(b, t), a.vocab, a.scale);
+    if (threadIdx.x == 0) *a.kl.at(b, t) = s.valid() ? s.kl() : not_a_number<A>;
+}
+
+template <int Threads, class T, class M>
+__global__ void __launch_bounds__(Threads) kl_backward_kernel(const kl_args<T, M> a) {
+    using A = accumulate_t<T>;
+    const index_t row = blockIdx.x, b = row / a.steps, t = row % a.steps;
+    T* out = a.grad_policy.at(b, t);
+    if (masked_out(a.mask, b, t)) {
+        fill_row<Threads>(out, a.vocab, from_acc<T>(A{0}));
+        return;
+    }
+    const T* zp = a.policy.at(b, t);
+    const T* zq = a.reference.at(b, t);
+    const kl_stats<A> s = block_kl_stats<Threads>(zp, zq, a.vocab, a.scale);
+    if (!s.valid()) {
+        fill_row<Threads>(out, a.vocab, from_acc<T>(not_a_number<A>));
+        return;
+    }
+    // dKL/dx_j = p_j·(log p_j − log q_j − KL); log p_j = dx − log Σp, log q_j = dy − log Σq.
+    const A kl = s.kl(), log_sp = log_of(s.sum_p), log_sq = log_of(s.sum_q), scale = a.scale;
+    const A g = *a.grad_kl.at(b, t) * scale;
+    const auto entry = [&](A xp, A xq) {
+        const A dx = (xp - s.max_p) * scale, dy = (xq - s.max_q) * scale;
+        const A p = exp_of(dx - log_sp);
+        const A bracket = ((dx - log_sp) - (dy - log_sq)) - kl;
+        const A value = rlhf::detail::logits::kl_gradient(g, p, bracket);
+        return from_acc<T>(xp < pos_inf<A> && xq < pos_inf<A> ? value : not_a_number<A>);
+    };
+    const row_split split = split_rows(zp, zq, static_cast<const T*>(out), a.vocab);
+    for (index_t k = threadIdx.x; k < split.vectors; k += Threads) {
+        const index_t first = split.head + k * lanes<T>;
+        T vp[lanes<T>], vq[lanes<T>], v[lanes<T>];
+        load_vector(zp + first, vp);
+        load_vector(zq + first, vq);
+        for (int j = 0; j < lanes<T>; ++j) v[j] = entry(to_acc(vp[j]), to_acc(vq[j]));
+        store_vector(out + first, v);
+    }
+    const index_t scalars = split.head + (a.vocab - split.tail);
+    for (index_t k = threadIdx.x; k < scalars; k += Threads) {
+        const index_t i = scalar_index(split, k);
+        out[i] = entry(to_acc(zp[i]), to_acc(zq[i]));
+    }
+}
+
+template <class T, class M>
+kl_args<T, M> kl_inputs(std::string_view function, const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+                        const view<M>* mask, const logits_options& options) {
+    check_positive(function, "temperature", options.temperature);
+    rlhf::detail::logits::check_logits(function, "policy_logits", policy_logits);
+    check_same_shape(function, "reference_logits", reference_logits, "policy_logits", policy_logits);
+    if (mask != nullptr) check_shape(function, "mask", *mask, {policy_logits.extent(0), policy_logits.extent(1)});
+    if (policy_logits.extent(0) * policy_logits.extent(1) > INT_MAX)
+        fail(error_kind::shape, function, "policy_logits", "at most 2^31 − 1 positions (B·T, one block each)",
+             shape_string(policy_logits.extents()));
+    kl_args<T, M> a;
+    a.policy = rows_of(policy_logits);
+    a.reference = rows_of(reference_logits);
+    if (mask != nullptr) a.mask = rows_of(*mask);
+    a.steps = policy_logits.extent(1);
+    a.vocab = policy_logits.extent(2);
+    a.scale = static_cast<accumulate_t<T>>(1.0 / options.temperature);
+    return a;
+}
+
+template <class T, class M>
+void full_kl(std::string_view function, const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+             const view<M>* mask, const mut_view<accumulate_t<T>>& kl, const logits_options& options,
+             cudaStream_t stream) {
+    kl_args<T, M> a = kl_inputs(function, policy_logits, reference_logits, mask, options);
+    check_shape(function, "kl", kl, {policy_logits.extent(0), policy_logits.extent(1)});
+    a.kl = rows_of(kl);
+    const index_t positions = policy_logits.extent(0) * policy_logits.extent(1);
+    if (positions == 0) return;
+    kl_forward_kernel<row_block_threads, T, M>
+        <<<static_cast<unsigned int>(positions), row_block_threads, 0, stream>>>(a);
+    check_launch(function);
+}
+
+template <class T, class M>
+void full_kl_backward(std::string_view function, const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+                      const view<M>* mask, const view<accumulate_t<T>>& grad_kl,
+                      const mut_view<T, 3>& grad_policy_logits, const logits_options& options, cudaStream_t stream) {
+    kl_args<T, M> a = kl_inputs(function, policy_logits, reference_logits, mask, options);
+    check_shape(function, "grad_kl", grad_kl, {policy_logits.extent(0), policy_logits.extent(1)});
+    check_same_shape(function, "grad_policy_logits", grad_policy_logits, "policy_logits", policy_logits);
+    check_same_or_disjoint(function, "grad_policy_logits", grad_policy_logits, "policy_logits", policy_logits);
+    check_disjoint(function, "grad_policy_logits", grad_policy_logits, "reference_logits", reference_logits);
+    a.grad_kl = rows_of(grad_kl);
+    a.grad_policy = rows_of(grad_policy_logits);
+    const index_t positions = policy_logits.extent(0) * policy_logits.extent(1);
+    if (positions == 0) return;
+    kl_backward_kernel<row_block_threads, T, M>
+        <<<static_cast<unsigned int>(positions), row_block_threads, 0, stream>>>(a);
+    check_launch(function);
+}
+
 }  // namespace detail::logits
 
 // -- public API -------------------------------------------------------------------------------
@@ -616,6 +851,50 @@ void entropy_from_logits_backward(const view<T, 3>& logits, const view<accumulat
     detail::logits::backward<T, detail::logits::no_mask>("rlhf::cuda::entropy_from_logits_backward", logits, nullptr,
                                                          nullptr, view<accumulate_t<T>>{}, grad_entropy, logsumexp,
                                                          entropy, grad_logits, options, stream);
+}
+
+/// Full-vocabulary `KL(p‖q) = Σ p·(log p − log q)` per position, `p = softmax(policy_logits / τ)`,
+/// `q = softmax(reference_logits / τ)` (device, `[B, T, V]`), into `kl [B, T]`, one fused pass
+/// over both rows; as `rlhf::full_kl_from_logits`. Mask 0: 0, not read. Where the reference is
+/// -inf and the policy is not, KL is +inf (the CPU kernel throws). Asynchronous on `stream`.
+template <logit_type T, class M>
+void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits, const view<M>& mask,
+                         const mut_view<accumulate_t<T>>& kl, const logits_options& options = {},
+                         cudaStream_t stream = nullptr) {
+    detail::logits::full_kl("rlhf::cuda::full_kl_from_logits", policy_logits, reference_logits, &mask, kl, options,
+                            stream);
+}
+
+/// `rlhf::cuda::full_kl_from_logits` without a mask.
+template <logit_type T>
+void full_kl_from_logits(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+                         const mut_view<accumulate_t<T>>& kl, const logits_options& options = {},
+                         cudaStream_t stream = nullptr) {
+    detail::logits::full_kl<T, detail::logits::no_mask>("rlhf::cuda::full_kl_from_logits", policy_logits,
+                                                        reference_logits, nullptr, kl, options, stream);
+}
+
+/// Gradient of `Σ g·KL` w.r.t. the policy logits, `p_j·(log p_j − log q_j − KL)·g/τ`, into
+/// `grad_policy_logits [B, T, V]` (dtype `T`; may be `policy_logits` itself); two reads of each
+/// row pair (statistics, then the gradient). As `rlhf::full_kl_from_logits_backward`. Mask 0: a
+/// 0 row. Asynchronous on `stream`.
+template <logit_type T, class M>
+void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+                                  const view<M>& mask, const view<accumulate_t<T>>& grad_kl,
+                                  const mut_view<T, 3>& grad_policy_logits, const logits_options& options = {},
+                                  cudaStream_t stream = nullptr) {
+    detail::logits::full_kl_backward("rlhf::cuda::full_kl_from_logits_backward", policy_logits, reference_logits, &mask,
+                                     grad_kl, grad_policy_logits, options, stream);
+}
+
+/// `rlhf::cuda::full_kl_from_logits_backward` without a mask.
+template <logit_type T>
+void full_kl_from_logits_backward(const view<T, 3>& policy_logits, const view<T, 3>& reference_logits,
+                                  const view<accumulate_t<T>>& grad_kl, const mut_view<T, 3>& grad_policy_logits,
+                                  const logits_options& options = {}, cudaStream_t stream = nullptr) {
+    detail::logits::full_kl_backward<T, detail::logits::no_mask>("rlhf::cuda::full_kl_from_logits_backward",
+                                                                 policy_logits, reference_logits, nullptr, grad_kl,
+                                                                 grad_policy_logits, options, stream);
 }
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::cuda
