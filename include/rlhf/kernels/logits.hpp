@@ -227,6 +227,21 @@ void forward(std::string_view function, const view<T, 3>& logits, const view<std
     }
 }
 
+/// `−p·(g_lp + g_h·(d − centre))`: the derivative of `g_lp·lp_y + g_h·H` w.r.t. `x_j` less the
+/// chosen token's `g_lp`, with `p = p_j` and `d − centre = x_j − Σp·x`; 0 where `p` is 0 (a -inf
+/// logit, whose `d` is -inf). Host-device: the CUDA kernels (rlhf/cuda/logits.cuh) use it too.
+template <class S>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE S softmax_gradient(S p, S d, S centre, S g_lp, S g_h) noexcept {
+    return detail::bit_select(p > S{0}, -p * (g_lp + g_h * (d - centre)), S{0});
+}
+
+/// `g·p·bracket` of the full-KL gradient (`bracket = log p_j − log q_j − KL`); 0 where `p` or the
+/// bracket is 0, even if `g` overflowed (a tiny temperature: 0·inf is NaN). Host-device.
+template <class S>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE S kl_gradient(S g, S p, S bracket) noexcept {
+    return p > S{0} && bracket != S{0} ? g * p * bracket : S{0};
+}
+
 /// Writes `d/dz [g_lp·lp_y + g_h·H]` for one row: with `p = softmax(x)`, `x = z·scale`,
 /// `dlp/dx = onehot(y) − p`, `dH/dx = −p·(x − Σp·x)`. `p_j = exp(x_j − shift − log_sum)`,
 /// `x_j − Σp·x = (x_j − shift) − centre`.
@@ -238,7 +253,7 @@ inline bool gradient_row(const T* z, T* out, index_t v, double scale, double shi
         const double d = static_cast<double>(z[j]) * scale - shift;
         bad |= static_cast<int>(!(d < pos_inf));
         const double p = detail::vexp(d - log_sum);
-        const double g = detail::bit_select(p > 0.0, -p * (g_lp + g_h * (d - centre)), 0.0);
+        const double g = softmax_gradient(p, d, centre, g_lp, g_h);
         out[j] = static_cast<T>(g * scale);
     }
     if (has_token) {
@@ -246,7 +261,7 @@ inline bool gradient_row(const T* z, T* out, index_t v, double scale, double shi
         // to T first lost every digit where p ≈ 1.
         const double d = static_cast<double>(z[y]) * scale - shift;
         const double p = detail::vexp(d - log_sum);
-        const double g = detail::bit_select(p > 0.0, -p * (g_lp + g_h * (d - centre)), 0.0);
+        const double g = softmax_gradient(p, d, centre, g_lp, g_h);
         out[y] = static_cast<T>((g + g_lp) * scale);
     }
     return bad == 0;
@@ -470,8 +485,7 @@ void full_kl_backward(std::string_view function, const view<T, 3>& policy_logits
                 const double dy = static_cast<double>(zq[j]) * scale - s.max_q;
                 const double p = std::exp(dx - log_sp);
                 const double bracket = ((dx - log_sp) - (dy - log_sq)) - kl_value;
-                // 0 where the bracket is 0 even if g overflowed (a tiny temperature): 0·inf is NaN.
-                out[j] = static_cast<T>(p > 0.0 && bracket != 0.0 ? g * p * bracket : 0.0);
+                out[j] = static_cast<T>(kl_gradient(g, p, bracket));
             }
         }
     }
