@@ -163,7 +163,7 @@ void add_token_rows() {
                 (void)lt::torch_ops::compute_gae(data->a, data->b, data->mask, Tensor(), o, nullptr);
             }, 8 * n);
             add_torch_row(family + "/rlhf_libtorch/" + size, 20 * n, [=] {
-                (void)lt::cuda_implementation<lt::torch_ops::compute_gae_with_bootstrap>::registered(
+                (void)lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered(
                     data->a, data->b, data->mask, Tensor(), o, nullptr);
             }, 8 * n);
         }

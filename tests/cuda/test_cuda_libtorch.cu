@@ -25,10 +25,10 @@ torch::Tensor random_bt(std::int64_t rows, std::int64_t cols, torch::Dtype dtype
 
 TEST_SUITE("cuda") {
 TEST_CASE("cuda libtorch: including rlhf/cuda/libtorch.cuh fills the CUDA slots of the entry points") {
-    CHECK(lt::cuda_implementation<&lt::torch_ops::policy_loss>::registered != nullptr);
-    CHECK(lt::cuda_implementation<&lt::torch_ops::value_loss<rlhf::local_reducer>>::registered != nullptr);
-    CHECK(lt::cuda_implementation<&lt::torch_ops::logprobs_from_logits>::registered != nullptr);
-    CHECK(lt::cuda_implementation<lt::torch_ops::compute_gae_with_bootstrap>::registered != nullptr);
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::policy_loss>::registered));
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::value_loss<rlhf::local_reducer>>::registered));
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::logprobs_from_logits>::registered));
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered));
 }
 
 TEST_CASE("cuda libtorch: the policy loss on CUDA tensors passes the conformance suite") {
@@ -67,6 +67,7 @@ TEST_CASE("cuda libtorch: deferred statistics stay on the device until read") {
 }
 
 TEST_CASE("cuda libtorch: GAE on CUDA tensors equals the CPU kernel under each masking") {
+    REQUIRE(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered));
     for (const auto masking : {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked,
                                rlhf::gae_masking::valid_range}) {
         for (const std::int64_t cols : {1, 7, 2048, 5000}) {
@@ -78,7 +79,7 @@ TEST_CASE("cuda libtorch: GAE on CUDA tensors equals the CPU kernel under each m
                 mask[b].narrow(0, std::min<std::int64_t>(b, cols - 1), std::max<std::int64_t>(cols - 2 * b, 1))
                     .fill_(true);
             const rlhf::gae_options options{.gamma = 0.99, .lambda = 0.95, .masking = masking};
-            const auto on_gpu = lt::cuda_implementation<lt::torch_ops::compute_gae_with_bootstrap>::registered(
+            const auto on_gpu = lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered(
                 rewards.cuda(), values.cuda(), mask.cuda(), torch::Tensor(), options, nullptr);
             const auto on_cpu = rlhf::compute_gae(rewards, values, mask, options);
             CHECK(torch::allclose(on_gpu.advantages.cpu(), on_cpu.advantages, 1e-5, 1e-5));
@@ -88,10 +89,11 @@ TEST_CASE("cuda libtorch: GAE on CUDA tensors equals the CPU kernel under each m
 }
 
 TEST_CASE("cuda libtorch: a hole under valid_range masking is an rlhf::error naming mask on CUDA tensors") {
+    REQUIRE(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered));
     const auto rewards = random_bt(2, 8, torch::kFloat32).cuda(), values = random_bt(2, 8, torch::kFloat32).cuda();
     auto mask = torch::ones({2, 8}, torch::kBool);
     mask[0][3] = false;
-    CHECK_THROWS_WITH_AS(lt::cuda_implementation<lt::torch_ops::compute_gae_with_bootstrap>::registered(
+    CHECK_THROWS_WITH_AS(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered(
                              rewards, values, mask.cuda(), torch::Tensor(),
                              {.masking = rlhf::gae_masking::valid_range}, nullptr),
                          doctest::Contains("mask"), rlhf::error);

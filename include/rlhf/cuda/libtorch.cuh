@@ -366,7 +366,7 @@ inline const bool cuda_kernels_registered = [] {
     cuda_implementation<&torch_ops::policy_loss>::registered = &k::policy_loss;
     cuda_implementation<&torch_ops::value_loss<local_reducer>>::registered = &k::value_loss;
     cuda_implementation<&torch_ops::logprobs_from_logits>::registered = &k::logprobs_from_logits;
-    cuda_implementation<torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
+    cuda_implementation<&torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
     return true;
 }();
 

@@ -192,7 +192,6 @@ __global__ void __launch_bounds__(Threads)
     top = block_max<Threads>(top);
     if (threadIdx.x != 0) return;
     const double valid = header[0];
-    const double divisor = header[2];
     double r[policy_result_size] = {};
     r[policy_result_valid_tokens] = valid;
     if (valid > 0.0) {

@@ -150,7 +150,6 @@ __global__ void __launch_bounds__(Threads)
     block_sums<Threads>(s);
     if (threadIdx.x != 0) return;
     const double n = header[0];
-    const double divisor = header[2];
     double r[value_result_size] = {};
     r[value_result_loss] = coef == 0.0 ? 0.0 : coef * s[vf_loss];
     r[value_result_valid_tokens] = n;

@@ -511,11 +511,13 @@ namespace torch_ops {
     return compute_gae(rewards, values, mask, torch::Tensor(), options, checks);
 }
 
-/// The bootstrap overload of `compute_gae` as a constant: the key of its CUDA slot
-/// (`cuda_implementation`).
-inline constexpr advantages_and_returns<torch::Tensor> (*compute_gae_with_bootstrap)(
-    const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const torch::Tensor&, const gae_options&,
-    deferred_checks*) = &compute_gae;
+/// `compute_gae` with `bootstrap_values`, under a name of its own: the key of its CUDA slot
+/// (`cuda_implementation`, which takes a function that is not overloaded).
+[[nodiscard]] inline advantages_and_returns<torch::Tensor> compute_gae_with_bootstrap(
+    const torch::Tensor& rewards, const torch::Tensor& values, const torch::Tensor& mask,
+    const torch::Tensor& bootstrap_values, const gae_options& options, deferred_checks* checks) {
+    return compute_gae(rewards, values, mask, bootstrap_values, options, checks);
+}
 
 /// GRPO advantages `[B, T]` (`rlhf::compute_grpo_advantages`); `group_ids` `[B]` int64.
 [[nodiscard]] inline torch::Tensor compute_grpo_advantages(const torch::Tensor& token_rewards,

@@ -152,7 +152,7 @@ struct stage_ops {
                                                             const torch::Tensor& mask, const torch::Tensor& bootstrap,
                                                             const gae_options& o) const {
         if (composed) {
-            constexpr auto torch_ops_gae = libtorch::torch_ops::compute_gae_with_bootstrap;
+            constexpr auto torch_ops_gae = &libtorch::torch_ops::compute_gae_with_bootstrap;
             const auto reference = [&] { return torch_ops_gae(r, v, mask, bootstrap, o, checks); };
             if (!cuda_kernels) return reference();
             return libtorch::by_device<torch_ops_gae>(r, reference, r, v, mask, bootstrap, o, checks);
