@@ -878,7 +878,7 @@ TEST_SUITE("cuda") {
         check_kl<__nv_bfloat16, bool>({2, 2, 1000, 3, 1.0}, masking::mask, 2500, true);
     }
 
-    TEST_CASE("cuda full_kl_from_logits: a -inf reference logit under policy mass gives +inf, a NaN gives NaN") {
+    TEST_CASE("cuda full_kl_from_logits: a -inf reference logit under policy mass gives +inf and a NaN gives NaN") {
         const index_t t = 3, v = 19;
         std::vector<float> zp(static_cast<std::size_t>(t * v), 0.25f), zq(static_cast<std::size_t>(t * v), -0.5f);
         zq[static_cast<std::size_t>(0 * v + 4)] = static_cast<float>(-inf);  // row 0: unsupported
