@@ -14,6 +14,9 @@
 
 #include "cuda_bench.cuh"
 #include "rlhf/cuda/gae.cuh"
+#include "rlhf/cuda/logits.cuh"
+#include "rlhf/cuda/policy_loss.cuh"
+#include "rlhf/cuda/value_loss.cuh"
 
 namespace rlhf_cuda_bench {
 namespace {
@@ -73,6 +76,39 @@ void add_gae_rows() {
     }
 }
 
+/// Policy and value loss, forward + backward with the statistics: log-probs (values), old
+/// log-probs (old values), advantages (returns) and the mask in, the gradient out (16 + 4 bytes
+/// per token; the mask as float32, as in the CPU benchmarks).
+void add_loss_rows() {
+    for (const auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{256, 2048}, {512, 4096}}) {
+        const auto n = static_cast<std::size_t>(rows * cols);
+        for (const std::string family : {"policy_loss", "value_loss"}) {
+            add_device_copy_row(family, shape(rows, cols), 20 * n);
+            add_row(family + "/cuda/" + shape(rows, cols), [=](benchmark::State& state) {
+                const auto x = upload(normal_values(n, 4, 0.1F)), old = upload(normal_values(n, 5, 0.1F)),
+                           y = upload(normal_values(n, 6)), m = upload(padded_mask(rows, cols, 7));
+                const device_bytes grad(n * sizeof(float)), result(16 * sizeof(double));
+                const rlhf::extents_t<2> e{rows, cols};
+                const auto in = [&](const device_bytes& d) { return rlhf::view<float>(d.as<float>(), e); };
+                const rlhf::mut_view<float> g(grad.as<float>(), e);
+                if (family == "policy_loss") {
+                    const device_bytes ws(rlhf::cuda::policy_loss_workspace_bytes(rows, cols));
+                    time_on_device(state, nullptr, 20.0 * static_cast<double>(n), [&] {
+                        rlhf::cuda::policy_loss(in(x), in(old), in(y), in(m), g, rlhf::mut_view<float>{}, {},
+                                                result.as<double>(), ws.as(), nullptr);
+                    });
+                } else {
+                    const device_bytes ws(rlhf::cuda::value_loss_workspace_bytes(rows, cols));
+                    time_on_device(state, nullptr, 20.0 * static_cast<double>(n), [&] {
+                        rlhf::cuda::value_loss(in(x), in(old), in(y), in(m), g, rlhf::mut_view<float>{},
+                                               {.clip_range = 0.2}, result.as<double>(), ws.as(), nullptr);
+                    });
+                }
+            });
+        }
+    }
+}
+
 /// Sums `n` bf16 values (each read once, 16-byte loads) into `out`: the read yardstick of the
 /// forward logits rows.
 __global__ void read_all(const uint4* data, std::int64_t vectors, float* out) {
@@ -86,6 +122,48 @@ __global__ void read_all(const uint4* data, std::int64_t vectors, float* out) {
 }
 
 constexpr std::int64_t logits_positions = 16384, logits_vocab = 152064;
+
+/// Log-probs and entropy of bf16 logits: forward (log-probs, entropy, log-sum-exp) and
+/// forward + backward (the gradient of Σ g·lp + g_H·H, written in bf16).
+void add_logits_rows() {
+    const std::string size = shape(logits_positions, logits_vocab) + ".bf16";
+    const auto elements = static_cast<std::size_t>(logits_positions * logits_vocab);
+    const double z_bytes = 2.0 * static_cast<double>(elements);
+    add_row("logits.forward/cuda/" + size, [=](benchmark::State& state) {
+        const device_bytes z(elements * 2), ids(logits_positions * 8), lp(logits_positions * 4), h(logits_positions * 4),
+            lse(logits_positions * 8);
+        ok(cudaMemset(z.as(), 0, z.bytes()), "cudaMemset");
+        ok(cudaMemset(ids.as(), 0, ids.bytes()), "cudaMemset");
+        const rlhf::view<__nv_bfloat16, 3> logits(z.as<__nv_bfloat16>(), {1, logits_positions, logits_vocab});
+        const rlhf::extents_t<2> bt{1, logits_positions};
+        time_on_device(state, nullptr, z_bytes, [&] {
+            rlhf::cuda::logprobs_from_logits(logits, rlhf::view<std::int64_t>(ids.as<std::int64_t>(), bt),
+                                             rlhf::mut_view<float>(lp.as<float>(), bt),
+                                             rlhf::mut_view<float>(h.as<float>(), bt),
+                                             rlhf::mut_view<double>(lse.as<double>(), bt), {}, nullptr);
+        });
+    });
+    add_row("logits.forward_backward/cuda/" + size, [=](benchmark::State& state) {
+        const device_bytes z(elements * 2), dz(elements * 2), ids(logits_positions * 8), lp(logits_positions * 4),
+            h(logits_positions * 4), lse(logits_positions * 8), g(logits_positions * 4);
+        ok(cudaMemset(z.as(), 0, z.bytes()), "cudaMemset");
+        ok(cudaMemset(ids.as(), 0, ids.bytes()), "cudaMemset");
+        ok(cudaMemset(g.as(), 0, g.bytes()), "cudaMemset");
+        const rlhf::extents_t<3> btv{1, logits_positions, logits_vocab};
+        const rlhf::view<__nv_bfloat16, 3> logits(z.as<__nv_bfloat16>(), btv);
+        const rlhf::extents_t<2> bt{1, logits_positions};
+        const rlhf::view<std::int64_t> tokens(ids.as<std::int64_t>(), bt);
+        time_on_device(state, nullptr, 2.0 * z_bytes, [&] {
+            rlhf::cuda::logprobs_from_logits(logits, tokens, rlhf::mut_view<float>(lp.as<float>(), bt),
+                                             rlhf::mut_view<float>(h.as<float>(), bt),
+                                             rlhf::mut_view<double>(lse.as<double>(), bt), {}, nullptr);
+            rlhf::cuda::logprobs_from_logits_backward(
+                logits, tokens, rlhf::view<float>(g.as<float>(), bt), rlhf::view<float>(g.as<float>(), bt),
+                rlhf::view<double>(lse.as<double>(), bt), rlhf::view<float>(h.as<float>(), bt),
+                rlhf::mut_view<__nv_bfloat16, 3>(dz.as<__nv_bfloat16>(), btv), {}, nullptr);
+        });
+    });
+}
 
 void add_logits_yardsticks() {
     const std::string size = shape(logits_positions, logits_vocab) + ".bf16";
@@ -107,7 +185,9 @@ void add_logits_yardsticks() {
 
 void add_kernel_rows() {
     add_gae_rows();
+    add_loss_rows();
     add_logits_yardsticks();
+    add_logits_rows();
 }
 
 }  // namespace rlhf_cuda_bench

@@ -26,8 +26,11 @@ inline void ok(cudaError_t status, const char* what) {
 class device_bytes {
 public:
     explicit device_bytes(std::size_t bytes) : bytes_(bytes) { ok(cudaMalloc(&data_, bytes > 0 ? bytes : 1), "cudaMalloc"); }
+    device_bytes(device_bytes&& other) noexcept
+        : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
     device_bytes(const device_bytes&) = delete;
     device_bytes& operator=(const device_bytes&) = delete;
+    device_bytes& operator=(device_bytes&&) = delete;
     ~device_bytes() { cudaFree(data_); }
     template <class T = void>
     [[nodiscard]] T* as() const noexcept {

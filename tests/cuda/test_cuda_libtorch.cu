@@ -28,6 +28,8 @@ TEST_CASE("cuda libtorch: including rlhf/cuda/libtorch.cuh fills the CUDA slots 
     CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::policy_loss>::registered));
     CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::value_loss<rlhf::local_reducer>>::registered));
     CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::logprobs_from_logits>::registered));
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::entropy_from_logits>::registered));
+    CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::full_kl_from_logits>::registered));
     CHECK(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered));
 }
 
@@ -51,6 +53,26 @@ TEST_CASE("cuda libtorch: log-probs and entropies of CUDA logits pass the confor
     const auto report = lt::conformance::check_logprob_kernel(lt::default_kernels{}, options);
     INFO(report.summary(true));
     CHECK(report.passed());
+}
+
+TEST_CASE("cuda libtorch: entropy and full-vocabulary KL of CUDA logits equal the CPU path with gradients") {
+    for (const auto dtype : {torch::kFloat32, torch::kFloat64}) {
+        const auto p = torch::randn({3, 5, 4099}, torch::TensorOptions().dtype(dtype)) * 3;
+        const auto q = torch::randn({3, 5, 4099}, torch::TensorOptions().dtype(dtype)) * 3;
+        auto mask = torch::ones({3, 5}, torch::kBool);
+        mask[1][2] = false;
+        const rlhf::logits_options options{.temperature = 0.7};
+        const auto pc = p.clone().requires_grad_(true), pg = p.cuda().requires_grad_(true);
+        const auto h_cpu = lt::entropy_from_logits(pc, mask, options);
+        const auto h_gpu = lt::entropy_from_logits(pg, mask.cuda(), options);
+        CHECK(torch::allclose(h_gpu.cpu(), h_cpu, 1e-4, 1e-5));
+        const auto kl_cpu = lt::full_kl_from_logits(pc, q, mask, options);
+        const auto kl_gpu = lt::full_kl_from_logits(pg, q.cuda(), mask.cuda(), options);
+        CHECK(torch::allclose(kl_gpu.cpu(), kl_cpu, 1e-4, 1e-4));
+        (h_cpu.sum() + kl_cpu.sum()).backward();
+        (h_gpu.sum() + kl_gpu.sum()).backward();
+        CHECK(torch::allclose(pg.grad().cpu(), pc.grad(), 1e-4, 1e-6));
+    }
 }
 
 TEST_CASE("cuda libtorch: deferred statistics stay on the device until read") {

@@ -3,7 +3,7 @@
 /// The CUDA kernels behind the LibTorch entry points: include this header in one translation
 /// unit of the program compiled by nvcc (CUDA LibTorch, `rlhf::libtorch` and `rlhf::cuda`), and
 /// from then on `rlhf::libtorch::policy_loss`, `value_loss`, `logprobs_from_logits`,
-/// `entropy_from_logits` and the trainer's GAE send CUDA tensors to the kernels of `rlhf/cuda/`
+/// `entropy_from_logits`, `full_kl_from_logits` and the trainer's GAE send CUDA tensors to the kernels of `rlhf/cuda/`
 /// instead of the torch-op compositions — in every translation unit, including those the host
 /// compiler builds (`rlhf::libtorch::cuda_implementation`, filled at static initialisation).
 ///
@@ -323,6 +323,143 @@ inline ::rlhf::libtorch::logprobs_result logprobs_from_logits(const torch::Tenso
     return {outputs[0], outputs[1]};
 }
 
+/// Entropies of CUDA logits under autograd (`entropy_from_logits` and its backward).
+struct entropy_function : torch::autograd::Function<entropy_function> {
+    static constexpr std::string_view name = "rlhf::cuda::entropy_from_logits";
+
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                                 const torch::Tensor& mask_arg, bool has_mask, double temperature) {
+        const torch::Tensor mask = has_mask ? mask_arg : torch::Tensor();
+        const auto bt = logits.options().requires_grad(false);
+        torch::Tensor h = torch::empty({logits.size(0), logits.size(1)}, bt.dtype(output_dtype(logits.scalar_type())));
+        torch::Tensor lse = torch::empty_like(h, bt.dtype(torch::kFloat64));
+        const logits_options options{.temperature = temperature};
+        dispatch_logits(logits, name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            const auto z = in<T, 3>(logits, name, "logits");
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                if (m != nullptr)
+                    ::rlhf::cuda::entropy_from_logits(z, *m, out<A>(h, name, "entropy"),
+                                                      out<double>(lse, name, "logsumexp"), options, stream_of(logits));
+                else
+                    ::rlhf::cuda::entropy_from_logits(z, out<A>(h, name, "entropy"),
+                                                      out<double>(lse, name, "logsumexp"), options, stream_of(logits));
+            });
+        });
+        ctx->save_for_backward({logits, mask_arg, lse, h});
+        ctx->saved_data["temperature"] = temperature;
+        ctx->saved_data["has_mask"] = mask.defined();
+        return h;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const torch::Tensor& logits = saved[0];
+        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[1] : torch::Tensor();
+        const torch::Tensor g_h = grads[0].contiguous();
+        const c10::cuda::CUDAGuard guard(logits.device());
+        torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
+        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        dispatch_logits(logits, name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            const auto z = in<T, 3>(logits, name, "logits");
+            const auto lse = in<double>(saved[2], name, "logsumexp");
+            const auto h = in<A>(saved[3], name, "entropy");
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                if (m != nullptr)
+                    ::rlhf::cuda::entropy_from_logits_backward(z, *m, in<A>(g_h, name, "grad_entropy"), lse, h,
+                                                               out<T, 3>(grad, name, "grad_logits"), options,
+                                                               stream_of(logits));
+                else
+                    ::rlhf::cuda::entropy_from_logits_backward(z, in<A>(g_h, name, "grad_entropy"), lse, h,
+                                                               out<T, 3>(grad, name, "grad_logits"), options,
+                                                               stream_of(logits));
+            });
+        });
+        return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
+};
+
+/// `rlhf::libtorch::torch_ops::entropy_from_logits` on CUDA tensors (dtypes as
+/// `logprobs_from_logits`).
+inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torch::Tensor& mask,
+                                         const logits_options& options) {
+    const c10::cuda::CUDAGuard guard(logits.device());
+    return entropy_function::apply(logits, mask.defined() ? mask : torch::empty({0}), mask.defined(),
+                                   options.temperature);
+}
+
+/// Full-vocabulary KL(p‖q) of CUDA logits under autograd (w.r.t. the policy logits).
+struct full_kl_function : torch::autograd::Function<full_kl_function> {
+    static constexpr std::string_view name = "rlhf::cuda::full_kl_from_logits";
+
+    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& policy_logits,
+                                 const torch::Tensor& reference_logits, const torch::Tensor& mask_arg, bool has_mask,
+                                 double temperature) {
+        const torch::Tensor mask = has_mask ? mask_arg : torch::Tensor();
+        ::rlhf::libtorch::check_same_dtype(reference_logits, name, "reference_logits", policy_logits, "policy_logits");
+        const auto bt = policy_logits.options().requires_grad(false);
+        torch::Tensor kl = torch::empty({policy_logits.size(0), policy_logits.size(1)},
+                                        bt.dtype(output_dtype(policy_logits.scalar_type())));
+        const logits_options options{.temperature = temperature};
+        dispatch_logits(policy_logits, name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            const auto p = in<T, 3>(policy_logits, name, "policy_logits");
+            const auto q = in<T, 3>(reference_logits, name, "reference_logits");
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                if (m != nullptr)
+                    ::rlhf::cuda::full_kl_from_logits(p, q, *m, out<A>(kl, name, "kl"), options,
+                                                      stream_of(policy_logits));
+                else
+                    ::rlhf::cuda::full_kl_from_logits(p, q, out<A>(kl, name, "kl"), options, stream_of(policy_logits));
+            });
+        });
+        ctx->save_for_backward({policy_logits, reference_logits, mask_arg});
+        ctx->saved_data["temperature"] = temperature;
+        ctx->saved_data["has_mask"] = mask.defined();
+        return kl;
+    }
+
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto saved = ctx->get_saved_variables();
+        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[2] : torch::Tensor();
+        const torch::Tensor g = grads[0].contiguous();
+        const c10::cuda::CUDAGuard guard(saved[0].device());
+        torch::Tensor grad = torch::empty_like(saved[0], torch::MemoryFormat::Contiguous);
+        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        dispatch_logits(saved[0], name, [&](auto tag) {
+            using T = decltype(tag);
+            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            const auto p = in<T, 3>(saved[0], name, "policy_logits");
+            const auto q = in<T, 3>(saved[1], name, "reference_logits");
+            with_optional_mask<A>(mask, name, [&](auto m) {
+                if (m != nullptr)
+                    ::rlhf::cuda::full_kl_from_logits_backward(p, q, *m, in<A>(g, name, "grad_kl"),
+                                                               out<T, 3>(grad, name, "grad_policy_logits"), options,
+                                                               stream_of(saved[0]));
+                else
+                    ::rlhf::cuda::full_kl_from_logits_backward(p, q, in<A>(g, name, "grad_kl"),
+                                                               out<T, 3>(grad, name, "grad_policy_logits"), options,
+                                                               stream_of(saved[0]));
+            });
+        });
+        return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
+};
+
+/// `rlhf::libtorch::torch_ops::full_kl_from_logits` on CUDA tensors.
+inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
+                                         const torch::Tensor& mask, const logits_options& options) {
+    const c10::cuda::CUDAGuard guard(policy_logits.device());
+    return full_kl_function::apply(policy_logits, reference_logits, mask.defined() ? mask : torch::empty({0}),
+                                   mask.defined(), options.temperature);
+}
+
 /// `rlhf::libtorch::torch_ops::compute_gae` on CUDA tensors (float32/float64), by
 /// `rlhf::cuda::compute_gae` (a parallel scan over each row); the value checks go to `checks` as
 /// on the torch-op path (deferred: no device read here).
@@ -366,6 +503,8 @@ inline const bool cuda_kernels_registered = [] {
     cuda_implementation<&torch_ops::policy_loss>::registered = &k::policy_loss;
     cuda_implementation<&torch_ops::value_loss<local_reducer>>::registered = &k::value_loss;
     cuda_implementation<&torch_ops::logprobs_from_logits>::registered = &k::logprobs_from_logits;
+    cuda_implementation<&torch_ops::entropy_from_logits>::registered = &k::entropy_from_logits;
+    cuda_implementation<&torch_ops::full_kl_from_logits>::registered = &k::full_kl_from_logits;
     cuda_implementation<&torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
     return true;
 }();

@@ -479,12 +479,13 @@ inline torch::Tensor entropy_from_logits(const torch::Tensor& logits, const torc
         logits, [&] { return cpu::entropy_from_logits(logits, mask, options); }, logits, mask, options);
 }
 
-/// Full-vocabulary KL by device (`cpu::full_kl_from_logits`, `torch_ops::full_kl_from_logits`).
+/// Full-vocabulary KL by device (`cpu::full_kl_from_logits`, the registered CUDA kernel,
+/// `torch_ops::full_kl_from_logits`).
 inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, const torch::Tensor& reference_logits,
                                          const torch::Tensor& mask = {}, const logits_options& options = {}) {
-    return by_device(
+    return by_device<&torch_ops::full_kl_from_logits>(
         policy_logits, [&] { return cpu::full_kl_from_logits(policy_logits, reference_logits, mask, options); },
-        [&] { return torch_ops::full_kl_from_logits(policy_logits, reference_logits, mask, options); });
+        policy_logits, reference_logits, mask, options);
 }
 
 /// LM loss by device (`cpu::lm_loss`, `torch_ops::lm_loss`).
