@@ -41,8 +41,8 @@ constexpr double tolerance = std::is_same_v<T, float> ? 2e-6 : 1e-12;
 /// clamp, both, and the float32 log-ratio.
 std::vector<rlhf::kl_options> kl_variants() {
     std::vector<rlhf::kl_options> out;
-    for (const auto e : {rlhf::kl_estimator::k1, rlhf::kl_estimator::abs, rlhf::kl_estimator::k2,
-                         rlhf::kl_estimator::k3}) {
+    for (const auto e :
+         {rlhf::kl_estimator::k1, rlhf::kl_estimator::abs, rlhf::kl_estimator::k2, rlhf::kl_estimator::k3}) {
         out.push_back({.estimator = e});
         out.push_back({.estimator = e, .log_ratio_clamp = 0.7});
         out.push_back({.estimator = e, .value_clamp = 0.3});
@@ -97,8 +97,8 @@ void check_token_kl(std::mt19937& rng, index_t b, index_t cols, index_t pad, con
                              rows::strided_mut(out, b, cols, stride), options, cudaStream_t{});
     else
         rlhf::cuda::token_kl(lv, rv, rows::strided_mut(out, b, cols, stride), options, cudaStream_t{});
-    const std::string what = "token_kl " + describe(options) + " B=" + std::to_string(b) + " T=" +
-                             std::to_string(cols) + " pad=" + std::to_string(pad) + (masked ? " masked" : "") +
+    const std::string what = "token_kl " + describe(options) + " B=" + std::to_string(b) +
+                             " T=" + std::to_string(cols) + " pad=" + std::to_string(pad) + (masked ? " masked" : "") +
                              (in_place ? " in place" : "");
     rows::check_close((in_place ? dlp : dkl).download(), want, b, cols, stride, tolerance<T>, !in_place, what);
 }
@@ -128,11 +128,11 @@ void check_shaping(std::mt19937& rng, index_t b, index_t cols, index_t pad, cons
         rows::strided_mut(out, b, cols, stride), options, cudaStream_t{});
     const std::string what =
         "shape_rewards_from_logprobs " + std::string(rlhf::to_string(options.slot)) + " " +
-        std::string(rlhf::to_string(options.empty_rows)) + " " + describe(options.kl) + (options.mask_kl ? " mask_kl" : "") +
-        (options.score_clip ? " clip" : "") + (options.score_clip_range ? " clip range" : "") +
-        (options.divide_kl_by_length ? " divide by length" : "") + " beta=" + std::to_string(options.kl_coef) +
-        " B=" + std::to_string(b) + " T=" + std::to_string(cols) + " pad=" + std::to_string(pad) +
-        (in_place ? " in place" : "");
+        std::string(rlhf::to_string(options.empty_rows)) + " " + describe(options.kl) +
+        (options.mask_kl ? " mask_kl" : "") + (options.score_clip ? " clip" : "") +
+        (options.score_clip_range ? " clip range" : "") + (options.divide_kl_by_length ? " divide by length" : "") +
+        " beta=" + std::to_string(options.kl_coef) + " B=" + std::to_string(b) + " T=" + std::to_string(cols) +
+        " pad=" + std::to_string(pad) + (in_place ? " in place" : "");
     rows::check_close((in_place ? dref : drewards).download(), want, b, cols, stride, tolerance<T>, !in_place, what);
 }
 

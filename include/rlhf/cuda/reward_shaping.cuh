@@ -115,8 +115,8 @@ __global__ void __launch_bounds__(threads) shape_kernel(shape_arguments<T, M> p,
     last = reduce(storage).Reduce(last, max_op{});
     if (threadIdx.x == 0) {
         where = rlhf::detail::slot_of_row(p.slot, p.empty_rows, count, last, p.cols);
-        score = where.score ? static_cast<T>(rlhf::detail::clip_score(static_cast<double>(p.scores[b]), p.bounds))
-                            : T{0};
+        score =
+            where.score ? static_cast<T>(rlhf::detail::clip_score(static_cast<double>(p.scores[b]), p.bounds)) : T{0};
         length = p.divide_kl_by_length ? static_cast<T>(count > 1 ? count : 1) : T{1};
     }
     __syncthreads();
@@ -137,11 +137,10 @@ template <class T, class M>
 void launch_token_kl(std::string_view function, const kl_arguments<T, M>& p, const kl_options& options,
                      cudaStream_t stream) {
     if (p.rows * p.cols == 0) return;
-    const unsigned int blocks = blocks_for(p.rows * p.cols, threads);
-    rlhf::detail::with_kl_functor<T>(options, [&](const auto estimate) {
-        token_kl_kernel<<<blocks < max_elementwise_blocks ? blocks : max_elementwise_blocks, threads, 0, stream>>>(
-            p, estimate);
-    });
+    const unsigned int all = blocks_for(p.rows * p.cols, threads);
+    const unsigned int blocks = all < max_elementwise_blocks ? all : max_elementwise_blocks;
+    rlhf::detail::with_kl_functor<T>(
+        options, [&](const auto estimate) { token_kl_kernel<<<blocks, threads, 0, stream>>>(p, estimate); });
     check_launch(function);
 }
 
@@ -163,16 +162,10 @@ void token_kl(view<T> log_probs, view<T> ref_log_probs, mut_view<T> kl, const kl
     check_same_shape(function, "kl", kl, "log_probs", log_probs);
     check_same_or_disjoint(function, "kl", kl, "log_probs", log_probs);
     check_same_or_disjoint(function, "kl", kl, "ref_log_probs", ref_log_probs);
-    const detail::shaping::kl_arguments<T, unsigned char> p{log_probs.data(),
-                                                            ref_log_probs.data(),
-                                                            nullptr,
-                                                            kl.data(),
-                                                            log_probs.stride(0),
-                                                            ref_log_probs.stride(0),
-                                                            0,
-                                                            kl.stride(0),
-                                                            log_probs.extent(0),
-                                                            log_probs.extent(1)};
+    const detail::shaping::kl_arguments<T, unsigned char> p{
+        log_probs.data(),    ref_log_probs.data(),    nullptr, kl.data(),
+        log_probs.stride(0), ref_log_probs.stride(0), 0,       kl.stride(0),
+        log_probs.extent(0), log_probs.extent(1)};
     detail::shaping::launch_token_kl(function, p, options, stream);
 }
 
@@ -190,16 +183,9 @@ void token_kl(view<T> log_probs, view<T> ref_log_probs, view<M> mask, mut_view<T
     check_same_or_disjoint(function, "kl", kl, "log_probs", log_probs);
     check_same_or_disjoint(function, "kl", kl, "ref_log_probs", ref_log_probs);
     check_disjoint(function, "kl", kl, "mask", mask);
-    const detail::shaping::kl_arguments<T, M> p{log_probs.data(),
-                                                ref_log_probs.data(),
-                                                mask.data(),
-                                                kl.data(),
-                                                log_probs.stride(0),
-                                                ref_log_probs.stride(0),
-                                                mask.stride(0),
-                                                kl.stride(0),
-                                                log_probs.extent(0),
-                                                log_probs.extent(1)};
+    const detail::shaping::kl_arguments<T, M> p{
+        log_probs.data(),        ref_log_probs.data(), mask.data(),  kl.data(),           log_probs.stride(0),
+        ref_log_probs.stride(0), mask.stride(0),       kl.stride(0), log_probs.extent(0), log_probs.extent(1)};
     detail::shaping::launch_token_kl(function, p, options, stream);
 }
 
