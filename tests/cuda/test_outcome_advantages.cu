@@ -310,6 +310,36 @@ TEST_SUITE("cuda") {
         check_group_tokens<T, M>(rng, 0, 24, 50, 2, 6, rlhf::grpo_options{}, true, "GRPO");
     }
 
+    TEST_CASE("cuda GRPO with arbitrary int64 ids mapped by dense_group_ids equals the CPU kernel on the raw ids") {
+        std::mt19937 rng(31);
+        const index_t b = 50, cols = 20;
+        const auto n = static_cast<std::size_t>(b * cols);
+        const std::vector<double> r = rows::normal_values(rng, n);
+        const std::vector<int> m = rows::random_mask(rng, b, cols, cols);
+        std::vector<std::int64_t> ids(static_cast<std::size_t>(b));
+        const std::int64_t raw[] = {-9000000000, 17, 3, 1LL << 60, -1, 17000};
+        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = raw[(i * 7 + i / 3) % 6];
+        std::vector<double> want(n);
+        rlhf::compute_grpo_advantages(rows::strided(r.data(), b, cols, cols), rows::strided(m.data(), b, cols, cols),
+                                      rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                      rows::strided_mut(want.data(), b, cols, cols));
+        std::vector<std::int64_t> dense(ids.size());
+        const index_t groups = rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                                           rlhf::mut_view<std::int64_t, 1>{dense.data(), {b}});
+        CHECK(groups == 6);
+        device_array<double> dr(r), dadv(n);
+        device_array<std::int64_t> dids(dense);
+        const rows::device_mask<std::uint8_t> dm(m);
+        device_array<unsigned char> workspace(rlhf::cuda::group_advantages_workspace_bytes(b));
+        dadv.poison();
+        workspace.poison();
+        rlhf::cuda::compute_grpo_advantages(
+            rows::strided<double>(dr.data(), b, cols, cols),
+            rows::strided<std::uint8_t>(dm.device.data(), b, cols, cols), rlhf::view<std::int64_t, 1>{dids.data(), {b}},
+            groups, rows::strided_mut(dadv.data(), b, cols, cols), workspace.data(), {}, cudaStream_t{});
+        rows::check_close(dadv.download(), want, b, cols, cols, tolerance<double>, false, "GRPO dense ids");
+    }
+
     TEST_CASE_TEMPLATE("cuda cumulative returns and ReMax equal the CPU kernels: every masking / T up to 2100", Types,
                        float_bool, double_uint8, float_int32, double_float) {
         using T = typename Types::value;

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rlhf/cuda/group_ids.hpp"
 #include "rlhf/cuda/return_scan.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
 #include "support/test_helpers.hpp"
@@ -630,4 +631,35 @@ TEST_CASE("return_scan maps scanned like the CUDA kernel reproduce compute_cumul
             }
         }
     }
+}
+
+TEST_CASE("dense_group_ids maps arbitrary ids to [0 G) keeping the groups" * doctest::test_suite("unit")) {
+    std::vector<std::int64_t> ids{7, -3, 7, std::numeric_limits<std::int64_t>::min(), -3, 1000000000000, 7};
+    std::vector<std::int64_t> dense(ids.size());
+    const auto b = static_cast<index_t>(ids.size());
+    const index_t groups = rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                                       rlhf::mut_view<std::int64_t, 1>{dense.data(), {b}});
+    CHECK(groups == 4);
+    CHECK(dense == std::vector<std::int64_t>{2, 1, 2, 0, 1, 3, 2});
+    // The same GRPO advantages with either ids.
+    std::vector<double> scores{1, 0.5, 2, -0.5, 6, 3, -1}, want(ids.size()), got(ids.size());
+    rlhf::compute_grpo_advantages(rlhf::view<double, 1>{scores.data(), {b}},
+                                  rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                  rlhf::mut_view<double, 1>{want.data(), {b}});
+    rlhf::compute_grpo_advantages(rlhf::view<double, 1>{scores.data(), {b}},
+                                  rlhf::view<std::int64_t, 1>{dense.data(), {b}},
+                                  rlhf::mut_view<double, 1>{got.data(), {b}});
+    CHECK(got == want);
+    // In place, and an empty batch.
+    CHECK(rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                      rlhf::mut_view<std::int64_t, 1>{ids.data(), {b}}) == 4);
+    CHECK(ids == dense);
+    CHECK(rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {0}},
+                                      rlhf::mut_view<std::int64_t, 1>{dense.data(), {0}}) == 0);
+    rlhf_test::check_error(
+        [&] {
+            rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                        rlhf::mut_view<std::int64_t, 1>{dense.data(), {b - 1}});
+        },
+        rlhf::error_kind::shape, "dense");
 }

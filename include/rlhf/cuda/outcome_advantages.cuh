@@ -9,12 +9,12 @@
 ///
 /// Group ids: the CPU takes arbitrary int64 ids (it sorts the rows by id, stably). Without a host
 /// read the device cannot size a table of arbitrary ids, so here **the caller passes the number of
-/// groups G and every id must lie in [0, G)** (as the uid of the prompt's index in its batch; map
-/// arbitrary ids with `rlhf::cuda::` callers' own table or sort once on the host). G is checked on
-/// the host (`groups`: `rlhf::error`, kind value, when B > 0 and G < 1 or G > 2^31 − 1); the ids
-/// themselves are not (a device read): a row whose id lies outside [0, G) gets NaN advantages
-/// (and, for REINFORCE++-baseline, poisons the batch whitening with NaN), never a write out of
-/// bounds. An id in range that no row uses is an empty group: nothing happens.
+/// groups G and every id must lie in [0, G)** (the index of the prompt in its batch, say; ids held
+/// on the host map to [0, G) with `rlhf::cuda::dense_group_ids`, `rlhf/cuda/group_ids.hpp`). G is
+/// checked on the host (`groups`: `rlhf::error`, kind value, when B > 0 and G < 1 or G > 2^31 − 1);
+/// the ids themselves are not (a device read): a row whose id lies outside [0, G) gets NaN
+/// advantages (for REINFORCE++-baseline the NaN reaches the batch whitening, so every output),
+/// never a write out of bounds. An id in range that no row uses is an empty group: nothing happens.
 ///
 /// Layout, group estimators: (1) one block of 256 threads per row adds the row's rewards (all
 /// positions, masked ones included, as the CPU) and valid tokens into the workspace; (2) one block
@@ -53,6 +53,7 @@
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/cuda/group_ids.hpp"
 #include "rlhf/cuda/masked_stats.cuh"
 #include "rlhf/cuda/return_scan.hpp"
 #include "rlhf/cuda/support.cuh"
@@ -158,9 +159,12 @@ __global__ void __launch_bounds__(threads) load_scores_kernel(const T* scores, i
 }
 
 /// One block per group g: its count, sum (and Σ len·s, Σ len for OPO), mean, Σ (s − mean)² (GRPO
-/// with std normalisation), the coefficients, then each member's value.
-__global__ void __launch_bounds__(threads)
+/// with std normalisation), the coefficients, then each member's value. (A template, so that the
+/// header can be in several translation units: `Threads` is always `threads`.)
+template <int Threads>
+__global__ void __launch_bounds__(Threads)
     group_kernel(const std::int64_t* ids, index_t rows, group_scratch s, group_rule rule) {
+    static_assert(Threads == threads);
     namespace cpu = rlhf::detail;
     __shared__ double shared_count, shared_mean;
     const auto g = static_cast<std::int64_t>(blockIdx.x);
@@ -242,7 +246,8 @@ void launch_group_values(std::string_view function, view<T> rewards, view<M> mas
     row_sums_kernel<T, M><<<static_cast<unsigned int>(rewards.extent(0)), threads, 0, stream>>>(
         rewards.data(), rewards.stride(0), mask.data(), mask.stride(0), rewards.extent(1), s);
     check_launch(function);
-    group_kernel<<<static_cast<unsigned int>(groups), threads, 0, stream>>>(ids.data(), rewards.extent(0), s, rule);
+    group_kernel<threads>
+        <<<static_cast<unsigned int>(groups), threads, 0, stream>>>(ids.data(), rewards.extent(0), s, rule);
     check_launch(function);
 }
 
@@ -290,7 +295,7 @@ void group_score_advantages(std::string_view function, std::string_view bytes_fu
     const group_scratch s = scratch_of(workspace, rows);
     load_scores_kernel<T><<<elementwise_blocks(rows), threads, 0, stream>>>(scores.data(), rows, s);
     check_launch(function);
-    group_kernel<<<static_cast<unsigned int>(groups), threads, 0, stream>>>(group_ids.data(), rows, s, rule);
+    group_kernel<threads><<<static_cast<unsigned int>(groups), threads, 0, stream>>>(group_ids.data(), rows, s, rule);
     check_launch(function);
     store_values_kernel<T><<<elementwise_blocks(rows), threads, 0, stream>>>(s.value, rows, advantages.data());
     check_launch(function);
