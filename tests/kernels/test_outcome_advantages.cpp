@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -8,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "rlhf/cuda/group_ids.hpp"
+#include "rlhf/cuda/return_scan.hpp"
 #include "rlhf/kernels/outcome_advantages.hpp"
 #include "support/test_helpers.hpp"
 
@@ -552,4 +555,111 @@ TEST_CASE("outcome estimators: masked positions stay 0 beyond float32 / unknown 
                 r, m, vec(ids), a, rt, {.broadcast = static_cast<rlhf::baseline_broadcast>(2)});
         },
         "broadcast");
+}
+
+// The affine maps behind the CUDA row scans (rlhf/cuda/return_scan.hpp, CUDA-free): scanned in the
+// device's order (chunks from the row's end, an exclusive pairwise-round scan inside each, the
+// running map carried from chunk to chunk), they reproduce compute_cumulative_returns for every
+// masking. This checks the per-position coefficients and the associativity the device relies on.
+namespace {
+
+namespace return_scan = rlhf::detail::return_scan;
+
+// One row in the device's order with chunks of `chunk` positions (item j of a chunk ending at `end`
+// is position end − 1 − j).
+std::vector<double> scan_returns_like_device(const std::vector<double>& r, const std::vector<int>& m,
+                                             rlhf::return_masking masking, double gamma, std::size_t chunk) {
+    const std::size_t cols = r.size();
+    std::vector<double> out(cols);
+    const return_scan::backward_op op;
+    return_scan::affine running = return_scan::constant(0.0);
+    for (std::size_t end = cols; end > 0; end = end > chunk ? end - chunk : 0) {
+        const std::size_t len = std::min(chunk, end);
+        std::vector<return_scan::step_maps> steps(len);
+        std::vector<return_scan::affine> maps(len);
+        for (std::size_t j = 0; j < len; ++j) {
+            const std::size_t t = end - 1 - j;
+            steps[j] = return_scan::step(masking, m[t] != 0, r[t], gamma);
+            maps[j] = steps[j].running;
+        }
+        // Inclusive scan by pairwise rounds (a block scan's reordering), then exclusive over `running`.
+        std::vector<return_scan::affine> inclusive = maps;
+        for (std::size_t offset = 1; offset < len; offset *= 2) {
+            std::vector<return_scan::affine> next = inclusive;
+            for (std::size_t i = offset; i < len; ++i) next[i] = op(inclusive[i - offset], inclusive[i]);
+            inclusive = next;
+        }
+        for (std::size_t j = 0; j < len; ++j) {
+            const return_scan::affine before = j == 0 ? running : op(running, inclusive[j - 1]);
+            CHECK(before.a == 0.0);  // constant: its e is the running return after the position
+            out[end - 1 - j] = return_scan::output(steps[j], before.e);
+        }
+        running = op(running, inclusive[len - 1]);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("return_scan maps scanned like the CUDA kernel reproduce compute_cumulative_returns" *
+          doctest::test_suite("unit")) {
+    std::mt19937 rng(11);
+    std::normal_distribution<double> normal;
+    std::bernoulli_distribution keep(0.7);
+    for (const auto masking : {rlhf::return_masking::reset_at_masked, rlhf::return_masking::zero_masked,
+                               rlhf::return_masking::skip_masked}) {
+        for (const double gamma : {1.0, 0.9, 0.0}) {
+            for (const std::size_t cols : {std::size_t{1}, std::size_t{7}, std::size_t{64}, std::size_t{300}}) {
+                std::vector<double> r(cols);
+                std::vector<int> m(cols);
+                for (std::size_t t = 0; t < cols; ++t) {
+                    r[t] = normal(rng);
+                    m[t] = keep(rng) ? 1 : 0;
+                }
+                std::vector<double> want(cols);
+                rlhf::compute_cumulative_returns(rlhf::view<double>{r.data(), {1, static_cast<index_t>(cols)}},
+                                                 rlhf::view<int>{m.data(), {1, static_cast<index_t>(cols)}},
+                                                 rlhf::mut_view<double>{want.data(), {1, static_cast<index_t>(cols)}},
+                                                 {.gamma = gamma, .masking = masking});
+                for (const std::size_t chunk : {std::size_t{1}, std::size_t{4}, std::size_t{13}, std::size_t{1024}}) {
+                    const std::vector<double> got = scan_returns_like_device(r, m, masking, gamma, chunk);
+                    for (std::size_t t = 0; t < cols; ++t)
+                        CHECK_MESSAGE(std::abs(got[t] - want[t]) <= 1e-12 * std::max(1.0, std::abs(want[t])),
+                                      rlhf::to_string(masking)
+                                          << " gamma " << gamma << " T " << cols << " chunk " << chunk << " t " << t);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("dense_group_ids maps arbitrary ids to [0 G) keeping the groups" * doctest::test_suite("unit")) {
+    std::vector<std::int64_t> ids{7, -3, 7, std::numeric_limits<std::int64_t>::min(), -3, 1000000000000, 7};
+    std::vector<std::int64_t> dense(ids.size());
+    const auto b = static_cast<index_t>(ids.size());
+    const index_t groups = rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                                       rlhf::mut_view<std::int64_t, 1>{dense.data(), {b}});
+    CHECK(groups == 4);
+    CHECK(dense == std::vector<std::int64_t>{2, 1, 2, 0, 1, 3, 2});
+    // The same GRPO advantages with either ids.
+    std::vector<double> scores{1, 0.5, 2, -0.5, 6, 3, -1}, want(ids.size()), got(ids.size());
+    rlhf::compute_grpo_advantages(rlhf::view<double, 1>{scores.data(), {b}},
+                                  rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                  rlhf::mut_view<double, 1>{want.data(), {b}});
+    rlhf::compute_grpo_advantages(rlhf::view<double, 1>{scores.data(), {b}},
+                                  rlhf::view<std::int64_t, 1>{dense.data(), {b}},
+                                  rlhf::mut_view<double, 1>{got.data(), {b}});
+    CHECK(got == want);
+    // In place, and an empty batch.
+    CHECK(rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                      rlhf::mut_view<std::int64_t, 1>{ids.data(), {b}}) == 4);
+    CHECK(ids == dense);
+    CHECK(rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {0}},
+                                      rlhf::mut_view<std::int64_t, 1>{dense.data(), {0}}) == 0);
+    rlhf_test::check_error(
+        [&] {
+            rlhf::cuda::dense_group_ids(rlhf::view<std::int64_t, 1>{ids.data(), {b}},
+                                        rlhf::mut_view<std::int64_t, 1>{dense.data(), {b - 1}});
+        },
+        rlhf::error_kind::shape, "dense");
 }

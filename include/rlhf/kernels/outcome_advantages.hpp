@@ -54,6 +54,53 @@ struct group_rule {
     singleton_group_policy singleton = singleton_group_policy::raw_score;
 };
 
+/// The advantage of the row of a singleton group under `rule.singleton` `raw_score` or `zero`
+/// (host-device: the CUDA kernels apply it too).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double singleton_advantage(const group_rule& rule, double value) noexcept {
+    if (rule.singleton == singleton_group_policy::zero) return 0.0;
+    // verl: mean 0 and std 1 for a singleton, so GRPO still divides by 1 + ε.
+    return rule.kind == group_rule_kind::grpo && rule.normalize_by_std ? value / (1.0 + rule.epsilon) : value;
+}
+
+/// A group's advantages as `(value − baseline)·scale / divisor`.
+struct group_coefficients {
+    double baseline;
+    double scale;    ///< RLOO's n / (n − 1)
+    double divisor;  ///< GRPO's std + ε (divided, not multiplied by a reciprocal, as the peers do)
+};
+
+/// The coefficients of a group of `n >= 2` rows under `rule`, from its mean score, `squares` =
+/// Σ (s − mean)² (read by GRPO with std normalisation only) and, for OPO, `weighted` = Σ len·s and
+/// `total` = Σ len. Host-device (the CUDA kernels use it too).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE group_coefficients coefficients_of_group(const group_rule& rule, double n,
+                                                                                double mean, double squares,
+                                                                                double weighted,
+                                                                                double total) noexcept {
+    group_coefficients c{mean, 1.0, 1.0};
+    switch (rule.kind) {
+        case group_rule_kind::grpo:
+            if (rule.normalize_by_std) {
+                const double count_divisor = rule.std_estimator == variance_estimator::unbiased ? n - 1.0 : n;
+                c.divisor = std::sqrt(squares / count_divisor) + rule.epsilon;
+            }
+            break;
+        case group_rule_kind::rloo:
+            c.scale = n / (n - 1.0);  // s − (Σ − s)/(n − 1) = (s − mean)·n/(n − 1)
+            break;
+        case group_rule_kind::mean:
+            break;
+        case group_rule_kind::opo:
+            c.baseline = total > 0.0 ? weighted / total : 0.0;
+            break;
+    }
+    return c;
+}
+
+/// The advantage of a row of score `value` in a group of coefficients `c`. Host-device.
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double group_advantage(const group_coefficients& c, double value) noexcept {
+    return (value - c.baseline) * c.scale / c.divisor;
+}
+
 /// Replaces `values[i]` (the score of row i) by its advantage under `rule`, group by group.
 /// `lengths` (OPO only) holds the number of valid tokens per row. Scratch: one index per row.
 inline void apply_group_rule(std::string_view function, view<std::int64_t, 1> group_ids, std::span<double> values,
@@ -83,12 +130,8 @@ inline void apply_group_rule(std::string_view function, view<std::int64_t, 1> gr
                          "groups of at least 2 rows (singleton_group_policy::raise)",
                          "group " + std::to_string(id) + " with 1 row (row " + std::to_string(row) + ")");
                 case singleton_group_policy::zero:
-                    values[at(row)] = 0.0;
-                    break;
                 case singleton_group_policy::raw_score:
-                    // verl: mean 0 and std 1 for a singleton, so GRPO still divides by 1 + ε.
-                    if (rule.kind == group_rule_kind::grpo && rule.normalize_by_std)
-                        values[at(row)] /= 1.0 + rule.epsilon;
+                    values[at(row)] = singleton_advantage(rule, values[at(row)]);
                     break;
             }
             continue;
@@ -97,41 +140,24 @@ inline void apply_group_rule(std::string_view function, view<std::int64_t, 1> gr
         double sum = 0.0;
         for (index_t k = first; k < last; ++k) sum += values[at(order[at(k)])];
         const double mean = sum / n;
-        double baseline = mean;
-        double scale = 1.0;    // RLOO's n / (n - 1)
-        double divisor = 1.0;  // GRPO's std + ε (divided, not multiplied by a reciprocal, as the peers do)
-        switch (rule.kind) {
-            case group_rule_kind::grpo:
-                if (rule.normalize_by_std) {
-                    double squares = 0.0;
-                    for (index_t k = first; k < last; ++k) {
-                        const double centred = values[at(order[at(k)])] - mean;
-                        squares += centred * centred;
-                    }
-                    const double count_divisor = rule.std_estimator == variance_estimator::unbiased ? n - 1.0 : n;
-                    divisor = std::sqrt(squares / count_divisor) + rule.epsilon;
-                }
-                break;
-            case group_rule_kind::rloo:
-                scale = n / (n - 1.0);  // s − (Σ − s)/(n − 1) = (s − mean)·n/(n − 1)
-                break;
-            case group_rule_kind::mean:
-                break;
-            case group_rule_kind::opo: {
-                double weighted = 0.0;
-                double total = 0.0;
-                for (index_t k = first; k < last; ++k) {
-                    const index_t row = order[at(k)];
-                    weighted += lengths[at(row)] * values[at(row)];
-                    total += lengths[at(row)];
-                }
-                baseline = total > 0.0 ? weighted / total : 0.0;
-                break;
+        double squares = 0.0;
+        if (rule.kind == group_rule_kind::grpo && rule.normalize_by_std)
+            for (index_t k = first; k < last; ++k) {
+                const double centred = values[at(order[at(k)])] - mean;
+                squares += centred * centred;
             }
-        }
+        double weighted = 0.0;
+        double total = 0.0;
+        if (rule.kind == group_rule_kind::opo)
+            for (index_t k = first; k < last; ++k) {
+                const index_t row = order[at(k)];
+                weighted += lengths[at(row)] * values[at(row)];
+                total += lengths[at(row)];
+            }
+        const group_coefficients c = coefficients_of_group(rule, n, mean, squares, weighted, total);
         for (index_t k = first; k < last; ++k) {
             double& value = values[at(order[at(k)])];
-            value = (value - baseline) * scale / divisor;
+            value = group_advantage(c, value);
         }
     }
 }

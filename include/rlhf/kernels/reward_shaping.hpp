@@ -62,12 +62,26 @@ inline void check_shaping_options(std::string_view function, const reward_shapin
     }
 }
 
+/// The interval a score is clipped to (`[-inf, inf]` without clipping).
+struct score_bounds {
+    double low, high;
+};
+
+/// The clipping interval of `options` (`score_clip` or `score_clip_range`).
+inline score_bounds score_bounds_of(const reward_shaping_options& options) {
+    if (options.score_clip) return {-*options.score_clip, *options.score_clip};
+    if (options.score_clip_range) return {options.score_clip_range->first, options.score_clip_range->second};
+    return {-std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+}
+
+/// `std::clamp(score, low, high)` (host-device: the CUDA kernels clip with it too).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE double clip_score(double score, const score_bounds& bounds) noexcept {
+    return score < bounds.low ? bounds.low : (bounds.high < score ? bounds.high : score);
+}
+
 /// The clipped score, computed in double.
 inline double clip_score(double score, const reward_shaping_options& options) {
-    if (options.score_clip) return std::clamp(score, -*options.score_clip, *options.score_clip);
-    if (options.score_clip_range)
-        return std::clamp(score, options.score_clip_range->first, options.score_clip_range->second);
-    return score;
+    return clip_score(score, score_bounds_of(options));
 }
 
 /// Where the score of one row goes.
@@ -77,26 +91,51 @@ struct row_slot {
     bool score;        ///< false: the row gets no score and no zeroing
 };
 
-/// The slot of a row with `count` valid tokens, the last at `last` (-1 if none), of `cols` columns.
-inline row_slot find_row_slot(std::string_view function, reward_slot slot, empty_row_policy empty_rows, index_t count,
-                              index_t last, index_t cols, index_t row) {
-    if (count == 0) {
-        if (empty_rows == empty_row_policy::raise)
-            fail(error_kind::value, function, "mask", "at least one valid token in every row (empty_rows = raise)",
-                 "row " + std::to_string(row) + " is empty");
-        if (empty_rows == empty_row_policy::drop_score) return {-1, -1, false};
-    }
+/// The slot of a row with `count` valid tokens, the last at `last` (-1 if none), of `cols` columns,
+/// for every policy but `raise` of an empty row (host-device: the CUDA kernels place scores with it).
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE row_slot slot_of_row(reward_slot slot, empty_row_policy empty_rows,
+                                                            index_t count, index_t last, index_t cols) noexcept {
+    if (count == 0 && empty_rows == empty_row_policy::drop_score) return {-1, -1, false};
     switch (slot) {
         case reward_slot::last_valid_token:
             return {count > 0 ? last : cols - 1, -1, true};
         case reward_slot::after_last_valid:
-            return {std::min(count, cols - 1), -1, true};
+            return {count < cols - 1 ? count : cols - 1, -1, true};
         case reward_slot::every_valid_token:
             return {-1, count, true};
         case reward_slot::first_pad_slot:
             return {count > 0 ? (last + 1 < cols ? last + 1 : last) : 0, -1, true};
     }
     return {-1, -1, false};
+}
+
+/// The slot of a row with `count` valid tokens, the last at `last` (-1 if none), of `cols` columns.
+inline row_slot find_row_slot(std::string_view function, reward_slot slot, empty_row_policy empty_rows, index_t count,
+                              index_t last, index_t cols, index_t row) {
+    if (count == 0 && empty_rows == empty_row_policy::raise)
+        fail(error_kind::value, function, "mask", "at least one valid token in every row (empty_rows = raise)",
+             "row " + std::to_string(row) + " is empty");
+    return slot_of_row(slot, empty_rows, count, last, cols);
+}
+
+/// The KL term of a position's reward, `-β·kl / length`, with `kl` taken as 0 where `masked_out`
+/// (`mask_kl` and a mask-0 position). Host-device.
+template <class T>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T kl_reward_term(T kl, bool masked_out, T neg_beta, T length) noexcept {
+    return neg_beta * detail::bit_select(masked_out, T{0}, kl) / length;
+}
+
+/// The reward at position t of a `every_valid_token` row (`where.limit >= 0`): `term + score` below
+/// the limit, 0 from it on. Host-device.
+template <class T>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T reward_below_limit(T term, T score, bool below_limit) noexcept {
+    return detail::bit_select(below_limit, term + score, T{0});
+}
+
+/// The reward at position t of a row with a single slot: `term`, plus the score at the slot. Host-device.
+template <class T>
+[[nodiscard]] RLHF_DETAIL_FORCE_INLINE T reward_at_slot(T term, T score, bool at_slot) noexcept {
+    return term + (at_slot ? score : T{0});
 }
 
 /// Positions per block of the shaping loop.
@@ -135,16 +174,14 @@ void shape_rows(std::string_view function, view<M> mask, view<T, 1> scores, mut_
             if (where.limit >= 0) {
                 for (index_t k = 0; k < len; ++k) {
                     const index_t t = start + k;
-                    const T value = detail::bit_select(mask_kl & (m[t] == M{0}), T{0}, kl[k]);
-                    const T r = neg_beta * value / length;
-                    out[t] = detail::bit_select(t < where.limit, r + score, T{0});
+                    const T r = kl_reward_term(kl[k], mask_kl & (m[t] == M{0}), neg_beta, length);
+                    out[t] = reward_below_limit(r, score, t < where.limit);
                 }
             } else {
                 for (index_t k = 0; k < len; ++k) {
                     const index_t t = start + k;
-                    const T value = detail::bit_select(mask_kl & (m[t] == M{0}), T{0}, kl[k]);
-                    const T r = neg_beta * value / length;
-                    out[t] = r + (t == where.position ? score : T{0});
+                    const T r = kl_reward_term(kl[k], mask_kl & (m[t] == M{0}), neg_beta, length);
+                    out[t] = reward_at_slot(r, score, t == where.position);
                 }
             }
         }
