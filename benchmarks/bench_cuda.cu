@@ -44,19 +44,22 @@ std::vector<float> padded_mask(std::int64_t rows, std::int64_t cols, std::uint32
     std::vector<float> m(static_cast<std::size_t>(rows * cols), 0.0F);
     for (std::int64_t b = 0; b < rows; ++b) {
         const std::int64_t begin = std::uniform_int_distribution<std::int64_t>(0, 3)(gen) % cols;
-        const std::int64_t end = std::uniform_int_distribution<std::int64_t>(std::max<std::int64_t>(cols / 2, begin + 1), cols)(gen);
+        const std::int64_t end =
+            std::uniform_int_distribution<std::int64_t>(std::max<std::int64_t>(cols / 2, begin + 1), cols)(gen);
         for (std::int64_t t = begin; t < end; ++t) m[static_cast<std::size_t>(b * cols + t)] = 1.0F;
     }
     return m;
 }
 
-std::string shape(std::int64_t rows, std::int64_t cols) { return std::to_string(rows) + "x" + std::to_string(cols); }
+std::string shape(std::int64_t rows, std::int64_t cols) {
+    return std::to_string(rows) + "x" + std::to_string(cols);
+}
 
 void add_gae_rows() {
     for (const auto [rows, cols] : {std::pair<std::int64_t, std::int64_t>{256, 2048}, {4096, 2048}}) {
         const auto n = static_cast<std::size_t>(rows * cols);
-        for (const auto masking : {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked,
-                                   rlhf::gae_masking::valid_range}) {
+        for (const auto masking :
+             {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
             const std::string family = "gae." + std::string(rlhf::to_string(masking));
             add_device_copy_row(family, shape(rows, cols), 20 * n);  // rewards, values, mask in; A, R out
             add_row(family + "/cuda/" + shape(rows, cols), [=](benchmark::State& state) {
@@ -130,17 +133,16 @@ void add_logits_rows() {
     const auto elements = static_cast<std::size_t>(logits_positions * logits_vocab);
     const double z_bytes = 2.0 * static_cast<double>(elements);
     add_row("logits.forward/cuda/" + size, [=](benchmark::State& state) {
-        const device_bytes z(elements * 2), ids(logits_positions * 8), lp(logits_positions * 4), h(logits_positions * 4),
-            lse(logits_positions * 8);
+        const device_bytes z(elements * 2), ids(logits_positions * 8), lp(logits_positions * 4),
+            h(logits_positions * 4), lse(logits_positions * 8);
         ok(cudaMemset(z.as(), 0, z.bytes()), "cudaMemset");
         ok(cudaMemset(ids.as(), 0, ids.bytes()), "cudaMemset");
         const rlhf::view<__nv_bfloat16, 3> logits(z.as<__nv_bfloat16>(), {1, logits_positions, logits_vocab});
         const rlhf::extents_t<2> bt{1, logits_positions};
         time_on_device(state, nullptr, z_bytes, [&] {
-            rlhf::cuda::logprobs_from_logits(logits, rlhf::view<std::int64_t>(ids.as<std::int64_t>(), bt),
-                                             rlhf::mut_view<float>(lp.as<float>(), bt),
-                                             rlhf::mut_view<float>(h.as<float>(), bt),
-                                             rlhf::mut_view<double>(lse.as<double>(), bt), {}, nullptr);
+            rlhf::cuda::logprobs_from_logits(
+                logits, rlhf::view<std::int64_t>(ids.as<std::int64_t>(), bt), rlhf::mut_view<float>(lp.as<float>(), bt),
+                rlhf::mut_view<float>(h.as<float>(), bt), rlhf::mut_view<double>(lse.as<double>(), bt), {}, nullptr);
         });
     });
     add_row("logits.forward_backward/cuda/" + size, [=](benchmark::State& state) {

@@ -27,7 +27,9 @@ namespace {
 namespace lt = rlhf::libtorch;
 using torch::Tensor;
 
-cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+cudaStream_t current_stream() {
+    return at::cuda::getCurrentCUDAStream().stream();
+}
 
 /// Bytes allocated by LibTorch's CUDA allocator at the peak of `call()` beyond what was
 /// allocated before it, minus `outputs` (the bytes every implementation must return).
@@ -104,39 +106,60 @@ void add_logits_rows() {
     // Family `logits.forward`: log-probs and entropy (TRL's row: log-probs only); rows' yardstick
     // `device_read` (bench_cuda.cu). `logits.forward_backward`: yardstick `device_copy` (read z,
     // write dz).
-    add_torch_row("logits.forward/rlhf_libtorch/" + size, z_bytes, [] {
-        torch::NoGradGuard no_grad;
-        (void)lt::logprobs_from_logits(c.logits, c.ids);
-    }, 2 * bt_out);
-    add_torch_row("logits.forward/trl_log_softmax_gather/" + size, z_bytes, [] {
-        torch::NoGradGuard no_grad;
-        (void)trl_logprobs(c.logits, c.ids);
-    }, bt_out);
-    add_torch_row("logits.forward/verl_torch_ops/" + size, z_bytes, [] {
-        torch::NoGradGuard no_grad;
-        (void)verl_logprobs_entropy(c.logits, c.ids);
-    }, 2 * bt_out);
-    add_torch_row("logits.forward/chunked_1024/" + size, z_bytes, [] {
-        torch::NoGradGuard no_grad;
-        (void)chunked_logprobs_entropy(c.logits, c.ids);
-    }, 2 * bt_out);
+    add_torch_row(
+        "logits.forward/rlhf_libtorch/" + size, z_bytes,
+        [] {
+            torch::NoGradGuard no_grad;
+            (void)lt::logprobs_from_logits(c.logits, c.ids);
+        },
+        2 * bt_out);
+    add_torch_row(
+        "logits.forward/trl_log_softmax_gather/" + size, z_bytes,
+        [] {
+            torch::NoGradGuard no_grad;
+            (void)trl_logprobs(c.logits, c.ids);
+        },
+        bt_out);
+    add_torch_row(
+        "logits.forward/verl_torch_ops/" + size, z_bytes,
+        [] {
+            torch::NoGradGuard no_grad;
+            (void)verl_logprobs_entropy(c.logits, c.ids);
+        },
+        2 * bt_out);
+    add_torch_row(
+        "logits.forward/chunked_1024/" + size, z_bytes,
+        [] {
+            torch::NoGradGuard no_grad;
+            (void)chunked_logprobs_entropy(c.logits, c.ids);
+        },
+        2 * bt_out);
     // Forward + backward (the gradient of Σ g·lp + g_H·H w.r.t. the logits).
     const double grad_out = z_bytes;
-    add_torch_row("logits.forward_backward/rlhf_libtorch/" + size, 2 * z_bytes, [=] {
-        const auto r = lt::logprobs_from_logits(c.logits, c.ids);
-        backward(r.logprobs, r.entropy);
-    }, grad_out);
-    add_torch_row("logits.forward_backward/trl_log_softmax_gather/" + size, 2 * z_bytes, [=] {
-        backward(trl_logprobs(c.logits, c.ids), Tensor());
-    }, grad_out);
-    add_torch_row("logits.forward_backward/verl_torch_ops/" + size, 2 * z_bytes, [=] {
-        const auto [lp, h] = verl_logprobs_entropy(c.logits, c.ids);
-        backward(lp, h);
-    }, grad_out);
-    add_torch_row("logits.forward_backward/chunked_1024/" + size, 2 * z_bytes, [=] {
-        const auto [lp, h] = chunked_logprobs_entropy(c.logits, c.ids);
-        backward(lp, h);
-    }, grad_out);
+    add_torch_row(
+        "logits.forward_backward/rlhf_libtorch/" + size, 2 * z_bytes,
+        [=] {
+            const auto r = lt::logprobs_from_logits(c.logits, c.ids);
+            backward(r.logprobs, r.entropy);
+        },
+        grad_out);
+    add_torch_row(
+        "logits.forward_backward/trl_log_softmax_gather/" + size, 2 * z_bytes,
+        [=] { backward(trl_logprobs(c.logits, c.ids), Tensor()); }, grad_out);
+    add_torch_row(
+        "logits.forward_backward/verl_torch_ops/" + size, 2 * z_bytes,
+        [=] {
+            const auto [lp, h] = verl_logprobs_entropy(c.logits, c.ids);
+            backward(lp, h);
+        },
+        grad_out);
+    add_torch_row(
+        "logits.forward_backward/chunked_1024/" + size, 2 * z_bytes,
+        [=] {
+            const auto [lp, h] = chunked_logprobs_entropy(c.logits, c.ids);
+            backward(lp, h);
+        },
+        grad_out);
 }
 
 struct token_case {
@@ -155,27 +178,36 @@ void add_token_rows() {
         const std::string size = std::to_string(rows) + "x" + std::to_string(cols);
         const double n = static_cast<double>(rows * cols);
         auto data = std::make_shared<token_case>(rows, cols);
-        for (const auto masking : {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked,
-                                   rlhf::gae_masking::valid_range}) {
+        for (const auto masking :
+             {rlhf::gae_masking::zero_masked, rlhf::gae_masking::skip_masked, rlhf::gae_masking::valid_range}) {
             const std::string family = std::string("gae.") + std::string(rlhf::to_string(masking));
             const rlhf::gae_options o{.gamma = 1.0, .lambda = 0.95, .masking = masking};
-            add_torch_row(family + "/libtorch_composed/" + size, 20 * n, [=] {
-                (void)lt::torch_ops::compute_gae(data->a, data->b, data->mask, Tensor(), o, nullptr);
-            }, 8 * n);
-            add_torch_row(family + "/rlhf_libtorch/" + size, 20 * n, [=] {
-                (void)lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered(
-                    data->a, data->b, data->mask, Tensor(), o, nullptr);
-            }, 8 * n);
+            add_torch_row(
+                family + "/libtorch_composed/" + size, 20 * n,
+                [=] { (void)lt::torch_ops::compute_gae(data->a, data->b, data->mask, Tensor(), o, nullptr); }, 8 * n);
+            add_torch_row(
+                family + "/rlhf_libtorch/" + size, 20 * n,
+                [=] {
+                    (void)lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered(
+                        data->a, data->b, data->mask, Tensor(), o, nullptr);
+                },
+                8 * n);
         }
         const auto loss_row = [&](const std::string& family, auto&& loss) {
-            add_torch_row(family + "/libtorch_composed/" + size, 20 * n, [=] {
-                const Tensor x = data->a.detach().requires_grad_(true);
-                loss(x, true).backward();
-            }, 4 * n);
-            add_torch_row(family + "/rlhf_libtorch/" + size, 20 * n, [=] {
-                const Tensor x = data->a.detach().requires_grad_(true);
-                loss(x, false).backward();
-            }, 4 * n);
+            add_torch_row(
+                family + "/libtorch_composed/" + size, 20 * n,
+                [=] {
+                    const Tensor x = data->a.detach().requires_grad_(true);
+                    loss(x, true).backward();
+                },
+                4 * n);
+            add_torch_row(
+                family + "/rlhf_libtorch/" + size, 20 * n,
+                [=] {
+                    const Tensor x = data->a.detach().requires_grad_(true);
+                    loss(x, false).backward();
+                },
+                4 * n);
         };
         constexpr auto deferred = lt::statistics_readback::deferred;
         loss_row("policy_loss", [data](const Tensor& x, bool composed) {
@@ -184,9 +216,10 @@ void add_token_rows() {
         });
         loss_row("value_loss", [data](const Tensor& x, bool composed) {
             const rlhf::value_loss_options o{.clip_range = 0.2};
-            return composed ? lt::torch_ops::value_loss(x, data->b, data->c, data->mask, o, rlhf::local_reducer{},
-                                                        deferred).loss
-                            : lt::value_loss(x, data->b, data->c, data->mask, o, rlhf::local_reducer{}, deferred).loss;
+            return composed
+                       ? lt::torch_ops::value_loss(x, data->b, data->c, data->mask, o, rlhf::local_reducer{}, deferred)
+                             .loss
+                       : lt::value_loss(x, data->b, data->c, data->mask, o, rlhf::local_reducer{}, deferred).loss;
         });
     }
 }

@@ -25,7 +25,9 @@ inline void ok(cudaError_t status, const char* what) {
 /// An owning device buffer of `bytes` bytes.
 class device_bytes {
 public:
-    explicit device_bytes(std::size_t bytes) : bytes_(bytes) { ok(cudaMalloc(&data_, bytes > 0 ? bytes : 1), "cudaMalloc"); }
+    explicit device_bytes(std::size_t bytes) : bytes_(bytes) {
+        ok(cudaMalloc(&data_, bytes > 0 ? bytes : 1), "cudaMalloc");
+    }
     device_bytes(device_bytes&& other) noexcept
         : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
     device_bytes(const device_bytes&) = delete;
@@ -62,8 +64,7 @@ void time_on_device(benchmark::State& state, cudaStream_t stream, double bytes_m
         state.SetIterationTime(static_cast<double>(ms) * 1e-3);
     }
     ok(cudaGetLastError(), "kernel");
-    state.counters["bytes_per_second"] =
-        benchmark::Counter(bytes_moved, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["bytes_per_second"] = benchmark::Counter(bytes_moved, benchmark::Counter::kIsIterationInvariantRate);
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
 }
@@ -84,8 +85,9 @@ inline void add_device_copy_row(const std::string& family, const std::string& si
     add_row(family + "/device_copy/" + size, [bytes](benchmark::State& state) {
         const device_bytes from(bytes), to(bytes);
         ok(cudaMemset(from.as(), 0, bytes), "cudaMemset");
-        time_on_device(state, nullptr, 2.0 * static_cast<double>(bytes),
-                       [&] { ok(cudaMemcpyAsync(to.as(), from.as(), bytes, cudaMemcpyDeviceToDevice, nullptr), "copy"); });
+        time_on_device(state, nullptr, 2.0 * static_cast<double>(bytes), [&] {
+            ok(cudaMemcpyAsync(to.as(), from.as(), bytes, cudaMemcpyDeviceToDevice, nullptr), "copy");
+        });
     });
 }
 

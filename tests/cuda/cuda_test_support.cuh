@@ -14,7 +14,9 @@
 namespace rlhf_test {
 
 /// Fails the test case when a CUDA call failed (a kernel's fault shows at the next synchronise).
-inline void cuda_ok(cudaError_t status) { REQUIRE_MESSAGE(status == cudaSuccess, cudaGetErrorString(status)); }
+inline void cuda_ok(cudaError_t status) {
+    REQUIRE_MESSAGE(status == cudaSuccess, cudaGetErrorString(status));
+}
 
 /// An owning device array of `n` elements of `T`.
 template <class T>

@@ -185,7 +185,8 @@ TEST_SUITE("cuda") {
             15001, sh,
             {.aggregation = {.mode = rlhf::loss_aggregation::seq_mean_token_sum, .global_sequence_count = 4.0}});
     }
-    TEST_CASE("cuda value_loss: a zero aggregation divisor gives a zero loss and gradient where the CPU raises an error") {
+    TEST_CASE(
+        "cuda value_loss: a zero aggregation divisor gives a zero loss and gradient where the CPU raises an error") {
         const rlhf::index_t rows = 3, cols = 8;
         const std::vector<double> zeros(static_cast<std::size_t>(rows * cols), 0.0);
         CHECK_THROWS_AS(

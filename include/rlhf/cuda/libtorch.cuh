@@ -66,7 +66,7 @@ void check_cuda_tensor(const torch::Tensor& tensor, std::string_view function, s
 /// Read-only view of a CUDA tensor's device memory (no copy), as the kernels' element type.
 template <class T, std::size_t Rank = 2>
 [[nodiscard]] view<typename device_element<T>::type, Rank> in(const torch::Tensor& tensor, std::string_view function,
-                                                             std::string_view argument) {
+                                                              std::string_view argument) {
     check_cuda_tensor<T, Rank>(tensor, function, argument);
     using E = const typename device_element<T>::type;
     return ::rlhf::libtorch::detail::view_of<E, Rank>(tensor, reinterpret_cast<E*>(tensor.data_ptr<T>()));
@@ -75,8 +75,8 @@ template <class T, std::size_t Rank = 2>
 /// Writable view of a CUDA tensor the caller allocated.
 template <class T, std::size_t Rank = 2>
 [[nodiscard]] mut_view<typename device_element<T>::type, Rank> out(const torch::Tensor& tensor,
-                                                                  std::string_view function,
-                                                                  std::string_view argument) {
+                                                                   std::string_view function,
+                                                                   std::string_view argument) {
     check_cuda_tensor<T, Rank>(tensor, function, argument);
     using E = typename device_element<T>::type;
     return ::rlhf::libtorch::detail::view_of<E, Rank>(tensor, reinterpret_cast<E*>(tensor.data_ptr<T>()));
@@ -148,16 +148,15 @@ inline ::rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& log
         torch::empty({policy_result_size}, log_probs.options().dtype(torch::kFloat64).requires_grad(false));
     ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
         using T = decltype(tag);
-        const torch::Tensor scratch = workspace(policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)),
-                                                log_probs);
+        const torch::Tensor scratch =
+            workspace(policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)), log_probs);
         output.loss = device_closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
             with_mask<T>(mask, function, [&](auto m) {
-                ::rlhf::cuda::policy_loss(in<T>(log_probs, function, "log_probs"),
-                                          in<T>(old_log_probs, function, "old_log_probs"),
-                                          in<T>(advantages, function, "advantages"), m,
-                                          grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
-                                          mut_view<T>{}, options, result.data_ptr<double>(),
-                                          scratch.data_ptr<std::uint8_t>(), stream_of(log_probs));
+                ::rlhf::cuda::policy_loss(
+                    in<T>(log_probs, function, "log_probs"), in<T>(old_log_probs, function, "old_log_probs"),
+                    in<T>(advantages, function, "advantages"), m,
+                    grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{}, mut_view<T>{}, options,
+                    result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(), stream_of(log_probs));
             });
             return result[0].to(log_probs.scalar_type());
         });
@@ -173,8 +172,8 @@ inline ::rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& value
                                                       const value_loss_options& options, local_reducer&& /*reducer*/,
                                                       ::rlhf::libtorch::statistics_readback readback) {
     constexpr std::string_view function = "rlhf::cuda::value_loss";
-    const torch::Tensor valid = ::rlhf::libtorch::detail::checked_value_loss_mask(function, values, old_values,
-                                                                                  returns, mask, options, readback);
+    const torch::Tensor valid = ::rlhf::libtorch::detail::checked_value_loss_mask(function, values, old_values, returns,
+                                                                                  mask, options, readback);
     check_aggregation(function, valid, options.aggregation, readback);
     const c10::cuda::CUDAGuard guard(values.device());
     ::rlhf::libtorch::value_loss_output output;
@@ -256,8 +255,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
                                                        options, stream_of(logits));
                 else
                     ::rlhf::cuda::logprobs_from_logits(z, y, out<A>(lp, name, "logprobs"), out<A>(h, name, "entropy"),
-                                                       out<double>(lse, name, "logsumexp"), options,
-                                                       stream_of(logits));
+                                                       out<double>(lse, name, "logsumexp"), options, stream_of(logits));
             });
         });
         ctx->set_materialize_grads(false);
@@ -292,15 +290,13 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
                 const auto lse = in<double>(saved[3], name, "logsumexp");
                 const auto h = in<A>(saved[4], name, "entropy");
                 if (m != nullptr)
-                    ::rlhf::cuda::logprobs_from_logits_backward(z, y, *m, optional_in(g_lp, "grad_logprobs"),
-                                                                optional_in(g_h, "grad_entropy"), lse, h,
-                                                                out<T, 3>(grad, name, "grad_logits"), options,
-                                                                stream_of(logits));
+                    ::rlhf::cuda::logprobs_from_logits_backward(
+                        z, y, *m, optional_in(g_lp, "grad_logprobs"), optional_in(g_h, "grad_entropy"), lse, h,
+                        out<T, 3>(grad, name, "grad_logits"), options, stream_of(logits));
                 else
-                    ::rlhf::cuda::logprobs_from_logits_backward(z, y, optional_in(g_lp, "grad_logprobs"),
-                                                                optional_in(g_h, "grad_entropy"), lse, h,
-                                                                out<T, 3>(grad, name, "grad_logits"), options,
-                                                                stream_of(logits));
+                    ::rlhf::cuda::logprobs_from_logits_backward(
+                        z, y, optional_in(g_lp, "grad_logprobs"), optional_in(g_h, "grad_entropy"), lse, h,
+                        out<T, 3>(grad, name, "grad_logits"), options, stream_of(logits));
             });
         });
         auto result = none;
@@ -500,12 +496,12 @@ namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch::detail {
 /// includes this header.
 inline const bool cuda_kernels_registered = [] {
     namespace k = ::rlhf::cuda::libtorch_kernels;
-    cuda_implementation<&torch_ops::policy_loss>::registered = &k::policy_loss;
+    cuda_implementation<& torch_ops::policy_loss>::registered = &k::policy_loss;
     cuda_implementation<&torch_ops::value_loss<local_reducer>>::registered = &k::value_loss;
-    cuda_implementation<&torch_ops::logprobs_from_logits>::registered = &k::logprobs_from_logits;
-    cuda_implementation<&torch_ops::entropy_from_logits>::registered = &k::entropy_from_logits;
-    cuda_implementation<&torch_ops::full_kl_from_logits>::registered = &k::full_kl_from_logits;
-    cuda_implementation<&torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
+    cuda_implementation<& torch_ops::logprobs_from_logits>::registered = &k::logprobs_from_logits;
+    cuda_implementation<& torch_ops::entropy_from_logits>::registered = &k::entropy_from_logits;
+    cuda_implementation<& torch_ops::full_kl_from_logits>::registered = &k::full_kl_from_logits;
+    cuda_implementation<& torch_ops::compute_gae_with_bootstrap>::registered = &k::compute_gae;
     return true;
 }();
 

@@ -32,7 +32,9 @@ inline void check_status(cudaError_t status, std::string_view function) {
 }
 
 /// Checks the launch just made on this thread (a bad configuration is reported at launch).
-inline void check_launch(std::string_view function) { check_status(cudaGetLastError(), function); }
+inline void check_launch(std::string_view function) {
+    check_status(cudaGetLastError(), function);
+}
 
 /// Threads per block of the row kernels: one block per row, a multiple of the warp size.
 inline constexpr int row_block_threads = 256;
