@@ -311,29 +311,8 @@ void compute_gae_time_major(view<T> rewards, view<T> values, view<M> terminated,
                             mut_view<T> returns, const time_major_gae_options& options, cudaStream_t stream) {
     static_assert(std::is_floating_point_v<T>, "rlhf::cuda::compute_gae_time_major: values must be float or double");
     constexpr std::string_view function = "rlhf::cuda::compute_gae_time_major";
-    check_same_shape(function, "values", values, "rewards", rewards);
-    check_same_shape(function, "terminated", terminated, "rewards", rewards);
-    check_same_shape(function, "truncated", truncated, "rewards", rewards);
-    check_same_shape(function, "truncation_values", truncation_values, "rewards", rewards);
-    check_length(function, "next_values", next_values.extent(0), rewards.extent(1),
-                 "one per environment (column) of 'rewards'");
-    check_same_shape(function, "advantages", advantages, "rewards", rewards);
-    check_same_shape(function, "returns", returns, "rewards", rewards);
-    // A thread reads V_{t+1} of a slice another thread writes: only `rewards` may be shared.
-    check_same_or_disjoint(function, "advantages", advantages, "rewards", rewards);
-    check_same_or_disjoint(function, "returns", returns, "rewards", rewards);
-    check_disjoint(function, "returns", returns, "advantages", advantages);
-    check_disjoint(function, "advantages", advantages, "values", values);
-    check_disjoint(function, "returns", returns, "values", values);
-    check_disjoint(function, "advantages", advantages, "truncation_values", truncation_values);
-    check_disjoint(function, "returns", returns, "truncation_values", truncation_values);
-    check_disjoint(function, "advantages", advantages, "next_values", next_values);
-    check_disjoint(function, "returns", returns, "next_values", next_values);
-    check_disjoint(function, "advantages", advantages, "terminated", terminated);
-    check_disjoint(function, "returns", returns, "terminated", terminated);
-    check_disjoint(function, "advantages", advantages, "truncated", truncated);
-    check_disjoint(function, "returns", returns, "truncated", truncated);
-    rlhf::detail::gae::check_discounts(function, options.gamma, options.lambda);
+    rlhf::detail::gae::check_time_major_call(function, rewards, values, terminated, truncated, truncation_values,
+                                             next_values, advantages, returns, options);
     if (rewards.empty()) return;
     const index_t steps = rewards.extent(0), envs = rewards.extent(1);
     // As many adjacent environments as there are (up to a warp) for coalesced reads, the rest of

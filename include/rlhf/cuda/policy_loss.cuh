@@ -277,14 +277,10 @@ void policy_loss(view<T> log_probs, view<T> old_log_probs, view<T> advantages, v
                  cudaStream_t stream) {
     static_assert(std::is_floating_point_v<T>, "rlhf::cuda::policy_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::cuda::policy_loss";
-    ::rlhf::detail::check_policy_options(function, options);
-    check_same_shape(function, "old_log_probs", old_log_probs, "log_probs", log_probs);
-    check_same_shape(function, "advantages", advantages, "log_probs", log_probs);
-    check_same_shape(function, "mask", mask, "log_probs", log_probs);
+    ::rlhf::detail::check_policy_loss_call(function, log_probs, old_log_probs, advantages, mask, grad_log_probs,
+                                           token_losses, options);
     const bool want_grad = grad_log_probs.data() != nullptr;
     const bool want_tokens = token_losses.data() != nullptr;
-    if (want_grad) check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
-    if (want_tokens) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
     const index_t rows = log_probs.extent(0);
     const index_t cols = log_probs.extent(1);
     detail::check_loss_buffers(function, result, workspace, rows, cols);

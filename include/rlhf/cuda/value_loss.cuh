@@ -203,14 +203,10 @@ void value_loss(view<T> values, view<T> old_values, view<T> returns, view<M> mas
                 cudaStream_t stream) {
     static_assert(std::is_floating_point_v<T>, "rlhf::cuda::value_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::cuda::value_loss";
-    ::rlhf::detail::check_value_loss_options(function, options);
-    check_same_shape(function, "old_values", old_values, "values", values);
-    check_same_shape(function, "returns", returns, "values", values);
-    check_same_shape(function, "mask", mask, "values", values);
+    ::rlhf::detail::check_value_loss_call(function, values, old_values, returns, mask, grad_values, token_losses,
+                                          options);
     const bool want_grad = grad_values.data() != nullptr;
     const bool want_tokens = token_losses.data() != nullptr;
-    if (want_grad) check_same_shape(function, "grad_values", grad_values, "values", values);
-    if (want_tokens) check_same_shape(function, "token_losses", token_losses, "values", values);
     const auto params = ::rlhf::detail::make_value_loss_params<T>(options);
     ::rlhf::detail::check_value_loss_params(function, options, params);
     const index_t rows = values.extent(0);

@@ -43,6 +43,36 @@ inline void check_discounts(std::string_view function, double gamma, double lamb
     check_in_range(function, "lambda", lambda, 0.0, 1.0);
 }
 
+/// The checks of a time-major GAE call that read no value (shapes, overlaps, discounts), shared
+/// by `rlhf::compute_gae_time_major` and `rlhf::cuda::compute_gae_time_major`.
+template <class T, class M>
+void check_time_major_call(std::string_view function, view<T> rewards, view<T> values, view<M> terminated,
+                           view<M> truncated, view<T> truncation_values, view<T, 1> next_values,
+                           mut_view<T> advantages, mut_view<T> returns, const time_major_gae_options& options) {
+    check_same_shape(function, "values", values, "rewards", rewards);
+    check_same_shape(function, "terminated", terminated, "rewards", rewards);
+    check_same_shape(function, "truncated", truncated, "rewards", rewards);
+    check_same_shape(function, "truncation_values", truncation_values, "rewards", rewards);
+    check_length(function, "next_values", next_values.extent(0), rewards.extent(1),
+                 "one per environment (column) of 'rewards'");
+    check_same_shape(function, "advantages", advantages, "rewards", rewards);
+    check_same_shape(function, "returns", returns, "rewards", rewards);
+    // Step t reads values[t + 1] after step t + 1 wrote its outputs (on a GPU another thread's
+    // slice): only `rewards` may be shared.
+    check_same_or_disjoint(function, "advantages", advantages, "rewards", rewards);
+    check_same_or_disjoint(function, "returns", returns, "rewards", rewards);
+    check_disjoint(function, "returns", returns, "advantages", advantages);
+    for (const auto& [name, output] :
+         {std::pair{std::string_view("advantages"), advantages}, std::pair{std::string_view("returns"), returns}}) {
+        check_disjoint(function, name, output, "values", values);
+        check_disjoint(function, name, output, "truncation_values", truncation_values);
+        check_disjoint(function, name, output, "next_values", next_values);
+        check_disjoint(function, name, output, "terminated", terminated);
+        check_disjoint(function, name, output, "truncated", truncated);
+    }
+    check_discounts(function, options.gamma, options.lambda);
+}
+
 /// A row's valid positions: the first and the last (-1 for an empty row), and whether some
 /// position between them is masked (a hole).
 struct row_range {
@@ -387,27 +417,8 @@ void compute_gae_time_major(view<T> rewards, view<T> values, view<M> terminated,
                             mut_view<T> returns, const time_major_gae_options& options = {}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::compute_gae_time_major: values must be float or double");
     constexpr std::string_view function = "rlhf::compute_gae_time_major";
-    check_same_shape(function, "values", values, "rewards", rewards);
-    check_same_shape(function, "terminated", terminated, "rewards", rewards);
-    check_same_shape(function, "truncated", truncated, "rewards", rewards);
-    check_same_shape(function, "truncation_values", truncation_values, "rewards", rewards);
-    check_length(function, "next_values", next_values.extent(0), rewards.extent(1),
-                 "one per environment (column) of 'rewards'");
-    check_same_shape(function, "advantages", advantages, "rewards", rewards);
-    check_same_shape(function, "returns", returns, "rewards", rewards);
-    // Step t reads values[t + 1] after step t + 1 wrote its outputs: only `rewards` may be shared.
-    check_same_or_disjoint(function, "advantages", advantages, "rewards", rewards);
-    check_same_or_disjoint(function, "returns", returns, "rewards", rewards);
-    check_disjoint(function, "returns", returns, "advantages", advantages);
-    for (const auto& [name, output] :
-         {std::pair{std::string_view("advantages"), advantages}, std::pair{std::string_view("returns"), returns}}) {
-        check_disjoint(function, name, output, "values", values);
-        check_disjoint(function, name, output, "truncation_values", truncation_values);
-        check_disjoint(function, name, output, "next_values", next_values);
-        check_disjoint(function, name, output, "terminated", terminated);
-        check_disjoint(function, name, output, "truncated", truncated);
-    }
-    detail::gae::check_discounts(function, options.gamma, options.lambda);
+    detail::gae::check_time_major_call(function, rewards, values, terminated, truncated, truncation_values, next_values,
+                                       advantages, returns, options);
     check_binary_mask(function, "terminated", terminated);
     check_binary_mask(function, "truncated", truncated);
     check_finite(function, "rewards", rewards);

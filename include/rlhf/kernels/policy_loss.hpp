@@ -361,6 +361,21 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
     return total;
 }
 
+
+/// The checks of a policy-loss call that read no value (options and shapes; an empty output view
+/// is not wanted), shared by `rlhf::policy_loss` and `rlhf::cuda::policy_loss`.
+template <class T, class M>
+void check_policy_loss_call(std::string_view function, view<T> log_probs, view<T> old_log_probs, view<T> advantages,
+                            view<M> mask, mut_view<T> grad_log_probs, mut_view<T> token_losses,
+                            const policy_loss_options& options) {
+    check_policy_options(function, options);
+    check_same_shape(function, "old_log_probs", old_log_probs, "log_probs", log_probs);
+    check_same_shape(function, "advantages", advantages, "log_probs", log_probs);
+    check_same_shape(function, "mask", mask, "log_probs", log_probs);
+    if (grad_log_probs.data() != nullptr)
+        check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
+    if (token_losses.data() != nullptr) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
+}
 }  // namespace detail
 
 /// Clipped policy loss, its gradient w.r.t. `log_probs`, and statistics (see this file's comment
@@ -400,14 +415,9 @@ policy_loss_result policy_loss(view<T> log_probs, view<T> old_log_probs, view<T>
                                const policy_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::policy_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::policy_loss";
-    detail::check_policy_options(function, options);
-    check_same_shape(function, "old_log_probs", old_log_probs, "log_probs", log_probs);
-    check_same_shape(function, "advantages", advantages, "log_probs", log_probs);
-    check_same_shape(function, "mask", mask, "log_probs", log_probs);
+    detail::check_policy_loss_call(function, log_probs, old_log_probs, advantages, mask, grad_log_probs, token_losses,
+                                   options);
     const bool want_grad = grad_log_probs.data() != nullptr;
-    const bool want_tokens = token_losses.data() != nullptr;
-    if (want_grad) check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
-    if (want_tokens) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
     // One pass over the inputs checks them and counts the mask; the fused pass follows.
     const index_t rows = log_probs.extent(0);
     const index_t cols = log_probs.extent(1);

@@ -205,6 +205,20 @@ void add_block_sums(const value_buffers<T>& buf, std::size_t len, double& row_lo
     acc.residual += total(residual);
 }
 
+
+/// The checks of a value-loss call that read no value (options and shapes; an empty output view
+/// is not wanted), shared by `rlhf::value_loss` and `rlhf::cuda::value_loss`.
+template <class T, class M>
+void check_value_loss_call(std::string_view function, view<T> values, view<T> old_values, view<T> returns,
+                           view<M> mask, mut_view<T> grad_values, mut_view<T> token_losses,
+                           const value_loss_options& options) {
+    check_value_loss_options(function, options);
+    check_same_shape(function, "old_values", old_values, "values", values);
+    check_same_shape(function, "returns", returns, "values", values);
+    check_same_shape(function, "mask", mask, "values", values);
+    if (grad_values.data() != nullptr) check_same_shape(function, "grad_values", grad_values, "values", values);
+    if (token_losses.data() != nullptr) check_same_shape(function, "token_losses", token_losses, "values", values);
+}
 }  // namespace detail
 
 /// Value loss, its gradient w.r.t. `values`, and statistics (see this file's comment for the
@@ -236,14 +250,9 @@ value_loss_result value_loss(view<T> values, view<T> old_values, view<T> returns
                              const value_loss_options& options = {}, R&& reducer = R{}) {
     static_assert(std::is_floating_point_v<T>, "rlhf::value_loss: values must be float or double");
     constexpr std::string_view function = "rlhf::value_loss";
-    detail::check_value_loss_options(function, options);
-    check_same_shape(function, "old_values", old_values, "values", values);
-    check_same_shape(function, "returns", returns, "values", values);
-    check_same_shape(function, "mask", mask, "values", values);
+    detail::check_value_loss_call(function, values, old_values, returns, mask, grad_values, token_losses, options);
     const bool want_grad = grad_values.data() != nullptr;
     const bool want_tokens = token_losses.data() != nullptr;
-    if (want_grad) check_same_shape(function, "grad_values", grad_values, "values", values);
-    if (want_tokens) check_same_shape(function, "token_losses", token_losses, "values", values);
     // One pass over the inputs checks them and counts the mask; the fused pass follows.
     const index_t rows = values.extent(0);
     const auto cols = static_cast<std::size_t>(values.extent(1));
