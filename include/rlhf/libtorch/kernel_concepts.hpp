@@ -83,7 +83,9 @@ concept LossKernels = PolicyLossKernel<K> && ValueLossKernel<K> && KlLossKernel<
 
 /// The library's kernels by device (`rlhf::libtorch::by_device`): on CPU tensors the autograd
 /// Functions over the closed-form kernels of rlhf/kernels (`cpu::`: one pass, the kernel's
-/// gradient as the backward); on any other device the torch ops (`torch_ops_kernels`), whose
+/// gradient as the backward); on CUDA tensors the kernels of rlhf/cuda when a translation unit
+/// of the program includes rlhf/cuda/libtorch.cuh (the KL loss stays on torch ops); on any
+/// other device the torch ops (`torch_ops_kernels`), whose
 /// loss statistics stay on the device by default (`readback`; read them with
 /// `read_statistics`), so a training step never waits for the GPU per micro-batch. The device
 /// is that of the first tensor; bfloat16/float16 inputs are computed in float32.

@@ -167,7 +167,8 @@ template <class R>
 concept ReferenceOrNone = std::same_as<R, no_reference> || ReferenceModel<R>;
 
 /// The loss kernels a trainer needs (rlhf/libtorch/kernel_concepts.hpp): the library's
-/// `fused_kernels` (default) or `composed_kernels`, or a user's (CUDA) kernel type.
+/// `default_kernels` (by device: the CPU kernels, the CUDA kernels once rlhf/cuda/libtorch.cuh is
+/// in the program, else torch ops) or `torch_ops_kernels`, or a user's kernel type.
 template <class K>
 concept TrainerKernels = libtorch::PolicyLossKernel<K> && libtorch::ValueLossKernel<K> && libtorch::KlLossKernel<K>;
 
