@@ -3,7 +3,8 @@
 /// The CUDA kernels behind the LibTorch entry points: include this header in one translation
 /// unit of the program compiled by nvcc (CUDA LibTorch, `rlhf::libtorch` and `rlhf::cuda`), and
 /// from then on `rlhf::libtorch::policy_loss`, `value_loss`, `logprobs_from_logits`,
-/// `entropy_from_logits`, `full_kl_from_logits` and the trainer's GAE send CUDA tensors to the kernels of `rlhf/cuda/`
+/// `entropy_from_logits`, `full_kl_from_logits` and the trainer's GAE, token KL, reward shaping and
+/// masked whitening send CUDA tensors to the kernels of `rlhf/cuda/`
 /// instead of the torch-op compositions — in every translation unit, including those the host
 /// compiler builds (`rlhf::libtorch::cuda_implementation`, filled at static initialisation).
 ///
@@ -22,7 +23,9 @@
 
 #include "rlhf/cuda/gae.cuh"
 #include "rlhf/cuda/logits.cuh"
+#include "rlhf/cuda/masked_stats.cuh"
 #include "rlhf/cuda/policy_loss.cuh"
+#include "rlhf/cuda/reward_shaping.cuh"
 #include "rlhf/cuda/value_loss.cuh"
 #include "rlhf/libtorch.hpp"
 #include "rlhf/ppo/advantage_stage.hpp"
@@ -484,6 +487,95 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
                 ::rlhf::cuda::compute_gae(r, v, m, a, g, options, stream_of(rewards));
         });
         return result;
+    });
+}
+
+/// `rlhf::libtorch::torch_ops::token_kl` on CUDA tensors (float32/float64), by `rlhf::cuda::token_kl`.
+[[nodiscard]] inline torch::Tensor token_kl(const torch::Tensor& log_probs, const torch::Tensor& ref_log_probs,
+                                            const torch::Tensor& mask, const kl_options& options,
+                                            ::rlhf::libtorch::deferred_checks* checks) {
+    constexpr std::string_view function = "rlhf::cuda::token_kl";
+    namespace ops = ::rlhf::libtorch::detail::ops;
+    ::rlhf::detail::check_kl_options(function, options);
+    const torch::Tensor valid = ops::checked_log_prob_pair(function, log_probs, ref_log_probs, mask);
+    const c10::cuda::CUDAGuard guard(log_probs.device());
+    return ops::with_checks(checks, [&](::rlhf::libtorch::deferred_checks& c) {
+        ops::require_finite_log_prob_pair(c, function, log_probs, ref_log_probs);
+        torch::Tensor kl = torch::empty_like(log_probs, torch::MemoryFormat::Contiguous);
+        ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+            using T = decltype(tag);
+            ::rlhf::cuda::token_kl(in<T>(log_probs, function, "log_probs"),
+                                   in<T>(ref_log_probs, function, "ref_log_probs"), in<bool>(valid, function, "mask"),
+                                   out<T>(kl, function, "kl"), options, stream_of(log_probs));
+        });
+        return kl;
+    });
+}
+
+/// `rlhf::libtorch::torch_ops::shape_rewards_from_logprobs` on CUDA tensors, by
+/// `rlhf::cuda::shape_rewards_from_logprobs`. `empty_rows = raise` is a deferred check here (as on
+/// the torch-op path); the kernel then runs with `drop_score`, which gives the same rewards when
+/// no row is empty.
+[[nodiscard]] inline torch::Tensor shape_rewards_from_logprobs(const torch::Tensor& log_probs,
+                                                               const torch::Tensor& ref_log_probs,
+                                                               const torch::Tensor& mask, const torch::Tensor& scores,
+                                                               const reward_shaping_options& options,
+                                                               ::rlhf::libtorch::deferred_checks* checks) {
+    constexpr std::string_view function = "rlhf::cuda::shape_rewards_from_logprobs";
+    namespace ops = ::rlhf::libtorch::detail::ops;
+    const torch::Tensor valid =
+        ops::checked_shaping_mask(function, log_probs, ref_log_probs, mask, scores, options);
+    const c10::cuda::CUDAGuard guard(log_probs.device());
+    return ops::with_checks(checks, [&](::rlhf::libtorch::deferred_checks& c) {
+        ops::require_shaping_values(c, function, log_probs, ref_log_probs, valid, scores, options);
+        reward_shaping_options on_device = options;
+        if (on_device.empty_rows == empty_row_policy::raise) on_device.empty_rows = empty_row_policy::drop_score;
+        torch::Tensor rewards = torch::empty_like(log_probs, torch::MemoryFormat::Contiguous);
+        const torch::Tensor row_scores = scores.to(log_probs.scalar_type()).contiguous();
+        ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
+            using T = decltype(tag);
+            ::rlhf::cuda::shape_rewards_from_logprobs(
+                in<T>(log_probs, function, "log_probs"), in<T>(ref_log_probs, function, "ref_log_probs"),
+                in<bool>(valid, function, "mask"), in<T, 1>(row_scores, function, "scores"),
+                out<T>(rewards, function, "rewards"), on_device, stream_of(log_probs));
+        });
+        return rewards;
+    });
+}
+
+/// `rlhf::libtorch::torch_ops::masked_whiten` on CUDA tensors, by `rlhf::cuda::masked_whiten`
+/// (statistics in float64 on the device). `small_sample = raise` is a deferred check of the valid
+/// counts (as on the torch-op path); the kernel then runs with `zero_variance`, which gives the
+/// same values when no scope is small.
+[[nodiscard]] inline torch::Tensor masked_whiten(const torch::Tensor& values, const torch::Tensor& mask,
+                                                 const whiten_options& options,
+                                                 ::rlhf::libtorch::deferred_checks* checks) {
+    constexpr std::string_view function = "rlhf::cuda::masked_whiten";
+    namespace ops = ::rlhf::libtorch::detail::ops;
+    ::rlhf::detail::stats::check_whiten_options(function, options);
+    const torch::Tensor valid = ops::mask_of(function, mask, values);
+    const c10::cuda::CUDAGuard guard(values.device());
+    return ops::with_checks(checks, [&](::rlhf::libtorch::deferred_checks& c) {
+        ops::require_finite(c, function, "values", values);
+        const bool per_row = options.scope == whiten_scope::per_row;
+        const torch::Tensor count = per_row ? valid.sum(1) : valid.sum();
+        ops::require_enough_samples(c, function, "mask",
+                                    count < ::rlhf::detail::stats::needed(options.scale, options.variance), options);
+        whiten_options on_device = options;
+        if (on_device.small_sample == small_sample_policy::raise)
+            on_device.small_sample = small_sample_policy::zero_variance;
+        torch::Tensor whitened = torch::empty_like(values, torch::MemoryFormat::Contiguous);
+        const torch::Tensor moments = torch::empty({per_row ? values.size(0) : 1, moments_slots},
+                                                   values.options().dtype(torch::kFloat64).requires_grad(false));
+        const torch::Tensor scratch =
+            workspace(masked_stats_workspace_bytes(values.size(0), values.size(1)), values);
+        ::rlhf::libtorch::dispatch_floating(values, function, "values", [&](auto tag) {
+            using T = decltype(tag);
+            ::rlhf::cuda::masked_whiten(in<T>(values, function, "values"), in<bool>(valid, function, "mask"),
+                                        out<T>(whitened, function, "out"), out<double>(moments, function, "moments"),
+                                        scratch.data_ptr<std::uint8_t>(), on_device, stream_of(values));
+        });
+        return whitened;
     });
 }
 

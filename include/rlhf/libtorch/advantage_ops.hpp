@@ -154,6 +154,21 @@ inline scope_stats moments(const torch::Tensor& x, const torch::Tensor& valid, b
     return {count, mean, variance, small};
 }
 
+/// Under `small_sample_policy::raise`, the deferred error of a scope with too few valid elements
+/// (`small`: a flag per scope, from `moments`).
+inline void require_enough_samples(deferred_checks& checks, std::string_view function, std::string_view argument,
+                                   const torch::Tensor& small, const whiten_options& options) {
+    if (options.small_sample != small_sample_policy::raise) return;
+    const bool two = rlhf::detail::stats::needed(options.scale, options.variance) == 2;
+    const bool masked = argument == "mask";
+    checks.fail_if(small.any(), error_kind::value, function, argument,
+                   std::string(two ? "at least 2 " : "at least 1 ") +
+                       (masked ? (two ? "valid elements (mask entries 1)" : "valid element (mask entry 1)")
+                               : (two ? "elements" : "element")) +
+                       (two ? " for an unbiased variance" : ""),
+                   options.scope == whiten_scope::per_row ? "fewer in a row" : "fewer");
+}
+
 /// Whitening of `values` with the validity `valid` (float64 0/1, `[B, T]`): `rlhf::masked_whiten`
 /// (`argument` "mask") or `rlhf::whiten` ("values", every position valid).
 inline torch::Tensor whiten_with(std::string_view function, std::string_view argument, const torch::Tensor& values,
@@ -163,16 +178,7 @@ inline torch::Tensor whiten_with(std::string_view function, std::string_view arg
     const bool per_row = options.scope == whiten_scope::per_row;
     const scope_stats s = moments(x, valid, per_row, options.scale, options.variance, options.count_epsilon);
     require_finite(checks, function, "values", values);
-    if (options.small_sample == small_sample_policy::raise) {
-        const bool two = rlhf::detail::stats::needed(options.scale, options.variance) == 2;
-        const bool masked = argument == "mask";
-        checks.fail_if(s.small.any(), error_kind::value, function, argument,
-                       std::string(two ? "at least 2 " : "at least 1 ") +
-                           (masked ? (two ? "valid elements (mask entries 1)" : "valid element (mask entry 1)")
-                                   : (two ? "elements" : "element")) +
-                           (two ? " for an unbiased variance" : ""),
-                       per_row ? "fewer in a row" : "fewer");
-    }
+    require_enough_samples(checks, function, argument, s.small, options);
     torch::Tensor scale = torch::ones_like(s.variance);
     if (options.scale)
         scale = (options.epsilon_mode == whiten_epsilon::add_to_variance ? s.variance + options.epsilon
@@ -299,6 +305,51 @@ inline torch::Tensor reverse_cumsum(const torch::Tensor& x) {
     return x.flip(1).cumsum(1).flip(1);
 }
 
+/// The checks of a pair of log-prob tensors that need no device read: `log_probs` `[B, T]`, its
+/// mask, `ref_log_probs` like it; returns the bool mask.
+[[nodiscard]] inline torch::Tensor checked_log_prob_pair(std::string_view fn, const torch::Tensor& log_probs,
+                                                         const torch::Tensor& ref_log_probs,
+                                                         const torch::Tensor& mask) {
+    torch::Tensor valid = mask_of(fn, mask, log_probs);
+    check_like(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    return valid;
+}
+
+/// The deferred value checks of a pair of log-prob tensors: finite.
+inline void require_finite_log_prob_pair(deferred_checks& c, std::string_view fn, const torch::Tensor& log_probs,
+                                         const torch::Tensor& ref_log_probs) {
+    require_finite(c, fn, "log_probs", log_probs);
+    require_finite(c, fn, "ref_log_probs", ref_log_probs);
+}
+
+/// Reward shaping's checks that need no device read (options, shapes, `scores` `[B]`); returns the
+/// bool mask.
+[[nodiscard]] inline torch::Tensor checked_shaping_mask(std::string_view fn, const torch::Tensor& log_probs,
+                                                        const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
+                                                        const torch::Tensor& scores,
+                                                        const reward_shaping_options& options) {
+    rlhf::detail::check_shaping_options(fn, options);
+    rlhf::detail::check_kl_options(fn, options.kl);
+    torch::Tensor valid = checked_log_prob_pair(fn, log_probs, ref_log_probs, mask);
+    check_defined(scores, fn, "scores");
+    if (scores.dim() != 1 || scores.size(0) != log_probs.size(0))
+        fail(error_kind::shape, fn, "scores", "[" + std::to_string(log_probs.size(0)) + "] (one per row of 'mask')",
+             shape_string(scores));
+    return valid;
+}
+
+/// Reward shaping's deferred value checks: finite inputs, and no empty row under
+/// `empty_rows = raise`.
+inline void require_shaping_values(deferred_checks& c, std::string_view fn, const torch::Tensor& log_probs,
+                                   const torch::Tensor& ref_log_probs, const torch::Tensor& valid,
+                                   const torch::Tensor& scores, const reward_shaping_options& options) {
+    require_finite_log_prob_pair(c, fn, log_probs, ref_log_probs);
+    require_finite(c, fn, "scores", scores);
+    if (options.empty_rows == empty_row_policy::raise)
+        c.fail_if(valid.sum(1).eq(0).any(), error_kind::value, fn, "mask",
+                  "at least one valid token in every row (empty_rows = raise)", "an empty row");
+}
+
 /// GAE's checks that need no device read (shapes, devices, discounts, `bootstrap_values` `[B]`);
 /// returns the bool mask.
 [[nodiscard]] inline torch::Tensor checked_gae_mask(std::string_view fn, const torch::Tensor& rewards,
@@ -341,11 +392,9 @@ namespace torch_ops {
                                             deferred_checks* checks = nullptr) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::token_kl";
     rlhf::detail::check_kl_options(fn, options);
-    const torch::Tensor valid = detail::ops::mask_of(fn, mask, log_probs);
-    detail::check_like(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
+    const torch::Tensor valid = detail::ops::checked_log_prob_pair(fn, log_probs, ref_log_probs, mask);
     return detail::ops::with_checks(checks, [&](deferred_checks& c) {
-        detail::ops::require_finite(c, fn, "log_probs", log_probs);
-        detail::ops::require_finite(c, fn, "ref_log_probs", ref_log_probs);
+        detail::ops::require_finite_log_prob_pair(c, fn, log_probs, ref_log_probs);
         const torch::Tensor estimate = detail::kl_terms(log_probs, ref_log_probs, options).estimate;
         return torch::where(valid, estimate, torch::zeros({}, estimate.options()));
     });
@@ -360,25 +409,13 @@ namespace torch_ops {
                                                                const reward_shaping_options& options = {},
                                                                deferred_checks* checks = nullptr) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::shape_rewards_from_logprobs";
-    rlhf::detail::check_shaping_options(fn, options);
-    rlhf::detail::check_kl_options(fn, options.kl);
-    const torch::Tensor valid = detail::ops::mask_of(fn, mask, log_probs);
-    detail::check_like(fn, "ref_log_probs", ref_log_probs, "log_probs", log_probs);
-    check_defined(scores, fn, "scores");
-    if (scores.dim() != 1 || scores.size(0) != log_probs.size(0))
-        fail(error_kind::shape, fn, "scores", "[" + std::to_string(log_probs.size(0)) + "] (one per row of 'mask')",
-             shape_string(scores));
+    const torch::Tensor valid = detail::ops::checked_shaping_mask(fn, log_probs, ref_log_probs, mask, scores, options);
     return detail::ops::with_checks(checks, [&](deferred_checks& c) {
-        detail::ops::require_finite(c, fn, "log_probs", log_probs);
-        detail::ops::require_finite(c, fn, "ref_log_probs", ref_log_probs);
-        detail::ops::require_finite(c, fn, "scores", scores);
+        detail::ops::require_shaping_values(c, fn, log_probs, ref_log_probs, valid, scores, options);
         const auto type = log_probs.scalar_type();
         const std::int64_t cols = log_probs.size(1);
         const torch::Tensor count = valid.sum(1);
         const torch::Tensor empty = count == 0;
-        if (options.empty_rows == empty_row_policy::raise)
-            c.fail_if(empty.any(), error_kind::value, fn, "mask",
-                      "at least one valid token in every row (empty_rows = raise)", "an empty row");
         const torch::Tensor kl = detail::kl_terms(log_probs, ref_log_probs, options.kl).estimate;
         const torch::Tensor zero = torch::zeros({}, kl.options());
         const torch::Tensor value = options.mask_kl ? torch::where(valid, kl, zero) : kl;

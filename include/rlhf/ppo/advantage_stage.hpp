@@ -132,18 +132,28 @@ struct stage_ops {
     /// route; under `advantage_ops = torch_ops` the compositions run everywhere).
     bool cuda_kernels = true;
 
+    /// `TorchOps(args...)`, or on CUDA tensors the kernel registered for it (`cuda_kernels`).
+    template <auto TorchOps, class... Args>
+    [[nodiscard]] auto composed_call(const torch::Tensor& t, const Args&... args) const {
+        const auto reference = [&] { return TorchOps(args...); };
+        if (!cuda_kernels) return reference();
+        return libtorch::by_device<TorchOps>(t, reference, args...);
+    }
     [[nodiscard]] torch::Tensor token_kl(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
                                          const kl_options& o) const {
-        return composed ? libtorch::torch_ops::token_kl(lp, ref, mask, o, checks) : rlhf::token_kl(lp, ref, mask, o);
+        return composed ? composed_call<&libtorch::torch_ops::token_kl>(lp, lp, ref, mask, o, checks)
+                        : rlhf::token_kl(lp, ref, mask, o);
     }
     [[nodiscard]] torch::Tensor shape(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
                                       const torch::Tensor& scores, const reward_shaping_options& o) const {
-        return composed ? libtorch::torch_ops::shape_rewards_from_logprobs(lp, ref, mask, scores, o, checks)
+        return composed ? composed_call<&libtorch::torch_ops::shape_rewards_from_logprobs>(lp, lp, ref, mask, scores,
+                                                                                           o, checks)
                         : rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, o);
     }
     [[nodiscard]] torch::Tensor masked_whiten(const torch::Tensor& x, const torch::Tensor& mask,
                                               const whiten_options& o) const {
-        return composed ? libtorch::torch_ops::masked_whiten(x, mask, o, checks) : rlhf::masked_whiten(x, mask, o);
+        return composed ? composed_call<&libtorch::torch_ops::masked_whiten>(x, x, mask, o, checks)
+                        : rlhf::masked_whiten(x, mask, o);
     }
     [[nodiscard]] torch::Tensor whiten(const torch::Tensor& x, const whiten_options& o) const {
         return composed ? libtorch::torch_ops::whiten(x, o, checks) : rlhf::whiten(x, o);
@@ -151,12 +161,8 @@ struct stage_ops {
     [[nodiscard]] advantages_and_returns<torch::Tensor> gae(const torch::Tensor& r, const torch::Tensor& v,
                                                             const torch::Tensor& mask, const torch::Tensor& bootstrap,
                                                             const gae_options& o) const {
-        if (composed) {
-            constexpr auto torch_ops_gae = &libtorch::torch_ops::compute_gae_with_bootstrap;
-            const auto reference = [&] { return torch_ops_gae(r, v, mask, bootstrap, o, checks); };
-            if (!cuda_kernels) return reference();
-            return libtorch::by_device<torch_ops_gae>(r, reference, r, v, mask, bootstrap, o, checks);
-        }
+        if (composed)
+            return composed_call<&libtorch::torch_ops::compute_gae_with_bootstrap>(r, r, v, mask, bootstrap, o, checks);
         return bootstrap.defined() ? pair_of(rlhf::compute_gae(r, v, mask, bootstrap, o))
                                    : pair_of(rlhf::compute_gae(r, v, mask, o));
     }
