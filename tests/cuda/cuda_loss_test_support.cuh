@@ -18,14 +18,19 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <random>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda/cuda_test_support.cuh"
+#include "rlhf/core/options.hpp"
 #include "rlhf/core/view.hpp"
 
 namespace rlhf_test {
@@ -143,6 +148,106 @@ void compare_matrix(const char* what, const std::vector<T>& got, const host_matr
     INFO(what);
     CHECK(bad == 0);
     CHECK(bad_padding == 0);
+}
+
+/// A random loss problem's shape and spread.
+struct problem_shape {
+    int rows, cols, pad;  // row stride = cols + pad
+    double sigma;         // spread of the input the loss compares (lp − old, V − V_old)
+    double p_valid;       // per-token probability of m = 1
+    int empty_every;      // every n-th row has no valid token (0: none)
+};
+
+/// The small shapes every option family runs on: T = 1, B = 1, one and several blocks of the
+/// fused pass per row, padded rows, empty rows.
+inline const std::vector<problem_shape> small_loss_shapes = {
+    {1, 1, 0, 0, 1.0, 0},    {3, 1, 2, 0, 0.7, 0},    {5, 7, 0, 0, 0.6, 2},    {17, 1000, 3, 0, 0.8, 4},
+    {9, 1024, 0, 0, 0.9, 3}, {4, 1025, 5, 0, 0.9, 0}, {2, 3000, 1, 0, 0.5, 0},
+};
+
+/// An option family of a loss: name, options, spread of its problems.
+template <class Options>
+struct loss_family {
+    const char* name;
+    Options options;
+    double sigma;
+};
+
+/// The families of the aggregation options, the same for every loss (`Options` with only
+/// `aggregation` set).
+template <class Options>
+std::vector<loss_family<Options>> aggregation_families() {
+    using agg = rlhf::loss_aggregation;
+    return {
+        {"seq-mean-token-mean", {.aggregation = {.mode = agg::seq_mean_token_mean}}, 0.3},
+        {"seq-mean-token-mean global rows",
+         {.aggregation = {.mode = agg::seq_mean_token_mean,
+                          .global_sequence_count = 1000.0,
+                          .dp_size = 2.0,
+                          .token_count_epsilon = 0.0}},
+         0.3},
+        {"seq-mean-token-sum", {.aggregation = {.mode = agg::seq_mean_token_sum, .dp_size = 3.0}}, 0.3},
+        {"seq-mean-token-sum-norm", {.aggregation = {.mode = agg::seq_mean_token_sum_norm}}, 0.3},
+        {"seq-mean-token-sum-norm normalizer",
+         {.aggregation = {.mode = agg::seq_mean_token_sum_norm, .normalizer = 512.0}},
+         0.3},
+        {"token-mean global tokens", {.aggregation = {.global_token_count = 123456.0, .dp_size = 4.0}}, 0.3},
+    };
+}
+
+/// `check(seed, shape, options)` for every family over `small_loss_shapes` (the family's
+/// spread), the seed counting up from `seed`.
+template <class Options, class Check>
+void check_families(std::uint64_t seed, const std::vector<loss_family<Options>>& families, Check check) {
+    for (const loss_family<Options>& f : families) {
+        const std::string name = f.name;
+        CAPTURE(name);
+        for (problem_shape sh : small_loss_shapes) {
+            sh.sigma = f.sigma;
+            check(seed++, sh, f.options);
+        }
+    }
+}
+
+/// All-zero `[rows, cols]` inputs without a mask: an aggregation divisor of 0, which the CPU
+/// refuses; the device writes loss 0, valid tokens 0 and a zero gradient in every `mode`.
+/// `loss(v, grad, mode, result, workspace)` runs the device loss with `v` as every input.
+template <class T, class Loss>
+void check_zero_divisor_gives_zero(rlhf::index_t rows, rlhf::index_t cols, int result_size, std::size_t workspace_bytes,
+                                   int loss_slot, int tokens_slot, std::initializer_list<rlhf::loss_aggregation> modes,
+                                   Loss loss) {
+    const std::vector<T> zeros(static_cast<std::size_t>(rows * cols), T{0});
+    device_array<T> x(zeros), grad(zeros.size());
+    device_array<double> result(static_cast<std::size_t>(result_size));
+    device_array<double> workspace(workspace_bytes / sizeof(double));
+    const rlhf::view<T> v(x.data(), {rows, cols});
+    for (const auto mode : modes) {
+        grad.poison();
+        result.poison();
+        workspace.poison();
+        loss(v, rlhf::mut_view<T>(grad.data(), {rows, cols}), mode, result.data(), workspace.data());
+        const auto r = result.download();
+        CHECK(r[static_cast<std::size_t>(loss_slot)] == 0.0);
+        CHECK(r[static_cast<std::size_t>(tokens_slot)] == 0.0);
+        for (const T g : grad.download()) CHECK(g == T{0});
+    }
+}
+
+/// B = 0 and T = 0: every slot of the result written 0. `loss(v, result, workspace)` runs the
+/// device loss with `v` as every input.
+template <class Loss>
+void check_empty_shapes_write_zero_result(int result_size, std::size_t workspace_bytes, Loss loss) {
+    device_array<double> result(static_cast<std::size_t>(result_size));
+    device_array<double> workspace(workspace_bytes / sizeof(double));
+    device_array<float> x(1);
+    for (const auto& [rows, cols] : {std::pair<rlhf::index_t, rlhf::index_t>{0, 5}, {4, 0}}) {
+        result.poison();
+        workspace.poison();
+        const rlhf::view<float> v(x.data(), {rows, cols});
+        loss(v, result.data(), workspace.data());
+        const auto r = result.download();
+        for (const double value : r) CHECK(value == 0.0);
+    }
 }
 
 }  // namespace rlhf_test

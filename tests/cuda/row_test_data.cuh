@@ -1,5 +1,6 @@
 #pragma once
-// Seeded `[B, T]` test data of the CUDA reward-shaping and outcome-advantage tests: strided views,
+// Seeded `[B, T]` test data of the CUDA row-kernel tests (GAE, masked statistics, reward shaping,
+// outcome advantages): strided views,
 // masks with every kind of row (full, empty, padded, holes, a single token), comparison of a
 // device result with the CPU kernel's within a relative tolerance, padding left poisoned.
 
@@ -60,14 +61,18 @@ inline std::vector<double> normal_values(std::mt19937& rng, std::size_t n, doubl
 }
 
 /// Mask rows of every kind, by row index: full, empty, a random valid range (left and right
-/// padding), random holes, a single valid token, runs with holes between.
-inline std::vector<int> random_mask(std::mt19937& rng, index_t rows, index_t cols, index_t stride) {
+/// padding), random holes, a single valid token, runs with holes between. `contiguous` (GAE's
+/// valid_range) replaces the rows with holes by padded ones.
+inline std::vector<int> random_mask(std::mt19937& rng, index_t rows, index_t cols, index_t stride,
+                                    bool contiguous = false) {
     std::vector<int> m(static_cast<std::size_t>(rows * stride), 0);
     std::uniform_int_distribution<index_t> pick(0, cols);
     std::bernoulli_distribution keep(0.65);
     for (index_t b = 0; b < rows; ++b) {
         int* row = m.data() + b * stride;
-        switch (static_cast<int>(b % 6)) {
+        int kind = static_cast<int>(b % 6);
+        if (contiguous && (kind == 3 || kind == 5)) kind = 2;
+        switch (kind) {
             case 0:
                 for (index_t t = 0; t < cols; ++t) row[t] = 1;
                 break;
@@ -128,11 +133,15 @@ struct types {
     using value = T;
     using mask = M;
 };
+using float_bool = types<float, bool>;
+using double_uint8 = types<double, std::uint8_t>;
+using float_int32 = types<float, std::int32_t>;
+using double_float = types<double, float>;
 
 }  // namespace rlhf_test::rows
 
 // Test case names without commas (ctest filters split at them).
-TYPE_TO_STRING_AS("float values and bool mask", rlhf_test::rows::types<float, bool>);
-TYPE_TO_STRING_AS("double values and uint8 mask", rlhf_test::rows::types<double, std::uint8_t>);
-TYPE_TO_STRING_AS("float values and int32 mask", rlhf_test::rows::types<float, std::int32_t>);
-TYPE_TO_STRING_AS("double values and float mask", rlhf_test::rows::types<double, float>);
+TYPE_TO_STRING_AS("float values and bool mask", rlhf_test::rows::float_bool);
+TYPE_TO_STRING_AS("double values and uint8 mask", rlhf_test::rows::double_uint8);
+TYPE_TO_STRING_AS("float values and int32 mask", rlhf_test::rows::float_int32);
+TYPE_TO_STRING_AS("double values and float mask", rlhf_test::rows::double_float);

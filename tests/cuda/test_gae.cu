@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cuda/cuda_test_support.cuh"
+#include "cuda/row_test_data.cuh"
 #include "rlhf/cuda/gae.cuh"
 #include "rlhf/kernels/gae.hpp"
 
@@ -36,112 +37,16 @@ namespace {
 using rlhf::index_t;
 using rlhf_test::cuda_ok;
 using rlhf_test::device_array;
+using rlhf_test::rows::check_close;
+using rlhf_test::rows::device_mask;
+using rlhf_test::rows::normal_values;
+using rlhf_test::rows::random_mask;
+using rlhf_test::rows::rounded;
+using rlhf_test::rows::strided;
+using rlhf_test::rows::strided_mut;
 
 template <class T>
 constexpr double tolerance = std::is_same_v<T, float> ? 5e-7 : 1e-9;
-
-/// A host mask of `M` (bool included, which std::vector would pack) on the device too.
-template <class M>
-struct device_mask {
-    device_array<M> device;
-    explicit device_mask(const std::vector<int>& bits) : device(bits.size()) {
-        std::unique_ptr<M[]> host(new M[bits.size()]);
-        for (std::size_t i = 0; i < bits.size(); ++i) host[i] = static_cast<M>(bits[i]);
-        cuda_ok(cudaMemcpy(device.data(), host.get(), device.bytes(), cudaMemcpyHostToDevice));
-    }
-};
-
-/// `[rows, cols]` views with row stride `stride` over a buffer of rows·stride elements.
-template <class T>
-rlhf::view<T> strided(const T* data, index_t rows, index_t cols, index_t stride) {
-    return {data, {rows, cols}, {stride, 1}};
-}
-template <class T>
-rlhf::mut_view<T> strided_mut(T* data, index_t rows, index_t cols, index_t stride) {
-    return {data, {rows, cols}, {stride, 1}};
-}
-
-/// Converts through T (the inputs both kernels see).
-template <class T>
-std::vector<T> rounded(const std::vector<double>& x) {
-    std::vector<T> out(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) out[i] = static_cast<T>(x[i]);
-    return out;
-}
-
-/// Counts the elements of the `[rows, cols]` view (stride `stride`) where `got` is not within
-/// tolerance of `expected`, and, when `padding_poisoned`, the padding elements the kernel wrote
-/// (still NaN from the poison otherwise). Reports the first mismatch.
-template <class T, class U>
-void check_close(const std::vector<T>& got, const std::vector<U>& expected, index_t rows, index_t cols, index_t stride,
-                 bool padding_poisoned, const std::string& what) {
-    std::size_t bad = 0;
-    std::string first;
-    for (index_t b = 0; b < rows; ++b) {
-        for (index_t t = 0; t < stride; ++t) {
-            const auto i = static_cast<std::size_t>(b * stride + t);
-            const double g = static_cast<double>(got[i]);
-            bool ok = true;
-            if (t < cols) {
-                const double e = static_cast<double>(expected[i]);
-                ok = std::abs(g - e) <= tolerance<T> * std::max(1.0, std::abs(e));  // false for NaN
-                if (!ok && first.empty())
-                    first = "[" + std::to_string(b) + ", " + std::to_string(t) + "]: " + std::to_string(g) + " vs " +
-                            std::to_string(e);
-            } else if (padding_poisoned) {
-                ok = std::isnan(g);
-                if (!ok && first.empty())
-                    first = "padding [" + std::to_string(b) + ", " + std::to_string(t) + "] written";
-            }
-            if (!ok) ++bad;
-        }
-    }
-    CHECK_MESSAGE(bad == 0, what << ": " << bad << " mismatches, first " << first);
-}
-
-/// Mask rows of every kind, by row index: full, empty, left and right padding, random holes, a
-/// single valid token, runs of valid tokens with holes between. `contiguous` (valid_range)
-/// replaces the rows with holes by padded ones.
-std::vector<int> random_mask(std::mt19937& rng, index_t rows, index_t cols, index_t stride, bool contiguous) {
-    std::vector<int> m(static_cast<std::size_t>(rows * stride), 0);
-    std::uniform_int_distribution<index_t> pick(0, cols);
-    std::bernoulli_distribution keep(0.65);
-    for (index_t b = 0; b < rows; ++b) {
-        int* row = m.data() + b * stride;
-        int kind = static_cast<int>(b % 6);
-        if (contiguous && (kind == 3 || kind == 5)) kind = 2;
-        switch (kind) {
-            case 0:
-                for (index_t t = 0; t < cols; ++t) row[t] = 1;
-                break;
-            case 1:
-                break;
-            case 2: {
-                index_t lo = pick(rng), hi = pick(rng);
-                if (lo > hi) std::swap(lo, hi);
-                for (index_t t = lo; t < hi; ++t) row[t] = 1;
-                break;
-            }
-            case 3:
-                for (index_t t = 0; t < cols; ++t) row[t] = keep(rng) ? 1 : 0;
-                break;
-            case 4:
-                row[std::uniform_int_distribution<index_t>(0, cols - 1)(rng)] = 1;
-                break;
-            default:
-                for (index_t t = 0; t < cols; ++t) row[t] = (t / 37) % 3 != 1 ? 1 : 0;
-                break;
-        }
-    }
-    return m;
-}
-
-std::vector<double> normal_values(std::mt19937& rng, std::size_t n) {
-    std::normal_distribution<double> normal;
-    std::vector<double> x(n);
-    for (double& a : x) a = normal(rng);
-    return x;
-}
 
 /// One compute_gae call on the device against the CPU kernel (same T, same inputs).
 template <class T, class M>
@@ -184,8 +89,10 @@ void check_gae(std::mt19937& rng, index_t rows, index_t cols, index_t pad, const
                              " T=" + std::to_string(cols) + " pad=" + std::to_string(pad) +
                              " gamma=" + std::to_string(options.gamma) + " lambda=" + std::to_string(options.lambda) +
                              (with_bootstrap ? " bootstrap" : "") + (in_place ? " in place" : "");
-    check_close((in_place ? dr : dadv).download(), want_adv, rows, cols, stride, !in_place, what + " advantages");
-    check_close((in_place ? dv : dret).download(), want_ret, rows, cols, stride, !in_place, what + " returns");
+    check_close((in_place ? dr : dadv).download(), want_adv, rows, cols, stride, tolerance<T>, !in_place,
+                what + " advantages");
+    check_close((in_place ? dv : dret).download(), want_ret, rows, cols, stride, tolerance<T>, !in_place,
+                what + " returns");
 }
 
 /// One compute_gae_time_major call on the device against the CPU kernel in double on the same
@@ -228,8 +135,9 @@ void check_time_major(std::mt19937& rng, index_t steps, index_t envs, index_t pa
                              " pad=" + std::to_string(pad) + " flags=" + std::to_string(flag_probability) +
                              " gamma=" + std::to_string(options.gamma) + " lambda=" + std::to_string(options.lambda) +
                              (in_place ? " in place" : "");
-    check_close((in_place ? dr : dadv).download(), want_adv, steps, envs, stride, !in_place, what + " advantages");
-    check_close(dret.download(), want_ret, steps, envs, stride, true, what + " returns");
+    check_close((in_place ? dr : dadv).download(), want_adv, steps, envs, stride, tolerance<T>, !in_place,
+                what + " advantages");
+    check_close(dret.download(), want_ret, steps, envs, stride, tolerance<T>, true, what + " returns");
 }
 
 struct discounts {
@@ -237,24 +145,10 @@ struct discounts {
 };
 constexpr discounts discount_cases[] = {{1.0, 0.95}, {0.9, 0.5}, {1.0, 1.0}, {0.99, 0.0}, {0.0, 0.95}};
 
-/// Value and mask types of a templated test case.
-template <class T, class M>
-struct types {
-    using value = T;
-    using mask = M;
-};
-using float_bool = types<float, bool>;
-using double_uint8 = types<double, std::uint8_t>;
-using float_int32 = types<float, std::int32_t>;
-using double_float = types<double, float>;
+using rlhf_test::rows::float_bool, rlhf_test::rows::double_uint8, rlhf_test::rows::float_int32,
+    rlhf_test::rows::double_float;
 
 }  // namespace
-
-// Test case names without commas (ctest filters split at them).
-TYPE_TO_STRING_AS("float values and bool mask", float_bool);
-TYPE_TO_STRING_AS("double values and uint8 mask", double_uint8);
-TYPE_TO_STRING_AS("float values and int32 mask", float_int32);
-TYPE_TO_STRING_AS("double values and float mask", double_float);
 
 TEST_SUITE("cuda") {
     TEST_CASE_TEMPLATE("cuda compute_gae equals the CPU kernel: every masking / bootstrap / T from 1 to 8195", Types,
@@ -311,8 +205,10 @@ TEST_SUITE("cuda") {
             strided<double>(dr.data(), rows, cols, cols), strided<double>(dv.data(), rows, cols, cols),
             strided<std::uint8_t>(dm.device.data(), rows, cols, cols), strided_mut(dadv.data(), rows, cols, cols),
             strided_mut(dret.data(), rows, cols, cols), {.masking = rlhf::gae_masking::valid_range}, cudaStream_t{});
-        check_close(dadv.download(), want_adv, rows, cols, cols, true, "valid_range with holes advantages");
-        check_close(dret.download(), want_ret, rows, cols, cols, true, "valid_range with holes returns");
+        check_close(dadv.download(), want_adv, rows, cols, cols, tolerance<double>, true,
+                    "valid_range with holes advantages");
+        check_close(dret.download(), want_ret, rows, cols, cols, tolerance<double>, true,
+                    "valid_range with holes returns");
     }
 
     TEST_CASE("cuda compute_gae checks shapes and options on the host and accepts empty batches") {

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -143,6 +144,12 @@ struct shape {
     double neg_inf_fraction = 0.0;  // vocabulary entries set to -inf (never the token's)
     bool mask_rows = true;          // mask some positions, and the whole of row b = 0 when b > 1
 };
+
+/// A case's shape for the INFO of its checks.
+std::ostream& operator<<(std::ostream& os, const shape& s) {
+    return os << "V = " << s.v << ", B = " << s.b << ", T = " << s.t << ", tau = " << s.tau << ", pad = " << s.pad_v
+              << ", kind = " << static_cast<int>(s.kind);
+}
 
 /// Host data of a case: logits `[B, T, V]` (row stride V + pad_v, batch stride with 5 more),
 /// tokens `[B, T]` (stride T + 2), mask `[B, T]` (stride T + 1). Masked positions hold NaN logits
@@ -260,16 +267,20 @@ void check_padding(const std::vector<E>& got, index_t rows, index_t cols, index_
 
 enum class masking { none, mask };
 
+/// `make_case` of shape `s`, without masked positions under `masking::none`.
+template <class T, class M>
+case_data<T, M> make_case(shape s, masking use_mask, std::mt19937& gen) {
+    if (use_mask == masking::none) s.mask_rows = false;
+    return make_case<T, M>(s, gen);
+}
+
 /// Forward: log-probs (or entropy only), entropy, logsumexp against the CPU kernel.
 template <class T, class M>
 void check_forward(const shape& s, masking use_mask, bool with_tokens, unsigned seed) {
     using A = acc_t<T>;
-    INFO("V = " << s.v << ", B = " << s.b << ", T = " << s.t << ", tau = " << s.tau << ", pad = " << s.pad_v
-                << ", kind = " << static_cast<int>(s.kind) << ", tokens = " << with_tokens);
+    INFO(s << ", tokens = " << with_tokens);
     std::mt19937 gen(seed);
-    shape shp = s;
-    if (use_mask == masking::none) shp.mask_rows = false;
-    const auto c = make_case<T, M>(shp, gen);
+    const auto c = make_case<T, M>(s, use_mask, gen);
     device_array<T> d_logits(c.logits);
     device_array<std::int64_t> d_tokens(c.tokens);
     device_array<M> d_mask(c.mask.size());
@@ -351,13 +362,10 @@ template <class T, class M>
 void check_backward(const shape& s, masking use_mask, bool with_tokens, bool with_glp, bool with_gh, saved_stats saved,
                     unsigned seed, bool in_place = false) {
     using A = acc_t<T>;
-    INFO("V = " << s.v << ", B = " << s.b << ", T = " << s.t << ", tau = " << s.tau << ", pad = " << s.pad_v
-                << ", kind = " << static_cast<int>(s.kind) << ", tokens = " << with_tokens << ", g_lp = " << with_glp
-                << ", g_H = " << with_gh << ", saved = " << static_cast<int>(saved) << ", in place = " << in_place);
+    INFO(s << ", tokens = " << with_tokens << ", g_lp = " << with_glp << ", g_H = " << with_gh
+           << ", saved = " << static_cast<int>(saved) << ", in place = " << in_place);
     std::mt19937 gen(seed);
-    shape shp = s;
-    if (use_mask == masking::none) shp.mask_rows = false;
-    const auto c = make_case<T, M>(shp, gen);
+    const auto c = make_case<T, M>(s, use_mask, gen);
     const index_t bt = s.b * s.t;
     std::vector<A> g_lp(static_cast<std::size_t>(bt)), g_h(static_cast<std::size_t>(bt));
     std::normal_distribution<double> normal(0.0, 1.0);
@@ -515,12 +523,9 @@ void backward_sweep(unsigned seed) {
 template <class T, class M>
 void check_kl(const shape& s, masking use_mask, unsigned seed, bool in_place = false) {
     using A = acc_t<T>;
-    INFO("V = " << s.v << ", B = " << s.b << ", T = " << s.t << ", tau = " << s.tau << ", pad = " << s.pad_v
-                << ", kind = " << static_cast<int>(s.kind) << ", in place = " << in_place);
+    INFO(s << ", in place = " << in_place);
     std::mt19937 gen(seed);
-    shape shp = s;
-    if (use_mask == masking::none) shp.mask_rows = false;
-    const auto c = make_case<T, M>(shp, gen);
+    const auto c = make_case<T, M>(s, use_mask, gen);
     std::normal_distribution<double> normal(0.0, 1.0);
     std::uniform_real_distribution<double> uniform(-1e4, 1e4), unit(0.0, 1.0);
     std::vector<double> ref_exact(c.exact.size(), nan_value);

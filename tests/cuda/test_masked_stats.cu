@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "cuda/cuda_test_support.cuh"
+#include "cuda/row_test_data.cuh"
 #include "rlhf/cuda/masked_stats.cuh"
 #include "rlhf/kernels/masked_stats.hpp"
 
@@ -33,6 +34,9 @@ namespace {
 using rlhf::index_t;
 using rlhf_test::cuda_ok;
 using rlhf_test::device_array;
+using rlhf_test::rows::device_mask;
+using rlhf_test::rows::strided;
+using rlhf_test::rows::strided_mut;
 
 template <class T>
 constexpr double output_tolerance = std::is_same_v<T, float> ? 5e-7 : 1e-9;
@@ -40,26 +44,6 @@ constexpr double stats_tolerance = 1e-9;
 
 bool close(double got, double expected, double tolerance) {
     return std::abs(got - expected) <= tolerance * std::max(1.0, std::abs(expected));  // false for NaN
-}
-
-/// A mask of `M` (bool included) on the device.
-template <class M>
-struct device_mask {
-    device_array<M> device;
-    explicit device_mask(const std::vector<int>& bits) : device(bits.size()) {
-        std::unique_ptr<M[]> host(new M[bits.size()]);
-        for (std::size_t i = 0; i < bits.size(); ++i) host[i] = static_cast<M>(bits[i]);
-        cuda_ok(cudaMemcpy(device.data(), host.get(), device.bytes(), cudaMemcpyHostToDevice));
-    }
-};
-
-template <class T>
-rlhf::view<T> strided(const T* data, index_t rows, index_t cols, index_t stride) {
-    return {data, {rows, cols}, {stride, 1}};
-}
-template <class T>
-rlhf::mut_view<T> strided_mut(T* data, index_t rows, index_t cols, index_t stride) {
-    return {data, {rows, cols}, {stride, 1}};
 }
 
 /// Random data `[rows, stride]`: values N(3, 2) rounded to T; mask rows by index: random holes,
@@ -226,25 +210,12 @@ std::vector<rlhf::whiten_options> flavours() {
     };
 }
 
-template <class T, class M>
-struct types {
-    using value = T;
-    using mask = M;
-};
-using float_bool = types<float, bool>;
-using double_uint8 = types<double, std::uint8_t>;
-using float_int32 = types<float, std::int32_t>;
-using double_float = types<double, float>;
+using rlhf_test::rows::float_bool, rlhf_test::rows::double_uint8, rlhf_test::rows::float_int32,
+    rlhf_test::rows::double_float;
 
 constexpr std::pair<index_t, index_t> shapes[] = {{1, 1}, {3, 7}, {7, 300}, {5, 1000}, {64, 4097}, {2, 100000}};
 
 }  // namespace
-
-// Test case names without commas (ctest filters split at them).
-TYPE_TO_STRING_AS("float values and bool mask", float_bool);
-TYPE_TO_STRING_AS("double values and uint8 mask", double_uint8);
-TYPE_TO_STRING_AS("float values and int32 mask", float_int32);
-TYPE_TO_STRING_AS("double values and float mask", double_float);
 
 TEST_SUITE("cuda") {
     TEST_CASE_TEMPLATE("cuda compute_masked_moments per batch and per row equal the CPU kernel", Types, float_bool,

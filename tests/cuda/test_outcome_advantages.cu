@@ -263,10 +263,8 @@ void check_remax(std::mt19937& rng, index_t b, index_t cols, index_t pad, bool i
                       what + " returns");
 }
 
-using float_bool = rows::types<float, bool>;
-using double_uint8 = rows::types<double, std::uint8_t>;
-using float_int32 = rows::types<float, std::int32_t>;
-using double_float = rows::types<double, float>;
+using rlhf_test::rows::float_bool, rlhf_test::rows::double_uint8, rlhf_test::rows::float_int32,
+    rlhf_test::rows::double_float;
 
 /// (B, T, G): T = 1, B = 1, more groups than rows (singletons, unused ids), long rows.
 struct group_shape {

@@ -10,6 +10,7 @@
 
 #include "cuda/cuda_loss_test_support.cuh"
 #include "cuda/cuda_test_support.cuh"
+#include "fuzz/loss_stat_fields.hpp"
 #include "rlhf/cuda/policy_loss.cuh"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "support/test_helpers.hpp"
@@ -21,32 +22,9 @@ using rlhf_test::compare_matrix;
 using rlhf_test::device_array;
 using rlhf_test::device_matrix;
 using rlhf_test::host_matrix;
+using rlhf_test::problem_shape;
 using rlhf_test::sum_tolerance;
 using rlhf_test::token_tolerance;
-
-struct problem_shape {
-    int rows, cols, pad;  // row stride = cols + pad
-    double sigma;         // spread of lp − old
-    double p_valid;       // per-token probability of m = 1
-    int empty_every;      // every n-th row has no valid token (0: none)
-};
-
-/// The statistics of a CPU result in the device layout.
-std::vector<double> cpu_result(const rlhf::policy_loss_result& r) {
-    const auto& s = r.stats;
-    return {r.loss,
-            s.clip_fraction,
-            s.clip_fraction_lower,
-            s.approx_kl,
-            s.policy_kl,
-            s.policy_kl_clamped,
-            s.ratio_mean,
-            s.ratio_max,
-            s.ratio_mean_all_positions,
-            s.valid_tokens,
-            s.ratio_threshold_exceeded ? 1.0 : 0.0,
-            s.skip_threshold_exceeded ? 1.0 : 0.0};
-}
 
 /// One problem on the CPU and on the device (every output poisoned first), compared.
 template <class T, class M>
@@ -88,22 +66,10 @@ void check_policy(std::uint64_t seed, const problem_shape& sh, const rlhf::polic
         d_lp.view(), d_old.view(), d_adv.view(), d_mask.view(), want_outputs ? d_grad.mut_view() : rlhf::mut_view<T>{},
         want_outputs ? d_tokens.mut_view() : rlhf::mut_view<T>{}, o, result.data(), workspace.data(), cudaStream_t{});
     const std::vector<double> got = result.download();
-    const std::vector<double> want = cpu_result(cpu);
-    const char* names[] = {"loss",
-                           "clip_fraction",
-                           "clip_fraction_lower",
-                           "approx_kl",
-                           "policy_kl",
-                           "policy_kl_clamped",
-                           "ratio_mean",
-                           "ratio_max",
-                           "ratio_mean_all_positions",
-                           "valid_tokens",
-                           "ratio_threshold_exceeded",
-                           "skip_threshold_exceeded"};
+    const std::vector<double> want = rlhf_test::loss_and_stat_values(cpu);
     for (int i = 0; i < rlhf::cuda::policy_result_size; ++i) {
-        INFO(names[i] << ": device " << got[static_cast<std::size_t>(i)] << ", CPU "
-                      << want[static_cast<std::size_t>(i)]);
+        INFO((i == 0 ? "loss" : rlhf_test::policy_stat_names[i - 1])
+             << ": device " << got[static_cast<std::size_t>(i)] << ", CPU " << want[static_cast<std::size_t>(i)]);
         if (i == rlhf::cuda::policy_result_ratio_max)
             CHECK(close(got[static_cast<std::size_t>(i)], want[static_cast<std::size_t>(i)], token_tolerance<T>));
         else if (i >= rlhf::cuda::policy_result_valid_tokens)
@@ -126,16 +92,12 @@ void check_policy(std::uint64_t seed, const problem_shape& sh, const rlhf::polic
                    sequence ? sum_tolerance : 0.0);
 }
 
-/// The option families: name and options.
-struct family {
-    const char* name;
-    rlhf::policy_loss_options options;
-    double sigma;
-};
+using family = rlhf_test::loss_family<rlhf::policy_loss_options>;
 
+/// The option families: this loss's options, then the aggregation families.
 std::vector<family> families() {
     using agg = rlhf::loss_aggregation;
-    return {
+    std::vector<family> out = {
         {"plain clip", {}, 0.3},
         {"clip higher", {.clip_low = 0.1, .clip_high = 0.28}, 0.3},
         {"dual clip", {.dual_clip = 3.0}, 1.2},
@@ -153,47 +115,20 @@ std::vector<family> families() {
         {"sequence ratio with threshold",
          {.ratio_threshold = 0.5, .level = rlhf::importance_ratio_level::sequence},
          0.3},
-        {"seq-mean-token-mean", {.aggregation = {.mode = agg::seq_mean_token_mean}}, 0.3},
-        {"seq-mean-token-mean global rows",
-         {.aggregation = {.mode = agg::seq_mean_token_mean,
-                          .global_sequence_count = 1000.0,
-                          .dp_size = 2.0,
-                          .token_count_epsilon = 0.0}},
-         0.3},
-        {"seq-mean-token-sum", {.aggregation = {.mode = agg::seq_mean_token_sum, .dp_size = 3.0}}, 0.3},
-        {"seq-mean-token-sum-norm", {.aggregation = {.mode = agg::seq_mean_token_sum_norm}}, 0.3},
-        {"seq-mean-token-sum-norm normalizer",
-         {.aggregation = {.mode = agg::seq_mean_token_sum_norm, .normalizer = 512.0}},
-         0.3},
-        {"token-mean global tokens", {.aggregation = {.global_token_count = 123456.0, .dp_size = 4.0}}, 0.3},
     };
-}
-
-const std::vector<problem_shape> small_shapes = {
-    {1, 1, 0, 0, 1.0, 0},    {3, 1, 2, 0, 0.7, 0},    {5, 7, 0, 0, 0.6, 2},    {17, 1000, 3, 0, 0.8, 4},
-    {9, 1024, 0, 0, 0.9, 3}, {4, 1025, 5, 0, 0.9, 0}, {2, 3000, 1, 0, 0.5, 0},
-};
-
-template <class T, class M>
-void check_families(std::uint64_t seed) {
-    for (const family& f : families()) {
-        const std::string name = f.name;
-        CAPTURE(name);
-        for (problem_shape sh : small_shapes) {
-            sh.sigma = f.sigma;
-            check_policy<T, M>(seed++, sh, f.options);
-        }
-    }
+    const auto aggregation = rlhf_test::aggregation_families<rlhf::policy_loss_options>();
+    out.insert(out.end(), aggregation.begin(), aggregation.end());
+    return out;
 }
 
 }  // namespace
 
 TEST_SUITE("cuda") {
     TEST_CASE("cuda policy_loss: every option family equals the CPU kernel in float with a float mask") {
-        check_families<float, float>(1000);
+        rlhf_test::check_families(1000, families(), [](auto... a) { check_policy<float, float>(a...); });
     }
     TEST_CASE("cuda policy_loss: every option family equals the CPU kernel in double with a bool mask") {
-        check_families<double, bool>(2000);
+        rlhf_test::check_families(2000, families(), [](auto... a) { check_policy<double, bool>(a...); });
     }
     TEST_CASE("cuda policy_loss: integer masks and skipped outputs") {
         const problem_shape sh{13, 700, 4, 0.4, 0.7, 3};
@@ -230,36 +165,22 @@ TEST_SUITE("cuda") {
             rlhf::policy_loss(rlhf::make_view(zeros.data(), rows, cols), rlhf::make_view(zeros.data(), rows, cols),
                               rlhf::make_view(zeros.data(), rows, cols), rlhf::make_view(zeros.data(), rows, cols)),
             rlhf::error);
-        device_array<float> x(zeros), grad(zeros.size());
-        device_array<double> result(rlhf::cuda::policy_result_size);
-        device_array<double> workspace(rlhf::cuda::policy_loss_workspace_bytes(rows, cols) / sizeof(double));
-        const rlhf::view<float> v(x.data(), {rows, cols});
-        for (const auto mode : {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_mean}) {
-            grad.poison();
-            result.poison();
-            workspace.poison();
-            rlhf::cuda::policy_loss(v, v, v, v, rlhf::mut_view<float>(grad.data(), {rows, cols}),
-                                    rlhf::mut_view<float>{}, {.aggregation = {.mode = mode}}, result.data(),
-                                    workspace.data(), cudaStream_t{});
-            const auto r = result.download();
-            CHECK(r[rlhf::cuda::policy_result_loss] == 0.0);
-            CHECK(r[rlhf::cuda::policy_result_valid_tokens] == 0.0);
-            for (const float g : grad.download()) CHECK(g == 0.0f);
-        }
+        rlhf_test::check_zero_divisor_gives_zero<float>(
+            rows, cols, rlhf::cuda::policy_result_size, rlhf::cuda::policy_loss_workspace_bytes(rows, cols),
+            rlhf::cuda::policy_result_loss, rlhf::cuda::policy_result_valid_tokens,
+            {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_mean},
+            [](rlhf::view<float> v, rlhf::mut_view<float> grad, rlhf::loss_aggregation mode, double* result, void* ws) {
+                rlhf::cuda::policy_loss(v, v, v, v, grad, rlhf::mut_view<float>{}, {.aggregation = {.mode = mode}},
+                                        result, ws, cudaStream_t{});
+            });
     }
     TEST_CASE("cuda policy_loss: B = 0 and T = 0 write the result") {
-        device_array<double> result(rlhf::cuda::policy_result_size);
-        device_array<double> workspace(rlhf::cuda::policy_loss_workspace_bytes(4, 0) / sizeof(double));
-        device_array<float> x(1);
-        for (const auto& [rows, cols] : {std::pair<rlhf::index_t, rlhf::index_t>{0, 5}, {4, 0}}) {
-            result.poison();
-            workspace.poison();
-            const rlhf::view<float> v(x.data(), {rows, cols});
-            rlhf::cuda::policy_loss(v, v, v, v, {}, {}, {.aggregation = {.global_token_count = 1.0}}, result.data(),
-                                    workspace.data(), cudaStream_t{});
-            const auto r = result.download();
-            for (const double value : r) CHECK(value == 0.0);
-        }
+        rlhf_test::check_empty_shapes_write_zero_result(
+            rlhf::cuda::policy_result_size, rlhf::cuda::policy_loss_workspace_bytes(4, 0),
+            [](rlhf::view<float> v, double* result, void* ws) {
+                rlhf::cuda::policy_loss(v, v, v, v, {}, {}, {.aggregation = {.global_token_count = 1.0}}, result, ws,
+                                        cudaStream_t{});
+            });
     }
     TEST_CASE("cuda policy_loss: shapes, options and buffers are checked on the host naming the argument") {
         device_array<float> x(20);

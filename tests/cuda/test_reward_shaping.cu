@@ -136,10 +136,8 @@ void check_shaping(std::mt19937& rng, index_t b, index_t cols, index_t pad, cons
     rows::check_close((in_place ? dref : drewards).download(), want, b, cols, stride, tolerance<T>, !in_place, what);
 }
 
-using float_bool = rows::types<float, bool>;
-using double_uint8 = rows::types<double, std::uint8_t>;
-using float_int32 = rows::types<float, std::int32_t>;
-using double_float = rows::types<double, float>;
+using rlhf_test::rows::float_bool, rlhf_test::rows::double_uint8, rlhf_test::rows::float_int32,
+    rlhf_test::rows::double_float;
 
 constexpr std::pair<index_t, index_t> shapes[] = {{1, 1}, {3, 1}, {6, 2}, {7, 33}, {12, 300}, {6, 1031}};
 

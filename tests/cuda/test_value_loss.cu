@@ -12,6 +12,7 @@
 
 #include "cuda/cuda_loss_test_support.cuh"
 #include "cuda/cuda_test_support.cuh"
+#include "fuzz/loss_stat_fields.hpp"
 #include "rlhf/cuda/value_loss.cuh"
 #include "rlhf/kernels/value_loss.hpp"
 #include "support/test_helpers.hpp"
@@ -23,21 +24,9 @@ using rlhf_test::compare_matrix;
 using rlhf_test::device_array;
 using rlhf_test::device_matrix;
 using rlhf_test::host_matrix;
+using rlhf_test::problem_shape;
 using rlhf_test::sum_tolerance;
 using rlhf_test::token_tolerance;
-
-struct problem_shape {
-    int rows, cols, pad;  // row stride = cols + pad
-    double sigma;         // spread of V − V_old
-    double p_valid;       // per-token probability of m = 1
-    int empty_every;      // every n-th row has no valid token (0: none)
-};
-
-std::vector<double> cpu_result(const rlhf::value_loss_result& r) {
-    const auto& s = r.stats;
-    return {r.loss,        s.clip_fraction,      s.value_mean,   s.value_error,
-            s.return_mean, s.explained_variance, s.valid_tokens, s.clipped_tokens};
-}
 
 /// One problem on the CPU and on the device (every output poisoned first), compared.
 template <class T, class M>
@@ -81,12 +70,10 @@ void check_value(std::uint64_t seed, const problem_shape& sh, const rlhf::value_
                            want_outputs ? d_tokens.mut_view() : rlhf::mut_view<T>{}, o, result.data(), workspace.data(),
                            cudaStream_t{});
     const std::vector<double> got = result.download();
-    const std::vector<double> want = cpu_result(cpu);
-    const char* names[] = {"loss",        "clip_fraction",      "value_mean",   "value_error",
-                           "return_mean", "explained_variance", "valid_tokens", "clipped_tokens"};
+    const std::vector<double> want = rlhf_test::loss_and_stat_values(cpu);
     for (int i = 0; i < rlhf::cuda::value_result_size; ++i) {
         const auto k = static_cast<std::size_t>(i);
-        INFO(names[i] << ": device " << got[k] << ", CPU " << want[k]);
+        INFO((i == 0 ? "loss" : rlhf_test::value_stat_names[i - 1]) << ": device " << got[k] << ", CPU " << want[k]);
         if (i >= rlhf::cuda::value_result_valid_tokens)
             CHECK(got[k] == want[k]);
         else
@@ -103,15 +90,11 @@ void check_value(std::uint64_t seed, const problem_shape& sh, const rlhf::value_
     compare_matrix("token_losses", d_tokens.array.download(), tokens, token_tolerance<T>);
 }
 
-struct family {
-    const char* name;
-    rlhf::value_loss_options options;
-    double sigma;
-};
+using family = rlhf_test::loss_family<rlhf::value_loss_options>;
 
+/// The option families: this loss's options, then the aggregation families.
 std::vector<family> families() {
-    using agg = rlhf::loss_aggregation;
-    return {
+    std::vector<family> out = {
         {"clipped squared error", {}, 0.3},
         {"unclipped", {.clip_range = std::nullopt}, 0.3},
         {"clip range 0", {.clip_range = 0.0}, 0.3},
@@ -120,47 +103,20 @@ std::vector<family> families() {
         {"TRL scale and coef", {.scale = 1.0, .coef = 0.1}, 0.3},
         {"coef 0", {.coef = 0.0}, 0.3},
         {"returns from advantages", {.clip_range = 0.2, .returns_from_advantages = true}, 0.3},
-        {"seq-mean-token-mean", {.aggregation = {.mode = agg::seq_mean_token_mean}}, 0.3},
-        {"seq-mean-token-mean global rows",
-         {.aggregation = {.mode = agg::seq_mean_token_mean,
-                          .global_sequence_count = 1000.0,
-                          .dp_size = 2.0,
-                          .token_count_epsilon = 0.0}},
-         0.3},
-        {"seq-mean-token-sum", {.aggregation = {.mode = agg::seq_mean_token_sum, .dp_size = 3.0}}, 0.3},
-        {"seq-mean-token-sum-norm", {.aggregation = {.mode = agg::seq_mean_token_sum_norm}}, 0.3},
-        {"seq-mean-token-sum-norm normalizer",
-         {.aggregation = {.mode = agg::seq_mean_token_sum_norm, .normalizer = 512.0}},
-         0.3},
-        {"token-mean global tokens", {.aggregation = {.global_token_count = 123456.0, .dp_size = 4.0}}, 0.3},
     };
-}
-
-const std::vector<problem_shape> small_shapes = {
-    {1, 1, 0, 0, 1.0, 0},    {3, 1, 2, 0, 0.7, 0},    {5, 7, 0, 0, 0.6, 2},    {17, 1000, 3, 0, 0.8, 4},
-    {9, 1024, 0, 0, 0.9, 3}, {4, 1025, 5, 0, 0.9, 0}, {2, 3000, 1, 0, 0.5, 0},
-};
-
-template <class T, class M>
-void check_families(std::uint64_t seed) {
-    for (const family& f : families()) {
-        const std::string name = f.name;
-        CAPTURE(name);
-        for (problem_shape sh : small_shapes) {
-            sh.sigma = f.sigma;
-            check_value<T, M>(seed++, sh, f.options);
-        }
-    }
+    const auto aggregation = rlhf_test::aggregation_families<rlhf::value_loss_options>();
+    out.insert(out.end(), aggregation.begin(), aggregation.end());
+    return out;
 }
 
 }  // namespace
 
 TEST_SUITE("cuda") {
     TEST_CASE("cuda value_loss: every option family equals the CPU kernel in float with a float mask") {
-        check_families<float, float>(11000);
+        rlhf_test::check_families(11000, families(), [](auto... a) { check_value<float, float>(a...); });
     }
     TEST_CASE("cuda value_loss: every option family equals the CPU kernel in double with a bool mask") {
-        check_families<double, bool>(12000);
+        rlhf_test::check_families(12000, families(), [](auto... a) { check_value<double, bool>(a...); });
     }
     TEST_CASE("cuda value_loss: integer masks and skipped outputs") {
         const problem_shape sh{13, 700, 4, 0.4, 0.7, 3};
@@ -193,36 +149,23 @@ TEST_SUITE("cuda") {
             rlhf::value_loss(rlhf::make_view(zeros.data(), rows, cols), rlhf::make_view(zeros.data(), rows, cols),
                              rlhf::make_view(zeros.data(), rows, cols), rlhf::make_view(zeros.data(), rows, cols)),
             rlhf::error);
-        device_array<double> x(zeros), grad(zeros.size());
-        device_array<double> result(rlhf::cuda::value_result_size);
-        device_array<double> workspace(rlhf::cuda::value_loss_workspace_bytes(rows, cols) / sizeof(double));
-        const rlhf::view<double> v(x.data(), {rows, cols});
-        for (const auto mode : {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_sum}) {
-            grad.poison();
-            result.poison();
-            workspace.poison();
-            rlhf::cuda::value_loss(v, v, v, v, rlhf::mut_view<double>(grad.data(), {rows, cols}),
-                                   rlhf::mut_view<double>{}, {.aggregation = {.mode = mode}}, result.data(),
-                                   workspace.data(), cudaStream_t{});
-            const auto r = result.download();
-            CHECK(r[rlhf::cuda::value_result_loss] == 0.0);
-            CHECK(r[rlhf::cuda::value_result_valid_tokens] == 0.0);
-            for (const double g : grad.download()) CHECK(g == 0.0);
-        }
+        rlhf_test::check_zero_divisor_gives_zero<double>(
+            rows, cols, rlhf::cuda::value_result_size, rlhf::cuda::value_loss_workspace_bytes(rows, cols),
+            rlhf::cuda::value_result_loss, rlhf::cuda::value_result_valid_tokens,
+            {rlhf::loss_aggregation::token_mean, rlhf::loss_aggregation::seq_mean_token_sum},
+            [](rlhf::view<double> v, rlhf::mut_view<double> grad, rlhf::loss_aggregation mode, double* result,
+               void* ws) {
+                rlhf::cuda::value_loss(v, v, v, v, grad, rlhf::mut_view<double>{}, {.aggregation = {.mode = mode}},
+                                       result, ws, cudaStream_t{});
+            });
     }
     TEST_CASE("cuda value_loss: B = 0 and T = 0 write the result") {
-        device_array<double> result(rlhf::cuda::value_result_size);
-        device_array<double> workspace(rlhf::cuda::value_loss_workspace_bytes(4, 0) / sizeof(double));
-        device_array<float> x(1);
-        for (const auto& [rows, cols] : {std::pair<rlhf::index_t, rlhf::index_t>{0, 5}, {4, 0}}) {
-            result.poison();
-            workspace.poison();
-            const rlhf::view<float> v(x.data(), {rows, cols});
-            rlhf::cuda::value_loss(v, v, v, v, {}, {}, {.aggregation = {.global_token_count = 1.0}}, result.data(),
-                                   workspace.data(), cudaStream_t{});
-            const auto r = result.download();
-            for (const double value : r) CHECK(value == 0.0);
-        }
+        rlhf_test::check_empty_shapes_write_zero_result(
+            rlhf::cuda::value_result_size, rlhf::cuda::value_loss_workspace_bytes(4, 0),
+            [](rlhf::view<float> v, double* result, void* ws) {
+                rlhf::cuda::value_loss(v, v, v, v, {}, {}, {.aggregation = {.global_token_count = 1.0}}, result, ws,
+                                       cudaStream_t{});
+            });
     }
     TEST_CASE("cuda value_loss: shapes, options and buffers are checked on the host naming the argument") {
         device_array<float> x(20);

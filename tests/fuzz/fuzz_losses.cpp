@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
+#include "loss_stat_fields.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/policy_loss.hpp"
 #include "rlhf/kernels/value_loss.hpp"
@@ -220,37 +221,9 @@ struct loss_run {
     std::vector<T> grad, tokens;
 };
 
-std::vector<double> stat_values(const rlhf::policy_loss_stats& s) {
-    return {s.clip_fraction,
-            s.clip_fraction_lower,
-            s.approx_kl,
-            s.policy_kl,
-            s.policy_kl_clamped,
-            s.ratio_mean,
-            s.ratio_max,
-            s.ratio_mean_all_positions,
-            s.valid_tokens,
-            s.ratio_threshold_exceeded ? 1.0 : 0.0,
-            s.skip_threshold_exceeded ? 1.0 : 0.0};
-}
-constexpr const char* policy_stat_names[] = {"clip_fraction",
-                                             "clip_fraction_lower",
-                                             "approx_kl",
-                                             "policy_kl",
-                                             "policy_kl_clamped",
-                                             "ratio_mean",
-                                             "ratio_max",
-                                             "ratio_mean_all_positions",
-                                             "valid_tokens",
-                                             "ratio_threshold_exceeded",
-                                             "skip_threshold_exceeded"};
-
-std::vector<double> stat_values(const rlhf::value_loss_stats& s) {
-    return {s.clip_fraction,      s.value_mean,   s.value_error,   s.return_mean,
-            s.explained_variance, s.valid_tokens, s.clipped_tokens};
-}
-constexpr const char* value_stat_names[] = {"clip_fraction",      "value_mean",   "value_error",   "return_mean",
-                                            "explained_variance", "valid_tokens", "clipped_tokens"};
+using rlhf_test::policy_stat_names;
+using rlhf_test::stat_values;
+using rlhf_test::value_stat_names;
 
 enum class layout { contiguous, strided };
 

@@ -133,6 +133,28 @@ inline void check_aggregation(std::string_view function, const torch::Tensor& ma
     (void)::rlhf::libtorch::detail::token_weights(function, mask != 0, options, torch::kFloat64, reducer);
 }
 
+/// The frame of the device losses on `x` (`[B, T]`, named `x_name`; its device, dtype and
+/// gradient): a float64 `result` of `result_size` on the device and a workspace of
+/// `workspace_bytes`; `launch(T{}, grad, result, workspace)` runs the loss kernel for `x`'s
+/// element type `T` (`grad` undefined: no gradient). The loss is `result[0]` in `x`'s dtype, the
+/// statistics the rest of `result`, read back as `readback` says.
+template <class Output, class Launch>
+Output device_loss(std::string_view function, const torch::Tensor& x, const char* x_name, int result_size,
+                   std::size_t workspace_bytes, ::rlhf::libtorch::statistics_readback readback, Launch&& launch) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    Output output;
+    const torch::Tensor result = torch::empty({result_size}, x.options().dtype(torch::kFloat64).requires_grad(false));
+    ::rlhf::libtorch::dispatch_floating(x, function, x_name, [&](auto tag) {
+        const torch::Tensor scratch = workspace(workspace_bytes, x);
+        output.loss = device_closed_form_loss::apply(x, [&](const torch::Tensor& grad) {
+            launch(tag, grad, result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>());
+            return result[0].to(x.scalar_type());
+        });
+    });
+    ::rlhf::libtorch::detail::set_statistics(output, result.slice(0, 1), readback);
+    return output;
+}
+
 /// `rlhf::libtorch::torch_ops::policy_loss` on CUDA tensors (float32/float64), by
 /// `rlhf::cuda::policy_loss`: the loss (0-dim, on the device), its gradient w.r.t. `log_probs`
 /// computed in the same pass, the statistics on the device.
@@ -145,27 +167,19 @@ inline ::rlhf::libtorch::policy_loss_output policy_loss(const torch::Tensor& log
     ::rlhf::libtorch::detail::check_policy_loss_tensors(function, log_probs, old_log_probs, advantages, mask, options,
                                                         readback);
     check_aggregation(function, mask, options.aggregation, readback);
-    const c10::cuda::CUDAGuard guard(log_probs.device());
-    ::rlhf::libtorch::policy_loss_output output;
-    const torch::Tensor result =
-        torch::empty({policy_result_size}, log_probs.options().dtype(torch::kFloat64).requires_grad(false));
-    ::rlhf::libtorch::dispatch_floating(log_probs, function, "log_probs", [&](auto tag) {
-        using T = decltype(tag);
-        const torch::Tensor scratch =
-            workspace(policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)), log_probs);
-        output.loss = device_closed_form_loss::apply(log_probs, [&](const torch::Tensor& grad) {
+    return device_loss<::rlhf::libtorch::policy_loss_output>(
+        function, log_probs, "log_probs", policy_result_size,
+        policy_loss_workspace_bytes(log_probs.size(0), log_probs.size(1)), readback,
+        [&](auto tag, const torch::Tensor& grad, double* result, void* scratch) {
+            using T = decltype(tag);
             with_mask<T>(mask, function, [&](auto m) {
-                ::rlhf::cuda::policy_loss(
-                    in<T>(log_probs, function, "log_probs"), in<T>(old_log_probs, function, "old_log_probs"),
-                    in<T>(advantages, function, "advantages"), m,
-                    grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{}, mut_view<T>{}, options,
-                    result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(), stream_of(log_probs));
+                ::rlhf::cuda::policy_loss(in<T>(log_probs, function, "log_probs"),
+                                          in<T>(old_log_probs, function, "old_log_probs"),
+                                          in<T>(advantages, function, "advantages"), m,
+                                          grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{},
+                                          mut_view<T>{}, options, result, scratch, stream_of(log_probs));
             });
-            return result[0].to(log_probs.scalar_type());
         });
-    });
-    ::rlhf::libtorch::detail::set_statistics(output, result.slice(0, 1), readback);
-    return output;
 }
 
 /// `rlhf::libtorch::torch_ops::value_loss` (local statistics) on CUDA tensors, by
@@ -178,24 +192,15 @@ inline ::rlhf::libtorch::value_loss_output value_loss(const torch::Tensor& value
     const torch::Tensor valid = ::rlhf::libtorch::detail::checked_value_loss_mask(function, values, old_values, returns,
                                                                                   mask, options, readback);
     check_aggregation(function, valid, options.aggregation, readback);
-    const c10::cuda::CUDAGuard guard(values.device());
-    ::rlhf::libtorch::value_loss_output output;
-    const torch::Tensor result =
-        torch::empty({value_result_size}, values.options().dtype(torch::kFloat64).requires_grad(false));
-    ::rlhf::libtorch::dispatch_floating(values, function, "values", [&](auto tag) {
-        using T = decltype(tag);
-        const torch::Tensor scratch = workspace(value_loss_workspace_bytes(values.size(0), values.size(1)), values);
-        output.loss = device_closed_form_loss::apply(values, [&](const torch::Tensor& grad) {
+    return device_loss<::rlhf::libtorch::value_loss_output>(
+        function, values, "values", value_result_size, value_loss_workspace_bytes(values.size(0), values.size(1)),
+        readback, [&](auto tag, const torch::Tensor& grad, double* result, void* scratch) {
+            using T = decltype(tag);
             ::rlhf::cuda::value_loss(in<T>(values, function, "values"), in<T>(old_values, function, "old_values"),
                                      in<T>(returns, function, "returns"), in<bool>(valid, function, "mask"),
                                      grad.defined() ? out<T>(grad, function, "grad") : mut_view<T>{}, mut_view<T>{},
-                                     options, result.data_ptr<double>(), scratch.data_ptr<std::uint8_t>(),
-                                     stream_of(values));
-            return result[0].to(values.scalar_type());
+                                     options, result, scratch, stream_of(values));
         });
-    });
-    ::rlhf::libtorch::detail::set_statistics(output, result.slice(0, 1), readback);
-    return output;
 }
 
 /// `body(T{})` with `T` the LibTorch element type of the logits: float, double, `at::Half`,
@@ -231,6 +236,22 @@ decltype(auto) with_optional_mask(const torch::Tensor& mask, std::string_view fu
     return with_mask<A>(mask, function, [&](auto m) -> decltype(auto) { return std::forward<Body>(body)(&m); });
 }
 
+/// The autograd state of the logits functions besides their saved tensors: the temperature and
+/// whether a mask was given (the mask argument is saved either way, a placeholder without one).
+inline void save_logits_state(torch::autograd::AutogradContext* ctx, double temperature, bool has_mask) {
+    ctx->saved_data["temperature"] = temperature;
+    ctx->saved_data["has_mask"] = has_mask;
+}
+/// The mask saved at `saved[index]` by `forward`; undefined when none was given.
+inline torch::Tensor saved_mask(torch::autograd::AutogradContext* ctx, const torch::autograd::variable_list& saved,
+                                std::size_t index) {
+    return ctx->saved_data["has_mask"].toBool() ? saved[index] : torch::Tensor();
+}
+/// The options `forward` ran with (`save_logits_state`).
+inline logits_options saved_logits_options(torch::autograd::AutogradContext* ctx) {
+    return {.temperature = ctx->saved_data["temperature"].toDouble()};
+}
+
 /// Log-probs and entropies of CUDA logits under autograd: the forward and backward kernels of
 /// rlhf/cuda/logits.cuh (one pass over the vocabulary each; nothing `[B, T, V]`-sized but the
 /// gradient).
@@ -248,7 +269,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
         const logits_options options{.temperature = temperature};
         dispatch_logits(logits, name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             with_optional_mask<A>(mask, name, [&](auto m) {
                 const auto z = in<T, 3>(logits, name, "logits");
                 const auto y = in<std::int64_t>(tokens, name, "tokens");
@@ -263,8 +284,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
         });
         ctx->set_materialize_grads(false);
         ctx->save_for_backward({logits, tokens, mask_arg, lse, h});
-        ctx->saved_data["temperature"] = temperature;
-        ctx->saved_data["has_mask"] = mask.defined();
+        save_logits_state(ctx, temperature, mask.defined());
         return {lp, h};
     }
 
@@ -272,7 +292,7 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
                                                    torch::autograd::variable_list grads) {
         const auto saved = ctx->get_saved_variables();
         const torch::Tensor& logits = saved[0];
-        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[2] : torch::Tensor();
+        const torch::Tensor mask = saved_mask(ctx, saved, 2);
         const torch::Tensor g_lp = grads[0].defined() ? grads[0].contiguous() : grads[0];
         const torch::Tensor g_h = grads[1].defined() ? grads[1].contiguous() : grads[1];
         const torch::autograd::variable_list none{torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
@@ -280,10 +300,10 @@ struct logprobs_function : torch::autograd::Function<logprobs_function> {
         if (!g_lp.defined() && !g_h.defined()) return none;
         const c10::cuda::CUDAGuard guard(logits.device());
         torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
-        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        const logits_options options = saved_logits_options(ctx);
         dispatch_logits(logits, name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             const auto optional_in = [&](const torch::Tensor& t, std::string_view argument) {
                 return t.defined() ? in<A>(t, name, argument) : view<A>{};
             };
@@ -335,7 +355,7 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
         const logits_options options{.temperature = temperature};
         dispatch_logits(logits, name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             const auto z = in<T, 3>(logits, name, "logits");
             with_optional_mask<A>(mask, name, [&](auto m) {
                 if (m != nullptr)
@@ -347,8 +367,7 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
             });
         });
         ctx->save_for_backward({logits, mask_arg, lse, h});
-        ctx->saved_data["temperature"] = temperature;
-        ctx->saved_data["has_mask"] = mask.defined();
+        save_logits_state(ctx, temperature, mask.defined());
         return h;
     }
 
@@ -356,14 +375,14 @@ struct entropy_function : torch::autograd::Function<entropy_function> {
                                                    torch::autograd::variable_list grads) {
         const auto saved = ctx->get_saved_variables();
         const torch::Tensor& logits = saved[0];
-        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[1] : torch::Tensor();
+        const torch::Tensor mask = saved_mask(ctx, saved, 1);
         const torch::Tensor g_h = grads[0].contiguous();
         const c10::cuda::CUDAGuard guard(logits.device());
         torch::Tensor grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
-        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        const logits_options options = saved_logits_options(ctx);
         dispatch_logits(logits, name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             const auto z = in<T, 3>(logits, name, "logits");
             const auto lse = in<double>(saved[2], name, "logsumexp");
             const auto h = in<A>(saved[3], name, "entropy");
@@ -406,7 +425,7 @@ struct full_kl_function : torch::autograd::Function<full_kl_function> {
         const logits_options options{.temperature = temperature};
         dispatch_logits(policy_logits, name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             const auto p = in<T, 3>(policy_logits, name, "policy_logits");
             const auto q = in<T, 3>(reference_logits, name, "reference_logits");
             with_optional_mask<A>(mask, name, [&](auto m) {
@@ -418,22 +437,21 @@ struct full_kl_function : torch::autograd::Function<full_kl_function> {
             });
         });
         ctx->save_for_backward({policy_logits, reference_logits, mask_arg});
-        ctx->saved_data["temperature"] = temperature;
-        ctx->saved_data["has_mask"] = mask.defined();
+        save_logits_state(ctx, temperature, mask.defined());
         return kl;
     }
 
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grads) {
         const auto saved = ctx->get_saved_variables();
-        const torch::Tensor mask = ctx->saved_data["has_mask"].toBool() ? saved[2] : torch::Tensor();
+        const torch::Tensor mask = saved_mask(ctx, saved, 2);
         const torch::Tensor g = grads[0].contiguous();
         const c10::cuda::CUDAGuard guard(saved[0].device());
         torch::Tensor grad = torch::empty_like(saved[0], torch::MemoryFormat::Contiguous);
-        const logits_options options{.temperature = ctx->saved_data["temperature"].toDouble()};
+        const logits_options options = saved_logits_options(ctx);
         dispatch_logits(saved[0], name, [&](auto tag) {
             using T = decltype(tag);
-            using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+            using A = accumulate_t<T>;
             const auto p = in<T, 3>(saved[0], name, "policy_logits");
             const auto q = in<T, 3>(saved[1], name, "reference_logits");
             with_optional_mask<A>(mask, name, [&](auto m) {

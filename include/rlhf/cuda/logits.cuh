@@ -214,6 +214,17 @@ struct row_stats {
     [[nodiscard]] __device__ __forceinline__ A entropy() const { return log_of(sum) - moment / sum; }
 };
 
+/// Rescales running softmax sums from the maximum `from` to a maximum `to`: with
+/// `shift = (from − to)·scale`, each `d` moves by `shift`, so `Σ e^d` becomes `e^shift·Σ e^d` and
+/// `Σ e^d·d` becomes `e^shift·(Σ e^d·d + shift·Σ e^d)`. `sum` and `moment` in place.
+template <class A>
+__device__ __forceinline__ void rescale_sums(A from, A to, A scale, A& sum, A& moment) {
+    const A shift = (from - to) * scale;
+    const A factor = exp_of(shift);
+    moment = factor * (moment + shift * sum);
+    sum *= factor;
+}
+
 /// One thread's online statistics.
 template <class A>
 struct online_stats {
@@ -231,12 +242,7 @@ struct online_stats {
         }
         invalid |= bad;
         if (top > s.max) {
-            if (s.max != neg_inf<A>) {
-                const A shift = (s.max - top) * scale;
-                const A factor = exp_of(shift);
-                s.moment = factor * (s.moment + shift * s.sum);
-                s.sum *= factor;
-            }
+            if (s.max != neg_inf<A>) rescale_sums(s.max, top, scale, s.sum, s.moment);
             s.max = top;
         }
         if (s.max == neg_inf<A>) return;  // only -inf so far: no mass
@@ -272,10 +278,9 @@ template <int Threads, class T, class A>
     r.max = block_all_reduce<Threads>(o.s.max, max_op{});
     A sum = 0, moment = 0;
     if (o.s.sum > A{0}) {
-        const A shift = (o.s.max - r.max) * scale;
-        const A factor = exp_of(shift);
-        sum = factor * o.s.sum;
-        moment = factor * (o.s.moment + shift * o.s.sum);
+        sum = o.s.sum;
+        moment = o.s.moment;
+        rescale_sums(o.s.max, r.max, scale, sum, moment);
     }
     if (o.invalid) sum = not_a_number<A>;
     r.sum = block_all_reduce<Threads>(sum, sum_op{});
@@ -292,6 +297,22 @@ __device__ void fill_row(T* out, index_t vocab, T value) {
     for (index_t k = threadIdx.x; k < split.vectors; k += Threads) store_vector(out + split.head + k * lanes<T>, v);
     const index_t scalars = split.head + (vocab - split.tail);
     for (index_t k = threadIdx.x; k < scalars; k += Threads) out[scalar_index(split, k)] = value;
+}
+
+/// The backward kernels' gradient row `out` at a masked-out `(b, t)`: every entry 0. True when
+/// masked out (the kernel is then done with the row).
+template <int Threads, class T, class M>
+__device__ __forceinline__ bool zero_masked_row(const rows<const M>& mask, index_t b, index_t t, T* out,
+                                                index_t vocab) {
+    if (!masked_out(mask, b, t)) return false;
+    fill_row<Threads>(out, vocab, from_acc<T>(accumulate_t<T>{0}));
+    return true;
+}
+
+/// The backward kernels' gradient row `out` of a row whose statistics are not finite: every entry NaN.
+template <int Threads, class T>
+__device__ __forceinline__ void nan_row(T* out, index_t vocab) {
+    fill_row<Threads>(out, vocab, from_acc<T>(not_a_number<accumulate_t<T>>));
 }
 
 /// Writes `out[j] = f(j, z_j)` for every `j` of the row, reading `z` and writing `out` in
@@ -401,10 +422,7 @@ __global__ void __launch_bounds__(Threads) backward_kernel(const backward_args<T
     using A = accumulate_t<T>;
     const index_t row = blockIdx.x, b = row / a.steps, t = row % a.steps;
     T* out = a.grad_logits.at(b, t);
-    if (masked_out(a.mask, b, t)) {
-        fill_row<Threads>(out, a.vocab, from_acc<T>(A{0}));
-        return;
-    }
+    if (zero_masked_row<Threads>(a.mask, b, t, out, a.vocab)) return;
     const T* z = a.logits.at(b, t);
     const A g_lp = a.grad_logprobs.present() ? *a.grad_logprobs.at(b, t) : A{0};
     const A g_h = a.grad_entropy.present() ? *a.grad_entropy.at(b, t) : A{0};
@@ -432,10 +450,34 @@ __global__ void __launch_bounds__(Threads) backward_kernel(const backward_args<T
         centre = s.moment / s.sum;
     }
     if (!valid) {  // the same in every thread of the block
-        fill_row<Threads>(out, a.vocab, from_acc<T>(not_a_number<A>));
+        nan_row<Threads>(out, a.vocab);
         return;
     }
     map_row<Threads>(z, out, a.vocab, softmax_gradient_entry<T>{a.scale, hi, lo, log_sum, centre, g_lp, g_h, y});
+}
+
+/// The checks of the token entry points (`forward`, `backward`): τ > 0, `logits [B, T, V]`,
+/// `tokens` and `mask` `[B, T]` when given. Returns `[B, T]`.
+template <class T, class M>
+extents_t<2> check_token_inputs(std::string_view function, const view<T, 3>& logits, const view<std::int64_t>* tokens,
+                                const view<M>* mask, const logits_options& options) {
+    check_positive(function, "temperature", options.temperature);
+    rlhf::detail::logits::check_logits(function, "logits", logits);
+    const extents_t<2> bt{logits.extent(0), logits.extent(1)};
+    if (tokens != nullptr) check_shape(function, "tokens", *tokens, bt);
+    if (mask != nullptr) check_shape(function, "mask", *mask, bt);
+    return bt;
+}
+
+/// B·T of `logits` (the argument `name`): one block per position, so at most 2^31 − 1 (else an
+/// `rlhf::error`).
+template <class T>
+index_t checked_positions(std::string_view function, std::string_view name, const view<T, 3>& logits) {
+    const index_t positions = logits.extent(0) * logits.extent(1);
+    if (positions > INT_MAX)
+        fail(error_kind::shape, function, name, "at most 2^31 − 1 positions (B·T, one block each)",
+             shape_string(logits.extents()));
+    return positions;
 }
 
 template <class T, class M>
@@ -444,19 +486,12 @@ void forward(std::string_view function, const view<T, 3>& logits, const view<std
              const mut_view<double>& logsumexp, const logits_options& options, cudaStream_t stream) {
     using A = accumulate_t<T>;
     namespace cpu = rlhf::detail::logits;
-    check_positive(function, "temperature", options.temperature);
-    cpu::check_logits(function, "logits", logits);
-    const index_t batch = logits.extent(0), steps = logits.extent(1), vocab = logits.extent(2);
-    const extents_t<2> bt{batch, steps};
-    if (tokens != nullptr) check_shape(function, "tokens", *tokens, bt);
-    if (mask != nullptr) check_shape(function, "mask", *mask, bt);
+    const extents_t<2> bt = check_token_inputs(function, logits, tokens, mask, options);
+    const index_t steps = logits.extent(1), vocab = logits.extent(2);
     if (tokens != nullptr) cpu::check_optional_bt(function, "logprobs", logprobs, bt);
     cpu::check_optional_bt(function, "entropy", entropy, bt);
     cpu::check_optional_bt(function, "logsumexp", logsumexp, bt);
-    const index_t positions = batch * steps;
-    if (positions > INT_MAX)
-        fail(error_kind::shape, function, "logits", "at most 2^31 − 1 positions (B·T, one block each)",
-             shape_string(logits.extents()));
+    const index_t positions = checked_positions(function, "logits", logits);
     forward_args<T, M> a;
     a.logits = rows_of(logits);
     if (tokens != nullptr && cpu::present(logprobs)) {
@@ -483,12 +518,8 @@ void backward(std::string_view function, const view<T, 3>& logits, const view<st
               cudaStream_t stream) {
     using A = accumulate_t<T>;
     namespace cpu = rlhf::detail::logits;
-    check_positive(function, "temperature", options.temperature);
-    cpu::check_logits(function, "logits", logits);
-    const index_t batch = logits.extent(0), steps = logits.extent(1), vocab = logits.extent(2);
-    const extents_t<2> bt{batch, steps};
-    if (tokens != nullptr) check_shape(function, "tokens", *tokens, bt);
-    if (mask != nullptr) check_shape(function, "mask", *mask, bt);
+    const extents_t<2> bt = check_token_inputs(function, logits, tokens, mask, options);
+    const index_t steps = logits.extent(1), vocab = logits.extent(2);
     const bool has_glp = tokens != nullptr && cpu::present(grad_logprobs);
     const bool has_gh = cpu::present(grad_entropy);
     if (has_glp) check_shape(function, "grad_logprobs", grad_logprobs, bt);
@@ -497,10 +528,7 @@ void backward(std::string_view function, const view<T, 3>& logits, const view<st
     check_same_or_disjoint(function, "grad_logits", grad_logits, "logits", logits);
     cpu::check_optional_bt(function, "logsumexp", logsumexp, bt);
     cpu::check_optional_bt(function, "entropy", entropy, bt);
-    const index_t positions = batch * steps;
-    if (positions > INT_MAX)
-        fail(error_kind::shape, function, "logits", "at most 2^31 − 1 positions (B·T, one block each)",
-             shape_string(logits.extents()));
+    const index_t positions = checked_positions(function, "logits", logits);
     backward_args<T, M> a;
     a.logits = rows_of(logits);
     if (tokens != nullptr) a.tokens = rows_of(*tokens);
@@ -562,12 +590,7 @@ struct online_kl {
         }
         invalid |= bad;
         if (top_p > s.max_p) {
-            if (s.max_p != neg_inf<A>) {
-                const A shift = (s.max_p - top_p) * scale;
-                const A factor = exp_of(shift);
-                s.cross = factor * (s.cross + shift * s.sum_p);
-                s.sum_p *= factor;
-            }
+            if (s.max_p != neg_inf<A>) rescale_sums(s.max_p, top_p, scale, s.sum_p, s.cross);
             s.max_p = top_p;
         }
         if (top_q > s.max_q) {
@@ -617,11 +640,10 @@ template <int Threads, class T, class A>
     r.max_q = block_all_reduce<Threads>(o.s.max_q, max_op{});
     A sum_p = 0, sum_q = 0, cross = 0;
     if (o.s.sum_p > A{0}) {
-        const A shift = (o.s.max_p - r.max_p) * scale;
-        const A factor = exp_of(shift);
-        sum_p = factor * o.s.sum_p;
         // Rescaled to the block's policy maximum, then to its reference maximum.
-        cross = factor * (o.s.cross + shift * o.s.sum_p);
+        sum_p = o.s.sum_p;
+        cross = o.s.cross;
+        rescale_sums(o.s.max_p, r.max_p, scale, sum_p, cross);
         if (sum_p > A{0})
             cross += (r.max_q - o.s.max_q) * scale * sum_p;
         else
@@ -664,15 +686,12 @@ __global__ void __launch_bounds__(Threads) kl_backward_kernel(const kl_args<T, M
     using A = accumulate_t<T>;
     const index_t row = blockIdx.x, b = row / a.steps, t = row % a.steps;
     T* out = a.grad_policy.at(b, t);
-    if (masked_out(a.mask, b, t)) {
-        fill_row<Threads>(out, a.vocab, from_acc<T>(A{0}));
-        return;
-    }
+    if (zero_masked_row<Threads>(a.mask, b, t, out, a.vocab)) return;
     const T* zp = a.policy.at(b, t);
     const T* zq = a.reference.at(b, t);
     const kl_stats<A> s = block_kl_stats<Threads>(zp, zq, a.vocab, a.scale);
     if (!s.valid()) {
-        fill_row<Threads>(out, a.vocab, from_acc<T>(not_a_number<A>));
+        nan_row<Threads>(out, a.vocab);
         return;
     }
     // dKL/dx_j = p_j·(log p_j − log q_j − KL); log p_j = dx − log Σp, log q_j = dy − log Σq.
@@ -708,9 +727,7 @@ kl_args<T, M> kl_inputs(std::string_view function, const view<T, 3>& policy_logi
     rlhf::detail::logits::check_logits(function, "policy_logits", policy_logits);
     check_same_shape(function, "reference_logits", reference_logits, "policy_logits", policy_logits);
     if (mask != nullptr) check_shape(function, "mask", *mask, {policy_logits.extent(0), policy_logits.extent(1)});
-    if (policy_logits.extent(0) * policy_logits.extent(1) > INT_MAX)
-        fail(error_kind::shape, function, "policy_logits", "at most 2^31 − 1 positions (B·T, one block each)",
-             shape_string(policy_logits.extents()));
+    (void)checked_positions(function, "policy_logits", policy_logits);
     kl_args<T, M> a;
     a.policy = rows_of(policy_logits);
     a.reference = rows_of(reference_logits);

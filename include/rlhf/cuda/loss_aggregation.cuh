@@ -110,6 +110,29 @@ __device__ void block_sums(double (&sums)[N]) {
     for (int i = 0; i < N; ++i) sums[i] = block_sum<Threads>(sums[i]);
 }
 
+/// Launch (3)'s output: thread 0 writes its block's `N` sums to `partials[block · N + f]`;
+/// returns that block's row of `partials`.
+template <int N>
+__device__ double* store_partials(const double (&sums)[N], index_t block, double* partials) {
+    double* out = partials + block * N;
+#pragma unroll
+    for (int f = 0; f < N; ++f) out[f] = sums[f];
+    return out;
+}
+
+/// Launch (4)'s reduction: the `N` partial sums of the `blocks` blocks of launch (3), each
+/// thread's share (blocks `threadIdx.x + k·Threads`) first, then over the block (`block_sums`):
+/// a fixed order, so the sums are deterministic; the totals in thread 0's `sums` (zero on entry).
+template <int Threads, int N>
+__device__ void sum_partials(const double* partials, index_t blocks, double (&sums)[N]) {
+    for (index_t b = threadIdx.x; b < blocks; b += Threads) {
+        const double* p = partials + b * N;
+#pragma unroll
+        for (int f = 0; f < N; ++f) sums[f] += p[f];
+    }
+    block_sums<Threads>(sums);
+}
+
 struct max_op {
     template <class T>
     __device__ T operator()(T a, T b) const {

@@ -166,12 +166,7 @@ __global__ void __launch_bounds__(Threads)
     s[pf_lower] = static_cast<double>(lower);
     block_sums<Threads>(s);
     top = block_max<Threads>(top);
-    if (threadIdx.x == 0) {
-        double* out = partials + block * policy_fields;
-#pragma unroll
-        for (int f = 0; f < policy_fields; ++f) out[f] = s[f];
-        out[pf_ratio_max] = top;
-    }
+    if (threadIdx.x == 0) store_partials(s, block, partials)[pf_ratio_max] = top;
 }
 
 /// Launch (4): the statistics of `rlhf::policy_loss` from the partial sums (one block; the
@@ -181,14 +176,12 @@ __global__ void __launch_bounds__(Threads)
     policy_finalize_kernel(policy_args<T, M> a, index_t blocks, const double* header, const double* partials,
                            double* result) {
     double s[policy_fields] = {};
+    sum_partials<Threads>(partials, blocks, s);
     double top = 0.0;
     for (index_t b = threadIdx.x; b < blocks; b += Threads) {
-        const double* p = partials + b * policy_fields;
-#pragma unroll
-        for (int f = 0; f < policy_fields; ++f) s[f] += p[f];
-        top = p[pf_ratio_max] > top ? p[pf_ratio_max] : top;
+        const double p = partials[b * policy_fields + pf_ratio_max];
+        top = p > top ? p : top;
     }
-    block_sums<Threads>(s);
     top = block_max<Threads>(top);
     if (threadIdx.x != 0) return;
     const double valid = header[0];

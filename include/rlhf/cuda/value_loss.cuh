@@ -130,9 +130,7 @@ __global__ void __launch_bounds__(Threads)
     block_sums<Threads>(s);
     if (threadIdx.x == 0) {
         s[vf_loss] = c_row != 0.0 ? c_row * s[vf_loss] : 0.0;  // a weightless row adds 0, even if L overflowed
-        double* out = partials + block * value_fields;
-#pragma unroll
-        for (int f = 0; f < value_fields; ++f) out[f] = s[f];
+        store_partials(s, block, partials);
     }
 }
 
@@ -142,12 +140,7 @@ template <int Threads>
 __global__ void __launch_bounds__(Threads)
     value_finalize_kernel(index_t blocks, double coef, const double* header, const double* partials, double* result) {
     double s[value_fields] = {};
-    for (index_t b = threadIdx.x; b < blocks; b += Threads) {
-        const double* p = partials + b * value_fields;
-#pragma unroll
-        for (int f = 0; f < value_fields; ++f) s[f] += p[f];
-    }
-    block_sums<Threads>(s);
+    sum_partials<Threads>(partials, blocks, s);
     if (threadIdx.x != 0) return;
     const double n = header[0];
     double r[value_result_size] = {};
