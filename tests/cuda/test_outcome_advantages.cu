@@ -386,7 +386,7 @@ TEST_SUITE("cuda") {
         }
     }
 
-    TEST_CASE("cuda GRPO gives NaN advantages to a row whose group id is outside [0 G)") {
+    TEST_CASE("cuda GRPO gives NaN advantages to a row whose group id is outside 0 ... G-1") {
         const index_t b = 4, cols = 3, groups = 2;
         const std::vector<double> r{1, 0, 0, 2, 0, 0, 3, 0, 0, 5, 0, 0};
         const std::vector<int> m(12, 1);

@@ -167,7 +167,7 @@ TEST_SUITE("cuda") {
                                        cudaStream_t{});
             });
     }
-    TEST_CASE("cuda value_loss: shapes, options and buffers are checked on the host naming the argument") {
+    TEST_CASE("cuda value_loss: shapes and options and buffers are checked on the host naming the argument") {
         device_array<float> x(20);
         device_array<double> result(rlhf::cuda::value_result_size);
         device_array<double> workspace(rlhf::cuda::value_loss_workspace_bytes(4, 5) / sizeof(double));

@@ -633,7 +633,7 @@ TEST_CASE("return_scan maps scanned like the CUDA kernel reproduce compute_cumul
     }
 }
 
-TEST_CASE("dense_group_ids maps arbitrary ids to [0 G) keeping the groups" * doctest::test_suite("unit")) {
+TEST_CASE("dense_group_ids maps arbitrary ids to 0 ... G-1 keeping the groups" * doctest::test_suite("unit")) {
     std::vector<std::int64_t> ids{7, -3, 7, std::numeric_limits<std::int64_t>::min(), -3, 1000000000000, 7};
     std::vector<std::int64_t> dense(ids.size());
     const auto b = static_cast<index_t>(ids.size());
