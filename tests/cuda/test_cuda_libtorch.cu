@@ -112,40 +112,40 @@ TEST_SUITE("cuda") {
     }
 
     TEST_CASE("cuda libtorch: token KL reward shaping and whitening of CUDA tensors equal the CPU kernels") {
-    constexpr auto kl_slot = &lt::torch_ops::token_kl;
-    constexpr auto shaping_slot = &lt::torch_ops::shape_rewards_from_logprobs;
-    constexpr auto whiten_slot = &lt::torch_ops::masked_whiten;
-    REQUIRE(static_cast<bool>(lt::cuda_implementation<kl_slot>::registered));
-    REQUIRE(static_cast<bool>(lt::cuda_implementation<shaping_slot>::registered));
-    REQUIRE(static_cast<bool>(lt::cuda_implementation<whiten_slot>::registered));
-    const auto lp = random_bt(5, 300, torch::kFloat64), ref = random_bt(5, 300, torch::kFloat64);
-    auto mask = torch::ones({5, 300}, torch::kBool);
-    mask.narrow(1, 250, 50).fill_(false);
-    const auto scores = torch::randn({5}, torch::kFloat64);
-    const rlhf::kl_options kl{.estimator = rlhf::kl_estimator::k3};
-    CHECK(torch::allclose(lt::cuda_implementation<kl_slot>::registered(lp.cuda(), ref.cuda(), mask.cuda(), kl, nullptr)
-                              .cpu(),
-                          rlhf::token_kl(lp, ref, mask, kl), 1e-10, 1e-12));
-    // empty_rows = raise (the default) runs on the device once checked: no empty row here.
-    const rlhf::reward_shaping_options shaping{.kl_coef = 0.05};
-    CHECK(torch::allclose(lt::cuda_implementation<shaping_slot>::registered(lp.cuda(), ref.cuda(), mask.cuda(),
-                                                                            scores.cuda(), shaping, nullptr)
-                              .cpu(),
-                          rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, shaping), 1e-10, 1e-12));
-    for (const auto scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row}) {
-        const rlhf::whiten_options whiten{.scope = scope};
+        constexpr auto kl_slot = &lt::torch_ops::token_kl;
+        constexpr auto shaping_slot = &lt::torch_ops::shape_rewards_from_logprobs;
+        constexpr auto whiten_slot = &lt::torch_ops::masked_whiten;
+        REQUIRE(static_cast<bool>(lt::cuda_implementation<kl_slot>::registered));
+        REQUIRE(static_cast<bool>(lt::cuda_implementation<shaping_slot>::registered));
+        REQUIRE(static_cast<bool>(lt::cuda_implementation<whiten_slot>::registered));
+        const auto lp = random_bt(5, 300, torch::kFloat64), ref = random_bt(5, 300, torch::kFloat64);
+        auto mask = torch::ones({5, 300}, torch::kBool);
+        mask.narrow(1, 250, 50).fill_(false);
+        const auto scores = torch::randn({5}, torch::kFloat64);
+        const rlhf::kl_options kl{.estimator = rlhf::kl_estimator::k3};
         CHECK(torch::allclose(
-            lt::cuda_implementation<whiten_slot>::registered(lp.cuda(), mask.cuda(), whiten, nullptr).cpu(),
-            rlhf::masked_whiten(lp, mask, whiten), 1e-9, 1e-11));
+            lt::cuda_implementation<kl_slot>::registered(lp.cuda(), ref.cuda(), mask.cuda(), kl, nullptr).cpu(),
+            rlhf::token_kl(lp, ref, mask, kl), 1e-10, 1e-12));
+        // empty_rows = raise (the default) runs on the device once checked: no empty row here.
+        const rlhf::reward_shaping_options shaping{.kl_coef = 0.05};
+        CHECK(torch::allclose(lt::cuda_implementation<shaping_slot>::registered(lp.cuda(), ref.cuda(), mask.cuda(),
+                                                                                scores.cuda(), shaping, nullptr)
+                                  .cpu(),
+                              rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, shaping), 1e-10, 1e-12));
+        for (const auto scope : {rlhf::whiten_scope::per_batch, rlhf::whiten_scope::per_row}) {
+            const rlhf::whiten_options whiten{.scope = scope};
+            CHECK(torch::allclose(
+                lt::cuda_implementation<whiten_slot>::registered(lp.cuda(), mask.cuda(), whiten, nullptr).cpu(),
+                rlhf::masked_whiten(lp, mask, whiten), 1e-9, 1e-11));
+        }
+        auto empty_row = mask.clone();
+        empty_row[2].fill_(false);
+        CHECK_THROWS_WITH_AS(lt::cuda_implementation<shaping_slot>::registered(lp.cuda(), ref.cuda(), empty_row.cuda(),
+                                                                               scores.cuda(), shaping, nullptr),
+                             doctest::Contains("mask"), rlhf::error);
     }
-    auto empty_row = mask.clone();
-    empty_row[2].fill_(false);
-    CHECK_THROWS_WITH_AS(lt::cuda_implementation<shaping_slot>::registered(lp.cuda(), ref.cuda(), empty_row.cuda(),
-                                                                           scores.cuda(), shaping, nullptr),
-                         doctest::Contains("mask"), rlhf::error);
-}
 
-TEST_CASE("cuda libtorch: a hole under valid_range masking is an rlhf::error naming mask on CUDA tensors") {
+    TEST_CASE("cuda libtorch: a hole under valid_range masking is an rlhf::error naming mask on CUDA tensors") {
         REQUIRE(static_cast<bool>(lt::cuda_implementation<&lt::torch_ops::compute_gae_with_bootstrap>::registered));
         const auto rewards = random_bt(2, 8, torch::kFloat32).cuda(), values = random_bt(2, 8, torch::kFloat32).cuda();
         auto mask = torch::ones({2, 8}, torch::kBool);

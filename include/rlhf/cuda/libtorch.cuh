@@ -49,7 +49,8 @@ struct device_element<at::BFloat16> {
 };
 
 /// Checks that `tensor` is a CUDA tensor of dtype `T` and rank `Rank` with a contiguous innermost
-/// dimension, on the device of `reference` when given; `rlhf::error` naming `argument` otherwise.
+/// dimension; `rlhf::error` naming `argument` otherwise (the entry points' shared checks have
+/// already matched the devices of the arguments).
 template <class T, std::size_t Rank>
 void check_cuda_tensor(const torch::Tensor& tensor, std::string_view function, std::string_view argument) {
     ::rlhf::libtorch::check_defined(tensor, function, argument);
@@ -541,8 +542,7 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
                                                                ::rlhf::libtorch::deferred_checks* checks) {
     constexpr std::string_view function = "rlhf::cuda::shape_rewards_from_logprobs";
     namespace ops = ::rlhf::libtorch::detail::ops;
-    const torch::Tensor valid =
-        ops::checked_shaping_mask(function, log_probs, ref_log_probs, mask, scores, options);
+    const torch::Tensor valid = ops::checked_shaping_mask(function, log_probs, ref_log_probs, mask, scores, options);
     const c10::cuda::CUDAGuard guard(log_probs.device());
     return ops::with_checks(checks, [&](::rlhf::libtorch::deferred_checks& c) {
         ops::require_shaping_values(c, function, log_probs, ref_log_probs, valid, scores, options);
@@ -585,8 +585,7 @@ inline torch::Tensor full_kl_from_logits(const torch::Tensor& policy_logits, con
         torch::Tensor whitened = torch::empty_like(values, torch::MemoryFormat::Contiguous);
         const torch::Tensor moments = torch::empty({per_row ? values.size(0) : 1, moments_slots},
                                                    values.options().dtype(torch::kFloat64).requires_grad(false));
-        const torch::Tensor scratch =
-            workspace(masked_stats_workspace_bytes(values.size(0), values.size(1)), values);
+        const torch::Tensor scratch = workspace(masked_stats_workspace_bytes(values.size(0), values.size(1)), values);
         ::rlhf::libtorch::dispatch_floating(values, function, "values", [&](auto tag) {
             using T = decltype(tag);
             ::rlhf::cuda::masked_whiten(in<T>(values, function, "values"), in<bool>(valid, function, "mask"),

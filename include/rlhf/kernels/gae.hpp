@@ -47,8 +47,8 @@ inline void check_discounts(std::string_view function, double gamma, double lamb
 /// by `rlhf::compute_gae_time_major` and `rlhf::cuda::compute_gae_time_major`.
 template <class T, class M>
 void check_time_major_call(std::string_view function, view<T> rewards, view<T> values, view<M> terminated,
-                           view<M> truncated, view<T> truncation_values, view<T, 1> next_values,
-                           mut_view<T> advantages, mut_view<T> returns, const time_major_gae_options& options) {
+                           view<M> truncated, view<T> truncation_values, view<T, 1> next_values, mut_view<T> advantages,
+                           mut_view<T> returns, const time_major_gae_options& options) {
     check_same_shape(function, "values", values, "rewards", rewards);
     check_same_shape(function, "terminated", terminated, "rewards", rewards);
     check_same_shape(function, "truncated", truncated, "rewards", rewards);

@@ -361,7 +361,6 @@ double policy_rows(view<T> log_probs, view<T> old_log_probs, view<T> advantages,
     return total;
 }
 
-
 /// The checks of a policy-loss call that read no value (options and shapes; an empty output view
 /// is not wanted), shared by `rlhf::policy_loss` and `rlhf::cuda::policy_loss`.
 template <class T, class M>
@@ -374,7 +373,8 @@ void check_policy_loss_call(std::string_view function, view<T> log_probs, view<T
     check_same_shape(function, "mask", mask, "log_probs", log_probs);
     if (grad_log_probs.data() != nullptr)
         check_same_shape(function, "grad_log_probs", grad_log_probs, "log_probs", log_probs);
-    if (token_losses.data() != nullptr) check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
+    if (token_losses.data() != nullptr)
+        check_same_shape(function, "token_losses", token_losses, "log_probs", log_probs);
 }
 }  // namespace detail
 

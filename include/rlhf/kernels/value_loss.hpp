@@ -205,13 +205,11 @@ void add_block_sums(const value_buffers<T>& buf, std::size_t len, double& row_lo
     acc.residual += total(residual);
 }
 
-
 /// The checks of a value-loss call that read no value (options and shapes; an empty output view
 /// is not wanted), shared by `rlhf::value_loss` and `rlhf::cuda::value_loss`.
 template <class T, class M>
-void check_value_loss_call(std::string_view function, view<T> values, view<T> old_values, view<T> returns,
-                           view<M> mask, mut_view<T> grad_values, mut_view<T> token_losses,
-                           const value_loss_options& options) {
+void check_value_loss_call(std::string_view function, view<T> values, view<T> old_values, view<T> returns, view<M> mask,
+                           mut_view<T> grad_values, mut_view<T> token_losses, const value_loss_options& options) {
     check_value_loss_options(function, options);
     check_same_shape(function, "old_values", old_values, "values", values);
     check_same_shape(function, "returns", returns, "values", values);

@@ -146,8 +146,8 @@ struct stage_ops {
     }
     [[nodiscard]] torch::Tensor shape(const torch::Tensor& lp, const torch::Tensor& ref, const torch::Tensor& mask,
                                       const torch::Tensor& scores, const reward_shaping_options& o) const {
-        return composed ? composed_call<&libtorch::torch_ops::shape_rewards_from_logprobs>(lp, lp, ref, mask, scores,
-                                                                                           o, checks)
+        return composed ? composed_call<&libtorch::torch_ops::shape_rewards_from_logprobs>(lp, lp, ref, mask, scores, o,
+                                                                                           checks)
                         : rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, o);
     }
     [[nodiscard]] torch::Tensor masked_whiten(const torch::Tensor& x, const torch::Tensor& mask,
