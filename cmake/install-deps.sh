@@ -9,6 +9,7 @@ packages=(
   clang libclang-rt-14-dev  # the second compiler: sanitizer builds and the libFuzzer targets
   python3                                       # extracts the docs' code blocks for their test
   libtorch-dev libeigen3-dev xtensor-dev  # backends (rlhf::libtorch, rlhf::eigen, rlhf::xtensor)
+  libgloo-dev           # gloo's headers, for c10d's Gloo process group (rlhf::distributed)
   libopenblas0-pthread  # an optimised BLAS for LibTorch's matmuls (an examples' SFT step: 2.9 s on the reference BLAS, 0.2 s)
   fortunes              # the English text of the language-model examples
   doctest-dev nlohmann-json3-dev        # tests and the golden runner

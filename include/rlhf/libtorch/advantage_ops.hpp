@@ -14,11 +14,14 @@
 /// `deferred_checks` and read in one transfer by `deferred_checks::verify` — by the caller, which
 /// passes its own `deferred_checks` (the advantage stage verifies once at its end), or at the end
 /// of the call when it passes none. A mask that is not bool is validated with one host read
-/// (`checked_mask`); pass bool masks. Reducers are local (no global statistics here).
+/// (`checked_mask`); pass bool masks. Batch whitening (masked and unmasked, REINFORCE++'s) takes an
+/// optional `tensor_sum` that sums its statistics across data-parallel ranks (the PPO trainer's
+/// communicator); other statistics are local.
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,6 +43,9 @@
 #include "rlhf/version.hpp"
 
 namespace rlhf::inline RLHF_ABI_NAMESPACE::libtorch {
+
+/// Sums a float64 tensor across data-parallel ranks in place (`distributed::communicator::all_reduce`).
+using tensor_sum = std::function<void(torch::Tensor&)>;
 
 /// Value checks of the composed paths, kept on the device until `verify` reads them all in one
 /// host transfer and throws the first failed one as `rlhf::error`.
@@ -126,27 +132,50 @@ torch::Tensor backward_scan(std::int64_t rows, std::int64_t cols, const torch::T
     return torch::stack(out, 1);
 }
 
+/// The numerator and denominator of the KL measure `unit` of `kl` `[B, T]` over the bool mask
+/// `valid`, as `rlhf::measure_kl` sums them (float64 `[2]`; a sum across ranks keeps its meaning).
+inline torch::Tensor kl_measure_sums(const torch::Tensor& kl, const torch::Tensor& valid, kl_measure unit) {
+    const torch::Tensor f = valid.to(torch::kFloat64);
+    const torch::Tensor sums = (kl.to(torch::kFloat64) * f).sum(1);
+    const torch::Tensor counts = f.sum(1);
+    if (unit == kl_measure::token_mean) return torch::stack({sums.sum(), counts.sum()});
+    const torch::Tensor rows = torch::full({}, static_cast<double>(kl.size(0)), f.options());
+    if (unit == kl_measure::seq_mean_token_sum) return torch::stack({sums.sum(), rows});
+    return torch::stack({torch::where(counts > 0, sums / counts, torch::zeros({}, f.options())).sum(), rows});
+}
+
 /// The masked moments of `x` (float64) over `dims` (empty: the batch) and the small-sample flag of
 /// each scope (`needed` valid elements), as `rlhf::detail::stats::scope_moments` computes them.
 struct scope_stats {
     torch::Tensor count, mean, variance, small;
 };
 
+/// With `reduce` (batch scope only), the sums are global: `{count, sum}`, then the sum of squared
+/// deviations, each summed across data-parallel ranks (as the kernels' two reductions).
 inline scope_stats moments(const torch::Tensor& x, const torch::Tensor& valid, bool per_row, bool need_variance,
-                           variance_estimator estimator, double count_epsilon) {
+                           variance_estimator estimator, double count_epsilon, const tensor_sum* reduce = nullptr) {
     const std::vector<std::int64_t> all{0, 1}, row{1};
     const auto dims = per_row ? c10::IntArrayRef(row) : c10::IntArrayRef(all);
-    const torch::Tensor count = valid.sum(dims, true);
-    const torch::Tensor denominator = count + count_epsilon;
+    const bool global = reduce != nullptr && *reduce && !per_row;
     const torch::Tensor zero = torch::zeros({}, x.options());
-    const torch::Tensor mean = torch::where(
-        denominator > 0, torch::where(valid.to(torch::kBool), x, zero).sum(dims, true) / denominator, zero);
+    torch::Tensor count = valid.sum(dims, true);
+    torch::Tensor sum = torch::where(valid.to(torch::kBool), x, zero).sum(dims, true);
+    if (global) {
+        torch::Tensor both = torch::cat({count.reshape({1}), sum.reshape({1})});
+        (*reduce)(both);
+        count = both[0].reshape(count.sizes());
+        sum = both[1].reshape(sum.sizes());
+    }
+    const torch::Tensor denominator = count + count_epsilon;
+    const torch::Tensor mean = torch::where(denominator > 0, sum / denominator, zero);
     const double needed = rlhf::detail::stats::needed(need_variance, estimator);
     const torch::Tensor small = count < needed;
     torch::Tensor variance = zero.expand_as(count);
     if (need_variance) {
         const torch::Tensor centred = torch::where(valid.to(torch::kBool), x - mean, zero);
-        variance = torch::where(denominator > 0, (centred * centred).sum(dims, true) / denominator, zero);
+        torch::Tensor squares = (centred * centred).sum(dims, true);
+        if (global) (*reduce)(squares);
+        variance = torch::where(denominator > 0, squares / denominator, zero);
         if (estimator == variance_estimator::unbiased)
             variance = torch::where(count > 1, variance * count / (count - 1), zero);
         variance = torch::where(small, zero, variance);
@@ -171,12 +200,14 @@ inline void require_enough_samples(deferred_checks& checks, std::string_view fun
 
 /// Whitening of `values` with the validity `valid` (float64 0/1, `[B, T]`): `rlhf::masked_whiten`
 /// (`argument` "mask") or `rlhf::whiten` ("values", every position valid).
+/// With `reduce`, batch statistics are global across data-parallel ranks.
 inline torch::Tensor whiten_with(std::string_view function, std::string_view argument, const torch::Tensor& values,
-                                 const torch::Tensor& valid, const whiten_options& options, deferred_checks& checks) {
+                                 const torch::Tensor& valid, const whiten_options& options, deferred_checks& checks,
+                                 const tensor_sum* reduce = nullptr) {
     rlhf::detail::stats::check_whiten_options(function, options);
     const torch::Tensor x = values.to(torch::kFloat64);
     const bool per_row = options.scope == whiten_scope::per_row;
-    const scope_stats s = moments(x, valid, per_row, options.scale, options.variance, options.count_epsilon);
+    const scope_stats s = moments(x, valid, per_row, options.scale, options.variance, options.count_epsilon, reduce);
     require_finite(checks, function, "values", values);
     require_enough_samples(checks, function, argument, s.small, options);
     torch::Tensor scale = torch::ones_like(s.variance);
@@ -455,13 +486,8 @@ namespace torch_ops {
 [[nodiscard]] inline torch::Tensor measure_kl(const torch::Tensor& kl, const torch::Tensor& mask, kl_measure unit) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::measure_kl";
     rlhf::detail::check_named_measure(fn, unit);
-    const torch::Tensor valid = detail::ops::mask_of(fn, mask, kl);
-    const torch::Tensor f = valid.to(torch::kFloat64);
-    const torch::Tensor sums = (kl.to(torch::kFloat64) * f).sum(1);
-    const torch::Tensor counts = f.sum(1);
-    if (unit == kl_measure::token_mean) return sums.sum() / counts.sum();
-    if (unit == kl_measure::seq_mean_token_sum) return sums.mean();
-    return torch::where(counts > 0, sums / counts, torch::zeros({}, sums.options())).mean();
+    const torch::Tensor sums = detail::ops::kl_measure_sums(kl, detail::ops::mask_of(fn, mask, kl), unit);
+    return sums[0] / sums[1];
 }
 
 /// Masked whitening of `values` `[B, T]` (`rlhf::masked_whiten`), statistics in float64.
@@ -602,7 +628,7 @@ namespace torch_ops {
 /// REINFORCE++ advantages and returns `[B, T]` (`rlhf::compute_reinforce_plus_plus_advantages`).
 [[nodiscard]] inline advantages_and_returns<torch::Tensor> compute_reinforce_plus_plus_advantages(
     const torch::Tensor& token_rewards, const torch::Tensor& mask, const reinforce_plus_plus_options& options = {},
-    deferred_checks* checks = nullptr) {
+    deferred_checks* checks = nullptr, const tensor_sum* reduce = nullptr) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::compute_reinforce_plus_plus_advantages";
     check_in_range(fn, "gamma", options.gamma, 0.0, 1.0);
     const torch::Tensor valid = detail::ops::mask_of(fn, mask, token_rewards);
@@ -611,7 +637,8 @@ namespace torch_ops {
         const torch::Tensor returns =
             detail::ops::reverse_returns(token_rewards, valid, options.gamma, options.masking);
         return advantages_and_returns<torch::Tensor>{
-            detail::ops::whiten_with(fn, "mask", returns, valid.to(torch::kFloat64), options.whiten, c), returns};
+            detail::ops::whiten_with(fn, "mask", returns, valid.to(torch::kFloat64), options.whiten, c, reduce),
+            returns};
     });
 }
 
@@ -619,7 +646,8 @@ namespace torch_ops {
 /// (`rlhf::compute_reinforce_plus_plus_baseline_advantages`).
 [[nodiscard]] inline advantages_and_returns<torch::Tensor> compute_reinforce_plus_plus_baseline_advantages(
     const torch::Tensor& token_rewards, const torch::Tensor& mask, const torch::Tensor& group_ids,
-    const reinforce_plus_plus_baseline_options& options = {}, deferred_checks* checks = nullptr) {
+    const reinforce_plus_plus_baseline_options& options = {}, deferred_checks* checks = nullptr,
+    const tensor_sum* reduce = nullptr) {
     constexpr std::string_view fn = "rlhf::libtorch::torch_ops::compute_reinforce_plus_plus_baseline_advantages";
     return detail::ops::with_checks(checks, [&](deferred_checks& c) {
         const torch::Tensor valid = detail::ops::group_inputs(fn, token_rewards, mask, group_ids, c);
@@ -630,7 +658,7 @@ namespace torch_ops {
             {rlhf::detail::group_rule_kind::mean, false, 0.0, variance_estimator::unbiased, options.singleton}, c);
         if (options.broadcast == baseline_broadcast::tiled_score) {
             const torch::Tensor a = detail::ops::whiten_with(
-                fn, "mask", detail::ops::broadcast_rows(centred, valid, token_rewards), f, options.whiten, c);
+                fn, "mask", detail::ops::broadcast_rows(centred, valid, token_rewards), f, options.whiten, c, reduce);
             return advantages_and_returns<torch::Tensor>{a, a.clone()};
         }
         const torch::Tensor baseline = (s - centred).unsqueeze(1);  // b_g, or the singleton policy's
@@ -639,7 +667,7 @@ namespace torch_ops {
             torch::where(detail::ops::is_last_valid(valid), baseline, torch::zeros({}, f.options()));
         const torch::Tensor returns = detail::ops::reverse_cumsum(x).to(token_rewards.scalar_type());
         return advantages_and_returns<torch::Tensor>{
-            detail::ops::whiten_with(fn, "mask", returns, f, options.whiten, c), returns};
+            detail::ops::whiten_with(fn, "mask", returns, f, options.whiten, c, reduce), returns};
     });
 }
 

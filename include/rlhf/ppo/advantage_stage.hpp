@@ -13,7 +13,10 @@
 /// rollout KL, read once by `measure_rollout_kl` (the controller needs a number); the running
 /// moments of `score_norm`; the metrics, read once by `record_advantage_metrics`. Log-probs,
 /// values and rewards may be bfloat16/float16: the stage computes in float32 (float64 stays
-/// float64).
+/// float64). With a communicator of several ranks (data parallelism, docs/distributed.md) every
+/// batch statistic is global: the running score moments, the rollout KL, reward and advantage
+/// whitening (REINFORCE++'s included) and the metrics; group estimators stay local (a prompt's
+/// samples are on one rank).
 
 #include <torch/types.h>
 
@@ -29,6 +32,7 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
+#include "rlhf/distributed/communicator.hpp"
 #include "rlhf/entry/advantages.hpp"
 #include "rlhf/entry/outcome_advantages.hpp"
 #include "rlhf/entry/rewards.hpp"
@@ -131,6 +135,22 @@ struct stage_ops {
     /// Whether a CUDA kernel registered for a torch-op function may replace it (the by_device
     /// route; under `advantage_ops = torch_ops` the compositions run everywhere).
     bool cuda_kernels = true;
+    /// Data-parallel ranks whose batch statistics are global (null: this process only).
+    distributed::communicator* group = nullptr;
+
+    [[nodiscard]] bool global() const { return group != nullptr && group->world_size() > 1; }
+    /// `body(reducer)` with the group as the `Reducer`, or `local_reducer`.
+    template <class Body>
+    [[nodiscard]] auto with_reducer(Body&& body) const {
+        if (global()) return body(*group);
+        local_reducer local;
+        return body(local);
+    }
+    /// The group's sum of float64 tensors (for the compositions), or an empty function.
+    [[nodiscard]] libtorch::tensor_sum tensor_reducer() const {
+        if (!global()) return {};
+        return [g = group](torch::Tensor& t) { g->all_reduce(t, distributed::reduce_op::sum); };
+    }
 
     /// `TorchOps(args...)`, or on CUDA tensors the kernel registered for it (`cuda_kernels`).
     template <auto TorchOps, class... Args>
@@ -150,13 +170,27 @@ struct stage_ops {
                                                                                            checks)
                         : rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, o);
     }
+    /// Global statistics on the composed route: the composition with the group's sums (no CUDA
+    /// kernel: its statistics are local).
     [[nodiscard]] torch::Tensor masked_whiten(const torch::Tensor& x, const torch::Tensor& mask,
                                               const whiten_options& o) const {
-        return composed ? composed_call<&libtorch::torch_ops::masked_whiten>(x, x, mask, o, checks)
-                        : rlhf::masked_whiten(x, mask, o);
+        if (composed && global()) {
+            const libtorch::tensor_sum sum = tensor_reducer();
+            return libtorch::detail::ops::whiten_with("rlhf::libtorch::torch_ops::masked_whiten", "mask", x,
+                                                      mask.to(torch::kFloat64), o, *checks, &sum);
+        }
+        if (composed) return composed_call<&libtorch::torch_ops::masked_whiten>(x, x, mask, o, checks);
+        return with_reducer([&](auto& reducer) { return rlhf::masked_whiten(x, mask, o, reducer); });
     }
     [[nodiscard]] torch::Tensor whiten(const torch::Tensor& x, const whiten_options& o) const {
-        return composed ? libtorch::torch_ops::whiten(x, o, checks) : rlhf::whiten(x, o);
+        if (composed && global()) {
+            const libtorch::tensor_sum sum = tensor_reducer();
+            return libtorch::detail::ops::whiten_with("rlhf::libtorch::torch_ops::whiten", "values", x,
+                                                      torch::ones(x.sizes(), x.options().dtype(torch::kFloat64)), o,
+                                                      *checks, &sum);
+        }
+        if (composed) return libtorch::torch_ops::whiten(x, o, checks);
+        return with_reducer([&](auto& reducer) { return rlhf::whiten(x, o, reducer); });
     }
     [[nodiscard]] advantages_and_returns<torch::Tensor> gae(const torch::Tensor& r, const torch::Tensor& v,
                                                             const torch::Tensor& mask, const torch::Tensor& bootstrap,
@@ -185,14 +219,25 @@ struct stage_ops {
             case advantage_estimator::opo:
                 return advantages_only(composed ? ops::compute_opo_advantages(r, mask, groups, c.opo, checks)
                                                 : rlhf::compute_opo_advantages(r, mask, groups, c.opo));
-            case advantage_estimator::reinforce_plus_plus:
-                return composed ? ops::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus, checks)
-                                : pair_of(rlhf::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus));
-            case advantage_estimator::reinforce_plus_plus_baseline:
-                return composed ? ops::compute_reinforce_plus_plus_baseline_advantages(
-                                      r, mask, groups, c.reinforce_plus_plus_baseline, checks)
-                                : pair_of(rlhf::compute_reinforce_plus_plus_baseline_advantages(
-                                      r, mask, groups, c.reinforce_plus_plus_baseline));
+            case advantage_estimator::reinforce_plus_plus: {
+                const libtorch::tensor_sum sum = tensor_reducer();
+                if (composed)
+                    return ops::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus, checks, &sum);
+                return with_reducer([&](auto& reducer) {
+                    return pair_of(
+                        rlhf::compute_reinforce_plus_plus_advantages(r, mask, c.reinforce_plus_plus, reducer));
+                });
+            }
+            case advantage_estimator::reinforce_plus_plus_baseline: {
+                const libtorch::tensor_sum sum = tensor_reducer();
+                if (composed)
+                    return ops::compute_reinforce_plus_plus_baseline_advantages(
+                        r, mask, groups, c.reinforce_plus_plus_baseline, checks, &sum);
+                return with_reducer([&](auto& reducer) {
+                    return pair_of(rlhf::compute_reinforce_plus_plus_baseline_advantages(
+                        r, mask, groups, c.reinforce_plus_plus_baseline, reducer));
+                });
+            }
             case advantage_estimator::remax:
                 return composed ? ops::compute_remax_advantages(r, mask, baseline, checks)
                                 : pair_of(rlhf::compute_remax_advantages(r, mask, baseline));
@@ -204,28 +249,22 @@ struct stage_ops {
 };
 
 /// A KL `[B, T]` reduced in `unit` (`rlhf::measure_kl`, fused route).
-[[nodiscard]] inline measured_kl measure(const torch::Tensor& kl, const torch::Tensor& mask, kl_measure unit) {
+template <class R>
+[[nodiscard]] measured_kl measure(const torch::Tensor& kl, const torch::Tensor& mask, kl_measure unit, R& reducer) {
     constexpr std::string_view fn = "rlhf::ppo::measure_rollout_kl";
     return libtorch::dispatch_floating(kl, fn, "kl", [&](auto tag) {
         using T = decltype(tag);
         return libtorch::dispatch_mask<T>(mask, fn, "mask", [&](auto mask_tag) {
             using M = decltype(mask_tag);
-            return rlhf::measure_kl(libtorch::as_view<T>(kl, fn, "kl"), libtorch::as_view<M>(mask, fn, "mask"), unit);
+            return rlhf::measure_kl(libtorch::as_view<T>(kl, fn, "kl"), libtorch::as_view<M>(mask, fn, "mask"), unit,
+                                    reducer);
         });
     });
 }
 
-/// Mean and population standard deviation of `x` weighted by the 0/1 float64 `weights`, whose
-/// sum is `count` (0, 0 when it is 0), as 0-dim float64 tensors on the device of `weights`.
-[[nodiscard]] inline std::pair<torch::Tensor, torch::Tensor> weighted_mean_std(const torch::Tensor& x,
-                                                                               const torch::Tensor& weights,
-                                                                               const torch::Tensor& count) {
-    const torch::Tensor v = x.to(weights.device(), torch::kFloat64);
-    const torch::Tensor zero = torch::zeros({}, weights.options());
-    const torch::Tensor some = count > 0;
-    const torch::Tensor mean = torch::where(some, (v * weights).sum() / count, zero);
-    const torch::Tensor var = torch::where(some, ((v - mean) * (v - mean) * weights).sum() / count, zero);
-    return {mean, var.clamp_min(0.0).sqrt()};
+/// Sums `t` (float64, any device) across `group` in place; no group or one rank: nothing.
+inline void sum_across(distributed::communicator* group, torch::Tensor& t) {
+    if (group != nullptr && group->world_size() > 1) group->all_reduce(t, distributed::reduce_op::sum);
 }
 
 }  // namespace detail
@@ -234,12 +273,16 @@ struct stage_ops {
 /// `scores / (std + ε)` (`scale`) or `(scores − mean) / (std + ε)` (`scale_and_shift`) in the
 /// scores' dtype on their device, computed in double; `score_norm = none` returns `scores`. The
 /// running moments live on the host: off the CPU, the update reads the scores back (one transfer).
+/// With `group`, the moments are updated with the scores of every rank.
 /// @note TRL v0.11 `use_score_scaling` / `use_score_norm` (trl/trainer/ppo_trainer.py).
 [[nodiscard]] inline torch::Tensor normalize_scores(const config& c, running_moments& moments,
-                                                    const torch::Tensor& scores) {
+                                                    const torch::Tensor& scores,
+                                                    distributed::communicator* group = nullptr) {
     if (c.score_norm == score_normalization::none) return scores;
     const torch::Tensor s = scores.to(torch::kFloat64);
-    (void)rlhf::update_running_moments(moments, s.to(torch::kCPU));
+    const detail::stage_ops ops{.group = group};
+    (void)ops.with_reducer(
+        [&](auto& reducer) { return rlhf::update_running_moments(moments, s.to(torch::kCPU), reducer); });
     const double factor = moments.std() + c.score_norm_epsilon;
     const torch::Tensor shifted = c.score_norm == score_normalization::scale_and_shift ? s - moments.mean() : s;
     return (shifted / factor).to(scores.scalar_type());
@@ -248,9 +291,11 @@ struct stage_ops {
 /// The rollout KL `token_kl(log_probs, ref_log_probs, mask)` with the estimator of the KL's
 /// placement (`kl_loss.kl` under `kl = loss`, else `reward.kl`), measured in `kl_metric` units and
 /// in the controller's (`rlhf::controller_measure`). Shapes `[B, T]`; errors those of the kernels.
-/// The composed route reads both numbers back in one transfer.
+/// The composed route reads both numbers back in one transfer. With `group`, both are measured
+/// over the rows of every rank.
 [[nodiscard]] inline rollout_kl measure_rollout_kl(const config& c, const torch::Tensor& log_probs,
-                                                   const torch::Tensor& ref_log_probs, const torch::Tensor& mask) {
+                                                   const torch::Tensor& ref_log_probs, const torch::Tensor& mask,
+                                                   distributed::communicator* group = nullptr) {
     constexpr std::string_view fn = "rlhf::ppo::measure_rollout_kl";
     libtorch::check_defined(log_probs, fn, "log_probs");
     const torch::Tensor lp = detail::in_math_dtype(log_probs, fn);
@@ -258,17 +303,21 @@ struct stage_ops {
     const kl_options& estimator = c.kl == kl_placement::loss ? c.kl_loss.kl : c.reward.kl;
     const kl_measure unit = controller_measure(c.kl_control, c.kl_metric);
     libtorch::deferred_checks checks;
-    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device};
+    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device, group};
     const torch::Tensor kl = ops.token_kl(lp, detail::like(ref_log_probs, lp, fn, "ref_log_probs"), valid, estimator);
     if (ops.composed) {
-        const torch::Tensor both = torch::stack({libtorch::torch_ops::measure_kl(kl, valid, c.kl_metric),
-                                                 libtorch::torch_ops::measure_kl(kl, valid, unit)})
-                                       .to(torch::kCPU);
+        namespace ops_detail = libtorch::detail::ops;
+        torch::Tensor sums = torch::cat(
+            {ops_detail::kl_measure_sums(kl, valid, c.kl_metric), ops_detail::kl_measure_sums(kl, valid, unit)});
+        detail::sum_across(group, sums);
+        const torch::Tensor both = (sums.slice(0, 0, 4, 2) / sums.slice(0, 1, 4, 2)).to(torch::kCPU);
         checks.verify();
         return {both[0].item<double>(), {both[1].item<double>(), unit}};
     }
-    const measured_kl metric = detail::measure(kl, valid, c.kl_metric);
-    return {metric.value, unit == c.kl_metric ? metric : detail::measure(kl, valid, unit)};
+    return ops.with_reducer([&](auto& reducer) {
+        const measured_kl metric = detail::measure(kl, valid, c.kl_metric, reducer);
+        return rollout_kl{metric.value, unit == c.kl_metric ? metric : detail::measure(kl, valid, unit, reducer)};
+    });
 }
 
 /// Rewards, advantages and returns of a rollout as the config says: the per-token rewards
@@ -282,8 +331,10 @@ struct stage_ops {
 /// for a group estimator, `baseline` for ReMax); a mask entry other than 0 or 1 (`mask`); the
 /// kernels' errors (shapes, dtypes, non-finite inputs, empty rows, too few tokens to whiten),
 /// which the composed route raises at the end of the stage (function `rlhf::libtorch::torch_ops::…`).
+/// With `group`, batch whitening is global across its ranks.
 [[nodiscard]] inline advantage_outputs compute_advantage_stage(const config& c, double kl_coef,
-                                                               const advantage_inputs& in) {
+                                                               const advantage_inputs& in,
+                                                               distributed::communicator* group = nullptr) {
     constexpr std::string_view fn = "rlhf::ppo::compute_advantage_stage";
     const auto require = [&](const torch::Tensor& t, std::string_view name) { libtorch::check_defined(t, fn, name); };
     require(in.log_probs, "log_probs");
@@ -300,12 +351,14 @@ struct stage_ops {
     reward_shaping_options shaping = c.reward;
     shaping.kl_coef = beta;
     libtorch::deferred_checks checks;
-    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device};
+    const detail::stage_ops ops{detail::composed(c, lp), &checks, c.advantage_ops == advantage_route::by_device, group};
 
     if (c.estimator == advantage_estimator::gae) require(in.values, "values");
     // The fused preset path, unless a row bootstraps (its GAE takes no bootstrap values).
     if (c.estimator == advantage_estimator::gae && !dense && !ops.composed && !in.bootstrap.defined()) {
-        auto out = rlhf::compute_advantages(lp, ref, mask, scores, values, advantage_preset_of(c), beta);
+        auto out = ops.with_reducer([&](auto& reducer) {
+            return rlhf::compute_advantages(lp, ref, mask, scores, values, advantage_preset_of(c), beta, reducer);
+        });
         // The preset whitens its shaped rewards in place: the metrics' unwhitened ones are shaped again.
         const torch::Tensor shaped =
             c.reward_whitening ? rlhf::shape_rewards_from_logprobs(lp, ref, mask, scores, shaping) : out.rewards;
@@ -359,23 +412,37 @@ struct stage_ops {
 /// deviation of `scores` `[B]` (as the reward model gave them) and of the per-row sums of the
 /// shaped rewards, and over the valid tokens of `mask` the advantage mean and standard
 /// deviation and the return and `values` means (`values` may be undefined: no critic). Computed
-/// in float64 on the advantages' device and read back once, at the end of this call.
+/// in float64 on the advantages' device in two passes (sums, then squared deviations; with
+/// `group`, each summed across its ranks) and read back once, at the end of this call.
 inline void record_advantage_metrics(step_metrics& m, const torch::Tensor& mask, const torch::Tensor& scores,
-                                     const advantage_outputs& a, const torch::Tensor& values) {
+                                     const advantage_outputs& a, const torch::Tensor& values,
+                                     distributed::communicator* group = nullptr) {
     const auto f64 = torch::TensorOptions(torch::kFloat64).device(a.advantages.device());
     const torch::Tensor valid = mask.to(f64.device(), torch::kFloat64);
-    const torch::Tensor tokens = valid.sum();
-    const torch::Tensor rows = torch::full({}, static_cast<double>(mask.size(0)), f64);
-    const torch::Tensor every_row = torch::ones({mask.size(0)}, f64);
-    const auto score = detail::weighted_mean_std(scores, every_row, rows);
-    const auto reward = detail::weighted_mean_std(a.shaped_rewards.to(torch::kFloat64).sum(1), every_row, rows);
-    const auto advantage = detail::weighted_mean_std(a.advantages, valid, tokens);
-    const auto returns = detail::weighted_mean_std(a.returns, valid, tokens);
+    const torch::Tensor score = scores.to(f64.device(), torch::kFloat64);
+    const torch::Tensor reward = a.shaped_rewards.to(f64.device(), torch::kFloat64).sum(1);
+    const torch::Tensor advantage = a.advantages.to(torch::kFloat64);
     const torch::Tensor value =
-        values.defined() ? detail::weighted_mean_std(values, valid, tokens).first : torch::zeros({}, f64);
-    const torch::Tensor length = torch::where(rows > 0, tokens / rows, torch::zeros({}, f64));
-    const torch::Tensor host = torch::stack({tokens, length, score.first, score.second, reward.first, reward.second,
-                                             advantage.first, advantage.second, returns.first, value})
+        values.defined() ? values.to(f64.device(), torch::kFloat64) : torch::zeros_like(advantage);
+    torch::Tensor sums =
+        torch::stack({valid.sum(), torch::full({}, static_cast<double>(mask.size(0)), f64), score.sum(), reward.sum(),
+                      (advantage * valid).sum(), (a.returns.to(torch::kFloat64) * valid).sum(), (value * valid).sum()});
+    detail::sum_across(group, sums);
+    const torch::Tensor tokens = sums[0], rows = sums[1], zero = torch::zeros({}, f64);
+    const auto mean = [&](const torch::Tensor& sum, const torch::Tensor& count) {
+        return torch::where(count > 0, sum / count, zero);
+    };
+    const torch::Tensor score_mean = mean(sums[2], rows), reward_mean = mean(sums[3], rows);
+    const torch::Tensor advantage_mean = mean(sums[4], tokens);
+    torch::Tensor squares = torch::stack({(score - score_mean).square().sum(), (reward - reward_mean).square().sum(),
+                                          ((advantage - advantage_mean).square() * valid).sum()});
+    detail::sum_across(group, squares);
+    const auto std_of = [&](const torch::Tensor& square_sum, const torch::Tensor& count) {
+        return mean(square_sum, count).clamp_min(0.0).sqrt();
+    };
+    const torch::Tensor host = torch::stack({tokens, mean(tokens, rows), score_mean, std_of(squares[0], rows),
+                                             reward_mean, std_of(squares[1], rows), advantage_mean,
+                                             std_of(squares[2], tokens), mean(sums[5], tokens), mean(sums[6], tokens)})
                                    .to(torch::kCPU);
     constexpr std::array fields{
         &step_metrics::response_tokens, &step_metrics::response_length_mean, &step_metrics::score_mean,

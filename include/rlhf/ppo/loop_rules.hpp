@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -17,6 +18,7 @@
 
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/view.hpp"
+#include "rlhf/distributed/communicator.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/libtorch/view.hpp"
 #include "rlhf/options/loss_aggregation.hpp"
@@ -91,11 +93,24 @@ struct minibatch_counts {
     return c;
 }
 
+/// The counts of a minibatch split across data-parallel ranks: tokens and rows summed, the
+/// widest response over every rank (two collectives).
+[[nodiscard]] inline minibatch_counts global_counts(distributed::communicator& group, const minibatch_counts& local) {
+    std::array<double, 2> sums{local.tokens, local.sequences};
+    std::array<double, 1> width{local.width};
+    group.sum_all(sums);
+    group.max_all(width);
+    return {.tokens = sums[0], .sequences = sums[1], .width = width[0]};
+}
+
 /// The aggregation of one loss for a micro-batch of a minibatch: under
-/// `micro_batch_scaling::global_counts` (verl) with the minibatch's counts, unless set.
+/// `micro_batch_scaling::global_counts` (verl) with the minibatch's counts, unless set, and with
+/// `world_size` data-parallel ranks `dp_size = world_size` (their gradients are averaged; verl
+/// `agg_loss`'s `dp_size`).
 [[nodiscard]] inline aggregation_options micro_aggregation(aggregation_options a, const config& c,
-                                                           const minibatch_counts& minibatch) {
+                                                           const minibatch_counts& minibatch, int world_size = 1) {
     if (c.scaling != micro_batch_scaling::global_counts) return a;
+    if (world_size > 1) a.dp_size = static_cast<double>(world_size);
     if (!a.global_token_count) a.global_token_count = minibatch.tokens;
     if (!a.global_sequence_count) a.global_sequence_count = minibatch.sequences;
     if (!a.normalizer) a.normalizer = minibatch.width;

@@ -6,6 +6,7 @@
 /// hands every step's metrics to its callbacks, and a sink is one.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -139,6 +140,26 @@ public:
     void add_critic_step(double grad_norm) {
         critic_norm_ += grad_norm;
         ++critic_steps_;
+    }
+
+    /// Makes the statistics those of every rank of `group` (data parallelism): token-weighted sums
+    /// and counts are summed, `ratio_max` is the maximum, the losses are averaged over the ranks
+    /// (each rank's loss is its share scaled by `dp_size`, so the mean is the whole batch's); the
+    /// gradient norms and step counts are the same on every rank already. `Group`: a
+    /// `distributed::communicator` (`sum_all`, `max_all` of doubles, `world_size`).
+    template <class Group>
+    void reduce_across(Group& group) {
+        std::array<double*, 16> sums{&tokens_,     &clip_,    &lower_,          &approx_,
+                                     &policy_kl_,  &ratio_,   &value_tokens_,   &value_clip_,
+                                     &explained_,  &entropy_, &entropy_tokens_, &policy_loss_,
+                                     &value_loss_, &kl_loss_, &entropy_loss_,   &ptx_loss_};
+        std::array<double, 16> values{};
+        for (std::size_t i = 0; i < sums.size(); ++i) values[i] = *sums[i];
+        group.sum_all(values);
+        for (std::size_t i = 0; i < sums.size(); ++i) *sums[i] = values[i] / (i >= 11 ? group.world_size() : 1);
+        std::array<double, 1> ratio_max{ratio_max_};
+        group.max_all(ratio_max);
+        ratio_max_ = ratio_max[0];
     }
 
     /// Writes the means (0 where nothing was added) into `m`.

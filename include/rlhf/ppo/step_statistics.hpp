@@ -8,6 +8,7 @@
 
 #include <torch/types.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -15,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "rlhf/distributed/communicator.hpp"
 #include "rlhf/libtorch/kl_loss.hpp"
 #include "rlhf/libtorch/loss_support.hpp"
 #include "rlhf/libtorch/policy_loss.hpp"
@@ -125,7 +127,24 @@ public:
         last_ = torch::stack({st[3], st[8]}).to(sums_.device());
     }
 
-    [[nodiscard]] minibatch_policy_totals read() const {
+    /// With a `group` of several ranks, the totals are those of the minibatch on every rank (one
+    /// collective; every rank calls it).
+    [[nodiscard]] minibatch_policy_totals read(distributed::communicator* group = nullptr) const {
+        if (group != nullptr && group->world_size() > 1) {
+            std::array<double, 5> sums{};  // Σ kl·n, Σ ρ, Σ n, last kl·n, last n
+            if (sums_.defined()) {
+                const torch::Tensor host = libtorch::read_to_host(torch::cat({sums_, last_}));
+                const double* p = host.data_ptr<double>();
+                sums = {p[0], p[1], p[2], p[3] * p[4], p[4]};
+            }
+            group->sum_all(sums);
+            const auto ratio = [](double a, double b) { return b > 0.0 ? a / b : 0.0; };
+            return {.tokens = sums[2],
+                    .policy_kl = ratio(sums[0], sums[2]),
+                    .ratio_sum = sums[1],
+                    .last_policy_kl = ratio(sums[3], sums[4]),
+                    .last_tokens = sums[4]};
+        }
         if (!sums_.defined()) return {};
         const torch::Tensor host = libtorch::read_to_host(torch::cat({sums_, last_}));
         const double* p = host.data_ptr<double>();

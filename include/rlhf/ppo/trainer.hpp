@@ -5,6 +5,8 @@
 /// seeded minibatches split into micro-batches (gradient accumulation, grad-norm clip, optimizer
 /// steps), EMA, KL-controller update, metrics. Randomness comes from the trainer's own
 /// `std::mt19937_64` (`config::seed`), kept in checkpoints: a resumed run continues unchanged.
+/// Data-parallel (`set_communicator`, docs/distributed.md): every rank runs the same loop on its
+/// rows; statistics, counts and decisions are global, gradients are averaged before each step.
 
 #include <torch/autograd.h>
 #include <torch/optim/optimizer.h>
@@ -18,6 +20,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -29,6 +32,7 @@
 #include "rlhf/core/check.hpp"
 #include "rlhf/core/error.hpp"
 #include "rlhf/core/options.hpp"
+#include "rlhf/distributed/communicator.hpp"
 #include "rlhf/kernels/kl_controller.hpp"
 #include "rlhf/kernels/loss_aggregation.hpp"
 #include "rlhf/kernels/masked_stats.hpp"
@@ -70,6 +74,16 @@ using clock = std::chrono::steady_clock;
 
 [[nodiscard]] inline double seconds_since(clock::time_point start) {
     return std::chrono::duration<double>(clock::now() - start).count();
+}
+
+/// Rank `rank`'s generation seed from the job's draw `seed` (splitmix64 of both): rollouts differ
+/// across ranks, and rank 0 keeps the draw, so a one-rank job equals a plain run.
+[[nodiscard]] inline std::uint64_t rank_seed(std::uint64_t seed, int rank) {
+    if (rank == 0) return seed;
+    std::uint64_t z = seed + std::uint64_t{0x9E3779B97F4A7C15U} * static_cast<unsigned>(rank);
+    z = (z ^ (z >> 30U)) * std::uint64_t{0xBF58476D1CE4E5B9U};
+    z = (z ^ (z >> 27U)) * std::uint64_t{0x94D049BB133111EBU};
+    return z ^ (z >> 31U);
 }
 
 }  // namespace detail
@@ -140,8 +154,12 @@ public:
     // ---- The step ---------------------------------------------------------------------------
 
     /// This step's rollout request: `make_rollout_request` with the trainer's generator.
+    /// Data-parallel: the job's generator draws the same seed on every rank; rank r generates
+    /// with `rank_seed(seed, r)`.
     [[nodiscard]] rollout_request prepare_rollout(const prompt_batch& prompts) {
-        return make_rollout_request(config_, prompts, engine_);
+        rollout_request request = make_rollout_request(config_, prompts, engine_);
+        if (communicator_) request.generation.seed = detail::rank_seed(request.generation.seed, communicator_->rank());
+        return request;
     }
 
     /// Generates with the policy and builds the step's experience (`prepare_rollout`, then
@@ -230,17 +248,17 @@ public:
         m.kl_coef = controller_.value();
         m.kl_unit = config_.kl_metric;
         const torch::Tensor raw_scores = in.scores;
-        in.scores = normalize_scores(config_, score_moments_, in.scores);
+        in.scores = normalize_scores(config_, score_moments_, in.scores, group());
         if constexpr (has_reference) {
-            const rollout_kl kl = measure_rollout_kl(config_, in.log_probs, in.ref_log_probs, in.mask);
+            const rollout_kl kl = measure_rollout_kl(config_, in.log_probs, in.ref_log_probs, in.mask, group());
             m.kl = kl.metric;
             out.controller_kl = kl.controller;
             out.has_kl = true;
         }
-        const advantage_outputs a = compute_advantage_stage(config_, m.kl_coef, in);
+        const advantage_outputs a = compute_advantage_stage(config_, m.kl_coef, in, group());
         const torch::Tensor counts = libtorch::read_to_host(in.mask.sum(1));
         out.action_tokens.assign(counts.data_ptr<double>(), counts.data_ptr<double>() + rows);
-        record_advantage_metrics(m, in.mask, raw_scores, a, in.values);
+        record_advantage_metrics(m, in.mask, raw_scores, a, in.values, group());
 
         experience& e = out.batch;
         e.sequences = generated.sequences;
@@ -289,6 +307,20 @@ public:
     /// Sets the evaluation hook, called after every `config::eval_every`-th step with the step
     /// count; its results go to `step_metrics::eval`.
     void set_evaluator(evaluator hook) { evaluator_ = std::move(hook); }
+    /// Makes the trainer data-parallel over `communicator`'s ranks (docs/distributed.md): the
+    /// running score moments, the rollout KL, reward and advantage whitening, the loss
+    /// aggregation's token and row counts (`micro_batch_scaling::global_counts`, with `dp_size` =
+    /// the world size, verl's semantics), the loop rules' KL and ratio, and the metrics are global;
+    /// gradients are averaged (bucketed all-reduces) before every optimizer step, so the ranks'
+    /// parameters stay equal. Every rank must build the trainer alike and call the same methods
+    /// in the same order; checkpoints are the same on every rank (save on one). Errors: a null
+    /// communicator (kind value, `communicator`).
+    void set_communicator(std::shared_ptr<distributed::communicator> communicator) {
+        if (!communicator)
+            fail(error_kind::value, "rlhf::ppo::ppo_trainer::set_communicator", "communicator", "a communicator",
+                 "nullptr");
+        communicator_ = std::move(communicator);
+    }
     /// Sets the source of PTX batches (required when `config::ptx` is not `none`).
     void set_ptx_source(ptx_source source) { ptx_source_ = std::move(source); }
     /// Schedules the LRs with factors on the optimizers' initial LRs, called with the count of
@@ -307,6 +339,8 @@ public:
     [[nodiscard]] const running_moments& score_moments() const noexcept { return score_moments_; }
     [[nodiscard]] P& policy() const noexcept { return *policy_; }
     [[nodiscard]] const K& kernels() const noexcept { return kernels_; }
+    /// The data-parallel communicator (null: this process alone).
+    [[nodiscard]] distributed::communicator* group() const noexcept { return communicator_.get(); }
     /// The EMA copy of the policy's parameters (empty without `ema_beta`), in `parameters()` order.
     [[nodiscard]] const std::vector<torch::Tensor>& ema_parameters() const noexcept { return ema_; }
     /// Copies the EMA parameters into `model` (a policy of the same architecture).
@@ -402,6 +436,8 @@ private:
                     ++m.ratio_threshold_hits;
                 }
                 if (config_.ptx == ptx_mode::mixed) add_ptx_gradient(minibatch_index, stats);
+                // Data-parallel: every decision above and below is global, so the ranks agree.
+                if (data_parallel()) communicator_->average_gradients(trained_params);
                 ++minibatch_index;
                 if (early_stop_due(config_, early_stop_rule::each_minibatch_before_step, r.policy.policy_kl,
                                    r.policy.tokens)) {
@@ -420,6 +456,7 @@ private:
                 if (config_.ptx == ptx_mode::separate_step && config_.ptx_coef > 0.0) {
                     optimizers_.policy->zero_grad();
                     add_ptx_gradient(minibatch_index - 1, stats);
+                    if (data_parallel()) communicator_->average_gradients(policy_params);
                     if (!scaler_ || scaler_->unscale(policy_params))  // a step of its own
                         (void)policy_lr_.clip_and_step(policy_params, config_.max_grad_norm);
                 }
@@ -433,6 +470,7 @@ private:
         }
         train_statistics totals;
         stats.replay_into(totals);
+        if (data_parallel()) totals.reduce_across(*communicator_);
         totals.write_to(m);
         m.policy_lr = policy_lr_.last_lr();
         m.critic_lr = critic_lr_.last_lr();
@@ -485,6 +523,8 @@ private:
         return parts;
     }
 
+    [[nodiscard]] bool data_parallel() const { return communicator_ && communicator_->world_size() > 1; }
+
     /// Whether the policy's optimizer holds every critic parameter (a value head sharing it).
     [[nodiscard]] bool holds_critic() const {
         if constexpr (has_critic) return holds_parameters(*optimizers_.policy, critic_->parameters());
@@ -509,13 +549,15 @@ private:
         const double actor_scale = config_.ptx == ptx_mode::mixed ? scale * (1.0 - config_.ptx_coef) : scale;
         const bool shared_value = has_critic && optimizers_.critic == nullptr;
         policy_loss_options po = kernel_policy_options(config_);
-        const minibatch_counts counts = count_minibatch(buffer, rows, action_tokens);
-        po.aggregation = micro_aggregation(po.aggregation, config_, counts);
+        minibatch_counts counts = count_minibatch(buffer, rows, action_tokens);
+        const int world = data_parallel() ? communicator_->world_size() : 1;
+        if (world > 1) counts = global_counts(*communicator_, counts);
+        po.aggregation = micro_aggregation(po.aggregation, config_, counts, world);
         kl_loss_options ko = config_.kl_loss;
         ko.coef = beta;
-        ko.aggregation = micro_aggregation(ko.aggregation, config_, counts);
+        ko.aggregation = micro_aggregation(ko.aggregation, config_, counts, world);
         value_loss_options vo = config_.value_loss;
-        vo.aggregation = micro_aggregation(vo.aggregation, config_, counts);
+        vo.aggregation = micro_aggregation(vo.aggregation, config_, counts, world);
 
         minibatch_result result;
         const auto zero = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device));
@@ -594,7 +636,7 @@ private:
             if (value_part.defined() && !shared_value) (value_part * loss_scale).backward();
         }
         stats.add_minibatch(policy_sum, value_sum, kl_sum, entropy_sum);
-        if (config_.early_stop_kl || config_.policy_loss.ratio_threshold) result.policy = rule_inputs.read();
+        if (config_.early_stop_kl || config_.policy_loss.ratio_threshold) result.policy = rule_inputs.read(group());
         return result;
     }
 
@@ -642,6 +684,7 @@ private:
     std::vector<metrics_callback> callbacks_;
     evaluator evaluator_;
     ptx_source ptx_source_;
+    std::shared_ptr<distributed::communicator> communicator_;
 };
 
 template <class P, class R, class C, class Ref>
