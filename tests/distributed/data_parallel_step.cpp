@@ -1,8 +1,11 @@
 // The proof of data parallelism: the same global batch trained by W ranks (each on its rows,
 // through a Gloo communicator) and by one process must give the same parameters and metrics.
 // Run under a launcher (`rlhf_launch -n 2 -- ...`) or alone (W = 1).
-//   rlhf_data_parallel_step ppo|grpo DIR           two steps; rank 0 writes DIR/<mode>.ckpt after the first
-//   rlhf_data_parallel_step ppo|grpo DIR --resume  loads DIR/<mode>.ckpt and trains the second step
+//   rlhf_data_parallel_step MODE DIR           two steps; rank 0 writes DIR/<MODE>.ckpt after the first
+//   rlhf_data_parallel_step MODE DIR --resume  loads DIR/<MODE>.ckpt and trains the second step
+// MODE: ppo (verl's PPO loop on the fused CPU kernels), ppo_torch_ops (the same on the torch-op
+// compositions: `advantage_ops = torch_ops`), grpo (verl's GRPO), reinforce_pp (REINFORCE++:
+// batch whitening without a critic).
 // Every rank checks that its parameters equal rank 0's bit for bit; rank 0 trains the one-process
 // reference in-process (two steps from the start) and compares (float64 models): the largest
 // parameter difference relative to the largest parameter must stay within 1e-6 (the reduction
@@ -13,6 +16,8 @@
 #include <ATen/Parallel.h>
 #include <torch/optim/adam.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -54,11 +59,19 @@ rlhf_test::tiny_transformer_options model_options(std::uint64_t seed) {
     return {.vocab = 16, .width = 32, .heads = 2, .layers = 2, .positions = 32, .seed = seed};
 }
 
+enum class mode { ppo, ppo_torch_ops, grpo, reinforce_pp };
+
+[[nodiscard]] bool has_critic(mode m) {
+    return m == mode::ppo || m == mode::ppo_torch_ops;
+}
+
 // PPO: verl's loop (GAE, global token counts) with the KL in the reward under an adaptive
-// controller, running score scaling, shuffled minibatches, 2 epochs; GRPO: verl's GRPO recipe.
-// `minibatch_size` counts this rank's rows.
-ppo::config make_config(bool grpo, int world) {
-    ppo::config c = grpo ? ppo::presets::grpo() : ppo::presets::verl();
+// controller, running score scaling, shuffled minibatches, 2 epochs; GRPO: verl's GRPO recipe;
+// REINFORCE++: its preset. `minibatch_size` counts this rank's rows.
+ppo::config make_config(mode m, int world) {
+    ppo::config c = m == mode::grpo           ? ppo::presets::grpo()
+                    : m == mode::reinforce_pp ? ppo::presets::reinforce_plus_plus()
+                                              : ppo::presets::verl();
     c.samples_per_prompt = samples_per_prompt;
     c.generation = {.max_new_tokens = 8, .temperature = 1.0, .top_k = 12, .eos_token_id = {1}};
     c.minibatch_size = global_rows / world;
@@ -67,7 +80,11 @@ ppo::config make_config(bool grpo, int world) {
     c.seed = 7;
     c.world_size = world;
     c.critic_max_grad_norm.reset();  // the value head shares the policy's optimizer
-    if (!grpo) {
+    if (m == mode::ppo_torch_ops) c.advantage_ops = ppo::advantage_route::torch_ops;
+    // REINFORCE++ averages micro-batch means (mean_of_micro_batches): the ranks' micro-batches
+    // must be the one-process ones, so no shuffling.
+    if (m == mode::reinforce_pp) c.shuffle = false;
+    if (has_critic(m)) {
         c.kl = ppo::kl_placement::reward;
         c.kl_control = rlhf::adaptive_kl_options{
             .init_kl_coef = 0.05, .target = 6.0, .horizon = 1000.0, .measure = rlhf::kl_measure::seq_mean_token_mean};
@@ -115,11 +132,11 @@ struct run_result {
 
 // Trains steps [start, 2) (start = the checkpoint's step when `load`), on this rank's rows.
 template <bool Critic>
-run_result train(bool grpo, const std::shared_ptr<rlhf::distributed::communicator>& group,
+run_result train(mode m, const std::shared_ptr<rlhf::distributed::communicator>& group,
                  const std::filesystem::path* load, const std::filesystem::path* save_after_first) {
     const int world = group ? group->world_size() : 1;
     const int rank = group ? group->rank() : 0;
-    const ppo::config c = make_config(grpo, world);
+    const ppo::config c = make_config(m, world);
     // float64: Adam turns the float32 rounding of a near-zero gradient element into a whole
     // step of the learning rate (float32 runs differ by ~2e-4 relative after two steps).
     model_type policy(model_options(1));
@@ -140,7 +157,7 @@ run_result train(bool grpo, const std::shared_ptr<rlhf::distributed::communicato
     const auto start = std::chrono::steady_clock::now();
     const std::int64_t first = trainer.steps();
     while (trainer.steps() < 2) {
-        const global_batch mine = rows_of(make_global_batch(make_config(grpo, 1), trainer.steps()),
+        const global_batch mine = rows_of(make_global_batch(make_config(m, 1), trainer.steps()),
                                           rank * (global_rows / world), global_rows / world);
         result.last = trainer.train(trainer.make_experience(mine.request, mine.rollout));
         if (save_after_first != nullptr && trainer.steps() == 1 && rank == 0)
@@ -159,16 +176,23 @@ torch::Tensor flat(const std::vector<torch::Tensor>& params) {
 }
 
 int run(int argc, char** argv) {
-    if (argc < 3 || (std::string_view(argv[1]) != "ppo" && std::string_view(argv[1]) != "grpo")) {
-        std::fprintf(stderr, "usage: %s ppo|grpo DIR [--resume]\n", argv[0]);
+    const std::vector<std::pair<std::string_view, mode>> modes{{"ppo", mode::ppo},
+                                                               {"ppo_torch_ops", mode::ppo_torch_ops},
+                                                               {"grpo", mode::grpo},
+                                                               {"reinforce_pp", mode::reinforce_pp}};
+    const auto named =
+        argc < 3 ? modes.end()
+                 : std::find_if(modes.begin(), modes.end(), [&](const auto& entry) { return entry.first == argv[1]; });
+    if (named == modes.end()) {
+        std::fprintf(stderr, "usage: %s ppo|ppo_torch_ops|grpo|reinforce_pp DIR [--resume]\n", argv[0]);
         return 2;
     }
-    const std::string mode = argv[1];
-    const bool grpo = mode == "grpo";
+    const std::string name = argv[1];
+    const mode m = named->second;
     const bool resume = argc > 3 && std::string_view(argv[3]) == "--resume";
     const std::filesystem::path dir = argv[2];
     std::filesystem::create_directories(dir);
-    const std::filesystem::path checkpoint = dir / (mode + ".ckpt");
+    const std::filesystem::path checkpoint = dir / (name + ".ckpt");
 
     const rlhf::distributed::launch_environment env = rlhf::distributed::launch_environment::read();
     std::shared_ptr<rlhf::distributed::communicator> group;
@@ -179,7 +203,7 @@ int run(int argc, char** argv) {
     }
     const auto trained = [&](const std::shared_ptr<rlhf::distributed::communicator>& g,
                              const std::filesystem::path* load, const std::filesystem::path* save) {
-        return grpo ? train<false>(true, g, load, save) : train<true>(false, g, load, save);
+        return has_critic(m) ? train<true>(m, g, load, save) : train<false>(m, g, load, save);
     };
     const run_result parallel = trained(group, resume ? &checkpoint : nullptr, resume ? nullptr : &checkpoint);
 
@@ -200,29 +224,31 @@ int run(int argc, char** argv) {
     const double largest_difference = (reference - mine).abs().max().item<double>();
     const double relative = largest_difference / reference.abs().max().item<double>();
     double metric_difference = 0.0;
-    const auto compare = [&](const char* name, double a, double b) {
+    const auto compare = [&](const char* metric, double a, double b) {
         const double d = std::abs(a - b) / std::max(1.0, std::abs(b));
         metric_difference = std::max(metric_difference, d);
-        std::printf("  %-16s %d rank(s) % .9e   1 process % .9e\n", name, env.world_size, a, b);
+        std::printf("  %-16s %d rank(s) % .9e   1 process % .9e\n", metric, env.world_size, a, b);
     };
-    const ppo::step_metrics& p = parallel.last;
-    const ppo::step_metrics& s = single.last;
-    compare("policy_loss", p.policy_loss, s.policy_loss);
-    compare("value_loss", p.value_loss, s.value_loss);
-    compare("kl_loss", p.kl_loss, s.kl_loss);
-    compare("advantage_mean", p.advantage_mean, s.advantage_mean);
-    compare("advantage_std", p.advantage_std, s.advantage_std);
-    compare("score_mean", p.score_mean, s.score_mean);
-    compare("kl", p.kl, s.kl);
-    compare("kl_coef_next", p.kl_coef_next, s.kl_coef_next);
-    compare("clip_fraction", p.clip_fraction, s.clip_fraction);
-    compare("approx_kl", p.approx_kl, s.approx_kl);
-    compare("response_tokens", p.response_tokens, s.response_tokens);
-    compare("grad_norm", p.policy_grad_norm, s.policy_grad_norm);
+    using field = double ppo::step_metrics::*;
+    constexpr std::array<std::pair<const char*, field>, 12> compared{{
+        {"policy_loss", &ppo::step_metrics::policy_loss},
+        {"value_loss", &ppo::step_metrics::value_loss},
+        {"kl_loss", &ppo::step_metrics::kl_loss},
+        {"advantage_mean", &ppo::step_metrics::advantage_mean},
+        {"advantage_std", &ppo::step_metrics::advantage_std},
+        {"score_mean", &ppo::step_metrics::score_mean},
+        {"kl", &ppo::step_metrics::kl},
+        {"kl_coef_next", &ppo::step_metrics::kl_coef_next},
+        {"clip_fraction", &ppo::step_metrics::clip_fraction},
+        {"approx_kl", &ppo::step_metrics::approx_kl},
+        {"response_tokens", &ppo::step_metrics::response_tokens},
+        {"grad_norm", &ppo::step_metrics::policy_grad_norm},
+    }};
+    for (const auto& [metric, member] : compared) compare(metric, parallel.last.*member, single.last.*member);
     std::printf(
         "%s world=%d resume=%s: parameters max |diff| %.3e (relative %.3e), ranks differ by %.1e, "
         "metrics max relative diff %.3e; seconds per step: %d rank(s) %.3f, 1 process %.3f\n",
-        mode.c_str(), env.world_size, resume ? "yes" : "no", largest_difference, relative, rank_difference,
+        name.c_str(), env.world_size, resume ? "yes" : "no", largest_difference, relative, rank_difference,
         metric_difference, env.world_size, parallel.seconds_per_step, single.seconds_per_step);
     const bool ok = relative <= 1e-6 && rank_difference == 0.0 && metric_difference <= 1e-6;
     if (!ok) std::printf("FAILED: the data-parallel step differs from the one-process step\n");

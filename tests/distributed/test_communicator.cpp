@@ -153,7 +153,7 @@ TEST_CASE("communicator averages gradients in buckets and broadcasts parameters"
     }
 }
 
-TEST_CASE("c10d_communicator rejects a null group, a tensor on another device and a bad root" *
+TEST_CASE("c10d_communicator rejects a null group and a tensor on another device and a bad root" *
           doctest::test_suite("unit")) {
     rlhf_test::check_error(
         [] { dist::c10d_communicator<c10d::ProcessGroup> bad{c10::intrusive_ptr<c10d::ProcessGroup>()}; },
