@@ -128,6 +128,7 @@ struct run_result {
     std::vector<torch::Tensor> params;
     ppo::step_metrics last;
     double seconds_per_step = 0.0;
+    std::uint64_t next_seed = 0;  // the generation seed of the next step's rollout request
 };
 
 // Trains steps [start, 2) (start = the checkpoint's step when `load`), on this rank's rows.
@@ -166,6 +167,7 @@ run_result train(mode m, const std::shared_ptr<rlhf::distributed::communicator>&
     result.seconds_per_step = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
                               static_cast<double>(2 - first);
     for (const auto& p : policy.parameters()) result.params.push_back(p.detach().clone());
+    result.next_seed = trainer.prepare_rollout(make_global_batch(c, 0).request.prompts).generation.seed;
     return result;
 }
 
@@ -217,7 +219,15 @@ int run(int argc, char** argv) {
         group->max_all(difference);
         rank_difference = difference[0];
     }
-    if (env.rank != 0) return rank_difference == 0.0 ? 0 : 1;
+    // Every rank generates with a seed of its own (rlhf::ppo::detail::rank_seed).
+    bool distinct_seeds = true;
+    if (group) {
+        torch::Tensor seeds = torch::zeros({env.world_size}, torch::kInt64);
+        seeds[env.rank] = static_cast<std::int64_t>(parallel.next_seed);
+        group->all_reduce(seeds, rlhf::distributed::reduce_op::sum);
+        distinct_seeds = std::get<0>(torch::_unique(seeds)).numel() == env.world_size;
+    }
+    if (env.rank != 0) return rank_difference == 0.0 && distinct_seeds ? 0 : 1;
 
     const run_result single = trained(nullptr, nullptr, nullptr);
     const torch::Tensor reference = flat(single.params);
@@ -250,7 +260,12 @@ int run(int argc, char** argv) {
         "metrics max relative diff %.3e; seconds per step: %d rank(s) %.3f, 1 process %.3f\n",
         name.c_str(), env.world_size, resume ? "yes" : "no", largest_difference, relative, rank_difference,
         metric_difference, env.world_size, parallel.seconds_per_step, single.seconds_per_step);
-    const bool ok = relative <= 1e-6 && rank_difference == 0.0 && metric_difference <= 1e-6;
+    // Rank 0 draws the one-process seed: a one-rank job equals a plain run.
+    const bool same_seed = parallel.next_seed == single.next_seed;
+    std::printf("next generation seeds: distinct across ranks %s, rank 0 equal to one process %s\n",
+                distinct_seeds ? "yes" : "no", same_seed ? "yes" : "no");
+    const bool ok =
+        relative <= 1e-6 && rank_difference == 0.0 && metric_difference <= 1e-6 && distinct_seeds && same_seed;
     if (!ok) std::printf("FAILED: the data-parallel step differs from the one-process step\n");
     return ok ? 0 : 1;
 }
