@@ -1,3 +1,6 @@
+// ivalue.h first: clang in C++20 mode rejects LibTorch 1.13's headers otherwise (doctest_torch.hpp).
+#include <ATen/core/ivalue.h>
+
 #include <doctest/doctest.h>
 
 #include <barrier>
