@@ -1,6 +1,8 @@
 // A small job for the communicator tests (test_communicator.cpp), run by launch_local:
 //   rlhf_distributed_probe sum        every rank: a Gloo all-reduce (sum, max), a broadcast, gradient averaging
 //   rlhf_distributed_probe groups     3 ranks: the world group, then a group of ranks {0, 2} (rank 1 not in it)
+//   rlhf_distributed_probe bad-groups a group's rank list out of order or out of range (kind value), or
+//                                     without this rank (kind state), is refused naming `ranks`
 //   rlhf_distributed_probe dead-peer  rank 1 leaves after joining; rank 0's next all-reduce must fail
 // Exit codes: 0 the results were right; 1 a wrong result; 3 an rlhf::error of kind state (the
 // failed collective); 4 another error.
@@ -49,6 +51,20 @@ int run(std::string_view mode) {
         torch::Tensor t = torch::full({2}, static_cast<double>(rank));
         pair->broadcast(t, 0);
         return pair->world_size() == 2 && pair->rank() == rank / 2 && t.eq(0).all().item<bool>() ? 0 : 1;
+    }
+    if (mode == "bad-groups") {  // a list out of order, a group without this rank
+        const auto kind_of = [&](const std::vector<int>& ranks) {
+            try {
+                (void)job.gloo_group(ranks, "bad");
+            } catch (const rlhf::error& e) {
+                return e.argument() == "ranks" ? static_cast<int>(e.kind()) : -1;
+            }
+            return -1;
+        };
+        const bool ok = kind_of({1, 0}) == static_cast<int>(rlhf::error_kind::value) &&
+                        kind_of({size}) == static_cast<int>(rlhf::error_kind::value) &&
+                        kind_of({(rank + 1) % size}) == static_cast<int>(rlhf::error_kind::state);
+        return ok ? 0 : 1;
     }
     if (mode == "dead-peer") {
         if (rank == 1) std::_Exit(0);  // leaves without a word

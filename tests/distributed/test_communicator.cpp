@@ -89,6 +89,12 @@ void on_ranks(int world, Body&& body) {
     for (auto& thread : ranks) thread.join();
 }
 
+// A model of a few tensors (`HasParameters`).
+struct weights_model {
+    std::vector<torch::Tensor> weights;
+    [[nodiscard]] std::vector<torch::Tensor> parameters() const { return weights; }
+};
+
 // Sets the launch variables for the scope of one check, then clears them.
 struct scoped_environment {
     explicit scoped_environment(std::vector<std::pair<const char*, const char*>> variables) {
@@ -170,6 +176,35 @@ TEST_CASE("c10d_communicator rejects a null group and a tensor on another device
     rlhf_test::check_error([&] { (void)group.start_broadcast(strided, 0); }, rlhf::error_kind::value, "tensor");
     torch::Tensor t = torch::zeros({2});
     rlhf_test::check_error([&] { group.broadcast(t, 1); }, rlhf::error_kind::value, "root");
+    torch::Tensor undefined;
+    rlhf_test::check_error([&] { group.broadcast_tensor(undefined, 0); }, rlhf::error_kind::shape, "tensor");
+    rlhf_test::check_error([&] { group.broadcast_tensors({t}, -1); }, rlhf::error_kind::value, "root");
+    weights_model none;
+    rlhf_test::check_error([&] { dist::broadcast_parameters{}.sync(none, none); }, rlhf::error_kind::state, "group");
+}
+
+TEST_CASE("broadcast_tensor moves a tensor of any shape and dtype and broadcast_parameters syncs a model" *
+          doctest::test_suite("unit")) {
+    constexpr int world = 3;
+    std::vector<torch::Tensor> received(world);
+    std::vector<std::vector<torch::Tensor>> models(world);
+    on_ranks(world, [&](dist::communicator& group) {
+        const int rank = group.rank();
+        torch::Tensor t;
+        if (rank == 2) t = torch::arange(6, torch::kInt64).reshape({2, 3});
+        group.broadcast_tensor(t, 2);
+        received[static_cast<std::size_t>(rank)] = t;
+        weights_model m{{torch::full({4}, static_cast<float>(rank)), torch::full({2}, static_cast<double>(rank))}};
+        const std::shared_ptr<dist::communicator> shared(&group, [](dist::communicator*) {});
+        dist::broadcast_parameters{shared, 1}.sync(m, m);
+        models[static_cast<std::size_t>(rank)] = m.weights;
+    });
+    for (int rank = 0; rank < world; ++rank) {
+        DOCTEST_CHECK(
+            torch::equal(received[static_cast<std::size_t>(rank)], torch::arange(6, torch::kInt64).reshape({2, 3})));
+        DOCTEST_CHECK(torch::equal(models[static_cast<std::size_t>(rank)][0], torch::full({4}, 1.0F)));
+        DOCTEST_CHECK(torch::equal(models[static_cast<std::size_t>(rank)][1], torch::full({2}, 1.0, torch::kFloat64)));
+    }
 }
 
 TEST_CASE("launch_environment reads torchrun's variables and names a bad one" * doctest::test_suite("unit")) {
@@ -233,6 +268,8 @@ TEST_CASE("Gloo jobs of real processes: collectives and subgroups" * doctest::te
                                      {.processes = 3, .timeout = std::chrono::seconds(120)}) == 0);
     DOCTEST_CHECK(dist::launch_local({RLHF_DISTRIBUTED_PROBE, "groups"},
                                      {.processes = 3, .timeout = std::chrono::seconds(120)}) == 0);
+    DOCTEST_CHECK(dist::launch_local({RLHF_DISTRIBUTED_PROBE, "bad-groups"},
+                                     {.processes = 2, .timeout = std::chrono::seconds(120)}) == 0);
 }
 
 TEST_CASE("a rank that dies makes the others fail with an rlhf::error instead of hanging" *

@@ -733,6 +733,10 @@ TEST_CASE("ppo_trainer: models that do not fit the config are refused with the f
         e = expect_error([&] { (void)t.step(make_prompts(0, 4)); });  // 8 rows
         CHECK(e.kind() == rlhf::error_kind::config);
         CHECK(e.argument() == "minibatch_size");
+        // Data parallelism without a communicator.
+        e = expect_error([&] { t.set_communicator(nullptr); });
+        CHECK(e.kind() == rlhf::error_kind::value);
+        CHECK(e.argument() == "communicator");
     }
     {
         rlhf::ppo::ppo_trainer t(
