@@ -15,6 +15,10 @@ foreach(header IN LISTS rlhf_headers)
   if(include_path MATCHES "^rlhf/distributed/")
     set(link rlhf::distributed)
   endif()
+  # Needs protobuf only (not LibTorch, unlike the rest of ppo/).
+  if(include_path STREQUAL "rlhf/ppo/tensorboard.hpp")
+    set(link rlhf::tensorboard)
+  endif()
   set(extension cpp)
   if(include_path MATCHES "\\.cuh$")
     # CUDA headers compile with nvcc; the LibTorch one needs a LibTorch built with CUDA.

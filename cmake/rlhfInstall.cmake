@@ -7,7 +7,7 @@ install(EXPORT rlhfTargets NAMESPACE rlhf:: DESTINATION "${RLHF_CMAKE_INSTALL_DI
 export(EXPORT rlhfTargets NAMESPACE rlhf:: FILE "${PROJECT_BINARY_DIR}/rlhfTargets.cmake")
 
 set(RLHF_INSTALLED_COMPONENTS "")
-foreach(component libtorch distributed eigen xtensor cuda)
+foreach(component libtorch distributed eigen xtensor cuda tensorboard)
   if(TARGET rlhf_${component})
     install(TARGETS rlhf_${component} EXPORT rlhf-${component}-targets)
     install(EXPORT rlhf-${component}-targets NAMESPACE rlhf:: DESTINATION "${RLHF_CMAKE_INSTALL_DIR}")
