@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -195,16 +196,60 @@ inline void write_samples(const std::filesystem::path& path, const std::vector<s
     }
 }
 
-// Draws `chart.png` in `run_dir` from the stages' JSON Lines with plot_metrics.py; returns
-// whether it did (a missing python3-matplotlib is reported, not fatal).
-inline bool draw_chart(const std::filesystem::path& run_dir, const std::string& title) {
-    const std::filesystem::path script = std::filesystem::path(RLHF_EXAMPLES_COMMON_DIR) / "plot_metrics.py";
+// Runs a plotting script of examples/common/ with `arguments`; returns whether it drew (a missing
+// python3-matplotlib is reported, not fatal).
+inline bool run_plot_script(const std::string& script_name, const std::string& arguments) {
+    const std::filesystem::path script = std::filesystem::path(RLHF_EXAMPLES_COMMON_DIR) / script_name;
     // Debian's interpreter first: python3-matplotlib belongs to it, whatever python3 PATH finds.
     const std::string python = std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-    const std::string command = python + " \"" + script.string() + "\" \"" + run_dir.string() + "\" \"" + title + "\"";
+    const std::string command = python + " \"" + script.string() + "\" " + arguments;
     if (std::system(command.c_str()) == 0) return true;
     std::fprintf(stderr, "chart not drawn: `%s` failed (python3-matplotlib missing?)\n", command.c_str());
     return false;
+}
+
+// Draws `chart.png` in `run_dir` from the language-model stages' JSON Lines (plot_metrics.py).
+inline bool draw_chart(const std::filesystem::path& run_dir, const std::string& title) {
+    return run_plot_script("plot_metrics.py", "\"" + run_dir.string() + "\" \"" + title + "\"");
+}
+
+// One curve of a chart panel: the JSON Lines file (relative to the run folder) and its legend.
+struct curve {
+    std::string file{}, label{};
+};
+
+// A chart panel: `y` against `x` from each curve's file; `reference` draws a dashed level.
+struct chart_panel {
+    std::string title{}, x = "step", y{};
+    std::vector<curve> curves{};
+    std::optional<double> reference{};
+};
+
+// Draws `run_dir/out` with plot_curves.py from a JSON spec it writes beside the chart.
+inline bool draw_curves(const std::filesystem::path& run_dir, const std::string& out, const std::string& title,
+                        const std::vector<chart_panel>& panels) {
+    const auto quoted = [](const std::string& s) {
+        std::string q = "\"";
+        for (const char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+        return q + "\"";
+    };
+    const std::filesystem::path spec = run_dir / (std::filesystem::path(out).stem().string() + ".json");
+    std::ofstream json(spec);
+    json << "{\"out\": " << quoted(out) << ", \"title\": " << quoted(title) << ", \"panels\": [";
+    for (std::size_t p = 0; p < panels.size(); ++p) {
+        const chart_panel& panel = panels[p];
+        json << (p ? ", " : "") << "{\"title\": " << quoted(panel.title) << ", \"x\": " << quoted(panel.x)
+             << ", \"y\": " << quoted(panel.y) << ", \"series\": [";
+        for (std::size_t c = 0; c < panel.curves.size(); ++c)
+            json << (c ? ", " : "") << "{\"file\": " << quoted(panel.curves[c].file)
+                 << ", \"label\": " << quoted(panel.curves[c].label) << "}";
+        json << "]";
+        if (panel.reference) json << ", \"hline\": " << *panel.reference;
+        json << "}";
+    }
+    json << "]}\n";
+    json.close();
+    return run_plot_script("plot_curves.py", "\"" + spec.string() + "\"");
 }
 
 }  // namespace rlhf_examples

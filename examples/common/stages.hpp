@@ -97,12 +97,15 @@ inline void add_run_flags(command_line& cli, run_options& o) {
 // Prepares a run: the thread count, the global seed (nothing should draw from it) and the folder.
 // LibTorch's threads split the work; a threaded OpenBLAS under them would oversubscribe the
 // cores (measured here: a third slower), so it runs single-threaded when it is the BLAS.
-inline void start_run(const run_options& o) {
+inline void start_run(std::int64_t threads, std::uint64_t seed, const std::filesystem::path& out) {
     using set_threads = void (*)(int);
     if (void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) reinterpret_cast<set_threads>(symbol)(1);
-    at::set_num_threads(static_cast<int>(o.threads));
-    torch::manual_seed(o.seed);
-    std::filesystem::create_directories(o.out);
+    at::set_num_threads(static_cast<int>(threads));
+    torch::manual_seed(seed);
+    std::filesystem::create_directories(out);
+}
+inline void start_run(const run_options& o) {
+    start_run(o.threads, o.seed, o.out);
 }
 
 // The token-mean next-token loss of `sentences` (the library's PTX loss: an SFT step is a PTX step).
