@@ -10,6 +10,12 @@
 // Each stage writes its checkpoint to DIR (sft.pt, rm.pt, policy.pt); `--stage rm` starts from
 // sft.pt and `--stage ppo` from sft.pt and rm.pt of the --from folder (default DIR). PPO writes
 // chart.png and samples.md.
+//
+// `--loop chatllama` runs chatllama's actor/critic/reward-model loop on the same stages
+// (nebuly-ai/nebuly: optimization/chatllama/chatllama/rlhf/{reward,trainer}.py): the reward model
+// regresses the texts' scores by MSE instead of ranking pairs, and PPO uses `presets::chatllama()`
+// (reward-to-go minus values, whitened; value loss without the ½; no PTX, no
+// reference model). The rm stage then copies sft.pt into DIR, so DIR alone feeds the ppo stage.
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -23,6 +29,7 @@ int main(int argc, char** argv) try {
     run_options o;
     o.out = "colossalchat_run";
     std::string stage = "all";
+    std::string loop = "colossalchat";
     // ColossalChat's trainer defaults to 0.9; at this model size that weight holds the reward flat
     // (measured: held-out reward 0.59 -> 0.82 in 80 steps, against 0.59 -> 2.09 at 0.3).
     double ptx_coef = 0.3;
@@ -32,12 +39,21 @@ int main(int argc, char** argv) try {
     command_line cli("rlhf_colossalchat_pipeline",
                      "ColossalChat's SFT, reward-model and PPO stages on a small GPT trained on Debian's fortunes.");
     cli.option("stage", stage, "sft, rm, ppo or all");
+    cli.option("loop", loop,
+               "colossalchat (pairwise RM, ColossalChat v2 PPO + PTX) or chatllama (MSE RM, chatllama PPO)");
     cli.option("ptx-coef", ptx_coef, "PTX weight of the mixed actor loss (ColossalChat's trainer: 0.9)");
     cli.option("ptx-rows", ptx_rows, "corpus sentences per PTX batch");
     add_run_flags(cli, o);
     if (!cli.parse(argc, argv)) return 0;
     if (stage != "sft" && stage != "rm" && stage != "ppo" && stage != "all")
         throw std::invalid_argument("option '--stage': expected sft, rm, ppo or all, got '" + stage + "'");
+    if (loop != "colossalchat" && loop != "chatllama")
+        throw std::invalid_argument("option '--loop': expected colossalchat or chatllama, got '" + loop + "'");
+    const bool chatllama = loop == "chatllama";
+    if (chatllama) {
+        o.rm_loss = run_options::reward_loss::score_mse;
+        ptx_coef = 0.0;
+    }
     start_run(o);
     const run_text text = load_run_text(o);
 
@@ -49,9 +65,22 @@ int main(int argc, char** argv) try {
     if (stage == "rm") o.from.clear();  // train it
     if (stage == "ppo" && o.from.empty()) o.from = o.out;
     const reward_model_result reward = train_reward_model(o, text, sft);
-    if (stage == "rm") return check_learning(o, {}, reward.held_out_accuracy) ? 0 : 1;
+    if (stage == "rm") {
+        if (!std::filesystem::exists(o.out / "sft.pt")) save_gpt(sft, o.out / "sft.pt");
+        return check_learning(o, {}, reward.held_out_accuracy) ? 0 : 1;
+    }
 
     actor_critic_models m(sft, reward.model, o);
+    if (chatllama) {
+        const rlhf::ppo::config cfg = with_run_sizes(rlhf::ppo::presets::chatllama(), o, text.tokens);
+        // chatllama's loop has no reference model: the actor, the critic and the reward model.
+        rlhf::ppo::ppo_trainer trainer(
+            cfg, rlhf::ppo::trainer_models{.policy = &m.actor, .reward_model = &m.reward_model, .critic = &m.critic},
+            m.optimizers());
+        const ppo_outcome ppo = run_ppo(trainer, m.actor, m.reward_model, o, text,
+                                        "colossalchat_pipeline --loop chatllama (MSE reward model, chatllama PPO)");
+        return check_learning(o, ppo, reward.held_out_accuracy) ? 0 : 1;
+    }
     rlhf::ppo::config cfg =
         with_run_sizes(rlhf::ppo::presets::colossalchat_v2(/*with_ptx=*/ptx_coef > 0.0), o, text.tokens);
     cfg.ptx_coef = ptx_coef;

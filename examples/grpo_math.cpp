@@ -16,7 +16,8 @@
 //
 // Writes DIR/chart.png (held-out accuracy, training reward and KL per algorithm on shared axes),
 // DIR/samples.md (held-out problems answered before and after each algorithm), and per algorithm
-// <name>_metrics.jsonl (the trainer's metrics) and <name>_eval.jsonl (held-out accuracy).
+// <name>_metrics.jsonl (the trainer's metrics) and <name>_eval.jsonl (held-out accuracy), and in
+// DIR/tensorboard/<name>/ the same metrics, the accuracy and the answers as TensorBoard event files.
 #include <cstdio>
 #include <exception>
 #include <sstream>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "common/arithmetic.hpp"
+#include "rlhf/ppo/tensorboard.hpp"
 
 namespace {
 
@@ -90,10 +92,16 @@ method_result train_algorithm(const std::string& name, const gpt& sft, const mat
         algorithm_config(name, o, tokens), {.policy = &policy, .reward_model = &reward, .reference = &reference},
         {.policy = &optimizer});
     trainer.add_callback(ppo::jsonl_sink(o.out / (name + "_metrics.jsonl")));
+    // TensorBoard: one run per algorithm under DIR/tensorboard (`tensorboard --logdir DIR/tensorboard`).
+    const ppo::tensorboard_sink board(o.out / "tensorboard" / name);
+    trainer.add_callback(board);
     batch_sampler<std::string> prompts = rl_prompt_sampler(o, problems);
-    return train_with_evaluation(
+    method_result result = train_with_evaluation(
         name, policy, o, tokens, problems, shown, o.prompts_per_step * o.samples,
-        [&](std::int64_t) { return trainer.step(tokens.prompts(prompts.next(o.prompts_per_step))).score_mean; });
+        [&](std::int64_t) { return trainer.step(tokens.prompts(prompts.next(o.prompts_per_step))).score_mean; },
+        [&](std::int64_t step, double accuracy) { board.add_scalar("eval/accuracy", accuracy, step); });
+    board.add_text("samples", answer_table(shown, {{name, result}}), o.rl_steps);
+    return result;
 }
 
 }  // namespace

@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -86,14 +88,15 @@ struct exact_match_reward {
 struct math_options {
     std::filesystem::path out;
     std::uint64_t seed = 1;
-    std::int64_t threads = 2;
+    // One thread: the model's ops are too small to split (2 threads measured slower here).
+    std::int64_t threads = 1;
     std::int64_t max_operand = 49;
     std::int64_t width = 64, layers = 2, heads = 4;
-    std::int64_t sft_steps = 300, sft_batch = 64;
+    std::int64_t sft_steps = 400, sft_batch = 64;
     double sft_lr = 3e-3;
     double sft_share = 0.25;  // share of the training problems the SFT stage sees
-    std::int64_t rl_steps = 40, prompts_per_step = 32, samples = 8;
-    double lr = 1e-3;
+    std::int64_t rl_steps = 80, prompts_per_step = 32, samples = 8;
+    double lr = 5e-4;
     std::int64_t eval_every = 5;
     double expect_accuracy_gain = std::nan(""), expect_kept_gain = std::nan("");
 
@@ -175,6 +178,20 @@ inline gpt train_addition_sft(const math_options& o, const tokenizer& tokens, co
     return model;
 }
 
+// The next-token loss of `responses` after their `prompts`, the prompt tokens not counted (label
+// −100 there and at padding: `lm_loss_options::ignore_index`, the Hugging Face convention).
+inline torch::Tensor response_loss(gpt& model, const tokenizer& tokens, const std::vector<std::string>& prompts,
+                                   const std::vector<std::string>& responses) {
+    std::vector<std::string> texts;
+    for (std::size_t i = 0; i < prompts.size(); ++i) texts.push_back(prompts[i] + responses[i]);
+    const rlhf::ppo::prompt_batch batch = tokens.texts(texts, model.options().positions);
+    torch::Tensor labels = batch.input_ids.masked_fill(batch.attention_mask.eq(0), -100);
+    for (std::size_t i = 0; i < prompts.size(); ++i)
+        labels[static_cast<std::int64_t>(i)].narrow(0, 0, std::ssize(tokens.encode(prompts[i]))).fill_(-100);
+    return rlhf::ppo::ptx_loss(model, {batch.input_ids, batch.attention_mask, labels}, {},
+                               "rlhf_examples::response_loss");
+}
+
 // The training prompts of RL steps: every training problem (SFT saw only a share), reshuffled.
 inline batch_sampler<std::string> rl_prompt_sampler(const math_options& o, const addition_problems& problems) {
     return {prompts_of(problems.train), o.seed + 2};
@@ -194,17 +211,19 @@ struct method_result {
 
 // Runs `update(step)` (one RL step of a method; returns the step's training reward) `rl_steps`
 // times on `policy`, evaluating held-out accuracy every `eval_every` steps into
-// DIR/<name>_eval.jsonl, with the responses sampled so far (`samples_per_step` a step).
+// DIR/<name>_eval.jsonl, with the responses sampled so far (`samples_per_step` a step), and into
+// `on_evaluation(step, accuracy)` when given.
 template <class Update>
 method_result train_with_evaluation(const std::string& name, gpt& policy, const math_options& o,
                                     const tokenizer& tokens, const addition_problems& problems,
-                                    const std::vector<addition>& shown, std::int64_t samples_per_step,
-                                    Update&& update) {
+                                    const std::vector<addition>& shown, std::int64_t samples_per_step, Update&& update,
+                                    const std::function<void(std::int64_t, double)>& on_evaluation = {}) {
     jsonl_writer eval(o.out / (name + "_eval.jsonl"));
     method_result result;
     result.shown_before = evaluate_exact_match(policy, tokens, shown);
     result.curve.before = result.curve.best = evaluate_exact_match(policy, tokens, problems.held_out).accuracy;
     eval.write(0, {{"samples", 0.0}, {"accuracy", result.curve.before}});
+    if (on_evaluation) on_evaluation(0, result.curve.before);
     double last = result.curve.before;
     progress_bar bar(name, o.rl_steps);
     for (std::int64_t step = 1; step <= o.rl_steps; ++step) {
@@ -212,6 +231,7 @@ method_result train_with_evaluation(const std::string& name, gpt& policy, const 
         if (step % o.eval_every == 0 || step == o.rl_steps) {
             last = evaluate_exact_match(policy, tokens, problems.held_out).accuracy;
             eval.write(step, {{"samples", static_cast<double>(step * samples_per_step)}, {"accuracy", last}});
+            if (on_evaluation) on_evaluation(step, last);
             result.curve.best = std::max(result.curve.best, last);
         }
         bar.update(step, {{"reward", reward}, {"held-out", last}});
@@ -224,11 +244,11 @@ method_result train_with_evaluation(const std::string& name, gpt& policy, const 
     return result;
 }
 
-// DIR/samples.md: the shown held-out problems, the SFT model's answers and each method's after it.
-inline void write_answer_table(const std::filesystem::path& path, const std::vector<addition>& shown,
-                               const std::vector<std::pair<std::string, method_result>>& runs) {
-    std::ofstream out(path);
-    out << "# Held-out problems answered greedily by the SFT model and after each method\n\n| problem | sum | SFT |";
+// The shown held-out problems, the SFT model's answers and each method's after it (Markdown).
+inline std::string answer_table(const std::vector<addition>& shown,
+                                const std::vector<std::pair<std::string, method_result>>& runs) {
+    std::ostringstream out;
+    out << "| problem | sum | SFT |";
     for (const auto& run : runs) out << " " << run.first << " |";
     out << "\n|---|---|---|";
     for (std::size_t i = 0; i < runs.size(); ++i) out << "---|";
@@ -242,6 +262,13 @@ inline void write_answer_table(const std::filesystem::path& path, const std::vec
         for (const auto& run : runs) out << " " << cell(run.second.shown_after, i) << " |";
         out << "\n";
     }
+    return out.str();
+}
+
+inline void write_answer_table(const std::filesystem::path& path, const std::vector<addition>& shown,
+                               const std::vector<std::pair<std::string, method_result>>& runs) {
+    std::ofstream(path) << "# Held-out problems answered greedily by the SFT model and after each method\n\n"
+                        << answer_table(shown, runs);
 }
 
 // The held-out problems whose answers samples.md shows.

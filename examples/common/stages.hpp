@@ -20,6 +20,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/corpus.hpp"
@@ -48,6 +49,9 @@ struct run_options {
     // (DeepSpeed-Chat's and ColossalChat's start): the score head's outputs on partial responses
     // steered the actors away from the reward here (docs/examples.md has the figures).
     bool zero_value_head = true;
+    // The reward model's loss: pairwise log-sigmoid on preference pairs, or (chatllama's) the
+    // squared error to each text's score.
+    enum class reward_loss { pairwise, score_mse } rm_loss = reward_loss::pairwise;
     std::filesystem::path from;  // load sft.pt and rm.pt from this earlier run instead of training them
     // The learning check (NaN: not checked): held-out reward gain, final KL, kept share of the
     // best gain, reward-model accuracy on held-out pairs.
@@ -241,7 +245,9 @@ inline double pair_accuracy(gpt& model, const tokenizer& tokens, const std::vect
 
 // Stage 2, the reward model: starts from the SFT weights and learns the preference pairs derived
 // from the corpus with the pairwise loss −log σ(r_chosen − r_rejected) (ColossalChat `LogSigLoss`,
-// DeepSpeed-Chat step 2); reports held-out accuracy; writes rm.pt and rm_metrics.jsonl.
+// DeepSpeed-Chat step 2), or with `reward_loss::score_mse` regresses both texts of each pair on
+// their lexicon scores (chatllama/rlhf/reward.py: `torch.nn.MSELoss` on (text, score) items);
+// reports held-out pair accuracy either way; writes rm.pt and rm_metrics.jsonl.
 inline reward_model_result train_reward_model(const run_options& o, const run_text& text, const gpt& sft) {
     const std::vector<preference_pair> held_out = corpus::preference_pairs(text.sentences.held_out, o.seed);
     if (!o.from.empty()) {
@@ -264,7 +270,15 @@ inline reward_model_result train_reward_model(const run_options& o, const run_te
         const torch::Tensor chosen_scores = model.sequence_scores(c.input_ids, c.attention_mask);
         const torch::Tensor rejected_scores = model.sequence_scores(r.input_ids, r.attention_mask);
         optimizer.zero_grad();
-        const torch::Tensor loss = rlhf::libtorch::pairwise_logsigmoid_loss(chosen_scores, rejected_scores);
+        torch::Tensor loss;
+        if (o.rm_loss == run_options::reward_loss::score_mse) {
+            std::vector<float> targets;
+            for (const auto* side : {&chosen, &rejected})
+                for (const auto& sentence : *side) targets.push_back(static_cast<float>(lexicon_sentiment(sentence)));
+            loss = torch::mse_loss(torch::cat({chosen_scores, rejected_scores}), torch::tensor(targets));
+        } else {
+            loss = rlhf::libtorch::pairwise_logsigmoid_loss(chosen_scores, rejected_scores);
+        }
         loss.backward();
         optimizer.step();
         const double accuracy = chosen_scores.gt(rejected_scores).to(torch::kFloat64).mean().item<double>();
@@ -327,9 +341,10 @@ struct evaluation {
     std::vector<double> rewards;
 };
 
-// Responses to `prompts` sampled with a fixed seed, scored by the reward model.
-inline evaluation evaluate(gpt& policy, gpt& reward_model, const tokenizer& tokens,
-                           const std::vector<std::string>& prompts, const run_options& o) {
+// Responses to `prompts` sampled with a fixed seed, scored by the reward model (any `score(rollout)`).
+template <class RewardModel>
+evaluation evaluate(gpt& policy, RewardModel& reward_model, const tokenizer& tokens,
+                    const std::vector<std::string>& prompts, const run_options& o) {
     const torch::NoGradGuard no_grad;
     rlhf::ppo::generation_options options = sampling(o, tokens);
     options.seed = o.seed + 77;
@@ -354,15 +369,28 @@ struct ppo_outcome {
     double seconds = 0.0;
 };
 
+// What an example may change in `run_ppo` (the defaults keep its corpus prompts and chart): its
+// own training and held-out prompts, figures added to the progress bar, and whether `run_ppo`
+// draws chart.png (off: the example draws its own).
+struct ppo_run_extras {
+    std::vector<std::string> train_prompts{}, eval_prompts{};  // empty: the first words of corpus sentences
+    std::function<std::vector<std::pair<std::string, double>>(const rlhf::ppo::step_metrics&)> bar_figures{};
+    bool draw_chart = true;
+};
+
 // Stage 3, PPO: `ppo_steps` trainer steps on batches of corpus prompts, a held-out evaluation
 // every `eval_every` steps; writes ppo_metrics.jsonl (the library's sink), eval_metrics.jsonl,
 // samples.md (before/after), chart.png and policy.pt.
-template <class Trainer>
-ppo_outcome run_ppo(Trainer& trainer, gpt& policy, gpt& reward_model, const run_options& o, const run_text& text,
-                    const std::string& title) {
+template <class Trainer, class RewardModel>
+ppo_outcome run_ppo(Trainer& trainer, gpt& policy, RewardModel& reward_model, const run_options& o,
+                    const run_text& text, const std::string& title, const ppo_run_extras& extras = {}) {
     const std::vector<std::string> train_prompts =
-        corpus::prompts_of(text.sentences.train, static_cast<std::size_t>(o.prompt_words));
-    const std::vector<std::string> eval_prompts = held_out_prompts(o, text);
+        extras.train_prompts.empty()
+            ? corpus::prompts_of(text.sentences.train, static_cast<std::size_t>(o.prompt_words))
+            : extras.train_prompts;
+    std::vector<std::string> eval_prompts =
+        extras.eval_prompts.empty() ? held_out_prompts(o, text) : extras.eval_prompts;
+    eval_prompts.resize(std::min(eval_prompts.size(), static_cast<std::size_t>(o.eval_prompts)));
     std::vector<std::string> sample_prompts = eval_prompts;
     sample_prompts.resize(std::min(sample_prompts.size(), static_cast<std::size_t>(o.samples)));
     trainer.add_callback(rlhf::ppo::jsonl_sink(o.out / "ppo_metrics.jsonl"));
@@ -384,7 +412,11 @@ ppo_outcome run_ppo(Trainer& trainer, gpt& policy, gpt& reward_model, const run_
             eval_metrics.write(step, {{"reward", last_eval}});
             outcome.best_reward = std::max(outcome.best_reward, last_eval);
         }
-        bar.update(step, {{"reward", m.score_mean}, {"kl", m.kl}, {"held-out", last_eval}});
+        std::vector<std::pair<std::string, double>> figures{
+            {"reward", m.score_mean}, {"kl", m.kl}, {"held-out", last_eval}};
+        if (extras.bar_figures)
+            for (auto& figure : extras.bar_figures(m)) figures.push_back(std::move(figure));
+        bar.update(step, figures);
     }
     outcome.reward_after = last_eval;
     const std::size_t tail = std::min<std::size_t>(5, kls.size());
@@ -401,7 +433,7 @@ ppo_outcome run_ppo(Trainer& trainer, gpt& policy, gpt& reward_model, const run_
     for (std::size_t i = 0; i < std::min<std::size_t>(3, sample_prompts.size()); ++i)
         std::printf("  \"%s\" before: \"%s\"  after: \"%s\"\n", sample_prompts[i].c_str(),
                     samples_before.responses[i].c_str(), samples_after.responses[i].c_str());
-    if (draw_chart(o.out, title)) std::printf("chart: %s\n", (o.out / "chart.png").c_str());
+    if (extras.draw_chart && draw_chart(o.out, title)) std::printf("chart: %s\n", (o.out / "chart.png").c_str());
     std::printf("samples: %s\nmetrics: %s\n", (o.out / "samples.md").c_str(), (o.out / "ppo_metrics.jsonl").c_str());
     return outcome;
 }

@@ -40,6 +40,13 @@ rlhf::ppo::config small(rlhf::ppo::config c) {
     return c;
 }
 
+/// The hand computation has no entropy term (the toy policy gives none): presets with an entropy
+/// bonus run here without it; the bonus has its own tests (test_trainer.cpp).
+rlhf::ppo::config without_entropy(rlhf::ppo::config c) {
+    c.entropy_coef = 0.0;
+    return c;
+}
+
 /// What a step leaves: the parameters and the metrics the hand computation also gives.
 struct step_outcome {
     std::vector<torch::Tensor> policy, critic;
@@ -340,6 +347,8 @@ TEST_CASE("ppo presets: one step of each preset equals its framework's loop comp
         {"grpo", small(presets::grpo())},
         {"rloo", small(presets::rloo())},
         {"reinforce_plus_plus", small(presets::reinforce_plus_plus())},
+        {"openrl", without_entropy(small(presets::openrl()))},
+        {"chatllama", small(presets::chatllama())},
     };
     // The minibatch order of the frameworks: DeepSpeed-Chat's `MiniDataset` and verl's split keep
     // rollout order; the others draw a permutation per epoch.

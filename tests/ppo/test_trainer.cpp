@@ -545,7 +545,8 @@ TEST_CASE("ppo::check_config names the offending field" * doctest::test_suite("u
           rlhf::ppo::presets::deepspeed_chat(true), rlhf::ppo::presets::colossalchat_v2(),
           rlhf::ppo::presets::colossalchat_v2(true), rlhf::ppo::presets::openrlhf(), rlhf::ppo::presets::verl(),
           rlhf::ppo::presets::chatlearn_grpo(), rlhf::ppo::presets::chatlearn(), rlhf::ppo::presets::grpo(),
-          rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus()})
+          rlhf::ppo::presets::rloo(), rlhf::ppo::presets::reinforce_plus_plus(), rlhf::ppo::presets::openrl(),
+          rlhf::ppo::presets::chatllama()})
         CHECK_NOTHROW(rlhf::ppo::check_config(preset));
 
     // The loop's options parse from their names (configs read from text).

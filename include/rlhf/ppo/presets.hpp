@@ -254,6 +254,59 @@ namespace presets {
     };
 }
 
+/// OpenRL's NLP PPO (OpenRL-Lab/openrl: openrl/envs/nlp/rewards/kl_penalty.py,
+/// openrl/rewards/nlp_reward.py, openrl/algorithms/ppo.py, openrl/configs/config.py,
+/// examples/nlp/nlp_ppo.yaml): the learned reward at the last token plus `−α·(lp − ref)` per token,
+/// α from the proportional controller (α₀ 0.2, target 0.05, rate 0.1, error clip 0.2) fed the
+/// batch's mean per-token KL once per rollout; GAE γ 0.99, λ 0.95; advantages whitened with the
+/// biased variance; clip 0.2, token-mean; clipped Huber value loss (clip 0.2, δ 10, coef 0.5);
+/// entropy 0.01; grad clip 10; 5 epochs (nlp_ppo.yaml).
+/// @note OpenRL divides by std + 1e-5; here rsqrt(var + 1e-10), equal while std ≫ 1e-5.
+///       Its ValueNorm (running normalisation of the returns) is not part of the preset.
+[[nodiscard]] inline config openrl() {
+    return {
+        .reward = {.slot = reward_slot::last_valid_token, .kl = kl_preset::trl()},
+        .kl = kl_placement::reward,
+        .kl_control = proportional_kl_options{.init_kl_coef = 0.2,
+                                              .target = 0.05,
+                                              .update_rate = 0.1,
+                                              .error_clip = 0.2,
+                                              .measure = kl_measure::token_mean},
+        .kl_metric = kl_measure::token_mean,
+        .gae = {.gamma = 0.99, .lambda = 0.95},
+        .advantage_whitening = whiten_options{.variance = variance_estimator::biased, .epsilon = 1e-10},
+        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2},
+        .value_loss = {.clip_range = 0.2, .huber_delta = 10.0, .coef = 0.5},
+        .entropy_coef = 0.01,
+        .ppo_epochs = 5,
+        .max_grad_norm = 10.0,
+        .critic_max_grad_norm = 10.0,
+    };
+}
+
+/// chatllama's RLHF loop (nebuly-ai/nebuly: optimization/chatllama/chatllama/rlhf/trainer.py,
+/// artifacts/config/config.yaml), as its formulas mean rather than as its code slips
+/// (peer-formulas.md §c.17): a separate critic; the reward-to-go with γ = 1 minus the old values
+/// (GAE with γ = λ = 1), advantages whitened over the batch; clip 0.2 on the sampled token's
+/// ratio; value loss `max((V_clip − R)², (V − R)²)` without the ½ (clip 0.2) against the returns
+/// (its raw rewards when only the last token is rewarded); 1 epoch; no reference model. Its
+/// reward model is trained by MSE on scores (docs/examples.md).
+/// @note chatllama takes the argmax token's probability for the ratio, and adds
+///       `−β_s·Σ p·log p` (β_s = 0.02) and a "KL" to the old policy over that probability p alone:
+///       terms of the max-probability token, not of the distribution, that no entropy or KL
+///       option reproduces. The preset keeps PPO's sampled-token ratio and leaves them out.
+[[nodiscard]] inline config chatllama() {
+    return {
+        .reward = {.slot = reward_slot::last_valid_token, .kl = kl_preset::trl()},
+        .kl = kl_placement::none,
+        .gae = {.gamma = 1.0, .lambda = 1.0},
+        .advantage_whitening = whiten_options{},
+        .policy_loss = {.clip_low = 0.2, .clip_high = 0.2},
+        .value_loss = {.clip_range = 0.2, .scale = 1.0, .coef = 1.0},
+        .ppo_epochs = 1,
+    };
+}
+
 }  // namespace presets
 
 }  // namespace rlhf::inline RLHF_ABI_NAMESPACE::ppo
