@@ -292,23 +292,11 @@ int main(int argc, char** argv) try {
         outcome.best_reward = std::max(outcome.best_reward, last_eval);
     }
     outcome.reward_after = last_eval;
-    const std::size_t tail = std::min<std::size_t>(5, kls.size());
-    outcome.final_kl = std::accumulate(kls.end() - static_cast<std::ptrdiff_t>(tail), kls.end(), 0.0) /
-                       static_cast<double>(std::max<std::size_t>(1, tail));
     outcome.seconds = bar.seconds();
-
-    const evaluation samples_after = evaluate(policy, reward, text.tokens, sample_prompts, o);
-    write_samples(o.out / "samples.md", sample_prompts, samples_before.responses, samples_after.responses,
-                  samples_before.rewards, samples_after.rewards);
-    save_gpt(ppo_policy, o.out / "policy.pt");
-    std::printf("PPO: held-out reward %.3f -> %.3f (best %.3f), final KL %.3f, %.0f s\n", outcome.reward_before,
-                outcome.reward_after, outcome.best_reward, outcome.final_kl, outcome.seconds);
+    finish_ppo_stage(outcome, kls, ppo_policy, reward, o, text, sample_prompts, samples_before);
     std::printf("parameter syncs: ppo_policy -> policy %lld in %.3f s, ppo_value -> value %lld in %.3f s\n",
                 static_cast<long long>(policy_syncs.count), policy_syncs.seconds,
                 static_cast<long long>(value_syncs.count), value_syncs.seconds);
-    for (std::size_t i = 0; i < std::min<std::size_t>(3, sample_prompts.size()); ++i)
-        std::printf("  \"%s\" before: \"%s\"  after: \"%s\"\n", sample_prompts[i].c_str(),
-                    samples_before.responses[i].c_str(), samples_after.responses[i].c_str());
     if (draw_curves(o.out, "chart.png", "chatlearn_engine (ChatLearn PPO flows on rlhf::ppo::engine)",
                     {{.title = "held-out reward (evaluator flow)",
                       .y = "reward",

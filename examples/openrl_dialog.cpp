@@ -53,21 +53,6 @@ std::string trimmed(const std::string& s) {
     return s.substr(first, s.find_last_not_of(space) - first + 1);
 }
 
-// The sentences of `entry` (each up to . ! or ? followed by a space or the end), trimmed.
-std::vector<std::string> sentences_of(const std::string& entry) {
-    std::vector<std::string> out;
-    std::string sentence;
-    for (std::size_t i = 0; i < entry.size(); ++i) {
-        sentence.push_back(entry[i]);
-        const bool ends =
-            (entry[i] == '.' || entry[i] == '!' || entry[i] == '?') && (i + 1 == entry.size() || entry[i + 1] == ' ');
-        if (!ends && i + 1 != entry.size()) continue;
-        if (const std::string t = trimmed(sentence); !t.empty()) out.push_back(t);
-        sentence.clear();
-    }
-    return out;
-}
-
 // A sentence without its speaker mark ("Q:", "A:").
 std::string unmarked(const std::string& s) {
     return s.size() > 2 && (s.starts_with("Q:") || s.starts_with("A:")) ? trimmed(s.substr(2)) : s;
@@ -80,17 +65,14 @@ std::string unmarked(const std::string& s) {
 // in `positions` tokens; one question in eight goes to the held-out part.
 dialogues load_dialogues(const tokenizer& tokens, std::int64_t positions, std::int64_t max_new_tokens,
                          const std::filesystem::path& dir = default_corpus_dir) {
-    std::vector<std::filesystem::path> files;
-    for (const auto& entry : std::filesystem::directory_iterator(dir))
-        if (entry.is_regular_file() && !entry.is_symlink() && entry.path().extension().empty())
-            files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
     dialogues d;
     std::set<std::string> seen;
     std::size_t count = 0;
-    auto add = [&](const std::string& entry) {
-        if (!std::all_of(entry.begin(), entry.end(), [](char c) { return c >= 32 && c < 127; })) return;
-        const std::vector<std::string> sentences = sentences_of(entry);
+    for (const auto& entry : fortune_entries(dir)) {
+        if (!printable_ascii(entry)) continue;
+        std::vector<std::string> sentences;
+        for (const auto& sentence : sentences_of(entry))
+            if (std::string t = trimmed(sentence); !t.empty()) sentences.push_back(std::move(t));
         for (std::size_t i = 0; i + 1 < sentences.size(); ++i) {
             const std::string question = unmarked(sentences[i]), answer = unmarked(sentences[i + 1]);
             const bool fits = question.size() >= 12 && question.size() <= 72 && question.back() == '?' &&
@@ -107,25 +89,6 @@ dialogues load_dialogues(const tokenizer& tokens, std::int64_t positions, std::i
             (held_out ? d.held_out_prompts : d.train_prompts).push_back(prompt);
             (held_out ? d.held_out_texts : d.train_texts).push_back(text);
         }
-    };
-    for (const auto& file : files) {
-        std::ifstream in(file);
-        std::string line, entry;
-        while (std::getline(in, line)) {
-            if (line == "%") {
-                add(entry);
-                entry.clear();
-                continue;
-            }
-            const auto first = line.find_first_not_of(" \t");
-            if (first == std::string::npos || line.compare(first, 2, "--") == 0) continue;
-            for (std::size_t i = first; i < line.size(); ++i) {
-                const char c = line[i] == '\t' ? ' ' : line[i];
-                if (c != ' ' || (!entry.empty() && entry.back() != ' ')) entry.push_back(c);
-            }
-            if (!entry.empty() && entry.back() != ' ') entry.push_back(' ');
-        }
-        add(entry);
     }
     return d;
 }

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rlhf_examples {
@@ -94,42 +95,22 @@ struct corpus {
     }
 };
 
-// Sentences of `min_chars`–`max_chars` printable ASCII characters from every fortune file in
-// `dir` (entries end at a line "%"; attributions "-- ..." are dropped), whitespace collapsed; one
-// in `held_out_every` goes to the held-out part. Throws std::runtime_error naming the folder and
-// the package when it holds no text.
-inline corpus load_corpus(const std::filesystem::path& dir = default_corpus_dir, std::size_t min_chars = 24,
-                          std::size_t max_chars = 96, std::size_t held_out_every = 10) {
+// The entries of every fortune file in `dir` (sorted file names; an entry ends at a line "%"),
+// attributions "-- ..." dropped and whitespace collapsed into single spaces.
+inline std::vector<std::string> fortune_entries(const std::filesystem::path& dir) {
     std::vector<std::filesystem::path> files;
     if (std::filesystem::is_directory(dir))
         for (const auto& entry : std::filesystem::directory_iterator(dir))
             if (entry.is_regular_file() && !entry.is_symlink() && entry.path().extension().empty())
                 files.push_back(entry.path());
     std::sort(files.begin(), files.end());  // directory order is not stable
-    std::vector<std::string> sentences;
-    std::set<std::string> seen;
-    auto add_sentences = [&](const std::string& entry) {
-        std::string sentence;
-        for (std::size_t i = 0; i < entry.size(); ++i) {
-            sentence.push_back(entry[i]);
-            const bool ends = (entry[i] == '.' || entry[i] == '!' || entry[i] == '?') &&
-                              (i + 1 == entry.size() || entry[i + 1] == ' ');
-            if (!ends && i + 1 != entry.size()) continue;
-            const auto first = sentence.find_first_not_of(' ');
-            if (first != std::string::npos) sentence.erase(0, first);
-            const bool ascii = std::all_of(sentence.begin(), sentence.end(), [](char c) { return c >= 32 && c < 127; });
-            if (ascii && sentence.size() >= min_chars && sentence.size() <= max_chars &&
-                std::isupper(static_cast<unsigned char>(sentence[0])) != 0 && seen.insert(sentence).second)
-                sentences.push_back(sentence);
-            sentence.clear();
-        }
-    };
+    std::vector<std::string> entries;
     for (const auto& file : files) {
         std::ifstream in(file);
         std::string line, entry;
         while (std::getline(in, line)) {
             if (line == "%") {
-                add_sentences(entry);
+                entries.push_back(std::move(entry));
                 entry.clear();
                 continue;
             }
@@ -143,8 +124,44 @@ inline corpus load_corpus(const std::filesystem::path& dir = default_corpus_dir,
             if (!entry.empty()) entry.push_back(' ');
             entry += collapsed;
         }
-        add_sentences(entry);
+        entries.push_back(std::move(entry));
     }
+    return entries;
+}
+
+// The sentences of an entry: each runs up to '.', '!' or '?' followed by a space (or to the end),
+// leading spaces removed.
+inline std::vector<std::string> sentences_of(const std::string& entry) {
+    std::vector<std::string> sentences;
+    std::string sentence;
+    for (std::size_t i = 0; i < entry.size(); ++i) {
+        sentence.push_back(entry[i]);
+        const bool ends =
+            (entry[i] == '.' || entry[i] == '!' || entry[i] == '?') && (i + 1 == entry.size() || entry[i + 1] == ' ');
+        if (!ends && i + 1 != entry.size()) continue;
+        const auto first = sentence.find_first_not_of(' ');
+        if (first != std::string::npos) sentences.push_back(sentence.substr(first));
+        sentence.clear();
+    }
+    return sentences;
+}
+
+inline bool printable_ascii(const std::string& text) {
+    return std::all_of(text.begin(), text.end(), [](char c) { return c >= 32 && c < 127; });
+}
+
+// Sentences of `min_chars`–`max_chars` printable ASCII characters from the fortune entries of
+// `dir`, each once; one in `held_out_every` goes to the held-out part. Throws std::runtime_error
+// naming the folder and the package when it holds no text.
+inline corpus load_corpus(const std::filesystem::path& dir = default_corpus_dir, std::size_t min_chars = 24,
+                          std::size_t max_chars = 96, std::size_t held_out_every = 10) {
+    std::vector<std::string> sentences;
+    std::set<std::string> seen;
+    for (const auto& entry : fortune_entries(dir))
+        for (const auto& sentence : sentences_of(entry))
+            if (printable_ascii(sentence) && sentence.size() >= min_chars && sentence.size() <= max_chars &&
+                std::isupper(static_cast<unsigned char>(sentence[0])) != 0 && seen.insert(sentence).second)
+                sentences.push_back(sentence);
     if (sentences.empty())
         throw std::runtime_error("no English text in " + dir.string() +
                                  ": install Debian's 'fortunes' package (bash cmake/install-deps.sh)");

@@ -2,20 +2,10 @@
 """Draws RUN_DIR/chart.png from the JSON Lines an example wrote: reward (training rollouts and
 held-out evaluations), KL to the reference, the policy and value losses per PPO step, and the SFT
 and reward-model losses when those stages ran.  usage: plot_metrics.py RUN_DIR [TITLE]"""
-import json
 import pathlib
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read(path):
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from plot_curves import plt, read  # plot_curves.py beside this script selects the Agg backend
 
 
 def main():

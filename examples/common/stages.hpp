@@ -369,6 +369,26 @@ struct ppo_outcome {
     double seconds = 0.0;
 };
 
+// The end of a PPO stage: the final KL (mean of the last five steps' `kl`), the sample prompts
+// answered after it beside before (samples.md), policy.pt and the summary lines.
+template <class RewardModel>
+void finish_ppo_stage(ppo_outcome& outcome, const std::vector<double>& kls, gpt& policy, RewardModel& reward_model,
+                      const run_options& o, const run_text& text, const std::vector<std::string>& sample_prompts,
+                      const evaluation& samples_before) {
+    const std::size_t tail = std::min<std::size_t>(5, kls.size());
+    outcome.final_kl = std::accumulate(kls.end() - static_cast<std::ptrdiff_t>(tail), kls.end(), 0.0) /
+                       static_cast<double>(std::max<std::size_t>(1, tail));
+    const evaluation samples_after = evaluate(policy, reward_model, text.tokens, sample_prompts, o);
+    write_samples(o.out / "samples.md", sample_prompts, samples_before.responses, samples_after.responses,
+                  samples_before.rewards, samples_after.rewards);
+    save_gpt(policy, o.out / "policy.pt");
+    std::printf("PPO: held-out reward %.3f -> %.3f (best %.3f), final KL %.3f, %.0f s\n", outcome.reward_before,
+                outcome.reward_after, outcome.best_reward, outcome.final_kl, outcome.seconds);
+    for (std::size_t i = 0; i < std::min<std::size_t>(3, sample_prompts.size()); ++i)
+        std::printf("  \"%s\" before: \"%s\"  after: \"%s\"\n", sample_prompts[i].c_str(),
+                    samples_before.responses[i].c_str(), samples_after.responses[i].c_str());
+}
+
 // What an example may change in `run_ppo` (the defaults keep its corpus prompts and chart): its
 // own training and held-out prompts, figures added to the progress bar, and whether `run_ppo`
 // draws chart.png (off: the example draws its own).
@@ -419,20 +439,8 @@ ppo_outcome run_ppo(Trainer& trainer, gpt& policy, RewardModel& reward_model, co
         bar.update(step, figures);
     }
     outcome.reward_after = last_eval;
-    const std::size_t tail = std::min<std::size_t>(5, kls.size());
-    outcome.final_kl = std::accumulate(kls.end() - static_cast<std::ptrdiff_t>(tail), kls.end(), 0.0) /
-                       static_cast<double>(std::max<std::size_t>(1, tail));
     outcome.seconds = bar.seconds();
-
-    const evaluation samples_after = evaluate(policy, reward_model, text.tokens, sample_prompts, o);
-    write_samples(o.out / "samples.md", sample_prompts, samples_before.responses, samples_after.responses,
-                  samples_before.rewards, samples_after.rewards);
-    save_gpt(policy, o.out / "policy.pt");
-    std::printf("PPO: held-out reward %.3f -> %.3f (best %.3f), final KL %.3f, %.0f s\n", outcome.reward_before,
-                outcome.reward_after, outcome.best_reward, outcome.final_kl, outcome.seconds);
-    for (std::size_t i = 0; i < std::min<std::size_t>(3, sample_prompts.size()); ++i)
-        std::printf("  \"%s\" before: \"%s\"  after: \"%s\"\n", sample_prompts[i].c_str(),
-                    samples_before.responses[i].c_str(), samples_after.responses[i].c_str());
+    finish_ppo_stage(outcome, kls, policy, reward_model, o, text, sample_prompts, samples_before);
     if (extras.draw_chart && draw_chart(o.out, title)) std::printf("chart: %s\n", (o.out / "chart.png").c_str());
     std::printf("samples: %s\nmetrics: %s\n", (o.out / "samples.md").c_str(), (o.out / "ppo_metrics.jsonl").c_str());
     return outcome;
