@@ -13,8 +13,6 @@
 //
 // Writes DIR/metrics.jsonl (one line per update), DIR/chart.png and DIR/samples.md (the greedy
 // policy from 5 fixed start states before and after training).
-#include <ATen/Parallel.h>
-#include <dlfcn.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -41,6 +39,7 @@
 #include <vector>
 
 #include "common/report.hpp"
+#include "common/stages.hpp"
 #include "rlhf/libtorch.hpp"
 
 namespace {
@@ -193,7 +192,7 @@ void write_samples(const std::filesystem::path& path, const std::vector<std::arr
     }
 }
 
-struct run_options {
+struct cartpole_options {
     std::filesystem::path out = "cartpole_ppo_run";
     std::uint64_t seed = 1;
     std::int64_t threads = 1, envs = 4, steps_per_rollout = 128, max_env_steps = 500000, epochs = 4, minibatches = 4;
@@ -206,7 +205,7 @@ struct run_options {
 
 int main(int argc, char** argv) try {
     using namespace rlhf_examples;
-    run_options o;
+    cartpole_options o;
     command_line cli("rlhf_cartpole_ppo",
                      "PPO (CleanRL's ppo.py) on a C++ CartPole-v1 (Gymnasium's cartpole.py), with the library's GAE "
                      "and losses.");
@@ -236,12 +235,7 @@ int main(int argc, char** argv) try {
             "--envs, --steps-per-rollout, --epochs, --minibatches and --threads must be >= 1 "
             "(and minibatches of at least 2 samples)");
 
-    // One thread for OpenBLAS too (Debian's LibTorch), so --threads is the whole story.
-    using set_threads = void (*)(int);
-    if (void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads")) reinterpret_cast<set_threads>(symbol)(1);
-    at::set_num_threads(static_cast<int>(o.threads));
-    torch::manual_seed(o.seed);
-    std::filesystem::create_directories(o.out);
+    start_run(o.threads, o.seed, o.out);  // also OpenBLAS on one thread: --threads is the whole story
 
     torch::nn::Sequential actor = mlp(2, 0.01), critic = mlp(1, 1.0);
     std::vector<torch::Tensor> parameters = actor->parameters();
